@@ -1,0 +1,228 @@
+//! [`List`]: a sequence inside a packet (properties, topic filters, reason codes) that is
+//! either borrowed from validated wire bytes or from the caller's slice.
+//!
+//! Decoding never allocates: it validates a list once and keeps the bytes; iterating
+//! parses each item again on the fly. A caller building a packet to send hands in a slice
+//! of items instead. Both forms compare, iterate and encode the same way.
+
+use core::fmt;
+
+use super::wire::Reader;
+
+pub(crate) mod sealed {
+    pub trait Sealed {}
+}
+
+/// An item that can live in a [`List`]. Implemented by the codec's own item types only.
+pub trait ListItem<'a>: sealed::Sealed + Sized + Copy {
+    /// Parses the next item from bytes that were validated when the packet was decoded.
+    #[doc(hidden)]
+    fn read_next(bytes: &mut &'a [u8]) -> Option<Self>;
+}
+
+/// Implements [`ListItem`] for a type with a crate-private `read(&mut Reader) -> Result`.
+macro_rules! list_item {
+    ($ty:ty, $read:path) => {
+        impl<'a> $crate::codec::list::sealed::Sealed for $ty {}
+        impl<'a> $crate::codec::list::ListItem<'a> for $ty {
+            #[inline]
+            fn read_next(bytes: &mut &'a [u8]) -> Option<Self> {
+                $crate::codec::list::read_with(bytes, $read)
+            }
+        }
+    };
+}
+pub(crate) use list_item;
+
+/// Runs a fallible item parser over `bytes`, advancing them on success.
+#[inline]
+pub(crate) fn read_with<'a, T>(
+    bytes: &mut &'a [u8],
+    read: impl FnOnce(&mut Reader<'a>) -> Result<T, super::DecodeError>,
+) -> Option<T> {
+    if bytes.is_empty() {
+        return None;
+    }
+    let mut reader = Reader::new(bytes);
+    let item = read(&mut reader).ok()?;
+    *bytes = reader.rest();
+    Some(item)
+}
+
+/// A sequence of `T` borrowed from a decoded packet or from the caller.
+pub struct List<'a, T> {
+    repr: Repr<'a, T>,
+}
+
+enum Repr<'a, T> {
+    /// Validated wire bytes, parsed again on iteration.
+    Wire(&'a [u8]),
+    /// Items supplied by the caller.
+    Items(&'a [T]),
+}
+
+impl<'a, T: ListItem<'a>> List<'a, T> {
+    /// A list of the caller's items, to encode.
+    #[inline]
+    pub const fn new(items: &'a [T]) -> Self {
+        Self {
+            repr: Repr::Items(items),
+        }
+    }
+
+    /// The empty list.
+    #[inline]
+    pub const fn empty() -> Self {
+        Self {
+            repr: Repr::Items(&[]),
+        }
+    }
+
+    /// A list over wire bytes the decoder has validated.
+    #[inline]
+    pub(crate) const fn from_wire(bytes: &'a [u8]) -> Self {
+        Self {
+            repr: Repr::Wire(bytes),
+        }
+    }
+
+    /// Whether the list has no items.
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        match self.repr {
+            Repr::Wire(bytes) => bytes.is_empty(),
+            Repr::Items(items) => items.is_empty(),
+        }
+    }
+
+    /// The number of items (counted by walking a decoded list).
+    pub fn len(&self) -> usize {
+        match self.repr {
+            Repr::Wire(_) => self.iter().count(),
+            Repr::Items(items) => items.len(),
+        }
+    }
+
+    /// The items in order.
+    #[inline]
+    pub fn iter(&self) -> Iter<'a, T> {
+        Iter { repr: self.repr }
+    }
+
+    /// The validated wire bytes, if this list came from a decoded packet. Re-encoding
+    /// copies them as they are.
+    #[inline]
+    pub fn wire_bytes(&self) -> Option<&'a [u8]> {
+        match self.repr {
+            Repr::Wire(bytes) => Some(bytes),
+            Repr::Items(_) => None,
+        }
+    }
+}
+
+// Manual impls: the derives would demand `T: Clone`/`T: Default` for the borrowed slice.
+impl<T> Clone for List<'_, T> {
+    #[inline]
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<T> Copy for List<'_, T> {}
+
+impl<'a, T: ListItem<'a>> Default for List<'a, T> {
+    #[inline]
+    fn default() -> Self {
+        Self::empty()
+    }
+}
+
+impl<T> Clone for Repr<'_, T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<T> Copy for Repr<'_, T> {}
+
+/// Lists are equal when they hold equal items in the same order, whichever form they are in.
+impl<'a, 'b, T: ListItem<'a> + PartialEq<U>, U: ListItem<'b>> PartialEq<List<'b, U>>
+    for List<'a, T>
+{
+    fn eq(&self, other: &List<'b, U>) -> bool {
+        let mut mine = self.iter();
+        let mut theirs = other.iter();
+        loop {
+            match (mine.next(), theirs.next()) {
+                (None, None) => return true,
+                (Some(a), Some(b)) if a == b => {}
+                _ => return false,
+            }
+        }
+    }
+}
+
+impl<'a, T: ListItem<'a> + Eq> Eq for List<'a, T> {}
+
+impl<'a, T: ListItem<'a> + fmt::Debug> fmt::Debug for List<'a, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
+
+#[cfg(feature = "defmt")]
+impl<'a, T: ListItem<'a> + defmt::Format> defmt::Format for List<'a, T> {
+    fn format(&self, f: defmt::Formatter<'_>) {
+        defmt::write!(f, "[");
+        for (i, item) in self.iter().enumerate() {
+            if i > 0 {
+                defmt::write!(f, ", ");
+            }
+            defmt::write!(f, "{}", item);
+        }
+        defmt::write!(f, "]");
+    }
+}
+
+impl<'a, T: ListItem<'a>> IntoIterator for List<'a, T> {
+    type Item = T;
+    type IntoIter = Iter<'a, T>;
+    fn into_iter(self) -> Iter<'a, T> {
+        self.iter()
+    }
+}
+
+impl<'a, T: ListItem<'a>> IntoIterator for &List<'a, T> {
+    type Item = T;
+    type IntoIter = Iter<'a, T>;
+    fn into_iter(self) -> Iter<'a, T> {
+        self.iter()
+    }
+}
+
+/// Iterator over a [`List`].
+pub struct Iter<'a, T> {
+    repr: Repr<'a, T>,
+}
+
+impl<'a, T: ListItem<'a>> Iterator for Iter<'a, T> {
+    type Item = T;
+
+    #[inline]
+    fn next(&mut self) -> Option<T> {
+        match &mut self.repr {
+            Repr::Wire(bytes) => T::read_next(bytes),
+            Repr::Items(items) => {
+                let (first, rest) = items.split_first()?;
+                *items = rest;
+                Some(*first)
+            }
+        }
+    }
+}
+
+impl<T> fmt::Debug for Iter<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Iter { .. }")
+    }
+}

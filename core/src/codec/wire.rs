@@ -1,0 +1,280 @@
+//! Primitive wire types of MQTT (§1.5 of 3.1.1 and 5.0): integers, variable byte integers,
+//! length-prefixed strings and binary data, read from and written to byte slices.
+//!
+//! [`Reader`] only ever looks inside the frame it was given, so a field that claims more
+//! bytes than the packet holds is [`DecodeError::MalformedLength`], never an overread.
+//! [`Writer`] is used only after the caller has checked the exact encoded length.
+
+use super::error::DecodeError;
+
+/// Largest value a variable byte integer can hold (§1.5.5): 268 435 455.
+pub const MAX_VAR_INT: u32 = 268_435_455;
+
+/// Largest string or binary field: a two-byte length prefix.
+pub(crate) const MAX_FIELD: usize = u16::MAX as usize;
+
+/// Bytes a variable byte integer takes for `value` (1 to 4).
+#[inline]
+pub(crate) const fn var_int_len(value: u32) -> usize {
+    if value < 128 {
+        1
+    } else if value < 16_384 {
+        2
+    } else if value < 2_097_152 {
+        3
+    } else {
+        4
+    }
+}
+
+/// Checks a UTF-8 encoded string field (§1.5.4): well-formed UTF-8 with no surrogates
+/// ([MQTT-1.5.4-1], which `from_utf8` enforces) and no U+0000 ([MQTT-1.5.4-2]).
+#[inline]
+pub(crate) fn check_str(bytes: &[u8]) -> Result<&str, DecodeError> {
+    // U+0000 is the only code point whose UTF-8 form contains a zero byte.
+    if bytes.contains(&0) {
+        return Err(DecodeError::NullCharacter);
+    }
+    core::str::from_utf8(bytes).map_err(|_| DecodeError::InvalidUtf8)
+}
+
+/// A cursor over one complete frame (or a part of it).
+#[derive(Debug, Clone)]
+pub(crate) struct Reader<'a> {
+    buf: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    #[inline]
+    pub(crate) const fn new(buf: &'a [u8]) -> Self {
+        Self { buf }
+    }
+
+    #[inline]
+    pub(crate) const fn is_empty(&self) -> bool {
+        self.buf.is_empty()
+    }
+
+    /// Everything not read yet, consuming it.
+    #[inline]
+    pub(crate) fn rest(&mut self) -> &'a [u8] {
+        core::mem::take(&mut self.buf)
+    }
+
+    #[inline]
+    pub(crate) fn bytes(&mut self, len: usize) -> Result<&'a [u8], DecodeError> {
+        if len > self.buf.len() {
+            return Err(DecodeError::MalformedLength);
+        }
+        let (head, tail) = self.buf.split_at(len);
+        self.buf = tail;
+        Ok(head)
+    }
+
+    #[inline]
+    pub(crate) fn u8(&mut self) -> Result<u8, DecodeError> {
+        let (&byte, tail) = self.buf.split_first().ok_or(DecodeError::MalformedLength)?;
+        self.buf = tail;
+        Ok(byte)
+    }
+
+    #[inline]
+    pub(crate) fn u16(&mut self) -> Result<u16, DecodeError> {
+        match *self.buf {
+            [hi, lo, ref tail @ ..] => {
+                self.buf = tail;
+                Ok(u16::from_be_bytes([hi, lo]))
+            }
+            _ => Err(DecodeError::MalformedLength),
+        }
+    }
+
+    #[inline]
+    pub(crate) fn u32(&mut self) -> Result<u32, DecodeError> {
+        match *self.buf {
+            [a, b, c, d, ref tail @ ..] => {
+                self.buf = tail;
+                Ok(u32::from_be_bytes([a, b, c, d]))
+            }
+            _ => Err(DecodeError::MalformedLength),
+        }
+    }
+
+    /// A variable byte integer (§1.5.5). Inside a frame, running out of bytes is a length
+    /// error; a fifth continuation byte is [`DecodeError::InvalidVarInt`].
+    #[inline]
+    pub(crate) fn var_int(&mut self) -> Result<u32, DecodeError> {
+        match decode_var_int(self.buf) {
+            VarInt::Value { value, len } => {
+                self.buf = &self.buf[len..];
+                Ok(value)
+            }
+            VarInt::Incomplete => Err(DecodeError::MalformedLength),
+            VarInt::Invalid => Err(DecodeError::InvalidVarInt),
+        }
+    }
+
+    /// Two-byte length, then that many bytes (§1.5.6).
+    #[inline]
+    pub(crate) fn binary(&mut self) -> Result<&'a [u8], DecodeError> {
+        let len = self.u16()? as usize;
+        self.bytes(len)
+    }
+
+    /// Two-byte length, then that many bytes of checked UTF-8 (§1.5.4).
+    #[inline]
+    pub(crate) fn str(&mut self) -> Result<&'a str, DecodeError> {
+        check_str(self.binary()?)
+    }
+}
+
+/// Outcome of reading a variable byte integer from the start of a buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum VarInt {
+    /// The value and how many bytes it took.
+    Value { value: u32, len: usize },
+    /// The buffer ends before the last byte of the integer.
+    Incomplete,
+    /// More than four bytes ([MQTT-1.5.5-1]).
+    Invalid,
+}
+
+#[inline]
+pub(crate) fn decode_var_int(buf: &[u8]) -> VarInt {
+    let mut value = 0u32;
+    for i in 0..4 {
+        let Some(&byte) = buf.get(i) else {
+            return VarInt::Incomplete;
+        };
+        value |= u32::from(byte & 0x7F) << (7 * i);
+        if byte & 0x80 == 0 {
+            return VarInt::Value { value, len: i + 1 };
+        }
+    }
+    VarInt::Invalid
+}
+
+/// Writes into a buffer the caller has already sized with the packet's `encoded_len`.
+#[derive(Debug)]
+pub(crate) struct Writer<'a> {
+    buf: &'a mut [u8],
+    pos: usize,
+}
+
+impl<'a> Writer<'a> {
+    #[inline]
+    pub(crate) fn new(buf: &'a mut [u8]) -> Self {
+        Self { buf, pos: 0 }
+    }
+
+    #[inline]
+    pub(crate) const fn position(&self) -> usize {
+        self.pos
+    }
+
+    #[inline]
+    pub(crate) fn bytes(&mut self, bytes: &[u8]) {
+        let end = self.pos + bytes.len();
+        self.buf[self.pos..end].copy_from_slice(bytes);
+        self.pos = end;
+    }
+
+    #[inline]
+    pub(crate) fn u8(&mut self, value: u8) {
+        self.buf[self.pos] = value;
+        self.pos += 1;
+    }
+
+    #[inline]
+    pub(crate) fn u16(&mut self, value: u16) {
+        self.bytes(&value.to_be_bytes());
+    }
+
+    #[inline]
+    pub(crate) fn u32(&mut self, value: u32) {
+        self.bytes(&value.to_be_bytes());
+    }
+
+    #[inline]
+    pub(crate) fn var_int(&mut self, mut value: u32) {
+        loop {
+            let mut byte = (value & 0x7F) as u8;
+            value >>= 7;
+            if value > 0 {
+                byte |= 0x80;
+            }
+            self.u8(byte);
+            if value == 0 {
+                break;
+            }
+        }
+    }
+
+    /// A length-prefixed field; lengths were checked against [`MAX_FIELD`] beforehand.
+    #[inline]
+    pub(crate) fn binary(&mut self, bytes: &[u8]) {
+        self.u16(bytes.len() as u16);
+        self.bytes(bytes);
+    }
+
+    #[inline]
+    pub(crate) fn str(&mut self, value: &str) {
+        self.binary(value.as_bytes());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn var_int_boundaries_from_spec_table() {
+        // MQTT 5.0 §1.5.5, table 1-1: the smallest and largest values of each length.
+        let cases: [(&[u8], u32); 8] = [
+            (&[0x00], 0),
+            (&[0x7F], 127),
+            (&[0x80, 0x01], 128),
+            (&[0xFF, 0x7F], 16_383),
+            (&[0x80, 0x80, 0x01], 16_384),
+            (&[0xFF, 0xFF, 0x7F], 2_097_151),
+            (&[0x80, 0x80, 0x80, 0x01], 2_097_152),
+            (&[0xFF, 0xFF, 0xFF, 0x7F], 268_435_455),
+        ];
+        for (bytes, value) in cases {
+            assert_eq!(
+                decode_var_int(bytes),
+                VarInt::Value {
+                    value,
+                    len: bytes.len()
+                }
+            );
+            assert_eq!(var_int_len(value), bytes.len());
+            let mut out = [0u8; 4];
+            let mut w = Writer::new(&mut out);
+            w.var_int(value);
+            assert_eq!(&out[..w.position()], bytes);
+        }
+    }
+
+    #[test]
+    fn var_int_fifth_byte_is_invalid() {
+        // [MQTT-1.5.5-1]: at most four bytes.
+        assert_eq!(
+            decode_var_int(&[0xFF, 0xFF, 0xFF, 0xFF, 0x7F]),
+            VarInt::Invalid
+        );
+        assert_eq!(decode_var_int(&[0x80, 0x80]), VarInt::Incomplete);
+    }
+
+    #[test]
+    fn strings_reject_null_and_surrogates() {
+        assert_eq!(check_str(b"a\0b"), Err(DecodeError::NullCharacter));
+        // U+D800 encoded as if it were a scalar value: ED A0 80.
+        assert_eq!(
+            check_str(&[0xED, 0xA0, 0x80]),
+            Err(DecodeError::InvalidUtf8)
+        );
+        assert_eq!(check_str(&[0xC0, 0x80]), Err(DecodeError::InvalidUtf8));
+        assert_eq!(check_str("a/ü/€".as_bytes()), Ok("a/ü/€"));
+    }
+}

@@ -1,0 +1,35 @@
+//! # fulmar-core
+//!
+//! The protocol heart of Fulmar, an MQTT broker family that runs the same code on a
+//! microcontroller, a Linux gateway and a cloud cluster.
+//!
+//! The crate is `#![no_std]` and needs no allocator. It is *sans-IO*: it never opens a
+//! socket, reads a clock or spawns a task. Hosts feed it bytes and time and act on what it
+//! returns, the way `smoltcp` and `quinn-proto` are driven.
+//!
+//! ## Layers
+//! - [`codec`]: every control packet of MQTT 3.1, 3.1.1 and 5.0. Decoding borrows from the
+//!   input ([`codec::Packet<'a>`]); a frame that has not fully arrived is
+//!   [`codec::DecodeError::Incomplete`], not a failure. Encoding writes into the caller's
+//!   buffer and never half-writes it. Every wire rule of the specifications is checked on
+//!   decode, and every failure maps to the reason code a broker must answer with.
+//!
+//! ## Features
+//! - `alloc`: growable back-ends and `Vec` conveniences.
+//! - `std`: implies `alloc`.
+//! - `defmt`: `defmt::Format` on public types, for firmware logs.
+//! - `serde`: `Serialize`/`Deserialize` on value types.
+#![no_std]
+#![deny(unsafe_code)]
+#![warn(missing_docs)]
+#![cfg_attr(
+    not(test),
+    warn(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
+
+#[cfg(feature = "alloc")]
+extern crate alloc;
+#[cfg(feature = "std")]
+extern crate std;
+
+pub mod codec;
