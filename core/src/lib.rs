@@ -33,3 +33,4 @@ extern crate alloc;
 extern crate std;
 
 pub mod codec;
+pub mod topic;

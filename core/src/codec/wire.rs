@@ -252,7 +252,8 @@ mod tests {
             let mut out = [0u8; 4];
             let mut w = Writer::new(&mut out);
             w.var_int(value);
-            assert_eq!(&out[..w.position()], bytes);
+            let written = w.position();
+            assert_eq!(&out[..written], bytes);
         }
     }
 
