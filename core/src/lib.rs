@@ -33,4 +33,5 @@ extern crate alloc;
 extern crate std;
 
 pub mod codec;
+pub mod storage;
 pub mod topic;

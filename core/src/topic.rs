@@ -27,7 +27,10 @@ pub struct TopicLimits {
 
 impl TopicLimits {
     /// The protocol's own ceiling on length, and 128 levels.
-    pub const DEFAULT: Self = Self { max_len: u16::MAX as usize, max_depth: 128 };
+    pub const DEFAULT: Self = Self {
+        max_len: u16::MAX as usize,
+        max_depth: 128,
+    };
 }
 
 impl Default for TopicLimits {
@@ -299,7 +302,10 @@ mod tests {
         assert!(filter("sport/#").matches(&name("sport")));
         assert!(filter("#").matches(&name("a/b/c")));
         // [MQTT-4.7.1-1]: "sport/tennis#" and "sport/tennis/#/ranking" are not valid.
-        assert_eq!(TopicFilter::new("sport/tennis#", &LIMITS), Err(TopicError::InvalidWildcard));
+        assert_eq!(
+            TopicFilter::new("sport/tennis#", &LIMITS),
+            Err(TopicError::InvalidWildcard)
+        );
         assert_eq!(
             TopicFilter::new("sport/tennis/#/ranking", &LIMITS),
             Err(TopicError::InvalidWildcard)
@@ -320,7 +326,10 @@ mod tests {
         assert!(filter("/+").matches(&name("/finance")));
         assert!(filter("+/tennis/#").matches(&name("sport/tennis/x")));
         // [MQTT-4.7.1-2]: "sport+" is not valid.
-        assert_eq!(TopicFilter::new("sport+", &LIMITS), Err(TopicError::InvalidWildcard));
+        assert_eq!(
+            TopicFilter::new("sport+", &LIMITS),
+            Err(TopicError::InvalidWildcard)
+        );
     }
 
     #[test]
@@ -334,10 +343,19 @@ mod tests {
 
     #[test]
     fn names_reject_wildcards_nulls_and_empty() {
-        assert_eq!(TopicName::new("a/+", &LIMITS), Err(TopicError::WildcardInName));
-        assert_eq!(TopicName::new("a/#", &LIMITS), Err(TopicError::WildcardInName));
+        assert_eq!(
+            TopicName::new("a/+", &LIMITS),
+            Err(TopicError::WildcardInName)
+        );
+        assert_eq!(
+            TopicName::new("a/#", &LIMITS),
+            Err(TopicError::WildcardInName)
+        );
         assert_eq!(TopicName::new("", &LIMITS), Err(TopicError::Empty));
-        assert_eq!(TopicName::new("a\0", &LIMITS), Err(TopicError::NullCharacter));
+        assert_eq!(
+            TopicName::new("a\0", &LIMITS),
+            Err(TopicError::NullCharacter)
+        );
         // Empty levels are valid and distinct ([MQTT-4.7.3-1] only forbids empty topics).
         assert!(!filter("a/b").matches(&name("a//b")));
         assert!(filter("a//b").matches(&name("a//b")));
@@ -345,11 +363,20 @@ mod tests {
 
     #[test]
     fn limits_are_enforced() {
-        let limits = TopicLimits { max_len: 8, max_depth: 3 };
+        let limits = TopicLimits {
+            max_len: 8,
+            max_depth: 3,
+        };
         assert!(TopicName::new("a/b/c", &limits).is_ok());
         assert_eq!(TopicName::new("a/b/c/d", &limits), Err(TopicError::TooDeep));
-        assert_eq!(TopicName::new("abcdefghi", &limits), Err(TopicError::TooLong));
-        assert_eq!(TopicFilter::new("+/+/+/#", &limits), Err(TopicError::TooDeep));
+        assert_eq!(
+            TopicName::new("abcdefghi", &limits),
+            Err(TopicError::TooLong)
+        );
+        assert_eq!(
+            TopicFilter::new("+/+/+/#", &limits),
+            Err(TopicError::TooDeep)
+        );
     }
 
     #[test]
@@ -358,10 +385,20 @@ mod tests {
         assert_eq!(parsed.group(), Some("g1"));
         assert_eq!(parsed.filter().as_str(), "sensors/+/temp");
         assert_eq!(
-            SubscriptionFilter::parse("$share/g/#", &LIMITS).unwrap().filter().as_str(),
+            SubscriptionFilter::parse("$share/g/#", &LIMITS)
+                .unwrap()
+                .filter()
+                .as_str(),
             "#"
         );
-        for bad in ["$share/", "$share//a", "$share/g", "$share/g/", "$share/g+/a", "$share/#/a"] {
+        for bad in [
+            "$share/",
+            "$share//a",
+            "$share/g",
+            "$share/g/",
+            "$share/g+/a",
+            "$share/#/a",
+        ] {
             assert_eq!(
                 SubscriptionFilter::parse(bad, &LIMITS),
                 Err(TopicError::InvalidSharedFilter),
