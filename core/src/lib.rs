@@ -13,13 +13,17 @@
 //!   [`codec::DecodeError::Incomplete`], not a failure. Encoding writes into the caller's
 //!   buffer and never half-writes it. Every wire rule of the specifications is checked on
 //!   decode, and every failure maps to the reason code a broker must answer with.
+//! - [`topic`]: validated topic names and filters, `+`/`#` matching, `$share` parsing.
+//! - [`router`]: the subscription index that tells which sessions a message goes to.
+//! - [`storage`]: the fixed-capacity (`heapless`) and growable (`alloc`) back-ends the
+//!   router and the broker run on: one algorithm, two kinds of memory.
 //!
 //! ## Features
 //! - `alloc`: growable back-ends and `Vec` conveniences.
 //! - `std`: implies `alloc`.
 //! - `defmt`: `defmt::Format` on public types, for firmware logs.
 //! - `serde`: `Serialize`/`Deserialize` on value types.
-#![no_std]
+#![cfg_attr(not(test), no_std)]
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 #![cfg_attr(
@@ -33,5 +37,6 @@ extern crate alloc;
 extern crate std;
 
 pub mod codec;
+pub mod router;
 pub mod storage;
 pub mod topic;

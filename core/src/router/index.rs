@@ -1,0 +1,246 @@
+//! An open-addressing hash index from a 32-bit hash to a `u32` handle, over any
+//! [`Storage`]: the router's way to find a child level or a client's subscription in O(1)
+//! without an allocator.
+//!
+//! The index stores only hashes and handles; the caller decides whether a handle is the one
+//! it looks for (`eq`), so keys live once, in the router's own slabs. Linear probing with
+//! tombstones; a growable store rebuilds (usually doubling) at 1/2 load, a fixed one refuses inserts beyond
+//! 7/8 of its power-of-two capacity so probes stay short.
+
+use crate::storage::{CapacityError, Storage};
+
+const EMPTY: u32 = u32::MAX;
+const TOMBSTONE: u32 = u32::MAX - 1;
+
+/// One place of the index.
+#[derive(Debug, Clone, Copy)]
+pub struct Slot {
+    hash: u32,
+    handle: u32,
+}
+
+const VACANT: Slot = Slot {
+    hash: 0,
+    handle: EMPTY,
+};
+
+/// Hash index over storage `S`.
+#[derive(Debug)]
+pub(crate) struct Index<S> {
+    slots: S,
+    /// Live entries.
+    len: usize,
+    /// Live entries plus tombstones: what lengthens probes.
+    used: usize,
+}
+
+impl<S: Storage<Slot>> Default for Index<S> {
+    fn default() -> Self {
+        let mut index = Self {
+            slots: S::default(),
+            len: 0,
+            used: 0,
+        };
+        if let Some(capacity) = S::FIXED_CAPACITY {
+            // A fixed table is laid out once at its largest power of two.
+            let size = if capacity == 0 {
+                0
+            } else {
+                1 << capacity.ilog2()
+            };
+            for _ in 0..size {
+                if index.slots.push(VACANT).is_err() {
+                    break;
+                }
+            }
+        }
+        index
+    }
+}
+
+impl<S: Storage<Slot>> Index<S> {
+    #[inline]
+    fn mask(&self) -> usize {
+        self.slots.as_slice().len().wrapping_sub(1)
+    }
+
+    /// The handle stored under `hash` for which `eq` holds.
+    #[inline]
+    pub(crate) fn find(&self, hash: u32, mut eq: impl FnMut(u32) -> bool) -> Option<u32> {
+        let slots = self.slots.as_slice();
+        if slots.is_empty() {
+            return None;
+        }
+        let mask = self.mask();
+        let mut i = hash as usize & mask;
+        for _ in 0..slots.len() {
+            let slot = slots[i];
+            if slot.handle == EMPTY {
+                return None;
+            }
+            if slot.handle != TOMBSTONE && slot.hash == hash && eq(slot.handle) {
+                return Some(slot.handle);
+            }
+            i = (i + 1) & mask;
+        }
+        None
+    }
+
+    /// Adds `handle` under `hash`; the caller has checked it is not present.
+    pub(crate) fn insert(&mut self, hash: u32, handle: u32) -> Result<(), CapacityError> {
+        let size = self.slots.as_slice().len();
+        match S::FIXED_CAPACITY {
+            Some(_) if (self.len + 1) * 8 > size * 7 => return Err(CapacityError),
+            // Many tombstones in a fixed table: rebuild in place to shorten probes.
+            Some(_) if (self.used + 1) * 8 > size * 7 => self.rehash_in_place(),
+            // A growable table rebuilds at half load: larger if it is really filling up,
+            // at the same size if tombstones are what fills it.
+            None if (self.used + 1) * 2 > size => {
+                let live_heavy = (self.len + 1) * 4 > size;
+                self.rebuild(if live_heavy { (size * 2).max(16) } else { size })?
+            }
+            _ => {}
+        }
+        let mask = self.mask();
+        let slots = self.slots.as_mut_slice();
+        let mut i = hash as usize & mask;
+        loop {
+            let slot = &mut slots[i];
+            if slot.handle == EMPTY || slot.handle == TOMBSTONE {
+                if slot.handle == EMPTY {
+                    self.used += 1;
+                }
+                *slot = Slot { hash, handle };
+                self.len += 1;
+                return Ok(());
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
+    /// Removes the handle under `hash` for which `eq` holds.
+    pub(crate) fn remove(&mut self, hash: u32, mut eq: impl FnMut(u32) -> bool) -> Option<u32> {
+        let mask = self.mask();
+        let slots = self.slots.as_mut_slice();
+        if slots.is_empty() {
+            return None;
+        }
+        let mut i = hash as usize & mask;
+        for _ in 0..slots.len() {
+            let slot = slots[i];
+            if slot.handle == EMPTY {
+                return None;
+            }
+            if slot.handle != TOMBSTONE && slot.hash == hash && eq(slot.handle) {
+                slots[i].handle = TOMBSTONE;
+                self.len -= 1;
+                return Some(slot.handle);
+            }
+            i = (i + 1) & mask;
+        }
+        None
+    }
+
+    /// Rebuilds a growable table with `size` places and every live entry.
+    fn rebuild(&mut self, size: usize) -> Result<(), CapacityError> {
+        let mut bigger = S::default();
+        for _ in 0..size {
+            bigger.push(VACANT)?;
+        }
+        let old = core::mem::replace(&mut self.slots, bigger);
+        self.reinsert(old.as_slice());
+        Ok(())
+    }
+
+    /// Rebuilds a fixed table without its tombstones.
+    fn rehash_in_place(&mut self) {
+        let mut live = S::default();
+        for slot in self.slots.as_slice() {
+            if slot.handle != EMPTY && slot.handle != TOMBSTONE {
+                // `live` has the same capacity as the table and holds fewer entries.
+                let _ = live.push(*slot);
+            }
+        }
+        for slot in self.slots.as_mut_slice() {
+            *slot = VACANT;
+        }
+        self.reinsert(live.as_slice());
+    }
+
+    fn reinsert(&mut self, from: &[Slot]) {
+        self.len = 0;
+        self.used = 0;
+        let mask = self.mask();
+        let slots = self.slots.as_mut_slice();
+        for slot in from {
+            if slot.handle == EMPTY || slot.handle == TOMBSTONE {
+                continue;
+            }
+            let mut i = slot.hash as usize & mask;
+            while slots[i].handle != EMPTY {
+                i = (i + 1) & mask;
+            }
+            slots[i] = *slot;
+            self.len += 1;
+            self.used += 1;
+        }
+    }
+}
+
+/// A seeded hash of a parent handle and a byte string (a topic level or a share name).
+///
+/// Keys come from clients, so the host seeds the hash with a random value at start to keep
+/// a client from choosing colliding levels on purpose.
+#[inline]
+pub(crate) fn hash_key(seed: u64, parent: u32, bytes: &[u8]) -> u32 {
+    const K: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut h = seed ^ (u64::from(parent).wrapping_mul(K)) ^ (bytes.len() as u64);
+    let mut chunks = bytes.chunks_exact(8);
+    for chunk in &mut chunks {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        h = (h ^ u64::from_le_bytes(word))
+            .wrapping_mul(K)
+            .rotate_left(29);
+    }
+    let mut tail = [0u8; 8];
+    let rest = chunks.remainder();
+    tail[..rest.len()].copy_from_slice(rest);
+    h = (h ^ u64::from_le_bytes(tail)).wrapping_mul(K);
+    // Final avalanche (the murmur3 64-bit finaliser) so low bits depend on every input bit.
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xFF51_AFD7_ED55_8CCD);
+    h ^= h >> 33;
+    h as u32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fixed_index_finds_removes_and_refuses_when_full() {
+        let mut index: Index<heapless::Vec<Slot, 8>> = Index::default();
+        for handle in 0..7 {
+            index.insert(handle % 3, handle).unwrap();
+        }
+        assert_eq!(index.insert(9, 9), Err(CapacityError));
+        assert_eq!(index.find(1, |h| h == 4), Some(4));
+        assert_eq!(index.remove(1, |h| h == 4), Some(4));
+        assert_eq!(index.find(1, |h| h == 4), None);
+        assert_eq!(index.find(1, |h| h == 1), Some(1));
+        // Churn through tombstones without running out of room.
+        for round in 0..100 {
+            index.insert(1, 100 + round).unwrap();
+            assert_eq!(index.remove(1, |h| h == 100 + round), Some(100 + round));
+        }
+    }
+
+    #[test]
+    fn hash_depends_on_parent_and_bytes() {
+        assert_ne!(hash_key(1, 0, b"a"), hash_key(1, 1, b"a"));
+        assert_ne!(hash_key(1, 0, b"a"), hash_key(1, 0, b"b"));
+        assert_ne!(hash_key(1, 0, b"a"), hash_key(2, 0, b"a"));
+        assert_eq!(hash_key(7, 3, b"sensors"), hash_key(7, 3, b"sensors"));
+    }
+}

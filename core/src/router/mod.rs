@@ -1,0 +1,799 @@
+//! The subscription router: which sessions a PUBLISH goes to.
+//!
+//! A trie over topic levels. Each node has literal children (found through a hash index
+//! keyed by parent and level text), a `+` child and a `#` child, the plain subscriptions
+//! whose filter ends there, and the `$share` groups on that filter. Matching a topic walks
+//! only the branches the topic can reach, so its cost follows the number of matches and the
+//! topic's depth, not the number of subscriptions.
+//!
+//! One algorithm, two storage back-ends, chosen by the [`RouterStorage`] parameter:
+//! [`Fixed`] (heapless, capacities as const generics, no allocator; a full store answers
+//! [`RouterError::Capacity`], which a broker reports as SUBACK 0x97 Quota exceeded) and
+//! [`Growable`] (`alloc` feature; grows on demand).
+//!
+//! [`Router::route`] reports every matching subscription; [`Router::deliveries`] merges
+//! them into what each session should receive: one message per session at the highest
+//! granted QoS with all its subscription identifiers ([MQTT-3.3.4-2], [MQTT-3.3.4-4]),
+//! plus one message per matching `$share` group to the member the [`ShareStrategy`]
+//! picks (§4.8.2).
+
+mod index;
+mod share;
+
+use core::cell::Cell;
+use core::fmt;
+use core::num::NonZeroU32;
+
+pub use index::Slot;
+pub use share::ShareStrategy;
+
+use crate::codec::{QoS, SubscriptionOptions};
+use crate::storage::{CapacityError, Entry, Slab, Storage, Text};
+use crate::topic::{LEVEL_SEPARATOR, SubscriptionFilter, TopicName};
+use index::{Index, hash_key};
+
+/// Identifies a session (one client's state) inside a broker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct SessionId(pub u32);
+
+/// A subscription identifier (MQTT 5.0 §3.8.2.1.2): 1 to 268 435 455.
+pub type SubscriptionId = NonZeroU32;
+
+/// Why a subscription could not be added.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
+pub enum RouterError {
+    /// A fixed-capacity store is full, or a level is longer than the fixed text capacity.
+    Capacity,
+}
+
+impl From<CapacityError> for RouterError {
+    fn from(_: CapacityError) -> Self {
+        Self::Capacity
+    }
+}
+
+impl fmt::Display for RouterError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("subscription capacity exceeded")
+    }
+}
+
+impl core::error::Error for RouterError {}
+
+/// The memory a [`Router`] keeps its index in.
+pub trait RouterStorage {
+    /// Owned topic levels and share names.
+    type Text: Text;
+    /// Trie nodes.
+    type Nodes: Storage<Entry<Node<Self::Text>>>;
+    /// Subscriptions.
+    type Subs: Storage<Entry<Sub>>;
+    /// Shared subscription groups.
+    type Groups: Storage<Entry<Group<Self::Text>>>;
+    /// Each of the two hash indexes (children by level, subscriptions by session).
+    type Slots: Storage<Slot>;
+}
+
+/// Fixed capacities, no allocator: `NODES` trie nodes (one per distinct filter level),
+/// `SUBS` subscriptions, `GROUPS` share groups, `SLOTS` places in each hash index (a power
+/// of two, at least 8/7 of `max(NODES, SUBS)`), topic levels and share names of at most
+/// `TEXT` bytes.
+#[derive(Debug)]
+pub struct Fixed<
+    const NODES: usize,
+    const SUBS: usize,
+    const GROUPS: usize,
+    const SLOTS: usize,
+    const TEXT: usize,
+>;
+
+impl<
+    const NODES: usize,
+    const SUBS: usize,
+    const GROUPS: usize,
+    const SLOTS: usize,
+    const TEXT: usize,
+> RouterStorage for Fixed<NODES, SUBS, GROUPS, SLOTS, TEXT>
+{
+    type Text = heapless::String<TEXT>;
+    type Nodes = heapless::Vec<Entry<Node<Self::Text>>, NODES>;
+    type Subs = heapless::Vec<Entry<Sub>, SUBS>;
+    type Groups = heapless::Vec<Entry<Group<Self::Text>>, GROUPS>;
+    type Slots = heapless::Vec<Slot, SLOTS>;
+}
+
+/// Growable storage on the heap (`alloc` feature).
+#[cfg(feature = "alloc")]
+#[derive(Debug)]
+pub struct Growable;
+
+#[cfg(feature = "alloc")]
+impl RouterStorage for Growable {
+    type Text = alloc::boxed::Box<str>;
+    type Nodes = alloc::vec::Vec<Entry<Node<Self::Text>>>;
+    type Subs = alloc::vec::Vec<Entry<Sub>>;
+    type Groups = alloc::vec::Vec<Entry<Group<Self::Text>>>;
+    type Slots = alloc::vec::Vec<Slot>;
+}
+
+/// A trie node: one level of one or more filters.
+#[derive(Debug)]
+pub struct Node<T> {
+    parent: Option<u32>,
+    level: T,
+    plus: Option<u32>,
+    hash: Option<u32>,
+    literal_children: u32,
+    subs: Option<u32>,
+    groups: Option<u32>,
+}
+
+impl<T> Node<T> {
+    fn is_unused(&self) -> bool {
+        self.plus.is_none()
+            && self.hash.is_none()
+            && self.literal_children == 0
+            && self.subs.is_none()
+            && self.groups.is_none()
+    }
+}
+
+/// One subscription: a session, its options and identifier, in a node's or a group's list.
+#[derive(Debug)]
+pub struct Sub {
+    session: SessionId,
+    options: SubscriptionOptions,
+    identifier: Option<SubscriptionId>,
+    owner: Owner,
+    prev: Option<u32>,
+    next: Option<u32>,
+}
+
+/// The list a subscription belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Owner {
+    Node(u32),
+    Group(u32),
+}
+
+impl Owner {
+    fn key(self) -> u32 {
+        match self {
+            Self::Node(n) => n,
+            Self::Group(g) => g | 0x8000_0000,
+        }
+    }
+}
+
+/// A `$share/{name}/{filter}` group at the node of its filter.
+#[derive(Debug)]
+pub struct Group<T> {
+    name: T,
+    node: u32,
+    members: Option<u32>,
+    count: u32,
+    /// The member round-robin picks next.
+    next_pick: Cell<Option<u32>>,
+    prev: Option<u32>,
+    next: Option<u32>,
+}
+
+/// One subscription that matched a topic, as reported by [`Router::route`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Match {
+    /// The subscribing session.
+    pub session: SessionId,
+    /// The subscription's options.
+    pub options: SubscriptionOptions,
+    /// The subscription identifier, if the subscriber gave one.
+    pub identifier: Option<SubscriptionId>,
+    /// Whether the match is the chosen member of a `$share` group.
+    pub shared: bool,
+}
+
+/// Most subscription identifiers one merged [`Delivery`] carries; further overlapping
+/// subscriptions of the same session get their own delivery ([MQTT-3.3.4-5] allows one
+/// copy per subscription).
+pub const MAX_IDENTIFIERS: usize = 4;
+
+/// What one session receives for one message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Delivery {
+    /// The receiving session.
+    pub session: SessionId,
+    /// The highest QoS granted by the matching subscriptions ([MQTT-3.3.4-2]); the
+    /// message goes out at the lower of this and the publish QoS.
+    pub qos: QoS,
+    /// Keep the RETAIN flag as published (any matching subscription asked for it).
+    pub retain_as_published: bool,
+    /// The identifiers of the matching subscriptions ([MQTT-3.3.4-4]).
+    pub identifiers: heapless::Vec<SubscriptionId, MAX_IDENTIFIERS>,
+    /// Whether this is a `$share` group's copy.
+    pub shared: bool,
+}
+
+/// The subscription index. See the [module documentation](self).
+pub struct Router<S: RouterStorage> {
+    nodes: Slab<Node<S::Text>, S::Nodes>,
+    subs: Slab<Sub, S::Subs>,
+    groups: Slab<Group<S::Text>, S::Groups>,
+    children: Index<S::Slots>,
+    by_session: Index<S::Slots>,
+    root: Option<u32>,
+    seed: u64,
+    strategy: ShareStrategy,
+    random: Cell<u64>,
+}
+
+impl<S: RouterStorage> fmt::Debug for Router<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Router")
+            .field("nodes", &self.nodes.len())
+            .field("subscriptions", &self.subs.len())
+            .field("groups", &self.groups.len())
+            .field("strategy", &self.strategy)
+            .finish()
+    }
+}
+
+impl<S: RouterStorage> Router<S> {
+    /// An empty router. `seed` should be random per process: it keys the hash indexes
+    /// (so clients cannot aim for collisions) and the random share strategy.
+    pub fn new(seed: u64, strategy: ShareStrategy) -> Self {
+        let mut nodes = Slab::new();
+        let root = Text::from_str("")
+            .and_then(|level| {
+                nodes.insert(Node {
+                    parent: None,
+                    level,
+                    plus: None,
+                    hash: None,
+                    literal_children: 0,
+                    subs: None,
+                    groups: None,
+                })
+            })
+            .ok();
+        Self {
+            nodes,
+            subs: Slab::new(),
+            groups: Slab::new(),
+            children: Index::default(),
+            by_session: Index::default(),
+            root,
+            seed,
+            strategy,
+            random: Cell::new(seed),
+        }
+    }
+
+    /// Number of subscriptions, shared ones included.
+    pub fn len(&self) -> usize {
+        self.subs.len()
+    }
+
+    /// Whether there is no subscription.
+    pub fn is_empty(&self) -> bool {
+        self.subs.is_empty()
+    }
+
+    /// Number of trie nodes in use (a measure of memory use).
+    pub fn node_count(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Adds or replaces `session`'s subscription to `filter`.
+    ///
+    /// Returns `true` when a subscription to the same filter (and share group) existed and
+    /// was replaced ([MQTT-3.8.4-3]); 5.0's Retain Handling 1 depends on that answer.
+    pub fn subscribe(
+        &mut self,
+        session: SessionId,
+        filter: &SubscriptionFilter<'_>,
+        options: SubscriptionOptions,
+        identifier: Option<SubscriptionId>,
+    ) -> Result<bool, RouterError> {
+        let node = self.node_for(filter)?;
+        let owner = match filter.group() {
+            None => Owner::Node(node),
+            Some(name) => match self.find_group(node, name) {
+                Some(group) => Owner::Group(group),
+                None => match self.add_group(node, name) {
+                    Ok(group) => Owner::Group(group),
+                    Err(e) => {
+                        self.prune(node);
+                        return Err(e);
+                    }
+                },
+            },
+        };
+        if let Some(existing) = self.find_sub(owner, session) {
+            if let Some(sub) = self.subs.get_mut(existing) {
+                sub.options = options;
+                sub.identifier = identifier;
+            }
+            return Ok(true);
+        }
+        match self.add_sub(owner, session, options, identifier) {
+            Ok(()) => Ok(false),
+            Err(e) => {
+                self.drop_group_if_empty(owner);
+                self.prune(node);
+                Err(e)
+            }
+        }
+    }
+
+    /// Removes `session`'s subscription to `filter`; `false` if there was none.
+    pub fn unsubscribe(&mut self, session: SessionId, filter: &SubscriptionFilter<'_>) -> bool {
+        let Some(node) = self.find_node(filter) else {
+            return false;
+        };
+        let owner = match filter.group() {
+            None => Owner::Node(node),
+            Some(name) => match self.find_group(node, name) {
+                Some(group) => Owner::Group(group),
+                None => return false,
+            },
+        };
+        let Some(handle) = self.find_sub(owner, session) else {
+            return false;
+        };
+        self.remove_sub(handle);
+        self.drop_group_if_empty(owner);
+        self.prune(node);
+        true
+    }
+
+    /// Reports every subscription matching `topic` to `emit`: every plain subscription
+    /// (except no-local ones of the `publisher` itself, [MQTT-3.8.3-3]) and one chosen
+    /// member of each matching `$share` group.
+    pub fn route(
+        &self,
+        topic: &TopicName<'_>,
+        publisher: Option<SessionId>,
+        mut emit: impl FnMut(Match),
+    ) {
+        let Some(root) = self.root else { return };
+        let ctx = Walk {
+            topic: topic.as_str(),
+            publisher,
+        };
+        self.walk(root, Some(topic.as_str()), true, &ctx, &mut emit);
+    }
+
+    /// The deliveries for a message on `topic`: [`Router::route`]'s matches merged per
+    /// session (highest QoS, every identifier) and kept apart for `$share` copies.
+    /// `out` is cleared first; a full fixed-capacity `out` is an error.
+    pub fn deliveries<D: Storage<Delivery>>(
+        &self,
+        topic: &TopicName<'_>,
+        publisher: Option<SessionId>,
+        out: &mut D,
+    ) -> Result<(), CapacityError> {
+        out.truncate(0);
+        let mut result = Ok(());
+        self.route(topic, publisher, |m| {
+            if result.is_err() {
+                return;
+            }
+            let mut identifiers = heapless::Vec::new();
+            if let Some(id) = m.identifier {
+                // A fresh vector always has room for one.
+                let _ = identifiers.push(id);
+            }
+            result = out.push(Delivery {
+                session: m.session,
+                qos: m.options.qos,
+                retain_as_published: m.options.retain_as_published,
+                identifiers,
+                shared: m.shared,
+            });
+        });
+        result?;
+        merge_per_session(out);
+        Ok(())
+    }
+
+    fn walk(
+        &self,
+        handle: u32,
+        rest: Option<&str>,
+        at_root: bool,
+        ctx: &Walk<'_>,
+        emit: &mut impl FnMut(Match),
+    ) {
+        let Some(node) = self.nodes.get(handle) else {
+            return;
+        };
+        // [MQTT-4.7.2-1]: a wildcard at the first level never matches a `$` topic.
+        let wildcards = !(at_root && ctx.topic.starts_with('$'));
+        let Some(rest) = rest else {
+            // Every level consumed: this node's filters match, and so does `parent/#`
+            // (`#` includes the parent level, §4.7.1.2).
+            self.emit_node(node, ctx, emit);
+            if let Some(hash) = node.hash.and_then(|h| self.nodes.get(h)) {
+                self.emit_node(hash, ctx, emit);
+            }
+            return;
+        };
+        let (level, next) = match rest.split_once(LEVEL_SEPARATOR) {
+            Some((level, next)) => (level, Some(next)),
+            None => (rest, None),
+        };
+        if wildcards {
+            if let Some(hash) = node.hash.and_then(|h| self.nodes.get(h)) {
+                self.emit_node(hash, ctx, emit);
+            }
+            if let Some(plus) = node.plus {
+                self.walk(plus, next, false, ctx, emit);
+            }
+        }
+        if let Some(child) = self.find_child(handle, level) {
+            self.walk(child, next, false, ctx, emit);
+        }
+    }
+
+    fn emit_node(&self, node: &Node<S::Text>, ctx: &Walk<'_>, emit: &mut impl FnMut(Match)) {
+        let mut cursor = node.subs;
+        while let Some(handle) = cursor {
+            let Some(sub) = self.subs.get(handle) else {
+                break;
+            };
+            // [MQTT-3.8.3-3]: no-local subscriptions do not receive their own messages.
+            if !(sub.options.no_local && Some(sub.session) == ctx.publisher) {
+                emit(Match {
+                    session: sub.session,
+                    options: sub.options,
+                    identifier: sub.identifier,
+                    shared: false,
+                });
+            }
+            cursor = sub.next;
+        }
+        let mut groups = node.groups;
+        while let Some(handle) = groups {
+            let Some(group) = self.groups.get(handle) else {
+                break;
+            };
+            if let Some(sub) = self.pick_member(group, ctx).and_then(|h| self.subs.get(h)) {
+                emit(Match {
+                    session: sub.session,
+                    options: sub.options,
+                    identifier: sub.identifier,
+                    shared: true,
+                });
+            }
+            groups = group.next;
+        }
+    }
+
+    /// The member of `group` that receives this message.
+    fn pick_member(&self, group: &Group<S::Text>, ctx: &Walk<'_>) -> Option<u32> {
+        let nth = |n: u32| {
+            let mut cursor = group.members;
+            for _ in 0..n {
+                cursor = cursor.and_then(|h| self.subs.get(h)).and_then(|s| s.next);
+            }
+            cursor
+        };
+        let count = group.count.max(1);
+        match self.strategy {
+            ShareStrategy::RoundRobin => {
+                let pick = group.next_pick.get().or(group.members)?;
+                let after = self.subs.get(pick).and_then(|s| s.next);
+                group.next_pick.set(after.or(group.members));
+                Some(pick)
+            }
+            ShareStrategy::Random => {
+                let (state, value) = share::next_random(self.random.get());
+                self.random.set(state);
+                nth((value % u64::from(count)) as u32)
+            }
+            ShareStrategy::HashPublisher => {
+                let key = ctx.publisher.map_or(u32::MAX, |s| s.0);
+                nth(hash_key(self.seed, key, &[]) % count)
+            }
+            ShareStrategy::HashTopic => nth(hash_key(self.seed, 0, ctx.topic.as_bytes()) % count),
+        }
+    }
+
+    fn level_hash(&self, parent: u32, level: &str) -> u32 {
+        hash_key(self.seed, parent, level.as_bytes())
+    }
+
+    fn find_child(&self, parent: u32, level: &str) -> Option<u32> {
+        let hash = self.level_hash(parent, level);
+        self.children.find(hash, |h| {
+            self.nodes
+                .get(h)
+                .is_some_and(|n| n.parent == Some(parent) && n.level.as_str() == level)
+        })
+    }
+
+    /// The node of `filter`, if it exists.
+    fn find_node(&self, filter: &SubscriptionFilter<'_>) -> Option<u32> {
+        let mut node = self.root?;
+        for level in filter.filter().levels() {
+            let current = self.nodes.get(node)?;
+            node = match level {
+                "+" => current.plus?,
+                "#" => current.hash?,
+                _ => self.find_child(node, level)?,
+            };
+        }
+        Some(node)
+    }
+
+    /// The node of `filter`, created with its missing ancestors; on failure nothing new
+    /// remains.
+    fn node_for(&mut self, filter: &SubscriptionFilter<'_>) -> Result<u32, RouterError> {
+        let mut node = self.root.ok_or(RouterError::Capacity)?;
+        for level in filter.filter().levels() {
+            match self.child_or_insert(node, level) {
+                Ok(child) => node = child,
+                Err(e) => {
+                    self.prune(node);
+                    return Err(e);
+                }
+            }
+        }
+        Ok(node)
+    }
+
+    fn child_or_insert(&mut self, parent: u32, level: &str) -> Result<u32, RouterError> {
+        let existing = match level {
+            "+" => self.nodes.get(parent).and_then(|n| n.plus),
+            "#" => self.nodes.get(parent).and_then(|n| n.hash),
+            _ => self.find_child(parent, level),
+        };
+        if let Some(child) = existing {
+            return Ok(child);
+        }
+        let child = self.nodes.insert(Node {
+            parent: Some(parent),
+            level: Text::from_str(level)?,
+            plus: None,
+            hash: None,
+            literal_children: 0,
+            subs: None,
+            groups: None,
+        })?;
+        let linked = match level {
+            "+" => self
+                .nodes
+                .get_mut(parent)
+                .map(|n| n.plus = Some(child))
+                .ok_or(CapacityError),
+            "#" => self
+                .nodes
+                .get_mut(parent)
+                .map(|n| n.hash = Some(child))
+                .ok_or(CapacityError),
+            _ => {
+                let hash = self.level_hash(parent, level);
+                self.children.insert(hash, child).and_then(|()| {
+                    self.nodes
+                        .get_mut(parent)
+                        .map(|n| n.literal_children += 1)
+                        .ok_or(CapacityError)
+                })
+            }
+        };
+        if let Err(e) = linked {
+            self.nodes.remove(child);
+            return Err(e.into());
+        }
+        Ok(child)
+    }
+
+    /// Removes `node` and its ancestors for as long as they hold nothing.
+    fn prune(&mut self, mut handle: u32) {
+        while Some(handle) != self.root {
+            let Some(node) = self.nodes.get(handle) else {
+                return;
+            };
+            if !node.is_unused() {
+                return;
+            }
+            let Some(parent) = node.parent else { return };
+            let hash = self.level_hash(parent, node.level.as_str());
+            let is_plus = node.level.as_str() == "+";
+            let is_hash = node.level.as_str() == "#";
+            if let Some(p) = self.nodes.get_mut(parent) {
+                if is_plus {
+                    p.plus = None;
+                } else if is_hash {
+                    p.hash = None;
+                } else {
+                    p.literal_children -= 1;
+                }
+            }
+            if !is_plus && !is_hash {
+                self.children.remove(hash, |h| h == handle);
+            }
+            self.nodes.remove(handle);
+            handle = parent;
+        }
+    }
+
+    fn find_group(&self, node: u32, name: &str) -> Option<u32> {
+        let mut cursor = self.nodes.get(node)?.groups;
+        while let Some(handle) = cursor {
+            let group = self.groups.get(handle)?;
+            if group.name.as_str() == name {
+                return Some(handle);
+            }
+            cursor = group.next;
+        }
+        None
+    }
+
+    fn add_group(&mut self, node: u32, name: &str) -> Result<u32, RouterError> {
+        let head = self.nodes.get(node).and_then(|n| n.groups);
+        let handle = self.groups.insert(Group {
+            name: Text::from_str(name)?,
+            node,
+            members: None,
+            count: 0,
+            next_pick: Cell::new(None),
+            prev: None,
+            next: head,
+        })?;
+        if let Some(old) = head.and_then(|h| self.groups.get_mut(h)) {
+            old.prev = Some(handle);
+        }
+        if let Some(n) = self.nodes.get_mut(node) {
+            n.groups = Some(handle);
+        }
+        Ok(handle)
+    }
+
+    fn drop_group_if_empty(&mut self, owner: Owner) {
+        let Owner::Group(handle) = owner else { return };
+        let Some(group) = self.groups.get(handle) else {
+            return;
+        };
+        if group.members.is_some() {
+            return;
+        }
+        let (node, prev, next) = (group.node, group.prev, group.next);
+        match prev.and_then(|p| self.groups.get_mut(p)) {
+            Some(p) => p.next = next,
+            None => {
+                if let Some(n) = self.nodes.get_mut(node) {
+                    n.groups = next;
+                }
+            }
+        }
+        if let Some(n) = next.and_then(|n| self.groups.get_mut(n)) {
+            n.prev = prev;
+        }
+        self.groups.remove(handle);
+    }
+
+    fn session_hash(&self, owner: Owner, session: SessionId) -> u32 {
+        hash_key(self.seed, owner.key(), &session.0.to_le_bytes())
+    }
+
+    fn find_sub(&self, owner: Owner, session: SessionId) -> Option<u32> {
+        let hash = self.session_hash(owner, session);
+        self.by_session.find(hash, |h| {
+            self.subs
+                .get(h)
+                .is_some_and(|s| s.owner == owner && s.session == session)
+        })
+    }
+
+    fn list_head(&mut self, owner: Owner) -> Option<&mut Option<u32>> {
+        match owner {
+            Owner::Node(n) => self.nodes.get_mut(n).map(|n| &mut n.subs),
+            Owner::Group(g) => self.groups.get_mut(g).map(|g| &mut g.members),
+        }
+    }
+
+    fn add_sub(
+        &mut self,
+        owner: Owner,
+        session: SessionId,
+        options: SubscriptionOptions,
+        identifier: Option<SubscriptionId>,
+    ) -> Result<(), RouterError> {
+        let head = self.list_head(owner).and_then(|h| *h);
+        let handle = self.subs.insert(Sub {
+            session,
+            options,
+            identifier,
+            owner,
+            prev: None,
+            next: head,
+        })?;
+        let hash = self.session_hash(owner, session);
+        if let Err(e) = self.by_session.insert(hash, handle) {
+            self.subs.remove(handle);
+            return Err(e.into());
+        }
+        if let Some(old) = head.and_then(|h| self.subs.get_mut(h)) {
+            old.prev = Some(handle);
+        }
+        if let Some(h) = self.list_head(owner) {
+            *h = Some(handle);
+        }
+        if let Owner::Group(g) = owner
+            && let Some(group) = self.groups.get_mut(g)
+        {
+            group.count += 1;
+        }
+        Ok(())
+    }
+
+    fn remove_sub(&mut self, handle: u32) {
+        let Some(sub) = self.subs.remove(handle) else {
+            return;
+        };
+        let hash = self.session_hash(sub.owner, sub.session);
+        self.by_session.remove(hash, |h| h == handle);
+        match sub.prev.and_then(|p| self.subs.get_mut(p)) {
+            Some(prev) => prev.next = sub.next,
+            None => {
+                if let Some(h) = self.list_head(sub.owner) {
+                    *h = sub.next;
+                }
+            }
+        }
+        if let Some(next) = sub.next.and_then(|n| self.subs.get_mut(n)) {
+            next.prev = sub.prev;
+        }
+        if let Owner::Group(g) = sub.owner
+            && let Some(group) = self.groups.get_mut(g)
+        {
+            group.count -= 1;
+            if group.next_pick.get() == Some(handle) {
+                group.next_pick.set(sub.next);
+            }
+        }
+    }
+}
+
+/// What a match walk needs besides the trie.
+struct Walk<'t> {
+    topic: &'t str,
+    publisher: Option<SessionId>,
+}
+
+/// Merges the plain deliveries of each session into one (sorted by session), keeping
+/// `$share` copies separate (§4.8.2: a shared copy is in addition to a plain one).
+fn merge_per_session<D: Storage<Delivery>>(out: &mut D) {
+    let items = out.as_mut_slice();
+    items.sort_unstable_by_key(|d| (d.session, d.shared));
+    let mut kept = 0;
+    for i in 0..items.len() {
+        if kept > 0 {
+            let (done, rest) = items.split_at_mut(i);
+            let last = &mut done[kept - 1];
+            let current = &rest[0];
+            let fits = last.identifiers.len() + current.identifiers.len() <= MAX_IDENTIFIERS;
+            if last.session == current.session && !last.shared && !current.shared && fits {
+                last.qos = last.qos.max(current.qos);
+                last.retain_as_published |= current.retain_as_published;
+                for id in &current.identifiers {
+                    // `fits` checked the room.
+                    let _ = last.identifiers.push(*id);
+                }
+                continue;
+            }
+        }
+        items.swap(kept, i);
+        kept += 1;
+    }
+    out.truncate(kept);
+}
+
+#[cfg(test)]
+mod tests;
