@@ -36,7 +36,9 @@ extern crate alloc;
 #[cfg(feature = "std")]
 extern crate std;
 
+pub mod blob;
 pub mod codec;
 pub mod router;
 pub mod storage;
+pub mod time;
 pub mod topic;

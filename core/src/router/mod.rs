@@ -9,7 +9,7 @@
 //! One algorithm, two storage back-ends, chosen by the [`RouterStorage`] parameter:
 //! [`Fixed`] (heapless, capacities as const generics, no allocator; a full store answers
 //! [`RouterError::Capacity`], which a broker reports as SUBACK 0x97 Quota exceeded) and
-//! [`Growable`] (`alloc` feature; grows on demand).
+//! `Growable` (`alloc` feature; grows on demand).
 //!
 //! [`Router::route`] reports every matching subscription; [`Router::deliveries`] merges
 //! them into what each session should receive: one message per session at the highest

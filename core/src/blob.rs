@@ -1,0 +1,217 @@
+//! Variable-length byte storage for message topics, payloads and properties.
+//!
+//! A broker keeps messages of any size (retained, queued for offline sessions, in flight),
+//! so it needs a heap of bytes. [`FixedBlobs`] is that heap without an allocator: one byte
+//! array, blobs appended at the end and found through a handle table, and, when the end is
+//! reached, live blobs moved down over the holes (handles stay valid, so there is never
+//! fragmentation to leak space). [`GrowableBlobs`] boxes each blob (`alloc`).
+
+use crate::storage::{CapacityError, Entry, Slab};
+
+/// Handle of a stored blob.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct BlobId(pub(crate) u32);
+
+/// A store of byte strings.
+pub trait BlobStore: Default {
+    /// Stores a blob of `len` bytes written by `fill`.
+    fn insert(&mut self, len: usize, fill: impl FnOnce(&mut [u8]))
+    -> Result<BlobId, CapacityError>;
+    /// The bytes of a blob.
+    fn get(&self, id: BlobId) -> Option<&[u8]>;
+    /// Frees a blob.
+    fn remove(&mut self, id: BlobId) -> bool;
+    /// Bytes held by live blobs.
+    fn used_bytes(&self) -> usize;
+    /// Stores a copy of `bytes`.
+    fn insert_copy(&mut self, bytes: &[u8]) -> Result<BlobId, CapacityError> {
+        self.insert(bytes.len(), |out| out.copy_from_slice(bytes))
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Span {
+    start: u32,
+    len: u32,
+}
+
+/// `BYTES` bytes shared by at most `BLOBS` blobs, with compaction.
+pub struct FixedBlobs<const BYTES: usize, const BLOBS: usize> {
+    data: [u8; BYTES],
+    spans: Slab<Span, heapless::Vec<Entry<Span>, BLOBS>>,
+    /// First free byte after the last blob.
+    end: usize,
+    /// Bytes held by live blobs.
+    live: usize,
+}
+
+impl<const BYTES: usize, const BLOBS: usize> Default for FixedBlobs<BYTES, BLOBS> {
+    fn default() -> Self {
+        Self {
+            data: [0; BYTES],
+            spans: Slab::new(),
+            end: 0,
+            live: 0,
+        }
+    }
+}
+
+impl<const BYTES: usize, const BLOBS: usize> core::fmt::Debug for FixedBlobs<BYTES, BLOBS> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("FixedBlobs")
+            .field("blobs", &self.spans.len())
+            .field("live", &self.live)
+            .field("end", &self.end)
+            .field("capacity", &BYTES)
+            .finish()
+    }
+}
+
+impl<const BYTES: usize, const BLOBS: usize> FixedBlobs<BYTES, BLOBS> {
+    /// Moves every live blob down over the holes left by removed ones.
+    fn compact(&mut self) {
+        let mut order: heapless::Vec<(u32, u32), BLOBS> = heapless::Vec::new();
+        for (handle, span) in self.spans.iter() {
+            // At most BLOBS live handles: `order` has room for each.
+            let _ = order.push((span.start, handle));
+        }
+        order.sort_unstable();
+        let mut cursor = 0usize;
+        for (start, handle) in order {
+            let Some(span) = self.spans.get_mut(handle) else {
+                continue;
+            };
+            let len = span.len as usize;
+            self.data
+                .copy_within(start as usize..start as usize + len, cursor);
+            span.start = cursor as u32;
+            cursor += len;
+        }
+        self.end = cursor;
+    }
+}
+
+impl<const BYTES: usize, const BLOBS: usize> BlobStore for FixedBlobs<BYTES, BLOBS> {
+    fn insert(
+        &mut self,
+        len: usize,
+        fill: impl FnOnce(&mut [u8]),
+    ) -> Result<BlobId, CapacityError> {
+        if self.live + len > BYTES {
+            return Err(CapacityError);
+        }
+        if self.end + len > BYTES {
+            self.compact();
+        }
+        let start = self.end;
+        let handle = self.spans.insert(Span {
+            start: start as u32,
+            len: len as u32,
+        })?;
+        fill(&mut self.data[start..start + len]);
+        self.end += len;
+        self.live += len;
+        Ok(BlobId(handle))
+    }
+
+    fn get(&self, id: BlobId) -> Option<&[u8]> {
+        let span = self.spans.get(id.0)?;
+        self.data
+            .get(span.start as usize..(span.start + span.len) as usize)
+    }
+
+    fn remove(&mut self, id: BlobId) -> bool {
+        let Some(span) = self.spans.remove(id.0) else {
+            return false;
+        };
+        self.live -= span.len as usize;
+        // Freeing the last blob gives its bytes back at once.
+        if (span.start + span.len) as usize == self.end {
+            self.end = span.start as usize;
+        }
+        if self.spans.is_empty() {
+            self.end = 0;
+        }
+        true
+    }
+
+    fn used_bytes(&self) -> usize {
+        self.live
+    }
+}
+
+/// One heap allocation per blob (`alloc` feature).
+#[cfg(feature = "alloc")]
+#[derive(Debug, Default)]
+pub struct GrowableBlobs {
+    blobs: Slab<alloc::boxed::Box<[u8]>, alloc::vec::Vec<Entry<alloc::boxed::Box<[u8]>>>>,
+    live: usize,
+}
+
+#[cfg(feature = "alloc")]
+impl BlobStore for GrowableBlobs {
+    fn insert(
+        &mut self,
+        len: usize,
+        fill: impl FnOnce(&mut [u8]),
+    ) -> Result<BlobId, CapacityError> {
+        let mut bytes = alloc::vec![0u8; len].into_boxed_slice();
+        fill(&mut bytes);
+        let handle = self.blobs.insert(bytes)?;
+        self.live += len;
+        Ok(BlobId(handle))
+    }
+
+    fn get(&self, id: BlobId) -> Option<&[u8]> {
+        self.blobs.get(id.0).map(|b| &b[..])
+    }
+
+    fn remove(&mut self, id: BlobId) -> bool {
+        match self.blobs.remove(id.0) {
+            Some(bytes) => {
+                self.live -= bytes.len();
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn used_bytes(&self) -> usize {
+        self.live
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn exercise<B: BlobStore>(store: &mut B) {
+        let a = store.insert_copy(b"alpha").unwrap();
+        let b = store.insert_copy(b"bravo!").unwrap();
+        let c = store.insert_copy(b"charlie").unwrap();
+        assert!(store.remove(b));
+        assert!(!store.remove(b));
+        assert_eq!(store.get(a), Some(&b"alpha"[..]));
+        assert_eq!(store.get(c), Some(&b"charlie"[..]));
+        assert_eq!(store.get(b), None);
+        assert_eq!(store.used_bytes(), 12);
+    }
+
+    #[test]
+    fn fixed_blobs_compact_instead_of_fragmenting() {
+        let mut store = FixedBlobs::<24, 4>::default();
+        exercise(&mut store);
+        // 12 live bytes, end at 18: a 10-byte blob only fits after compaction.
+        let d = store.insert_copy(b"0123456789").unwrap();
+        assert_eq!(store.get(d), Some(&b"0123456789"[..]));
+        assert_eq!(store.insert_copy(b"abc"), Err(CapacityError));
+        assert_eq!(store.used_bytes(), 22);
+    }
+
+    #[cfg(feature = "alloc")]
+    #[test]
+    fn growable_blobs() {
+        exercise(&mut GrowableBlobs::default());
+    }
+}
