@@ -20,6 +20,8 @@ pub trait BlobStore: Default {
     -> Result<BlobId, CapacityError>;
     /// The bytes of a blob.
     fn get(&self, id: BlobId) -> Option<&[u8]>;
+    /// The bytes of a blob, mutably.
+    fn get_mut(&mut self, id: BlobId) -> Option<&mut [u8]>;
     /// Frees a blob.
     fn remove(&mut self, id: BlobId) -> bool;
     /// Bytes held by live blobs.
@@ -121,6 +123,12 @@ impl<const BYTES: usize, const BLOBS: usize> BlobStore for FixedBlobs<BYTES, BLO
             .get(span.start as usize..(span.start + span.len) as usize)
     }
 
+    fn get_mut(&mut self, id: BlobId) -> Option<&mut [u8]> {
+        let span = *self.spans.get(id.0)?;
+        self.data
+            .get_mut(span.start as usize..(span.start + span.len) as usize)
+    }
+
     fn remove(&mut self, id: BlobId) -> bool {
         let Some(span) = self.spans.remove(id.0) else {
             return false;
@@ -165,6 +173,10 @@ impl BlobStore for GrowableBlobs {
 
     fn get(&self, id: BlobId) -> Option<&[u8]> {
         self.blobs.get(id.0).map(|b| &b[..])
+    }
+
+    fn get_mut(&mut self, id: BlobId) -> Option<&mut [u8]> {
+        self.blobs.get_mut(id.0).map(|b| &mut b[..])
     }
 
     fn remove(&mut self, id: BlobId) -> bool {

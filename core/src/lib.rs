@@ -42,3 +42,9 @@ pub mod router;
 pub mod storage;
 pub mod time;
 pub mod topic;
+
+#[doc(hidden)]
+pub mod __private {
+    //! Re-exports for the macros of this crate.
+    pub use heapless;
+}

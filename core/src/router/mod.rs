@@ -151,6 +151,9 @@ pub struct Sub {
     owner: Owner,
     prev: Option<u32>,
     next: Option<u32>,
+    /// The chain of this session's subscriptions (its head is found through an index).
+    session_prev: Option<u32>,
+    session_next: Option<u32>,
 }
 
 /// The list a subscription belongs to.
@@ -225,6 +228,7 @@ pub struct Router<S: RouterStorage> {
     groups: Slab<Group<S::Text>, S::Groups>,
     children: Index<S::Slots>,
     by_session: Index<S::Slots>,
+    session_heads: Index<S::Slots>,
     root: Option<u32>,
     seed: u64,
     strategy: ShareStrategy,
@@ -266,6 +270,7 @@ impl<S: RouterStorage> Router<S> {
             groups: Slab::new(),
             children: Index::default(),
             by_session: Index::default(),
+            session_heads: Index::default(),
             root,
             seed,
             strategy,
@@ -345,10 +350,112 @@ impl<S: RouterStorage> Router<S> {
         let Some(handle) = self.find_sub(owner, session) else {
             return false;
         };
+        self.remove_subscription(handle);
+        true
+    }
+
+    /// Removes every subscription of `session` (when its session ends); returns how many.
+    pub fn unsubscribe_all(&mut self, session: SessionId) -> usize {
+        let mut removed = 0;
+        while let Some(head) = self.session_head(session) {
+            self.remove_subscription(head);
+            removed += 1;
+        }
+        removed
+    }
+
+    /// Calls `f` with each subscription of `session`: its filter as written in SUBSCRIBE
+    /// (rebuilt into `scratch`, with any `$share/{group}/` prefix), options and identifier.
+    /// Filters longer than `scratch` are skipped.
+    pub fn for_each_subscription(
+        &self,
+        session: SessionId,
+        scratch: &mut [u8],
+        mut f: impl FnMut(&str, SubscriptionOptions, Option<SubscriptionId>),
+    ) {
+        let mut cursor = self.session_head(session);
+        while let Some(handle) = cursor {
+            let Some(sub) = self.subs.get(handle) else {
+                return;
+            };
+            if let Some(filter) = self.filter_text(sub.owner, scratch) {
+                f(filter, sub.options, sub.identifier);
+            }
+            cursor = sub.session_next;
+        }
+    }
+
+    /// Writes the filter of `owner` into `out`, from the root down.
+    fn filter_text<'b>(&self, owner: Owner, out: &'b mut [u8]) -> Option<&'b str> {
+        let (node, group) = match owner {
+            Owner::Node(n) => (n, None),
+            Owner::Group(g) => {
+                let group = self.groups.get(g)?;
+                (group.node, Some(group.name.as_str()))
+            }
+        };
+        // Levels are collected leaf first, so write them from the end of `out` backwards.
+        let mut end = out.len();
+        let mut cursor = Some(node);
+        let mut first = true;
+        while let Some(handle) = cursor {
+            let n = self.nodes.get(handle)?;
+            if n.parent.is_none() {
+                break;
+            }
+            if !first {
+                end = end.checked_sub(1)?;
+                out[end] = b'/';
+            }
+            first = false;
+            let level = n.level.as_str().as_bytes();
+            end = end.checked_sub(level.len())?;
+            out[end..end + level.len()].copy_from_slice(level);
+            cursor = n.parent;
+        }
+        if let Some(name) = group {
+            for part in [
+                b"/".as_slice(),
+                name.as_bytes(),
+                crate::topic::SHARE_PREFIX.as_bytes(),
+            ] {
+                end = end.checked_sub(part.len())?;
+                out[end..end + part.len()].copy_from_slice(part);
+            }
+        }
+        let len = out.len() - end;
+        out.copy_within(end.., 0);
+        core::str::from_utf8(&out[..len]).ok()
+    }
+
+    fn session_key(&self, session: SessionId) -> u32 {
+        hash_key(self.seed, u32::MAX, &session.0.to_le_bytes())
+    }
+
+    fn session_head(&self, session: SessionId) -> Option<u32> {
+        let hash = self.session_key(session);
+        self.session_heads.find(hash, |h| {
+            self.subs
+                .get(h)
+                .is_some_and(|s| s.session == session && s.session_prev.is_none())
+        })
+    }
+
+    /// Removes a subscription with everything that only existed for it.
+    fn remove_subscription(&mut self, handle: u32) {
+        let Some(sub) = self.subs.get(handle) else {
+            return;
+        };
+        let owner = sub.owner;
+        let node = match owner {
+            Owner::Node(n) => Some(n),
+            Owner::Group(g) => self.groups.get(g).map(|g| g.node),
+        };
         self.remove_sub(handle);
         self.drop_group_if_empty(owner);
-        self.prune(node);
-        true
+        if let Some(node) = node {
+            self.prune(node);
+        }
     }
 
     /// Reports every subscription matching `topic` to `emit`: every plain subscription
@@ -706,6 +813,7 @@ impl<S: RouterStorage> Router<S> {
         identifier: Option<SubscriptionId>,
     ) -> Result<(), RouterError> {
         let head = self.list_head(owner).and_then(|h| *h);
+        let session_head = self.session_head(session);
         let handle = self.subs.insert(Sub {
             session,
             options,
@@ -713,11 +821,36 @@ impl<S: RouterStorage> Router<S> {
             owner,
             prev: None,
             next: head,
+            session_prev: session_head,
+            session_next: None,
         })?;
         let hash = self.session_hash(owner, session);
         if let Err(e) = self.by_session.insert(hash, handle) {
             self.subs.remove(handle);
             return Err(e.into());
+        }
+        match session_head {
+            // Second in the session's chain, so the indexed head stays as it is.
+            Some(first) => {
+                let after = self
+                    .subs
+                    .get_mut(first)
+                    .and_then(|f| f.session_next.replace(handle));
+                if let Some(sub) = self.subs.get_mut(handle) {
+                    sub.session_next = after;
+                }
+                if let Some(next) = after.and_then(|a| self.subs.get_mut(a)) {
+                    next.session_prev = Some(handle);
+                }
+            }
+            None => {
+                let key = self.session_key(session);
+                if let Err(e) = self.session_heads.insert(key, handle) {
+                    self.by_session.remove(hash, |h| h == handle);
+                    self.subs.remove(handle);
+                    return Err(e.into());
+                }
+            }
         }
         if let Some(old) = head.and_then(|h| self.subs.get_mut(h)) {
             old.prev = Some(handle);
@@ -739,6 +872,28 @@ impl<S: RouterStorage> Router<S> {
         };
         let hash = self.session_hash(sub.owner, sub.session);
         self.by_session.remove(hash, |h| h == handle);
+        match sub.session_prev {
+            Some(prev) => {
+                if let Some(p) = self.subs.get_mut(prev) {
+                    p.session_next = sub.session_next;
+                }
+                if let Some(n) = sub.session_next.and_then(|n| self.subs.get_mut(n)) {
+                    n.session_prev = Some(prev);
+                }
+            }
+            None => {
+                // The head leaves: its successor becomes the indexed head. The removal just
+                // freed a place, so the insert cannot run out of room.
+                let key = self.session_key(sub.session);
+                self.session_heads.remove(key, |h| h == handle);
+                if let Some(next) = sub.session_next {
+                    if let Some(n) = self.subs.get_mut(next) {
+                        n.session_prev = None;
+                    }
+                    let _ = self.session_heads.insert(key, next);
+                }
+            }
+        }
         match sub.prev.and_then(|p| self.subs.get_mut(p)) {
             Some(prev) => prev.next = sub.next,
             None => {

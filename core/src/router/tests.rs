@@ -189,6 +189,30 @@ fn share_strategies_are_stable<S: RouterStorage>() {
     }
 }
 
+fn per_session_listing_and_removal<S: RouterStorage>() {
+    let mut r = Router::<S>::new(8, ShareStrategy::RoundRobin);
+    let filters = ["a/b", "a/+/c", "$share/g/x/#", "#", "/"];
+    for f in filters {
+        r.subscribe(SessionId(1), &filter(f), opts(1), Some(sid(3)))
+            .unwrap();
+    }
+    r.subscribe(SessionId(2), &filter("a/b"), opts(0), None)
+        .unwrap();
+    assert!(r.unsubscribe(SessionId(1), &filter("a/+/c")));
+    let mut listed: std::vec::Vec<std::string::String> = std::vec::Vec::new();
+    let mut scratch = [0u8; 64];
+    r.for_each_subscription(SessionId(1), &mut scratch, |f, o, id| {
+        assert_eq!((o.qos, id), (QoS::AtLeastOnce, Some(sid(3))));
+        listed.push(f.into());
+    });
+    listed.sort();
+    assert_eq!(listed, ["#", "$share/g/x/#", "/", "a/b"]);
+    assert_eq!(r.unsubscribe_all(SessionId(1)), 4);
+    assert_eq!(r.unsubscribe_all(SessionId(1)), 0);
+    assert_eq!(matched(&r, "a/b"), [2]);
+    assert_eq!(r.len(), 1);
+}
+
 macro_rules! suite {
     ($module:ident, $storage:ty) => {
         mod $module {
@@ -212,6 +236,10 @@ macro_rules! suite {
             #[test]
             fn shared_groups_pick_one_member() {
                 super::shared_groups_pick_one_member::<$storage>();
+            }
+            #[test]
+            fn per_session_listing_and_removal() {
+                super::per_session_listing_and_removal::<$storage>();
             }
             #[test]
             fn share_strategies_are_stable() {
