@@ -26,6 +26,14 @@ pub trait BlobStore: Default {
     fn remove(&mut self, id: BlobId) -> bool;
     /// Bytes held by live blobs.
     fn used_bytes(&self) -> usize;
+    /// Stores a blob of `len` bytes that starts with a copy of blob `prefix`; `fill`
+    /// writes the rest.
+    fn insert_prefixed(
+        &mut self,
+        prefix: BlobId,
+        len: usize,
+        fill: impl FnOnce(&mut [u8]),
+    ) -> Result<BlobId, CapacityError>;
     /// Stores a copy of `bytes`.
     fn insert_copy(&mut self, bytes: &[u8]) -> Result<BlobId, CapacityError> {
         self.insert(bytes.len(), |out| out.copy_from_slice(bytes))
@@ -117,6 +125,34 @@ impl<const BYTES: usize, const BLOBS: usize> BlobStore for FixedBlobs<BYTES, BLO
         Ok(BlobId(handle))
     }
 
+    fn insert_prefixed(
+        &mut self,
+        prefix: BlobId,
+        len: usize,
+        fill: impl FnOnce(&mut [u8]),
+    ) -> Result<BlobId, CapacityError> {
+        let prefix_len = self.spans.get(prefix.0).ok_or(CapacityError)?.len as usize;
+        if len < prefix_len || self.live + len > BYTES {
+            return Err(CapacityError);
+        }
+        if self.end + len > BYTES {
+            self.compact();
+        }
+        // Compaction may have moved the prefix: read its place only now.
+        let prefix_start = self.spans.get(prefix.0).ok_or(CapacityError)?.start as usize;
+        let start = self.end;
+        let handle = self.spans.insert(Span {
+            start: start as u32,
+            len: len as u32,
+        })?;
+        self.data
+            .copy_within(prefix_start..prefix_start + prefix_len, start);
+        fill(&mut self.data[start + prefix_len..start + len]);
+        self.end += len;
+        self.live += len;
+        Ok(BlobId(handle))
+    }
+
     fn get(&self, id: BlobId) -> Option<&[u8]> {
         let span = self.spans.get(id.0)?;
         self.data
@@ -149,11 +185,14 @@ impl<const BYTES: usize, const BLOBS: usize> BlobStore for FixedBlobs<BYTES, BLO
     }
 }
 
+#[cfg(feature = "alloc")]
+type Boxed = alloc::boxed::Box<[u8]>;
+
 /// One heap allocation per blob (`alloc` feature).
 #[cfg(feature = "alloc")]
 #[derive(Debug, Default)]
 pub struct GrowableBlobs {
-    blobs: Slab<alloc::boxed::Box<[u8]>, alloc::vec::Vec<Entry<alloc::boxed::Box<[u8]>>>>,
+    blobs: Slab<Boxed, alloc::vec::Vec<Entry<Boxed>>>,
     live: usize,
 }
 
@@ -166,6 +205,24 @@ impl BlobStore for GrowableBlobs {
     ) -> Result<BlobId, CapacityError> {
         let mut bytes = alloc::vec![0u8; len].into_boxed_slice();
         fill(&mut bytes);
+        let handle = self.blobs.insert(bytes)?;
+        self.live += len;
+        Ok(BlobId(handle))
+    }
+
+    fn insert_prefixed(
+        &mut self,
+        prefix: BlobId,
+        len: usize,
+        fill: impl FnOnce(&mut [u8]),
+    ) -> Result<BlobId, CapacityError> {
+        let source = self.blobs.get(prefix.0).ok_or(CapacityError)?;
+        if len < source.len() {
+            return Err(CapacityError);
+        }
+        let mut bytes = alloc::vec![0u8; len].into_boxed_slice();
+        bytes[..source.len()].copy_from_slice(source);
+        fill(&mut bytes[source.len()..]);
         let handle = self.blobs.insert(bytes)?;
         self.live += len;
         Ok(BlobId(handle))
@@ -208,6 +265,11 @@ mod tests {
         assert_eq!(store.get(c), Some(&b"charlie"[..]));
         assert_eq!(store.get(b), None);
         assert_eq!(store.used_bytes(), 12);
+        let e = store
+            .insert_prefixed(a, 8, |rest| rest.copy_from_slice(b"/x/"))
+            .unwrap();
+        assert_eq!(store.get(e), Some(&b"alpha/x/"[..]));
+        assert!(store.remove(e));
     }
 
     #[test]

@@ -37,8 +37,11 @@ extern crate alloc;
 extern crate std;
 
 pub mod blob;
+pub mod broker;
 pub mod codec;
+pub(crate) mod index;
 pub mod router;
+pub mod session;
 pub mod storage;
 pub mod time;
 pub mod topic;

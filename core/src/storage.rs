@@ -191,6 +191,12 @@ impl<T, S: Storage<Entry<T>>> Slab<T, S> {
         }
     }
 
+    /// One past the highest handle ever handed out: every live handle is below it.
+    #[inline]
+    pub fn handle_bound(&self) -> u32 {
+        self.entries.as_slice().len() as u32
+    }
+
     /// Every value with its handle, in handle order.
     pub fn iter(&self) -> impl Iterator<Item = (u32, &T)> {
         self.entries

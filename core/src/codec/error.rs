@@ -35,7 +35,8 @@ pub enum DecodeError {
         /// The flags nibble received.
         flags: u8,
     },
-    /// A variable byte integer longer than four bytes ([MQTT-1.5.5-1]).
+    /// A variable byte integer longer than four bytes, or in 5.0 longer than its value
+    /// needs ([MQTT-1.5.5-1]).
     InvalidVarInt,
     /// QoS bits set to 3 ([MQTT-3.3.1-4]).
     InvalidQoS,
@@ -56,8 +57,12 @@ pub enum DecodeError {
     EmptyTopicName,
     /// SUBSCRIBE or UNSUBSCRIBE without a topic filter ([MQTT-3.8.3-3], [MQTT-3.10.3-2]).
     NoTopicFilters,
-    /// Reserved bits or an invalid value in a SUBSCRIBE options byte ([MQTT-3.8.3-5]).
+    /// Reserved bits set in a SUBSCRIBE options byte ([MQTT-3-8.3-4] of 3.1.1,
+    /// [MQTT-3.8.3-5] of 5.0).
     InvalidSubscriptionOptions,
+    /// Maximum QoS 3 or Retain Handling 3 in a 5.0 SUBSCRIBE options byte: a Protocol
+    /// Error (§3.8.3.1 of 5.0), unlike reserved bits, which are malformed.
+    InvalidSubscriptionQoSOrRetainHandling,
     /// The CONNECT protocol name is neither `MQTT` nor `MQIsdp` ([MQTT-3.1.2-1]).
     InvalidProtocolName,
     /// The CONNECT protocol level is not 3, 4 or 5, or does not match the name
@@ -114,6 +119,7 @@ impl DecodeError {
             | Self::NoTopicFilters
             | Self::DuplicateProperty(_)
             | Self::InvalidPropertyValue(_)
+            | Self::InvalidSubscriptionQoSOrRetainHandling
             | Self::PasswordWithoutUsername => ReasonCode::ProtocolError,
             Self::InvalidPacketType(_)
             | Self::InvalidHeaderFlags { .. }
@@ -166,7 +172,7 @@ impl fmt::Display for DecodeError {
             Self::InvalidHeaderFlags { packet, flags } => {
                 write!(f, "invalid fixed header flags {flags:#06b} for {packet:?}")
             }
-            Self::InvalidVarInt => f.write_str("variable byte integer longer than 4 bytes"),
+            Self::InvalidVarInt => f.write_str("variable byte integer too long"),
             Self::InvalidQoS => f.write_str("QoS 3 is not a valid QoS"),
             Self::DupWithQoS0 => f.write_str("DUP flag set on a QoS 0 PUBLISH"),
             Self::MalformedLength => f.write_str("field lengths disagree with the packet length"),
@@ -177,6 +183,9 @@ impl fmt::Display for DecodeError {
             Self::EmptyTopicName => f.write_str("empty topic name"),
             Self::NoTopicFilters => f.write_str("no topic filter in SUBSCRIBE or UNSUBSCRIBE"),
             Self::InvalidSubscriptionOptions => f.write_str("invalid subscription options"),
+            Self::InvalidSubscriptionQoSOrRetainHandling => {
+                f.write_str("subscription options with maximum QoS 3 or retain handling 3")
+            }
             Self::InvalidProtocolName => f.write_str("unknown protocol name"),
             Self::UnsupportedProtocolVersion(v) => write!(f, "unsupported protocol level {v}"),
             Self::ReservedConnectFlag => f.write_str("reserved CONNECT flag is set"),

@@ -59,6 +59,9 @@ enum Repr<'a, T> {
     Wire(&'a [u8]),
     /// Items supplied by the caller.
     Items(&'a [T]),
+    /// Validated wire bytes followed by extra items (a stored message's properties plus
+    /// the ones a broker adds per subscriber).
+    Chain(&'a [u8], &'a [T]),
 }
 
 impl<'a, T: ListItem<'a>> List<'a, T> {
@@ -86,19 +89,28 @@ impl<'a, T: ListItem<'a>> List<'a, T> {
         }
     }
 
+    /// Validated wire bytes followed by `extra` items.
+    #[inline]
+    pub(crate) const fn from_wire_and_items(bytes: &'a [u8], extra: &'a [T]) -> Self {
+        Self {
+            repr: Repr::Chain(bytes, extra),
+        }
+    }
+
     /// Whether the list has no items.
     #[inline]
     pub fn is_empty(&self) -> bool {
         match self.repr {
             Repr::Wire(bytes) => bytes.is_empty(),
             Repr::Items(items) => items.is_empty(),
+            Repr::Chain(bytes, items) => bytes.is_empty() && items.is_empty(),
         }
     }
 
     /// The number of items (counted by walking a decoded list).
     pub fn len(&self) -> usize {
         match self.repr {
-            Repr::Wire(_) => self.iter().count(),
+            Repr::Wire(_) | Repr::Chain(..) => self.iter().count(),
             Repr::Items(items) => items.len(),
         }
     }
@@ -114,8 +126,8 @@ impl<'a, T: ListItem<'a>> List<'a, T> {
     #[inline]
     pub fn wire_bytes(&self) -> Option<&'a [u8]> {
         match self.repr {
-            Repr::Wire(bytes) => Some(bytes),
-            Repr::Items(_) => None,
+            Repr::Wire(bytes) | Repr::Chain(bytes, []) => Some(bytes),
+            Repr::Items(_) | Repr::Chain(..) => None,
         }
     }
 }
@@ -212,6 +224,15 @@ impl<'a, T: ListItem<'a>> Iterator for Iter<'a, T> {
     fn next(&mut self) -> Option<T> {
         match &mut self.repr {
             Repr::Wire(bytes) => T::read_next(bytes),
+            Repr::Chain(bytes, items) => {
+                if let Some(item) = T::read_next(bytes) {
+                    return Some(item);
+                }
+                *bytes = &[];
+                let (first, rest) = items.split_first()?;
+                *items = rest;
+                Some(*first)
+            }
             Repr::Items(items) => {
                 let (first, rest) = items.split_first()?;
                 *items = rest;

@@ -152,13 +152,21 @@ impl SubscriptionOptions {
             // [MQTT-3.8.3-4] (3.1.1), [MQTT-3.8.3-5] (5.0): reserved bits must be zero.
             return Err(DecodeError::InvalidSubscriptionOptions);
         }
-        let qos = QoS::from_bits(byte & 0b11)?;
+        let qos = match QoS::from_bits(byte & 0b11) {
+            Ok(qos) => qos,
+            // 5.0 §3.8.3.1: Maximum QoS 3 is a Protocol Error ([MQTT-3-8.3-4] of 3.1.1:
+            // malformed).
+            Err(_) if version.is_v5() => {
+                return Err(DecodeError::InvalidSubscriptionQoSOrRetainHandling);
+            }
+            Err(e) => return Err(e),
+        };
         let retain_handling = match (byte >> 4) & 0b11 {
             0 => RetainHandling::SendOnSubscribe,
             1 => RetainHandling::SendIfNew,
             2 => RetainHandling::DoNotSend,
             // 5.0 §3.8.3.1: retain handling 3 is a Protocol Error.
-            _ => return Err(DecodeError::InvalidSubscriptionOptions),
+            _ => return Err(DecodeError::InvalidSubscriptionQoSOrRetainHandling),
         };
         Ok(Self {
             qos,

@@ -17,20 +17,19 @@
 //! plus one message per matching `$share` group to the member the [`ShareStrategy`]
 //! picks (§4.8.2).
 
-mod index;
 mod share;
 
 use core::cell::Cell;
 use core::fmt;
 use core::num::NonZeroU32;
 
-pub use index::Slot;
+pub use crate::index::Slot;
 pub use share::ShareStrategy;
 
 use crate::codec::{QoS, SubscriptionOptions};
+use crate::index::{Index, hash_key};
 use crate::storage::{CapacityError, Entry, Slab, Storage, Text};
 use crate::topic::{LEVEL_SEPARATOR, SubscriptionFilter, TopicName};
-use index::{Index, hash_key};
 
 /// Identifies a session (one client's state) inside a broker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -333,6 +332,21 @@ impl<S: RouterStorage> Router<S> {
                 Err(e)
             }
         }
+    }
+
+    /// Whether `session` subscribes to `filter` (in the same share group, if shared).
+    pub fn contains(&self, session: SessionId, filter: &SubscriptionFilter<'_>) -> bool {
+        let Some(node) = self.find_node(filter) else {
+            return false;
+        };
+        let owner = match filter.group() {
+            None => Owner::Node(node),
+            Some(name) => match self.find_group(node, name) {
+                Some(group) => Owner::Group(group),
+                None => return false,
+            },
+        };
+        self.find_sub(owner, session).is_some()
     }
 
     /// Removes `session`'s subscription to `filter`; `false` if there was none.

@@ -1,6 +1,6 @@
 //! An open-addressing hash index from a 32-bit hash to a `u32` handle, over any
-//! [`Storage`]: the router's way to find a child level or a client's subscription in O(1)
-//! without an allocator.
+//! [`Storage`]: how the router finds a child level or a subscription, and the broker a
+//! client identifier or a retained topic, in O(1) without an allocator.
 //!
 //! The index stores only hashes and handles; the caller decides whether a handle is the one
 //! it looks for (`eq`), so keys live once, in the router's own slabs. Linear probing with

@@ -1,0 +1,107 @@
+//! Broker configuration: protocol options and every limit, each reached with a clear
+//! reason code rather than a crash or unbounded memory.
+
+use crate::codec::QoS;
+use crate::router::ShareStrategy;
+use crate::time::Duration;
+use crate::topic::TopicLimits;
+
+/// What happens when a session's queue is full and another message arrives for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub enum OverflowPolicy {
+    /// Drop the new message for this session (Mosquitto's behaviour).
+    #[default]
+    DropNew,
+    /// Drop the oldest message not yet in flight to make room.
+    DropOldest,
+}
+
+/// Limits and options of a [`super::Broker`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct Config {
+    /// Transport connections the broker tracks at once, connected or not. A connection
+    /// beyond this is refused by [`super::Broker::handle_connect`] before any byte is read.
+    pub max_connections: usize,
+    /// Connected clients at once; a CONNECT beyond this gets CONNACK 0x97 Quota exceeded
+    /// (3.x: 3 Server unavailable).
+    pub max_clients: usize,
+    /// Sessions kept, online and offline; a new session beyond this is refused like
+    /// [`Config::max_clients`].
+    pub max_sessions: usize,
+    /// Largest packet accepted from a client, fixed header included (5.0 Maximum Packet
+    /// Size, announced in CONNACK). Larger packets close the connection with 0x95.
+    pub max_packet_size: u32,
+    /// Subscriptions per session; more are refused in the SUBACK with 0x97.
+    pub max_subscriptions_per_client: usize,
+    /// QoS 1 and 2 messages in flight to one client when it gives no Receive Maximum
+    /// (3.x): Mosquitto's `max_inflight_messages`.
+    pub max_inflight: u16,
+    /// The server's Receive Maximum: unacknowledged QoS 2 PUBLISHes a client may send
+    /// ([MQTT-3.3.4-9]: more is answered with DISCONNECT 0x93).
+    pub receive_maximum: u16,
+    /// Messages queued per session (offline, or beyond the in-flight window).
+    pub max_queued_messages: usize,
+    /// Bytes of queued messages per session.
+    pub max_queued_bytes: usize,
+    /// What a full queue does.
+    pub overflow_policy: OverflowPolicy,
+    /// Queue QoS 0 messages for offline sessions (off by default, as in Mosquitto).
+    pub queue_qos0_offline: bool,
+    /// Retained messages kept; a new retained topic beyond this is not retained.
+    pub max_retained: usize,
+    /// Bytes of retained payload kept.
+    pub max_retained_bytes: usize,
+    /// Topic length and depth limits for names and filters.
+    pub topic_limits: TopicLimits,
+    /// Highest QoS the broker grants (5.0 Maximum QoS in CONNACK when below 2).
+    pub max_qos: QoS,
+    /// Whether retained messages are supported (5.0 Retain Available).
+    pub retain_available: bool,
+    /// Topic aliases a client may use towards the broker (5.0 Topic Alias Maximum).
+    pub topic_alias_maximum: u16,
+    /// Upper bound on a session's expiry interval, in seconds (MQTT 3.x persistent
+    /// sessions get this too, since they never expire on their own).
+    pub max_session_expiry: u32,
+    /// Keep alive the broker imposes when a client asks for more, or for none (0 = take
+    /// the client's value; 5.0 sends Server Keep Alive when it differs).
+    pub max_keep_alive: u16,
+    /// Time a new connection gets to send CONNECT before it is closed.
+    pub connect_timeout: Duration,
+    /// How members of a `$share` group are chosen.
+    pub share_strategy: ShareStrategy,
+    /// Accept MQTT 3.1 (`MQIsdp`) clients.
+    pub allow_v3_1: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            max_connections: 1024,
+            max_clients: 1000,
+            max_sessions: 10_000,
+            max_packet_size: 256 * 1024,
+            max_subscriptions_per_client: 256,
+            max_inflight: 20,
+            receive_maximum: 64,
+            max_queued_messages: 1000,
+            max_queued_bytes: 1 << 20,
+            overflow_policy: OverflowPolicy::DropNew,
+            queue_qos0_offline: false,
+            max_retained: 10_000,
+            max_retained_bytes: 16 << 20,
+            topic_limits: TopicLimits::DEFAULT,
+            max_qos: QoS::ExactlyOnce,
+            retain_available: true,
+            topic_alias_maximum: 16,
+            max_session_expiry: 7 * 24 * 3600,
+            max_keep_alive: 0,
+            connect_timeout: Duration::from_secs(10),
+            share_strategy: ShareStrategy::RoundRobin,
+            allow_v3_1: true,
+        }
+    }
+}

@@ -1,0 +1,68 @@
+//! A transport connection as the broker sees it: before CONNECT, connected to a session,
+//! or closing; with the control packets waiting to be sent and the client's topic aliases.
+
+use crate::blob::BlobId;
+use crate::codec::ProtocolVersion;
+use crate::time::Instant;
+
+/// Identifies a transport connection. Handles are never reused while the broker runs: a
+/// stale id (of a connection already closed) is ignored rather than hitting a newcomer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct ConnectionId {
+    pub(crate) slot: u32,
+    pub(crate) generation: u32,
+}
+
+impl ConnectionId {
+    /// A number for logs; unique among live connections.
+    pub fn slot(&self) -> u32 {
+        self.slot
+    }
+}
+
+/// Where a connection is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub(crate) enum Phase {
+    /// Accepted; the first packet must be CONNECT ([MQTT-3.1.0-1]).
+    AwaitingConnect,
+    /// CONNECT accepted.
+    Connected,
+    /// The broker decided to close: pending output is flushed, input is ignored.
+    Closing,
+}
+
+/// A transport connection's protocol state (kept in [`super::BrokerStorage::Connections`]).
+#[derive(Debug)]
+pub struct Connection {
+    pub(crate) generation: u32,
+    pub(crate) phase: Phase,
+    pub(crate) opened_at: Instant,
+    pub(crate) last_received: Instant,
+    pub(crate) protocol: ProtocolVersion,
+    pub(crate) session: Option<u32>,
+    /// Effective keep alive in seconds (0: none).
+    pub(crate) keep_alive: u16,
+    /// Control packets to send, oldest first.
+    pub(crate) controls_head: Option<u32>,
+    pub(crate) controls_tail: Option<u32>,
+    /// Inbound topic aliases (5.0 §3.3.2.3.4).
+    pub(crate) aliases: Option<u32>,
+    /// A Transmit event is queued or the host has not drained output since.
+    pub(crate) transmit_signalled: bool,
+    /// Linked in the broker's event list.
+    pub(crate) event_queued: bool,
+    pub(crate) event_next: Option<u32>,
+    /// Close requested, with this reason; reported once through an event.
+    pub(crate) close_reason: Option<crate::codec::ReasonCode>,
+    pub(crate) close_reported: bool,
+}
+
+/// A topic alias the client set on this connection.
+#[derive(Debug)]
+pub struct Alias {
+    pub(crate) alias: u16,
+    pub(crate) topic: BlobId,
+    pub(crate) next: Option<u32>,
+}

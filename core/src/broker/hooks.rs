@@ -1,0 +1,63 @@
+//! Hooks through which a host decides who may connect, publish and subscribe.
+//!
+//! The broker calls them synchronously; a host with slow checks (a database, a remote
+//! service) resolves them before it passes the bytes in, or caches answers.
+
+use crate::codec::{ProtocolVersion, QoS, ReasonCode};
+
+/// What a client presents in CONNECT.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectRequest<'a> {
+    /// The client identifier (possibly assigned by the broker).
+    pub client_id: &'a str,
+    /// The user name, if any.
+    pub username: Option<&'a str>,
+    /// The password, if any.
+    pub password: Option<&'a [u8]>,
+    /// The protocol the client speaks.
+    pub protocol: ProtocolVersion,
+}
+
+/// A connected client, as seen by authorization checks.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientInfo<'a> {
+    /// The client identifier.
+    pub client_id: &'a str,
+    /// The user name it authenticated with.
+    pub username: Option<&'a str>,
+}
+
+/// Authentication and authorization decisions.
+pub trait Hooks {
+    /// Accept (`Success`) or refuse a connection, with the 5.0 reason code for the CONNACK
+    /// (3.x clients get the matching return code).
+    fn authenticate(&mut self, request: &ConnectRequest<'_>) -> ReasonCode {
+        let _ = request;
+        ReasonCode::Success
+    }
+
+    /// Whether `client` may publish to `topic`. A refusal answers QoS 1/2 with 0x87 Not
+    /// authorized (5.0) and drops the message.
+    fn authorize_publish(
+        &mut self,
+        client: &ClientInfo<'_>,
+        topic: &str,
+        qos: QoS,
+        retain: bool,
+    ) -> bool {
+        let _ = (client, topic, qos, retain);
+        true
+    }
+
+    /// Whether `client` may subscribe to `filter`; refusals get SUBACK 0x87 (3.x: 0x80).
+    fn authorize_subscribe(&mut self, client: &ClientInfo<'_>, filter: &str, qos: QoS) -> bool {
+        let _ = (client, filter, qos);
+        true
+    }
+}
+
+/// Allows everything: anonymous access, as a zero-configuration broker starts.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AllowAll;
+
+impl Hooks for AllowAll {}

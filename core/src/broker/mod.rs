@@ -1,0 +1,528 @@
+//! The broker: sessions, routing, retained messages and wills, as a state machine a
+//! single-threaded host drives (sans-IO, in the manner of `quinn-proto`).
+//!
+//! ## Driving it
+//! Methods come in four kinds:
+//! - **inputs** `handle_*`: a transport connection opened ([`Broker::handle_connect`]),
+//!   bytes arrived on it ([`Broker::handle_bytes`]), it closed
+//!   ([`Broker::handle_disconnect`]), or time passed ([`Broker::handle_timeout`]). Each
+//!   takes the current [`Instant`]; the broker never reads a clock.
+//! - **outputs** `poll_*`: [`Broker::poll_transmit`] writes the bytes to send on a
+//!   connection into the caller's buffer; [`Broker::poll_event`] says which connections
+//!   have output ([`Event::Transmit`]) and which must be closed ([`Event::Close`]);
+//!   [`Broker::poll_timeout`] says when to call [`Broker::handle_timeout`] next.
+//! - **commands**: [`Broker::publish`] injects a message (bridges, `$SYS`).
+//! - **getters**: [`Broker::stats`], [`Broker::session`], [`Broker::retained_count`]...
+//!
+//! A host loop: on accept call `handle_connect`; on readable data `handle_bytes` (keep the
+//! bytes it did not consume for next time); then drain `poll_event`, and for each
+//! `Transmit` (or simply each connection with a writable socket) call `poll_transmit`
+//! until it returns 0; on `Close`, flush and close the socket, then `handle_disconnect`;
+//! sleep until `poll_timeout` or the next input.
+//!
+//! ```
+//! use fulmar_core::broker::{Broker, Config, Event, Growable};
+//! use fulmar_core::codec::{decode, Packet, ProtocolVersion, ReasonCode};
+//! use fulmar_core::time::Instant;
+//!
+//! let mut broker = Broker::<Growable>::new(Config::default(), 42);
+//! let now = Instant::ZERO;
+//! let conn = broker.handle_connect(now).unwrap();
+//! // CONNECT, MQTT 3.1.1, clean session, keep alive 60 s, client id "a".
+//! let connect = [0x10, 13, 0, 4, b'M', b'Q', b'T', b'T', 4, 0x02, 0, 60, 0, 1, b'a'];
+//! assert_eq!(broker.handle_bytes(conn, &connect, now), connect.len());
+//! assert_eq!(broker.poll_event(), Some(Event::Transmit(conn)));
+//! let mut out = [0u8; 64];
+//! let n = broker.poll_transmit(conn, &mut out, now);
+//! let (packet, _) = decode(&out[..n], ProtocolVersion::V3_1_1, 64).unwrap();
+//! let Packet::ConnAck(ack) = packet else { panic!() };
+//! assert_eq!(ack.reason_code, ReasonCode::Success);
+//! ```
+
+mod config;
+mod connect;
+mod connection;
+mod hooks;
+mod message;
+mod publish;
+mod storage;
+mod subscribe;
+mod timers;
+mod transmit;
+
+pub use config::{Config, OverflowPolicy};
+pub use connection::{Alias, Connection, ConnectionId};
+pub use hooks::{AllowAll, ClientInfo, ConnectRequest, Hooks};
+pub use message::Message;
+pub use storage::BrokerStorage;
+#[cfg(feature = "alloc")]
+pub use storage::Growable;
+pub use transmit::Control;
+
+use crate::blob::BlobStore;
+use crate::codec::{DecodeError, Packet, ProtocolVersion, ReasonCode};
+use crate::router::Router;
+use crate::session::{InboundId, QueueEntry, Session};
+use crate::storage::Slab;
+use crate::time::Instant;
+use connection::Phase;
+
+/// Something the host must act on, from [`Broker::poll_event`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Event {
+    /// The connection has bytes to send: call [`Broker::poll_transmit`].
+    Transmit(ConnectionId),
+    /// Close the connection once its pending output is written, then call
+    /// [`Broker::handle_disconnect`]. The reason is informational (for logs); any
+    /// DISCONNECT or CONNACK carrying it is already part of the pending output.
+    Close(ConnectionId, ReasonCode),
+}
+
+/// Why [`Broker::handle_connect`] refused a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum ConnectError {
+    /// [`Config::max_connections`] transport connections are open.
+    TooManyConnections,
+}
+
+/// Counters a host publishes as `$SYS/broker/...` topics and metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct Stats {
+    /// Clients connected now.
+    pub clients_connected: u64,
+    /// Sessions held, online and offline.
+    pub sessions: u64,
+    /// Control packets received.
+    pub packets_received: u64,
+    /// Control packets sent.
+    pub packets_sent: u64,
+    /// Bytes received.
+    pub bytes_received: u64,
+    /// Bytes sent.
+    pub bytes_sent: u64,
+    /// PUBLISH packets received from clients.
+    pub messages_received: u64,
+    /// PUBLISH packets sent to clients.
+    pub messages_sent: u64,
+    /// Messages not delivered to a session because its queue was full.
+    pub messages_dropped: u64,
+    /// Messages dropped because they expired before delivery.
+    pub messages_expired: u64,
+    /// Messages not sent because they exceed the client's Maximum Packet Size.
+    pub messages_oversized: u64,
+    /// Retained messages held.
+    pub retained: u64,
+    /// Connections closed for a protocol violation or malformed packet.
+    pub protocol_errors: u64,
+}
+
+/// The broker. See the [module documentation](self).
+pub struct Broker<S: BrokerStorage, H: Hooks = AllowAll> {
+    config: Config,
+    hooks: H,
+    router: Router<S::Router>,
+    connections: Slab<Connection, S::Connections>,
+    sessions: Slab<Session<S::Text>, S::Sessions>,
+    messages: Slab<Message, S::Messages>,
+    blobs: S::Blobs,
+    queue: Slab<QueueEntry, S::Queue>,
+    controls: Slab<Control, S::Controls>,
+    inbound: Slab<InboundId, S::Inbound>,
+    aliases: Slab<Alias, S::Aliases>,
+    retained: Slab<u32, S::Retained>,
+    retained_index: crate::index::Index<S::Slots>,
+    client_index: crate::index::Index<S::Slots>,
+    deliveries: S::Deliveries,
+    events_head: Option<u32>,
+    events_tail: Option<u32>,
+    seed: u64,
+    next_generation: u32,
+    assigned_ids: u64,
+    stats: Stats,
+}
+
+impl<S: BrokerStorage, H: Hooks> core::fmt::Debug for Broker<S, H> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Broker")
+            .field("connections", &self.connections.len())
+            .field("sessions", &self.sessions.len())
+            .field("messages", &self.messages.len())
+            .field("router", &self.router)
+            .field("stats", &self.stats)
+            .finish()
+    }
+}
+
+impl<S: BrokerStorage> Broker<S, AllowAll> {
+    /// A broker that lets anyone connect, publish and subscribe. `seed` should be random
+    /// per process (it keys hash tables against collision attacks and names assigned
+    /// client identifiers).
+    pub fn new(config: Config, seed: u64) -> Self {
+        Self::with_hooks(config, seed, AllowAll)
+    }
+}
+
+impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
+    /// A broker that asks `hooks` who may connect, publish and subscribe.
+    pub fn with_hooks(config: Config, seed: u64, hooks: H) -> Self {
+        Self {
+            router: Router::new(seed, config.share_strategy),
+            config,
+            hooks,
+            connections: Slab::new(),
+            sessions: Slab::new(),
+            messages: Slab::new(),
+            blobs: S::Blobs::default(),
+            queue: Slab::new(),
+            controls: Slab::new(),
+            inbound: Slab::new(),
+            aliases: Slab::new(),
+            retained: Slab::new(),
+            retained_index: Default::default(),
+            client_index: Default::default(),
+            deliveries: S::Deliveries::default(),
+            events_head: None,
+            events_tail: None,
+            seed,
+            next_generation: 1,
+            assigned_ids: 0,
+            stats: Stats::default(),
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The hooks.
+    pub fn hooks_mut(&mut self) -> &mut H {
+        &mut self.hooks
+    }
+
+    /// Counters for `$SYS` and metrics.
+    pub fn stats(&self) -> Stats {
+        let mut stats = self.stats;
+        stats.sessions = self.sessions.len() as u64;
+        stats.retained = self.retained.len() as u64;
+        stats
+    }
+
+    /// The session of `client_id`, if the broker holds one.
+    pub fn session(&self, client_id: &str) -> Option<&Session<S::Text>> {
+        self.find_session(client_id)
+            .and_then(|h| self.sessions.get(h))
+    }
+
+    /// Number of retained messages.
+    pub fn retained_count(&self) -> usize {
+        self.retained.len()
+    }
+
+    /// Number of subscriptions, all sessions together.
+    pub fn subscription_count(&self) -> usize {
+        self.router.len()
+    }
+
+    /// The session a connection is attached to.
+    pub fn connection_client_id(&self, id: ConnectionId) -> Option<&str> {
+        let session = self.connection(id)?.session?;
+        self.sessions.get(session).map(|s| s.client_id())
+    }
+
+    /// A new transport connection was accepted. The broker gives it
+    /// [`Config::connect_timeout`] to send CONNECT.
+    pub fn handle_connect(&mut self, now: Instant) -> Result<ConnectionId, ConnectError> {
+        if self.connections.len() >= self.config.max_connections {
+            return Err(ConnectError::TooManyConnections);
+        }
+        let generation = self.next_generation;
+        let slot = self
+            .connections
+            .insert(Connection {
+                generation,
+                phase: Phase::AwaitingConnect,
+                opened_at: now,
+                last_received: now,
+                protocol: ProtocolVersion::V5,
+                session: None,
+                keep_alive: 0,
+                controls_head: None,
+                controls_tail: None,
+                aliases: None,
+                transmit_signalled: false,
+                event_queued: false,
+                event_next: None,
+                close_reason: None,
+                close_reported: false,
+            })
+            .map_err(|_| ConnectError::TooManyConnections)?;
+        self.next_generation = self.next_generation.wrapping_add(1).max(1);
+        Ok(ConnectionId { slot, generation })
+    }
+
+    /// Bytes arrived on a connection. Returns how many were consumed: whole packets only,
+    /// so the host keeps the rest (an incomplete packet) and passes it again with more.
+    ///
+    /// A malformed packet or a protocol violation closes this connection only, with the
+    /// reason code the specification gives ([`Event::Close`]); the bytes are then all
+    /// reported consumed.
+    pub fn handle_bytes(&mut self, id: ConnectionId, bytes: &[u8], now: Instant) -> usize {
+        let mut consumed = 0;
+        loop {
+            let Some(conn) = self.connection(id) else {
+                return bytes.len();
+            };
+            if conn.phase == Phase::Closing {
+                return bytes.len();
+            }
+            let version = conn.protocol;
+            let awaiting_connect = conn.phase == Phase::AwaitingConnect;
+            let rest = &bytes[consumed..];
+            if rest.is_empty() {
+                return consumed;
+            }
+            match crate::codec::decode(rest, version, self.config.max_packet_size as usize) {
+                Ok((packet, used)) => {
+                    consumed += used;
+                    self.stats.packets_received += 1;
+                    self.stats.bytes_received += used as u64;
+                    if let Some(c) = self.connection_mut(id) {
+                        c.last_received = now;
+                    }
+                    self.handle_packet(id, &packet, now);
+                }
+                Err(DecodeError::Incomplete { .. }) => return consumed,
+                Err(error) => {
+                    self.stats.protocol_errors += 1;
+                    if awaiting_connect {
+                        self.refuse_connect_on_decode_error(id, &error, rest);
+                    } else {
+                        self.close(id, error.reason_code(), now);
+                    }
+                    return bytes.len();
+                }
+            }
+        }
+    }
+
+    /// A decoded packet arrived on a connection (for hosts that decode themselves).
+    pub fn handle_packet(&mut self, id: ConnectionId, packet: &Packet<'_>, now: Instant) {
+        let Some(conn) = self.connection(id) else {
+            return;
+        };
+        match (conn.phase, packet) {
+            (Phase::Closing, _) => {}
+            (Phase::AwaitingConnect, Packet::Connect(connect)) => self.on_connect(id, connect, now),
+            // [MQTT-3.1.0-1]: the first packet must be CONNECT; close without answering.
+            (Phase::AwaitingConnect, _) => {
+                self.stats.protocol_errors += 1;
+                self.close_silently(id, ReasonCode::ProtocolError, now);
+            }
+            // [MQTT-3.1.0-2]: a second CONNECT is a protocol violation.
+            (Phase::Connected, Packet::Connect(_)) => {
+                self.stats.protocol_errors += 1;
+                self.close(id, ReasonCode::ProtocolError, now);
+            }
+            (Phase::Connected, Packet::Publish(publish)) => self.on_publish(id, publish, now),
+            (Phase::Connected, Packet::PubAck(ack)) => self.on_puback(id, ack, now),
+            (Phase::Connected, Packet::PubRec(ack)) => self.on_pubrec(id, ack, now),
+            (Phase::Connected, Packet::PubRel(ack)) => self.on_pubrel(id, ack, now),
+            (Phase::Connected, Packet::PubComp(ack)) => self.on_pubcomp(id, ack, now),
+            (Phase::Connected, Packet::Subscribe(sub)) => self.on_subscribe(id, sub, now),
+            (Phase::Connected, Packet::Unsubscribe(unsub)) => self.on_unsubscribe(id, unsub, now),
+            (Phase::Connected, Packet::PingReq) => {
+                self.push_control(id, transmit::ControlKind::PingResp, now);
+            }
+            (Phase::Connected, Packet::Disconnect(disconnect)) => {
+                self.on_disconnect_packet(id, disconnect, now)
+            }
+            (Phase::Connected, Packet::Auth(_)) => {
+                // Enhanced authentication is not offered: CONNACK never named a method,
+                // so an AUTH packet is a protocol error (§4.12).
+                self.stats.protocol_errors += 1;
+                self.close(id, ReasonCode::ProtocolError, now);
+            }
+            // Packets only a server sends.
+            (
+                Phase::Connected,
+                Packet::ConnAck(_) | Packet::SubAck(_) | Packet::UnsubAck(_) | Packet::PingResp,
+            ) => {
+                self.stats.protocol_errors += 1;
+                self.close(id, ReasonCode::ProtocolError, now);
+            }
+        }
+    }
+
+    /// The transport connection is gone (closed by the peer, by an error, or by the host
+    /// after an [`Event::Close`]). Without a DISCONNECT first this is an abnormal end: the
+    /// will is published (after its delay) and a clean session ends.
+    pub fn handle_disconnect(&mut self, id: ConnectionId, now: Instant) {
+        let Some(conn) = self.connection(id) else {
+            return;
+        };
+        if conn.phase != Phase::Closing {
+            self.detach_session(id, true, now);
+        }
+        self.release_connection(id);
+    }
+
+    /// The next event, or `None`.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        while let Some(slot) = self.events_head {
+            let conn = self.connections.get_mut(slot)?;
+            self.events_head = conn.event_next.take();
+            if self.events_head.is_none() {
+                self.events_tail = None;
+            }
+            conn.event_queued = false;
+            let id = ConnectionId {
+                slot,
+                generation: conn.generation,
+            };
+            if let Some(reason) = conn.close_reason
+                && !conn.close_reported
+            {
+                conn.close_reported = true;
+                // Output may still be pending; the host flushes it before closing.
+                return Some(Event::Close(id, reason));
+            }
+            if conn.transmit_signalled && conn.phase != Phase::Closing {
+                return Some(Event::Transmit(id));
+            }
+        }
+        None
+    }
+
+    // --- internals shared by the submodules ---
+
+    fn connection(&self, id: ConnectionId) -> Option<&Connection> {
+        self.connections
+            .get(id.slot)
+            .filter(|c| c.generation == id.generation)
+    }
+
+    fn connection_mut(&mut self, id: ConnectionId) -> Option<&mut Connection> {
+        self.connections
+            .get_mut(id.slot)
+            .filter(|c| c.generation == id.generation)
+    }
+
+    fn find_session(&self, client_id: &str) -> Option<u32> {
+        let hash = self.client_hash(client_id);
+        self.client_index.find(hash, |h| {
+            self.sessions
+                .get(h)
+                .is_some_and(|s| s.client_id() == client_id)
+        })
+    }
+
+    fn client_hash(&self, client_id: &str) -> u32 {
+        crate::index::hash_key(self.seed, 0, client_id.as_bytes())
+    }
+
+    /// Queues an event for the connection in `slot` unless one is already queued.
+    fn queue_event(&mut self, slot: u32) {
+        let Some(conn) = self.connections.get_mut(slot) else {
+            return;
+        };
+        if conn.event_queued {
+            return;
+        }
+        conn.event_queued = true;
+        conn.event_next = None;
+        match self.events_tail.and_then(|t| self.connections.get_mut(t)) {
+            Some(tail) => tail.event_next = Some(slot),
+            None => self.events_head = Some(slot),
+        }
+        self.events_tail = Some(slot);
+    }
+
+    /// Notes that a connection has output, queueing one [`Event::Transmit`].
+    fn signal_transmit(&mut self, id: ConnectionId) {
+        let Some(conn) = self.connection_mut(id) else {
+            return;
+        };
+        if conn.transmit_signalled {
+            return;
+        }
+        conn.transmit_signalled = true;
+        self.queue_event(id.slot);
+    }
+
+    /// Closes a connection because of `reason`: a 5.0 client is sent DISCONNECT with it
+    /// first (§4.13), then the host is asked to close. The will is published.
+    fn close(&mut self, id: ConnectionId, reason: ReasonCode, now: Instant) {
+        let Some(conn) = self.connection(id) else {
+            return;
+        };
+        if conn.phase == Phase::Connected && conn.protocol.is_v5() {
+            self.push_control(id, transmit::ControlKind::Disconnect(reason), now);
+        }
+        self.close_silently(id, reason, now);
+    }
+
+    /// Closes a connection without sending anything more.
+    fn close_silently(&mut self, id: ConnectionId, reason: ReasonCode, now: Instant) {
+        let Some(conn) = self.connection(id) else {
+            return;
+        };
+        if conn.phase == Phase::Closing {
+            return;
+        }
+        let normal = reason == ReasonCode::Success;
+        self.detach_session(id, !normal, now);
+        if let Some(conn) = self.connection_mut(id) {
+            conn.phase = Phase::Closing;
+            conn.close_reason = Some(reason);
+        }
+        self.queue_event(id.slot);
+    }
+
+    /// Frees a connection's slot and everything chained to it.
+    fn release_connection(&mut self, id: ConnectionId) {
+        let Some(conn) = self.connection(id) else {
+            return;
+        };
+        let mut control = conn.controls_head;
+        let mut alias = conn.aliases;
+        let event_queued = conn.event_queued;
+        while let Some(handle) = control {
+            control = self.controls.remove(handle).and_then(|c| {
+                c.free(&mut self.blobs);
+                c.next
+            });
+        }
+        while let Some(handle) = alias {
+            alias = self.aliases.remove(handle).and_then(|a| {
+                self.blobs.remove(a.topic);
+                a.next
+            });
+        }
+        // Unlink from the event list, if queued.
+        if event_queued {
+            let mut prev: Option<u32> = None;
+            let mut cursor = self.events_head;
+            while let Some(slot) = cursor {
+                let next = self.connections.get(slot).and_then(|c| c.event_next);
+                if slot == id.slot {
+                    match prev.and_then(|p| self.connections.get_mut(p)) {
+                        Some(p) => p.event_next = next,
+                        None => self.events_head = next,
+                    }
+                    if self.events_tail == Some(slot) {
+                        self.events_tail = prev;
+                    }
+                    break;
+                }
+                prev = Some(slot);
+                cursor = next;
+            }
+        }
+        self.connections.remove(id.slot);
+    }
+}

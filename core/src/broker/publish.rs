@@ -1,0 +1,697 @@
+//! Messages in and out: PUBLISH from clients (§3.3), topic aliases, retained messages,
+//! routing to sessions, and the acknowledgment flows of QoS 1 and 2 in both directions
+//! (§4.3, PUBACK / PUBREC / PUBREL / PUBCOMP).
+
+use super::message::Message;
+use super::transmit::ControlKind;
+use super::{Broker, BrokerStorage, ClientInfo, ConnectionId, Hooks, OverflowPolicy};
+use crate::blob::BlobStore;
+use crate::codec::properties::{filtered_len, write_filtered};
+use crate::codec::{Ack, PacketId, Properties, Property, Publish, QoS, ReasonCode};
+use crate::router::{Delivery, SessionId};
+use crate::session::{DeliveryState, InboundId, QueueEntry};
+use crate::storage::{CapacityError, Storage};
+use crate::time::{Duration, Instant};
+use crate::topic::TopicName;
+
+/// Properties set per delivery rather than stored with the message.
+fn kept_in_store(p: &Property<'_>) -> bool {
+    !matches!(
+        p,
+        Property::MessageExpiryInterval(_)
+            | Property::TopicAlias(_)
+            | Property::SubscriptionIdentifier(_)
+    )
+}
+
+impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
+    /// Stores a message once; sessions, the retained store and wills then share it.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn store_message(
+        &mut self,
+        topic: TopicRef<'_>,
+        properties: &Properties<'_>,
+        payload: &[u8],
+        qos: QoS,
+        retain: bool,
+        expiry_seconds: Option<u32>,
+        now: Instant,
+    ) -> Result<u32, CapacityError> {
+        let topic_len = match topic {
+            TopicRef::Str(t) => t.len(),
+            TopicRef::Blob(b) => self.blobs.get(b).map_or(0, <[u8]>::len),
+        };
+        let props_len = filtered_len(properties, kept_in_store);
+        let total = topic_len + props_len + payload.len();
+        let fill_rest = |rest: &mut [u8]| {
+            let (p, body) = rest.split_at_mut(props_len);
+            write_filtered(properties, kept_in_store, p);
+            body.copy_from_slice(payload);
+        };
+        let blob = match topic {
+            TopicRef::Str(t) => self.blobs.insert(total, |out| {
+                let (head, rest) = out.split_at_mut(t.len());
+                head.copy_from_slice(t.as_bytes());
+                fill_rest(rest);
+            })?,
+            TopicRef::Blob(b) => self.blobs.insert_prefixed(b, total, fill_rest)?,
+        };
+        let topic_len = u16::try_from(topic_len).map_err(|_| CapacityError)?;
+        let message = Message {
+            blob,
+            topic_len,
+            properties_len: props_len as u32,
+            qos,
+            retain,
+            expires_at: expiry_seconds.map(|s| now + Duration::from_secs(u64::from(s))),
+            refs: 1,
+        };
+        match self.messages.insert(message) {
+            Ok(handle) => Ok(handle),
+            Err(e) => {
+                self.blobs.remove(blob);
+                Err(e)
+            }
+        }
+    }
+
+    /// Drops one reference to a message, freeing it with the last.
+    pub(super) fn release_message(&mut self, handle: u32) {
+        let Some(message) = self.messages.get_mut(handle) else {
+            return;
+        };
+        message.refs = message.refs.saturating_sub(1);
+        if message.refs == 0 {
+            let blob = message.blob;
+            self.messages.remove(handle);
+            self.blobs.remove(blob);
+        }
+    }
+
+    /// Injects a message as if a client had published it (bridges, `$SYS`). Topic names
+    /// starting with `$` are allowed here, unlike from clients.
+    pub fn publish(
+        &mut self,
+        topic: &str,
+        payload: &[u8],
+        qos: QoS,
+        retain: bool,
+        now: Instant,
+    ) -> Result<(), CapacityError> {
+        if TopicName::new(topic, &self.config.topic_limits).is_err() {
+            return Err(CapacityError);
+        }
+        let message = self.store_message(
+            TopicRef::Str(topic),
+            &Properties::empty(),
+            payload,
+            qos,
+            retain,
+            None,
+            now,
+        )?;
+        if retain {
+            self.retain(message, payload.is_empty());
+        }
+        self.route_message(message, None, now);
+        self.release_message(message);
+        Ok(())
+    }
+
+    pub(super) fn on_publish(&mut self, id: ConnectionId, publish: &Publish<'_>, now: Instant) {
+        let Some(conn) = self.connection(id) else {
+            return;
+        };
+        let Some(session) = conn.session else { return };
+        let v5 = conn.protocol.is_v5();
+        self.stats.messages_received += 1;
+
+        // Topic aliases (5.0 §3.3.2.3.4).
+        let mut topic_ref = TopicRef::Str(publish.topic);
+        if let Some(alias) = publish.properties.topic_alias() {
+            // [MQTT-3.3.2-9], [MQTT-3.3.2-10]: 0 and values above our maximum are invalid.
+            if alias == 0 || alias > self.config.topic_alias_maximum {
+                return self.close(id, ReasonCode::TopicAliasInvalid, now);
+            }
+            if publish.topic.is_empty() {
+                match self.find_alias(id, alias) {
+                    Some(blob) => topic_ref = TopicRef::Blob(blob),
+                    // An alias never set on this connection.
+                    None => return self.close(id, ReasonCode::ProtocolError, now),
+                }
+            } else if self.set_alias(id, alias, publish.topic).is_err() {
+                return self.close(id, ReasonCode::QuotaExceeded, now);
+            }
+        }
+        // Checks that need the topic text borrow only the fields they read.
+        let qos = publish.qos();
+        let checked = {
+            let topic = match topic_ref {
+                TopicRef::Str(t) => Some(t),
+                TopicRef::Blob(b) => self.blobs.get(b).and_then(|t| core::str::from_utf8(t).ok()),
+            };
+            topic.map(|topic| {
+                let valid = TopicName::new(topic, &self.config.topic_limits).is_ok();
+                let s = self.sessions.get(session);
+                let client = ClientInfo {
+                    client_id: s.map_or("", |s| s.client_id()),
+                    username: s.and_then(|s| s.username()),
+                };
+                let allowed = valid
+                    && self
+                        .hooks
+                        .authorize_publish(&client, topic, qos, publish.retain);
+                (valid, allowed)
+            })
+        };
+        let Some((valid, authorized)) = checked else {
+            return self.close(id, ReasonCode::TopicAliasInvalid, now);
+        };
+        if !valid {
+            return self.close(id, ReasonCode::TopicNameInvalid, now);
+        }
+        let qos = publish.qos();
+        // [MQTT-3.2.2-11]: QoS above the announced Maximum QoS.
+        if qos > self.config.max_qos {
+            return self.close(id, ReasonCode::QoSNotSupported, now);
+        }
+        // [MQTT-3.2.2-14]: retain while Retain Available is 0.
+        if publish.retain && !self.config.retain_available {
+            return self.close(id, ReasonCode::RetainNotSupported, now);
+        }
+
+        // QoS 2: a PUBLISH whose identifier awaits PUBREL is a re-send; answer PUBREC again
+        // and do not deliver twice (§4.3.3).
+        if let Some(pid) = publish.packet_id().filter(|_| qos == QoS::ExactlyOnce) {
+            if self.inbound_contains(session, pid) {
+                self.push_control(id, ControlKind::PubRec(pid, ReasonCode::Success), now);
+                return;
+            }
+            let pending = self.sessions.get(session).map_or(0, |s| s.inbound_len);
+            // [MQTT-3.3.4-9]: more unacknowledged QoS 2 PUBLISHes than our Receive Maximum.
+            if pending >= self.config.receive_maximum {
+                return self.close(id, ReasonCode::ReceiveMaximumExceeded, now);
+            }
+        }
+
+        let mut code = ReasonCode::Success;
+        if !authorized {
+            // 5.0 tells the publisher; 3.x has no way to, so the message is acknowledged
+            // and dropped, as Mosquitto does.
+            code = if v5 {
+                ReasonCode::NotAuthorized
+            } else {
+                ReasonCode::Success
+            };
+        } else {
+            match self.accept_publish(publish, topic_ref, Some(SessionId(session)), now) {
+                Ok(0) if v5 => code = ReasonCode::NoMatchingSubscribers,
+                Ok(_) => {}
+                Err(_) => code = ReasonCode::QuotaExceeded,
+            }
+            if !v5 && code == ReasonCode::QuotaExceeded {
+                // 3.x cannot refuse a PUBLISH: close so the client resends it later.
+                return self.close(id, ReasonCode::QuotaExceeded, now);
+            }
+        }
+        match publish.qos_pid {
+            crate::codec::QoSPid::AtMostOnce => {}
+            crate::codec::QoSPid::AtLeastOnce(pid) => {
+                self.push_control(id, ControlKind::PubAck(pid, code), now);
+            }
+            crate::codec::QoSPid::ExactlyOnce(pid) => {
+                // Only a successful PUBREC starts the exactly-once flow ([MQTT-4.3.3-?]).
+                if !code.is_error() && self.inbound_insert(session, pid).is_err() {
+                    return self.close(id, ReasonCode::QuotaExceeded, now);
+                }
+                self.push_control(id, ControlKind::PubRec(pid, code), now);
+            }
+        }
+    }
+
+    /// Stores, retains and routes an accepted PUBLISH; returns the number of sessions it
+    /// was queued for.
+    fn accept_publish(
+        &mut self,
+        publish: &Publish<'_>,
+        topic: TopicRef<'_>,
+        publisher: Option<SessionId>,
+        now: Instant,
+    ) -> Result<usize, CapacityError> {
+        let expiry = publish.properties.message_expiry_interval();
+        let message = self.store_message(
+            topic,
+            &publish.properties,
+            publish.payload,
+            publish.qos(),
+            publish.retain,
+            expiry,
+            now,
+        )?;
+        if publish.retain {
+            self.retain(message, publish.payload.is_empty());
+        }
+        let count = self.route_message(message, publisher, now);
+        self.release_message(message);
+        Ok(count)
+    }
+
+    /// Makes `message` its topic's retained message, or clears it for an empty payload
+    /// ([MQTT-3.3.1-5], [MQTT-3.3.1-6], [MQTT-3.3.1-7]).
+    fn retain(&mut self, message: u32, clear: bool) {
+        let Some(parts) = self
+            .messages
+            .get(message)
+            .and_then(|m| m.parts(&self.blobs))
+        else {
+            return;
+        };
+        let hash = crate::index::hash_key(self.seed, 2, parts.topic.as_bytes());
+        let existing = self.find_retained(hash, message);
+        if let Some(slot) = existing
+            && let Some(old) = self.retained.remove(slot)
+        {
+            self.retained_index.remove(hash, |h| h == slot);
+            self.release_message(old);
+        }
+        if clear {
+            return;
+        }
+        let payload_len = self
+            .messages
+            .get(message)
+            .map_or(0, |m| m.payload_len(&self.blobs));
+        let retained_bytes: usize = self
+            .retained
+            .iter()
+            .filter_map(|(_, m)| self.messages.get(*m))
+            .map(|m| m.payload_len(&self.blobs))
+            .sum();
+        if self.retained.len() >= self.config.max_retained
+            || retained_bytes + payload_len > self.config.max_retained_bytes
+        {
+            return;
+        }
+        let Ok(slot) = self.retained.insert(message) else {
+            return;
+        };
+        if self.retained_index.insert(hash, slot).is_err() {
+            self.retained.remove(slot);
+            return;
+        }
+        if let Some(m) = self.messages.get_mut(message) {
+            m.refs += 1;
+        }
+    }
+
+    /// The retained slot holding a message on the same topic as `message`.
+    fn find_retained(&self, hash: u32, message: u32) -> Option<u32> {
+        let topic = self.messages.get(message)?.parts(&self.blobs)?.topic;
+        self.retained_index.find(hash, |slot| {
+            self.retained
+                .get(slot)
+                .and_then(|m| self.messages.get(*m))
+                .and_then(|m| m.parts(&self.blobs))
+                .is_some_and(|p| p.topic == topic)
+        })
+    }
+
+    /// Queues a stored message for every session with a matching subscription; returns
+    /// how many sessions it was queued for.
+    pub(super) fn route_message(
+        &mut self,
+        message: u32,
+        publisher: Option<SessionId>,
+        now: Instant,
+    ) -> usize {
+        let Some(parts) = self
+            .messages
+            .get(message)
+            .and_then(|m| m.parts(&self.blobs))
+        else {
+            return 0;
+        };
+        let Ok(topic) = TopicName::new(parts.topic, &crate::topic::TopicLimits::DEFAULT) else {
+            return 0;
+        };
+        let mut deliveries = core::mem::take(&mut self.deliveries);
+        if self
+            .router
+            .deliveries(&topic, publisher, &mut deliveries)
+            .is_err()
+        {
+            // More matches than the scratch list holds: deliver to those that fit.
+            self.stats.messages_dropped += 1;
+        }
+        let mut count = 0;
+        for delivery in deliveries.as_slice() {
+            if self.enqueue(message, delivery, false, now) {
+                count += 1;
+            }
+        }
+        deliveries.truncate(0);
+        self.deliveries = deliveries;
+        count
+    }
+
+    /// Queues `message` for one session. `retained`: sent because of a new subscription,
+    /// so RETAIN is set ([MQTT-3.3.1-8]); otherwise RETAIN follows Retain As Published
+    /// ([MQTT-3.3.1-12], [MQTT-3.3.1-13]).
+    pub(super) fn enqueue(
+        &mut self,
+        message: u32,
+        delivery: &Delivery,
+        retained: bool,
+        now: Instant,
+    ) -> bool {
+        let Some(stored) = self.messages.get(message) else {
+            return false;
+        };
+        let qos = stored.qos.min(delivery.qos);
+        let retain = retained || (delivery.retain_as_published && stored.retain);
+        let bytes = stored.payload_len(&self.blobs) as u32;
+        let handle = delivery.session.0;
+        let Some(session) = self.sessions.get(handle) else {
+            return false;
+        };
+        let online = session.connection;
+        if online.is_none() && qos == QoS::AtMostOnce && !self.config.queue_qos0_offline {
+            return false;
+        }
+        let full = session.queue.queued as usize >= self.config.max_queued_messages
+            || session.queue.queued_bytes as usize + bytes as usize > self.config.max_queued_bytes;
+        if full {
+            let dropped_oldest = self.config.overflow_policy == OverflowPolicy::DropOldest
+                && self.drop_oldest_queued(handle);
+            self.stats.messages_dropped += 1;
+            if !dropped_oldest {
+                return false;
+            }
+        }
+        let entry = QueueEntry {
+            message: Some(message),
+            qos,
+            retain,
+            packet_id: None,
+            state: DeliveryState::Queued,
+            dup: false,
+            needs_send: online.is_some(),
+            identifiers: delivery.identifiers.clone(),
+            bytes,
+            next: None,
+        };
+        let Ok(entry_handle) = self.queue.insert(entry) else {
+            self.stats.messages_dropped += 1;
+            return false;
+        };
+        if let Some(m) = self.messages.get_mut(message) {
+            m.refs += 1;
+        }
+        let tail = self.sessions.get(handle).and_then(|s| s.queue.tail);
+        if let Some(t) = tail.and_then(|t| self.queue.get_mut(t)) {
+            t.next = Some(entry_handle);
+        }
+        if let Some(session) = self.sessions.get_mut(handle) {
+            if session.queue.head.is_none() {
+                session.queue.head = Some(entry_handle);
+            }
+            session.queue.tail = Some(entry_handle);
+            session.queue.len += 1;
+            session.queue.queued += 1;
+            session.queue.queued_bytes += bytes;
+        }
+        let _ = now;
+        if let Some(conn) = online {
+            self.signal_transmit(conn);
+        }
+        true
+    }
+
+    /// Removes the oldest entry not yet sent; `false` if every entry is in flight.
+    fn drop_oldest_queued(&mut self, session: u32) -> bool {
+        let mut prev = None;
+        let mut cursor = self.sessions.get(session).and_then(|s| s.queue.head);
+        while let Some(h) = cursor {
+            let Some(entry) = self.queue.get(h) else {
+                return false;
+            };
+            if entry.state == DeliveryState::Queued {
+                self.unlink_entry(session, prev, h);
+                return true;
+            }
+            prev = Some(h);
+            cursor = entry.next;
+        }
+        false
+    }
+
+    /// Removes queue entry `h` (whose predecessor is `prev`) from `session`'s queue.
+    pub(super) fn unlink_entry(&mut self, session: u32, prev: Option<u32>, h: u32) {
+        let Some(entry) = self.queue.remove(h) else {
+            return;
+        };
+        match prev.and_then(|p| self.queue.get_mut(p)) {
+            Some(p) => p.next = entry.next,
+            None => {
+                if let Some(s) = self.sessions.get_mut(session) {
+                    s.queue.head = entry.next;
+                }
+            }
+        }
+        if let Some(s) = self.sessions.get_mut(session) {
+            if s.queue.tail == Some(h) {
+                s.queue.tail = prev;
+            }
+            s.queue.len -= 1;
+            if entry.state == DeliveryState::Queued {
+                s.queue.queued -= 1;
+                s.queue.queued_bytes -= entry.bytes;
+            } else {
+                s.queue.inflight -= 1;
+            }
+        }
+        if let Some(message) = entry.message {
+            self.release_message(message);
+        }
+    }
+
+    /// The queue entry of `session` in flight with `pid` in `state`, and its predecessor.
+    fn find_inflight(
+        &self,
+        session: u32,
+        pid: PacketId,
+        state: DeliveryState,
+    ) -> Option<(Option<u32>, u32)> {
+        let mut prev = None;
+        let mut cursor = self.sessions.get(session)?.queue.head;
+        while let Some(h) = cursor {
+            let entry = self.queue.get(h)?;
+            if entry.packet_id == Some(pid) && entry.state == state {
+                return Some((prev, h));
+            }
+            prev = Some(h);
+            cursor = entry.next;
+        }
+        None
+    }
+
+    fn session_of(&self, id: ConnectionId) -> Option<u32> {
+        self.connection(id)?.session
+    }
+
+    /// PUBACK: a QoS 1 delivery is complete (§4.3.2).
+    pub(super) fn on_puback(&mut self, id: ConnectionId, ack: &Ack<'_>, _now: Instant) {
+        let Some(session) = self.session_of(id) else {
+            return;
+        };
+        if let Some((prev, h)) =
+            self.find_inflight(session, ack.packet_id, DeliveryState::AwaitingPubAck)
+        {
+            self.unlink_entry(session, prev, h);
+            self.signal_transmit(id);
+        }
+    }
+
+    /// PUBREC: the client has the QoS 2 message; answer PUBREL (§4.3.3). A failure code
+    /// ends the flow ([MQTT-4.3.3-4] does not apply: there is nothing to release).
+    pub(super) fn on_pubrec(&mut self, id: ConnectionId, ack: &Ack<'_>, now: Instant) {
+        let Some(session) = self.session_of(id) else {
+            return;
+        };
+        match self.find_inflight(session, ack.packet_id, DeliveryState::AwaitingPubRec) {
+            Some((prev, h)) if ack.reason_code.is_error() => self.unlink_entry(session, prev, h),
+            Some((_, h)) => {
+                let mut release = None;
+                if let Some(entry) = self.queue.get_mut(h) {
+                    entry.state = DeliveryState::AwaitingPubComp;
+                    entry.needs_send = true;
+                    entry.dup = false;
+                    release = entry.message.take();
+                }
+                if let Some(message) = release {
+                    self.release_message(message);
+                }
+            }
+            None => {
+                // A PUBREC already answered (its PUBREL may have been lost): PUBREL again;
+                // an unknown one gets 0x92 (5.0 §3.6.2.1).
+                let known = self
+                    .find_inflight(session, ack.packet_id, DeliveryState::AwaitingPubComp)
+                    .map(|(_, h)| h);
+                match known {
+                    Some(h) => {
+                        if let Some(entry) = self.queue.get_mut(h) {
+                            entry.needs_send = true;
+                        }
+                    }
+                    None => self.push_control(
+                        id,
+                        ControlKind::PubRel(ack.packet_id, ReasonCode::PacketIdentifierNotFound),
+                        now,
+                    ),
+                }
+            }
+        }
+        self.signal_transmit(id);
+    }
+
+    /// PUBCOMP: a QoS 2 delivery is complete.
+    pub(super) fn on_pubcomp(&mut self, id: ConnectionId, ack: &Ack<'_>, _now: Instant) {
+        let Some(session) = self.session_of(id) else {
+            return;
+        };
+        if let Some((prev, h)) =
+            self.find_inflight(session, ack.packet_id, DeliveryState::AwaitingPubComp)
+        {
+            self.unlink_entry(session, prev, h);
+            self.signal_transmit(id);
+        }
+    }
+
+    /// PUBREL from the client: forget the identifier and answer PUBCOMP ([MQTT-4.3.3-9]).
+    pub(super) fn on_pubrel(&mut self, id: ConnectionId, ack: &Ack<'_>, now: Instant) {
+        let Some(session) = self.session_of(id) else {
+            return;
+        };
+        let code = if self.inbound_remove(session, ack.packet_id) {
+            ReasonCode::Success
+        } else {
+            ReasonCode::PacketIdentifierNotFound
+        };
+        self.push_control(id, ControlKind::PubComp(ack.packet_id, code), now);
+    }
+
+    fn inbound_contains(&self, session: u32, pid: PacketId) -> bool {
+        let mut cursor = self.sessions.get(session).and_then(|s| s.inbound);
+        while let Some(h) = cursor {
+            let Some(entry) = self.inbound.get(h) else {
+                return false;
+            };
+            if entry.packet_id == pid {
+                return true;
+            }
+            cursor = entry.next;
+        }
+        false
+    }
+
+    fn inbound_insert(&mut self, session: u32, pid: PacketId) -> Result<(), CapacityError> {
+        let head = self.sessions.get(session).and_then(|s| s.inbound);
+        let h = self.inbound.insert(InboundId {
+            packet_id: pid,
+            next: head,
+        })?;
+        if let Some(s) = self.sessions.get_mut(session) {
+            s.inbound = Some(h);
+            s.inbound_len += 1;
+        }
+        Ok(())
+    }
+
+    fn inbound_remove(&mut self, session: u32, pid: PacketId) -> bool {
+        let mut prev: Option<u32> = None;
+        let mut cursor = self.sessions.get(session).and_then(|s| s.inbound);
+        while let Some(h) = cursor {
+            let Some(entry) = self.inbound.get(h) else {
+                return false;
+            };
+            let next = entry.next;
+            if entry.packet_id == pid {
+                match prev.and_then(|p| self.inbound.get_mut(p)) {
+                    Some(p) => p.next = next,
+                    None => {
+                        if let Some(s) = self.sessions.get_mut(session) {
+                            s.inbound = next;
+                        }
+                    }
+                }
+                self.inbound.remove(h);
+                if let Some(s) = self.sessions.get_mut(session) {
+                    s.inbound_len -= 1;
+                }
+                return true;
+            }
+            prev = Some(h);
+            cursor = next;
+        }
+        false
+    }
+
+    fn find_alias(&self, id: ConnectionId, alias: u16) -> Option<crate::blob::BlobId> {
+        let mut cursor = self.connection(id)?.aliases;
+        while let Some(h) = cursor {
+            let a = self.aliases.get(h)?;
+            if a.alias == alias {
+                return Some(a.topic);
+            }
+            cursor = a.next;
+        }
+        None
+    }
+
+    fn set_alias(
+        &mut self,
+        id: ConnectionId,
+        alias: u16,
+        topic: &str,
+    ) -> Result<(), CapacityError> {
+        let blob = self.blobs.insert_copy(topic.as_bytes())?;
+        let mut cursor = self.connection(id).and_then(|c| c.aliases);
+        while let Some(h) = cursor {
+            let Some(a) = self.aliases.get_mut(h) else {
+                break;
+            };
+            if a.alias == alias {
+                let old = core::mem::replace(&mut a.topic, blob);
+                self.blobs.remove(old);
+                return Ok(());
+            }
+            cursor = a.next;
+        }
+        let head = self.connection(id).and_then(|c| c.aliases);
+        match self.aliases.insert(super::Alias {
+            alias,
+            topic: blob,
+            next: head,
+        }) {
+            Ok(h) => {
+                if let Some(c) = self.connection_mut(id) {
+                    c.aliases = Some(h);
+                }
+                Ok(())
+            }
+            Err(e) => {
+                self.blobs.remove(blob);
+                Err(e)
+            }
+        }
+    }
+}
+
+/// Where the topic of a message being stored comes from: the packet, or the blob a topic
+/// alias points at.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum TopicRef<'t> {
+    Str(&'t str),
+    Blob(crate::blob::BlobId),
+}

@@ -1,0 +1,414 @@
+//! Output: control packets waiting per connection, and [`Broker::poll_transmit`], which
+//! encodes them and the session's queued messages into the host's buffer.
+//!
+//! Messages are encoded only when they are sent, straight from the stored copy, so a
+//! message queued for a thousand sessions is held once.
+
+use super::connection::Phase;
+use super::{Broker, BrokerStorage, ConnectionId, Hooks};
+use crate::blob::{BlobId, BlobStore};
+use crate::codec::{
+    Ack, ConnAck, Disconnect, EncodeError, List, Packet, PacketId, Properties, Property,
+    ProtocolVersion, Publish, QoS, QoSPid, ReasonCode, SubAck, UnsubAck,
+};
+use crate::router::MAX_IDENTIFIERS;
+use crate::session::DeliveryState;
+use crate::time::Instant;
+
+/// What CONNACK says besides the reason code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub(crate) struct ConnAckInfo {
+    pub(crate) session_present: bool,
+    pub(crate) code: ReasonCode,
+    /// Send the session's client identifier as Assigned Client Identifier.
+    pub(crate) assigned_client_id: bool,
+    pub(crate) server_keep_alive: Option<u16>,
+    /// The Session Expiry Interval the broker granted, when it is not the one asked for.
+    pub(crate) session_expiry: Option<u32>,
+}
+
+impl Default for ConnAckInfo {
+    fn default() -> Self {
+        Self {
+            session_present: false,
+            code: ReasonCode::Success,
+            assigned_client_id: false,
+            server_keep_alive: None,
+            session_expiry: None,
+        }
+    }
+}
+
+/// A control packet waiting to be sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub(crate) enum ControlKind {
+    ConnAck(ConnAckInfo),
+    PubAck(PacketId, ReasonCode),
+    PubRec(PacketId, ReasonCode),
+    /// A PUBREL for an identifier that is not in flight (answering a stray PUBREC).
+    PubRel(PacketId, ReasonCode),
+    PubComp(PacketId, ReasonCode),
+    /// SUBACK; the reason codes are in a blob, one byte per filter.
+    SubAck(PacketId, BlobId),
+    /// UNSUBACK; 5.0 reason codes in a blob.
+    UnsubAck(PacketId, BlobId),
+    PingResp,
+    Disconnect(ReasonCode),
+}
+
+/// A control packet in a connection's output chain.
+#[derive(Debug)]
+pub struct Control {
+    pub(crate) kind: ControlKind,
+    pub(crate) next: Option<u32>,
+}
+
+impl Control {
+    /// Frees what the packet holds outside the chain.
+    pub(crate) fn free(&self, blobs: &mut impl BlobStore) {
+        match self.kind {
+            ControlKind::SubAck(_, codes) | ControlKind::UnsubAck(_, codes) => {
+                blobs.remove(codes);
+            }
+            _ => {}
+        }
+    }
+}
+
+impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
+    /// Queues a control packet for a connection. Without room for it, the connection is
+    /// closed: a broker that cannot answer must not pretend it did.
+    pub(super) fn push_control(&mut self, id: ConnectionId, kind: ControlKind, now: Instant) {
+        let Some(conn) = self.connection(id) else {
+            return;
+        };
+        let tail = conn.controls_tail;
+        let Ok(handle) = self.controls.insert(Control { kind, next: None }) else {
+            if let Some(c) = self.connection_mut(id) {
+                c.phase = Phase::Closing;
+                c.close_reason = Some(ReasonCode::ServerBusy);
+            }
+            let _ = now;
+            self.queue_event(id.slot);
+            return;
+        };
+        match tail.and_then(|t| self.controls.get_mut(t)) {
+            Some(t) => t.next = Some(handle),
+            None => {
+                if let Some(c) = self.connection_mut(id) {
+                    c.controls_head = Some(handle);
+                }
+            }
+        }
+        if let Some(c) = self.connection_mut(id) {
+            c.controls_tail = Some(handle);
+        }
+        self.signal_transmit(id);
+    }
+
+    /// Writes packets waiting for connection `id` into `buf` and returns how many bytes it
+    /// wrote; 0 means nothing is waiting (or the next packet needs a larger buffer than
+    /// `buf`: give at least [`super::Config::max_packet_size`] bytes, or the client's
+    /// Maximum Packet Size if smaller).
+    ///
+    /// Control packets go first, then the session's messages in order, within the client's
+    /// Receive Maximum ([MQTT-3.3.4-7]). Call again until it returns 0.
+    pub fn poll_transmit(&mut self, id: ConnectionId, buf: &mut [u8], now: Instant) -> usize {
+        let Some(conn) = self.connection(id) else {
+            return 0;
+        };
+        let version = conn.protocol;
+        let session = conn.session;
+        let phase = conn.phase;
+        let mut written = 0;
+
+        // Control packets.
+        while let Some(handle) = self.connection(id).and_then(|c| c.controls_head) {
+            let Some(control) = self.controls.get(handle) else {
+                break;
+            };
+            let kind = control.kind;
+            let next = control.next;
+            match self.encode_control(kind, session, version, &mut buf[written..]) {
+                Ok(n) => {
+                    written += n;
+                    self.stats.packets_sent += 1;
+                }
+                Err(EncodeError::InsufficientSize { .. }) if written > 0 => break,
+                // Cannot be encoded at all: drop it rather than block the connection.
+                Err(_) => {}
+            }
+            if let Some(c) = self.controls.remove(handle) {
+                c.free(&mut self.blobs);
+            }
+            if let Some(c) = self.connection_mut(id) {
+                c.controls_head = next;
+                if next.is_none() {
+                    c.controls_tail = None;
+                }
+            }
+        }
+
+        // Messages.
+        if phase == Phase::Connected
+            && let Some(session) = session
+        {
+            written += self.transmit_messages(session, version, &mut buf[written..], now);
+        }
+        if written == 0
+            && let Some(c) = self.connection_mut(id)
+        {
+            c.transmit_signalled = false;
+        }
+        self.stats.bytes_sent += written as u64;
+        written
+    }
+
+    fn encode_control(
+        &self,
+        kind: ControlKind,
+        session: Option<u32>,
+        version: ProtocolVersion,
+        out: &mut [u8],
+    ) -> Result<usize, EncodeError> {
+        let ack = |packet_id, reason_code| Ack {
+            packet_id,
+            reason_code,
+            properties: Properties::empty(),
+        };
+        match kind {
+            ControlKind::ConnAck(info) => self.encode_connack(info, session, version, out),
+            ControlKind::PubAck(pid, code) => Packet::PubAck(ack(pid, code)).encode(version, out),
+            ControlKind::PubRec(pid, code) => Packet::PubRec(ack(pid, code)).encode(version, out),
+            ControlKind::PubRel(pid, code) => Packet::PubRel(ack(pid, code)).encode(version, out),
+            ControlKind::PubComp(pid, code) => Packet::PubComp(ack(pid, code)).encode(version, out),
+            ControlKind::SubAck(packet_id, codes) => {
+                // The blob holds the codes exactly as they go on the wire.
+                let reason_codes = List::from_wire(self.blobs.get(codes).unwrap_or(&[]));
+                Packet::SubAck(SubAck {
+                    packet_id,
+                    properties: Properties::empty(),
+                    reason_codes,
+                })
+                .encode(version, out)
+            }
+            ControlKind::UnsubAck(packet_id, codes) => {
+                let reason_codes = List::from_wire(self.blobs.get(codes).unwrap_or(&[]));
+                Packet::UnsubAck(UnsubAck {
+                    packet_id,
+                    properties: Properties::empty(),
+                    reason_codes,
+                })
+                .encode(version, out)
+            }
+            ControlKind::PingResp => Packet::PingResp.encode(version, out),
+            ControlKind::Disconnect(code) => {
+                Packet::Disconnect(Disconnect::new(code)).encode(version, out)
+            }
+        }
+    }
+
+    fn encode_connack(
+        &self,
+        info: ConnAckInfo,
+        session: Option<u32>,
+        version: ProtocolVersion,
+        out: &mut [u8],
+    ) -> Result<usize, EncodeError> {
+        let mut props: heapless::Vec<Property<'_>, 12> = heapless::Vec::new();
+        if version.is_v5() && !info.code.is_error() {
+            let c = &self.config;
+            let assigned = session
+                .filter(|_| info.assigned_client_id)
+                .and_then(|s| self.sessions.get(s))
+                .map(|s| s.client_id());
+            let candidates = [
+                info.session_expiry.map(Property::SessionExpiryInterval),
+                assigned.map(Property::AssignedClientIdentifier),
+                info.server_keep_alive.map(Property::ServerKeepAlive),
+                Some(Property::ReceiveMaximum(c.receive_maximum.max(1))),
+                (c.max_qos < QoS::ExactlyOnce).then_some(Property::MaximumQoS(c.max_qos)),
+                (!c.retain_available).then_some(Property::RetainAvailable(false)),
+                Some(Property::MaximumPacketSize(c.max_packet_size)),
+                (c.topic_alias_maximum > 0)
+                    .then_some(Property::TopicAliasMaximum(c.topic_alias_maximum)),
+            ];
+            for p in candidates.into_iter().flatten() {
+                let _ = props.push(p);
+            }
+        }
+        let session_present = info.session_present && !info.code.is_error();
+        Packet::ConnAck(ConnAck {
+            session_present,
+            reason_code: info.code,
+            properties: List::new(&props),
+        })
+        .encode(version, out)
+    }
+
+    /// Sends the session's due queue entries; returns the bytes written.
+    fn transmit_messages(
+        &mut self,
+        session: u32,
+        version: ProtocolVersion,
+        out: &mut [u8],
+        now: Instant,
+    ) -> usize {
+        let mut written = 0;
+        let mut prev: Option<u32> = None;
+        let mut cursor = self.sessions.get(session).and_then(|s| s.queue.head);
+        while let Some(h) = cursor {
+            let Some(entry) = self.queue.get(h) else {
+                break;
+            };
+            let next = entry.next;
+            if !entry.needs_send {
+                prev = Some(h);
+                cursor = next;
+                continue;
+            }
+            let Some(s) = self.sessions.get(session) else {
+                break;
+            };
+            let (receive_maximum, max_packet) = (s.receive_maximum, s.max_packet_size);
+            let inflight = s.queue.inflight;
+
+            if entry.state == DeliveryState::AwaitingPubComp {
+                let Some(pid) = entry.packet_id else { break };
+                let packet = Packet::PubRel(Ack::new(pid));
+                match packet.encode(version, &mut out[written..]) {
+                    Ok(n) => written += n,
+                    Err(_) => break,
+                }
+                self.stats.packets_sent += 1;
+                if let Some(e) = self.queue.get_mut(h) {
+                    e.needs_send = false;
+                }
+                prev = Some(h);
+                cursor = next;
+                continue;
+            }
+
+            let fresh = entry.state == DeliveryState::Queued;
+            // [MQTT-3.3.4-7]: no more QoS 1/2 in flight than the client's Receive Maximum.
+            if fresh && entry.qos > QoS::AtMostOnce && inflight >= u32::from(receive_maximum) {
+                break;
+            }
+            let Some(message) = entry.message.and_then(|m| self.messages.get(m)) else {
+                self.unlink_entry(session, prev, h);
+                cursor = next;
+                continue;
+            };
+            // Message Expiry Interval (§3.3.2.3.3): drop expired, send the time left.
+            let remaining = match message.expires_at {
+                Some(at) if at <= now => {
+                    self.stats.messages_expired += 1;
+                    self.unlink_entry(session, prev, h);
+                    cursor = next;
+                    continue;
+                }
+                Some(at) => Some((at - now).as_secs_ceil().min(u64::from(u32::MAX)) as u32),
+                None => None,
+            };
+            let packet_id = match entry.packet_id {
+                Some(pid) => Some(pid),
+                None if entry.qos > QoS::AtMostOnce => {
+                    let queue = &self.queue;
+                    let head = self.sessions.get(session).and_then(|s| s.queue.head);
+                    let in_use = |pid: PacketId| {
+                        let mut c = head;
+                        while let Some(x) = c {
+                            let Some(e) = queue.get(x) else { return false };
+                            if e.packet_id == Some(pid) {
+                                return true;
+                            }
+                            c = e.next;
+                        }
+                        false
+                    };
+                    let Some(s) = self.sessions.get_mut(session) else {
+                        break;
+                    };
+                    match s.next_packet_id(in_use) {
+                        Some(pid) => Some(pid),
+                        None => break,
+                    }
+                }
+                None => None,
+            };
+            let Some(entry) = self.queue.get(h) else {
+                break;
+            };
+            let Some(message) = entry.message.and_then(|m| self.messages.get(m)) else {
+                break;
+            };
+            let Some(parts) = message.parts(&self.blobs) else {
+                break;
+            };
+            let mut extra: heapless::Vec<Property<'_>, { MAX_IDENTIFIERS + 1 }> =
+                heapless::Vec::new();
+            if let Some(seconds) = remaining {
+                let _ = extra.push(Property::MessageExpiryInterval(seconds));
+            }
+            for id in &entry.identifiers {
+                let _ = extra.push(Property::SubscriptionIdentifier(id.get()));
+            }
+            let qos_pid = match (entry.qos, packet_id) {
+                (QoS::AtLeastOnce, Some(pid)) => QoSPid::AtLeastOnce(pid),
+                (QoS::ExactlyOnce, Some(pid)) => QoSPid::ExactlyOnce(pid),
+                _ => QoSPid::AtMostOnce,
+            };
+            let publish = Packet::Publish(Publish {
+                dup: entry.dup && qos_pid != QoSPid::AtMostOnce,
+                qos_pid,
+                retain: entry.retain,
+                topic: parts.topic,
+                properties: List::from_wire_and_items(parts.properties, &extra),
+                payload: parts.payload,
+            });
+            let size = publish.encoded_len(version);
+            // [MQTT-3.1.2-24]: never send more than the client's Maximum Packet Size; such
+            // a message is discarded for this client, as if delivered ([MQTT-3.1.2-25]).
+            if size > max_packet as usize {
+                self.stats.messages_oversized += 1;
+                self.unlink_entry(session, prev, h);
+                cursor = next;
+                continue;
+            }
+            match publish.encode(version, &mut out[written..]) {
+                Ok(n) => written += n,
+                Err(_) => break,
+            }
+            self.stats.packets_sent += 1;
+            self.stats.messages_sent += 1;
+            let qos = entry.qos;
+            let bytes = entry.bytes;
+            if qos == QoS::AtMostOnce {
+                self.unlink_entry(session, prev, h);
+                cursor = next;
+                continue;
+            }
+            if let Some(e) = self.queue.get_mut(h) {
+                e.needs_send = false;
+                e.packet_id = packet_id;
+                if e.state == DeliveryState::Queued {
+                    e.state = if qos == QoS::AtLeastOnce {
+                        DeliveryState::AwaitingPubAck
+                    } else {
+                        DeliveryState::AwaitingPubRec
+                    };
+                    if let Some(s) = self.sessions.get_mut(session) {
+                        s.queue.queued -= 1;
+                        s.queue.queued_bytes -= bytes;
+                        s.queue.inflight += 1;
+                    }
+                }
+            }
+            prev = Some(h);
+            cursor = next;
+        }
+        written
+    }
+}

@@ -1,0 +1,179 @@
+//! One client's session state (MQTT 5.0 §4.1): what survives a network connection.
+//!
+//! A session owns the queue of messages on their way to its client (waiting, or in flight
+//! awaiting PUBACK / PUBREC / PUBCOMP), the packet identifiers of QoS 2 messages received
+//! from the client and not yet released, its will, and the client's own limits (Receive
+//! Maximum, Maximum Packet Size). Queue entries and identifiers live in broker-wide slabs
+//! and are chained per session, so a fixed-capacity broker shares one pool between all
+//! clients instead of reserving the worst case for each.
+
+use crate::codec::{PacketId, ProtocolVersion, QoS};
+use crate::router::{MAX_IDENTIFIERS, SubscriptionId};
+use crate::storage::Text;
+use crate::time::{Duration, Instant};
+
+/// Session Expiry Interval meaning "never" (§3.1.2.11.2).
+pub const NEVER_EXPIRES: u32 = u32::MAX;
+
+/// Where a message on its way to a client stands (§4.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub enum DeliveryState {
+    /// Not sent yet.
+    Queued,
+    /// QoS 1 PUBLISH sent, waiting for PUBACK.
+    AwaitingPubAck,
+    /// QoS 2 PUBLISH sent, waiting for PUBREC.
+    AwaitingPubRec,
+    /// PUBREL sent, waiting for PUBCOMP; the message itself is no longer needed.
+    AwaitingPubComp,
+}
+
+/// One message queued for, or in flight to, a session's client.
+#[derive(Debug, Clone)]
+pub struct QueueEntry {
+    /// The stored message (absent once a QoS 2 flow reached PUBREL).
+    pub(crate) message: Option<u32>,
+    /// QoS of this delivery: the lower of the publish QoS and the subscription's.
+    pub(crate) qos: QoS,
+    /// RETAIN flag to send.
+    pub(crate) retain: bool,
+    /// Packet identifier, once the entry is in flight.
+    pub(crate) packet_id: Option<PacketId>,
+    pub(crate) state: DeliveryState,
+    /// Whether the next transmission of this entry is a re-delivery (sets DUP).
+    pub(crate) dup: bool,
+    /// Whether the entry has something to (re)send on the current connection.
+    pub(crate) needs_send: bool,
+    /// Subscription identifiers to send with the message ([MQTT-3.3.4-4]).
+    pub(crate) identifiers: heapless::Vec<SubscriptionId, MAX_IDENTIFIERS>,
+    /// Payload bytes counted against the session's queue limit.
+    pub(crate) bytes: u32,
+    pub(crate) next: Option<u32>,
+}
+
+/// A QoS 2 packet identifier received from the client and answered with PUBREC, kept until
+/// its PUBREL so a re-sent PUBLISH is not delivered twice (§4.3.3, method B).
+#[derive(Debug, Clone)]
+pub struct InboundId {
+    pub(crate) packet_id: PacketId,
+    pub(crate) next: Option<u32>,
+}
+
+/// The will a session publishes if its connection ends abnormally (§3.1.2.5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct WillState {
+    /// The stored will message.
+    pub(crate) message: u32,
+    /// Will Delay Interval in seconds (5.0).
+    pub(crate) delay: u32,
+    /// When the will is due, once the connection has ended.
+    pub(crate) due: Option<Instant>,
+}
+
+/// A FIFO chained through a slab: head, tail and counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Chain {
+    pub(crate) head: Option<u32>,
+    pub(crate) tail: Option<u32>,
+    /// Entries in the chain.
+    pub(crate) len: u32,
+    /// Entries not yet sent (counted against the queue limit).
+    pub(crate) queued: u32,
+    /// Payload bytes of entries not yet sent.
+    pub(crate) queued_bytes: u32,
+    /// Entries in flight (sent, awaiting acknowledgment).
+    pub(crate) inflight: u32,
+}
+
+/// One client's session. `T` holds its client identifier and user name.
+#[derive(Debug)]
+pub struct Session<T> {
+    pub(crate) client_id: T,
+    pub(crate) username: Option<T>,
+    /// The connection the client is on, if it is online.
+    pub(crate) connection: Option<crate::broker::ConnectionId>,
+    pub(crate) protocol: ProtocolVersion,
+    /// Session Expiry Interval in seconds, already capped by the broker's limit.
+    pub(crate) expiry_interval: u32,
+    /// When the session's connection ended (expiry counts from here).
+    pub(crate) disconnected_at: Option<Instant>,
+    /// The client's Receive Maximum: QoS 1/2 messages in flight to it at once.
+    pub(crate) receive_maximum: u16,
+    /// The client's Maximum Packet Size ([MQTT-3.1.2-24]: never send it more).
+    pub(crate) max_packet_size: u32,
+    /// The last packet identifier handed out.
+    pub(crate) last_packet_id: u16,
+    pub(crate) queue: Chain,
+    pub(crate) inbound: Option<u32>,
+    pub(crate) inbound_len: u16,
+    pub(crate) will: Option<WillState>,
+    pub(crate) subscriptions: u32,
+    /// The client asked for reason strings and user properties on failures (5.0).
+    pub(crate) request_problem_information: bool,
+}
+
+impl<T: Text> Session<T> {
+    /// The client identifier.
+    pub fn client_id(&self) -> &str {
+        self.client_id.as_str()
+    }
+
+    /// The user name the client authenticated with.
+    pub fn username(&self) -> Option<&str> {
+        self.username.as_ref().map(Text::as_str)
+    }
+
+    /// Whether the client is connected.
+    pub fn is_online(&self) -> bool {
+        self.connection.is_some()
+    }
+
+    /// The protocol version of the client's last connection.
+    pub fn protocol(&self) -> ProtocolVersion {
+        self.protocol
+    }
+
+    /// Messages queued or in flight.
+    pub fn queue_len(&self) -> usize {
+        self.queue.len as usize
+    }
+
+    /// Subscriptions the session holds.
+    pub fn subscription_count(&self) -> usize {
+        self.subscriptions as usize
+    }
+
+    /// When an offline session expires, if it does.
+    pub fn expires_at(&self) -> Option<Instant> {
+        let since = self.disconnected_at?;
+        if self.expiry_interval == NEVER_EXPIRES {
+            return None;
+        }
+        Some(since + Duration::from_secs(u64::from(self.expiry_interval)))
+    }
+}
+
+impl<T> Session<T> {
+    /// The next packet identifier not used by `in_use`, or `None` if all 65 535 are taken
+    /// ([MQTT-2.2.1-3]: unique among the packets in flight).
+    pub(crate) fn next_packet_id(
+        &mut self,
+        mut in_use: impl FnMut(PacketId) -> bool,
+    ) -> Option<PacketId> {
+        let mut candidate = self.last_packet_id;
+        for _ in 0..u16::MAX {
+            candidate = candidate.wrapping_add(1);
+            let Some(id) = PacketId::new(candidate) else {
+                continue;
+            };
+            if !in_use(id) {
+                self.last_packet_id = candidate;
+                return Some(id);
+            }
+        }
+        None
+    }
+}
