@@ -42,6 +42,8 @@ pub mod codec;
 pub(crate) mod index;
 pub mod router;
 pub mod session;
+#[cfg(feature = "alloc")]
+pub mod sim;
 pub mod storage;
 pub mod time;
 pub mod topic;

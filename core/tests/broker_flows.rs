@@ -1,0 +1,88 @@
+//! Scratch: first end-to-end flows through the simulation.
+use fulmar_core::broker::{Config, Growable};
+use fulmar_core::codec::{ProtocolVersion, QoS, ReasonCode};
+use fulmar_core::sim::{Received, Sim};
+use fulmar_core::time::Duration;
+
+#[test]
+fn qos_flows_retained_will_and_persistent_session() {
+    let mut sim = Sim::<Growable>::new(Config::default());
+    let sub = sim.connect(ProtocolVersion::V3_1_1, "sub", false, 10);
+    assert_eq!(
+        sim.subscribe(sub, "a/#", QoS::ExactlyOnce),
+        ReasonCode::GrantedQoS2
+    );
+    let publ = sim.connect(ProtocolVersion::V5, "pub", true, 0);
+    let id1 = sim
+        .publish(publ, "a/1", b"one", QoS::AtLeastOnce, false)
+        .unwrap();
+    assert_eq!(
+        sim.received(publ),
+        [Received::PubAck(id1, ReasonCode::Success)]
+    );
+    let got = sim.received(sub);
+    assert_eq!(got.len(), 1, "{got:?}");
+    sim.acknowledge(sub, &got[0]);
+    let id2 = sim
+        .publish(publ, "a/2", b"two", QoS::ExactlyOnce, true)
+        .unwrap();
+    assert_eq!(
+        sim.received(publ),
+        [Received::PubRec(id2, ReasonCode::Success)]
+    );
+    let got = sim.received(sub);
+    assert!(
+        matches!(
+            &got[..],
+            [Received::Publish {
+                qos: QoS::ExactlyOnce,
+                ..
+            }]
+        ),
+        "{got:?}"
+    );
+    sim.acknowledge(sub, &got[0]);
+    let rel = sim.received(sub);
+    assert!(matches!(&rel[..], [Received::PubRel(..)]), "{rel:?}");
+    sim.acknowledge(sub, &rel[0]);
+    sim.acknowledge(publ, &Received::PubRec(id2, ReasonCode::Success));
+    assert_eq!(
+        sim.received(publ),
+        [Received::PubComp(id2, ReasonCode::Success)]
+    );
+    // Retained for a new subscriber.
+    let late = sim.connect(ProtocolVersion::V5, "late", true, 0);
+    sim.subscribe(late, "a/+", QoS::AtMostOnce);
+    let got = sim.received(late);
+    assert!(
+        matches!(&got[..], [Received::Publish { retain: true, payload, .. }] if payload == b"two"),
+        "{got:?}"
+    );
+    // Persistent session: offline queue.
+    sim.drop_connection(sub);
+    sim.publish(publ, "a/3", b"three", QoS::AtLeastOnce, false);
+    let back = sim.connect_with(&fulmar_core::sim::connect_packet(
+        ProtocolVersion::V3_1_1,
+        "sub",
+        false,
+        10,
+    ));
+    let got = sim.received(back);
+    assert!(
+        matches!(
+            &got[0],
+            Received::ConnAck {
+                session_present: true,
+                ..
+            }
+        ),
+        "{got:?}"
+    );
+    assert!(
+        matches!(&got[1], Received::Publish { payload, .. } if payload == b"three"),
+        "{got:?}"
+    );
+    // Keep alive: 1.5 x 10 s without a packet closes.
+    sim.advance(Duration::from_secs(16));
+    assert!(!sim.is_connected(back));
+}
