@@ -417,10 +417,9 @@ impl<S: BrokerStorage, H: Hooks> Sim<S, H> {
         if let Some(i) = inbox
             .iter()
             .position(|r| matches!(r, Received::SubAck(id, _) if *id == packet_id))
+            && let Some(Received::SubAck(_, codes)) = inbox.remove(i)
         {
-            if let Some(Received::SubAck(_, codes)) = inbox.remove(i) {
-                code = codes.first().copied().unwrap_or(code);
-            }
+            code = codes.first().copied().unwrap_or(code);
         }
         code
     }

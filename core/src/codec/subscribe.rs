@@ -440,7 +440,11 @@ mod tests {
     fn subscribe_v5_encode() {
         assert_encodes(&subscribe(Properties::empty()), V5, &SUBSCRIBE_V5);
         assert_encodes(&subscribe_options(), V5, &SUBSCRIBE_V5_OPTIONS);
-        assert_encodes(&decode_whole(&SUBSCRIBE_V5_OPTIONS, V5), V5, &SUBSCRIBE_V5_OPTIONS);
+        assert_encodes(
+            &decode_whole(&SUBSCRIBE_V5_OPTIONS, V5),
+            V5,
+            &SUBSCRIBE_V5_OPTIONS,
+        );
     }
 
     #[test]
@@ -564,7 +568,7 @@ mod tests {
         // [MQTT-1.5.4-1/2] of 5.0).
         let surrogate = [0xED, 0xA0, 0x80]; // U+D800
         assert_decode_error(
-            &patched(&SUBSCRIBE_V3_1_1, 4, &surrogate),
+            &patched(&SUBSCRIBE_V3_1_1, 6, &surrogate),
             V3_1_1,
             DecodeError::InvalidUtf8,
             ReasonCode::MalformedPacket,
@@ -889,7 +893,11 @@ mod tests {
     #[test]
     fn unsubscribe_encode() {
         for version in [V3_1, V3_1_1] {
-            assert_encodes(&unsubscribe(Properties::empty()), version, &UNSUBSCRIBE_V3_1_1);
+            assert_encodes(
+                &unsubscribe(Properties::empty()),
+                version,
+                &UNSUBSCRIBE_V3_1_1,
+            );
             // A 5.0 UNSUBSCRIBE loses its properties.
             assert_encodes(
                 &unsubscribe(Properties::new(&USER_PROPERTY)),
@@ -962,7 +970,11 @@ mod tests {
         // §3.10.2.1: user properties only; the 7 property bytes become Subscription
         // Identifier 5 and a User Property "" = "".
         assert_decode_error(
-            &patched(&UNSUBSCRIBE_V5, 5, &[0x0B, 0x05, 0x26, 0x00, 0x00, 0x00, 0x00]),
+            &patched(
+                &UNSUBSCRIBE_V5,
+                5,
+                &[0x0B, 0x05, 0x26, 0x00, 0x00, 0x00, 0x00],
+            ),
             V5,
             DecodeError::PropertyNotAllowed {
                 property: 0x0B,

@@ -326,6 +326,38 @@ mod tests {
     }
 
     #[test]
+    fn scan_agrees_with_a_byte_loop() {
+        // Every length around the eight-byte steps, with each interesting byte at every
+        // position (including the overlapping last word and the short-field loop).
+        let naive = |bytes: &[u8]| {
+            let null = bytes.contains(&0);
+            let wildcard = bytes.iter().any(|&b| b == b'+' || b == b'#');
+            u8::from(null) * HAS_NULL | u8::from(wildcard) * HAS_WILDCARD
+        };
+        let mut buf = [b'a'; 40];
+        for len in 0..=buf.len() {
+            assert_eq!(scan(&buf[..len]), 0);
+            for at in 0..len {
+                for special in [0, b'+', b'#', 0x01, 0x80, 0xFF, b'*', b'$'] {
+                    buf[at] = special;
+                    assert_eq!(
+                        scan(&buf[..len]),
+                        naive(&buf[..len]),
+                        "{len} {at} {special}"
+                    );
+                    buf[at] = b'a';
+                }
+            }
+        }
+        // Bytes that differ from 0, '+' or '#' by one bit or a borrow.
+        for b in 0..=255u8 {
+            let word = [b; 9];
+            assert_eq!(scan(&word), naive(&word), "{b}");
+            assert_eq!(scan(&word[..3]), naive(&word[..3]), "{b}");
+        }
+    }
+
+    #[test]
     fn strings_reject_null_and_surrogates() {
         assert_eq!(check_str(b"a\0b"), Err(DecodeError::NullCharacter));
         // U+D800 encoded as if it were a scalar value: ED A0 80.
