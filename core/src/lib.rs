@@ -40,6 +40,7 @@ pub mod blob;
 pub mod broker;
 pub mod codec;
 pub(crate) mod index;
+pub mod persist;
 pub mod router;
 pub mod session;
 #[cfg(feature = "alloc")]
