@@ -26,11 +26,12 @@ pub trait BlobStore: Default {
     fn remove(&mut self, id: BlobId) -> bool;
     /// Bytes held by live blobs.
     fn used_bytes(&self) -> usize;
-    /// Stores a blob of `len` bytes that starts with a copy of blob `prefix`; `fill`
-    /// writes the rest.
+    /// Stores a blob of `len` bytes that starts with a copy of the first `prefix_len`
+    /// bytes of blob `prefix`; `fill` writes the rest.
     fn insert_prefixed(
         &mut self,
         prefix: BlobId,
+        prefix_len: usize,
         len: usize,
         fill: impl FnOnce(&mut [u8]),
     ) -> Result<BlobId, CapacityError>;
@@ -128,11 +129,12 @@ impl<const BYTES: usize, const BLOBS: usize> BlobStore for FixedBlobs<BYTES, BLO
     fn insert_prefixed(
         &mut self,
         prefix: BlobId,
+        prefix_len: usize,
         len: usize,
         fill: impl FnOnce(&mut [u8]),
     ) -> Result<BlobId, CapacityError> {
-        let prefix_len = self.spans.get(prefix.0).ok_or(CapacityError)?.len as usize;
-        if len < prefix_len || self.live + len > BYTES {
+        let available = self.spans.get(prefix.0).ok_or(CapacityError)?.len as usize;
+        if prefix_len > available || len < prefix_len || self.live + len > BYTES {
             return Err(CapacityError);
         }
         if self.end + len > BYTES {
@@ -213,10 +215,12 @@ impl BlobStore for GrowableBlobs {
     fn insert_prefixed(
         &mut self,
         prefix: BlobId,
+        prefix_len: usize,
         len: usize,
         fill: impl FnOnce(&mut [u8]),
     ) -> Result<BlobId, CapacityError> {
         let source = self.blobs.get(prefix.0).ok_or(CapacityError)?;
+        let source = source.get(..prefix_len).ok_or(CapacityError)?;
         if len < source.len() {
             return Err(CapacityError);
         }
@@ -266,7 +270,7 @@ mod tests {
         assert_eq!(store.get(b), None);
         assert_eq!(store.used_bytes(), 12);
         let e = store
-            .insert_prefixed(a, 8, |rest| rest.copy_from_slice(b"/x/"))
+            .insert_prefixed(a, 5, 8, |rest| rest.copy_from_slice(b"/x/"))
             .unwrap();
         assert_eq!(store.get(e), Some(&b"alpha/x/"[..]));
         assert!(store.remove(e));

@@ -33,6 +33,9 @@ pub enum DeliveryState {
 /// One message queued for, or in flight to, a session's client.
 #[derive(Debug, Clone)]
 pub struct QueueEntry {
+    /// Position in the broker-wide order of queued messages; names the entry in
+    /// persistence records.
+    pub(crate) seq: u64,
     /// The stored message (absent once a QoS 2 flow reached PUBREL).
     pub(crate) message: Option<u32>,
     /// QoS of this delivery: the lower of the publish QoS and the subscription's.
@@ -113,6 +116,9 @@ pub struct Session<T> {
     pub(crate) subscriptions: u32,
     /// The client asked for reason strings and user properties on failures (5.0).
     pub(crate) request_problem_information: bool,
+    /// Records of this session were reported for persistence (so a session that stops
+    /// being durable must be deleted from the store).
+    pub(crate) persisted: bool,
 }
 
 impl<T: Text> Session<T> {
@@ -134,6 +140,11 @@ impl<T: Text> Session<T> {
     /// The protocol version of the client's last connection.
     pub fn protocol(&self) -> ProtocolVersion {
         self.protocol
+    }
+
+    /// Session Expiry Interval in seconds ([`NEVER_EXPIRES`]: never).
+    pub fn expiry_interval(&self) -> u32 {
+        self.expiry_interval
     }
 
     /// Messages queued or in flight.

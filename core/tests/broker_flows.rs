@@ -1,3 +1,4 @@
+#![cfg(feature = "alloc")]
 //! Scratch: first end-to-end flows through the simulation.
 use fulmar_core::broker::{Config, Growable};
 use fulmar_core::codec::{ProtocolVersion, QoS, ReasonCode};

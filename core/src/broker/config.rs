@@ -75,6 +75,9 @@ pub struct Config {
     pub share_strategy: ShareStrategy,
     /// Accept MQTT 3.1 (`MQIsdp`) clients.
     pub allow_v3_1: bool,
+    /// Report changes of durable state (persistent sessions, their subscriptions and
+    /// QoS 1/2 messages, retained messages) through `Broker::poll_persist`.
+    pub persistence: bool,
 }
 
 impl Default for Config {
@@ -102,6 +105,7 @@ impl Default for Config {
             connect_timeout: Duration::from_secs(10),
             share_strategy: ShareStrategy::RoundRobin,
             allow_v3_1: true,
+            persistence: false,
         }
     }
 }

@@ -245,6 +245,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
         };
         self.push_control(id, ControlKind::ConnAck(info), now);
         self.resume_session(handle, id);
+        self.mark_session(handle);
     }
 
     /// Keep alive to enforce and, for 5.0, the Server Keep Alive to announce (§3.2.2.3.14).
@@ -276,7 +277,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
         core::str::from_utf8(buf).unwrap_or("fulmar-client")
     }
 
-    fn create_session(&mut self, client_id: &str) -> Result<u32, ReasonCode> {
+    pub(super) fn create_session(&mut self, client_id: &str) -> Result<u32, ReasonCode> {
         if self.sessions.len() >= self.config.max_sessions {
             return Err(quota_code());
         }
@@ -299,6 +300,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
                 will: None,
                 subscriptions: 0,
                 request_problem_information: true,
+                persisted: false,
             })
             .map_err(|_| quota_code())?;
         let hash = self.client_hash(client_id);
@@ -415,6 +417,8 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
         }
         if expiry == 0 {
             self.end_session(handle, now);
+        } else {
+            self.mark_session(handle);
         }
     }
 
@@ -423,12 +427,14 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
         let Some(will) = self.sessions.get_mut(handle).and_then(|s| s.will.take()) else {
             return;
         };
+        self.mark_session(handle);
         self.route_message(will.message, Some(SessionId(handle)), now);
         self.release_message(will.message);
     }
 
     /// Ends a session: its due will goes out, its subscriptions and queue are dropped.
     pub(super) fn end_session(&mut self, handle: u32, now: Instant) {
+        self.mark_session_deleted(handle);
         let due_will = self
             .sessions
             .get(handle)

@@ -44,6 +44,7 @@ mod connect;
 mod connection;
 mod hooks;
 mod message;
+mod persistence;
 mod publish;
 mod storage;
 mod subscribe;
@@ -54,6 +55,7 @@ pub use config::{Config, OverflowPolicy};
 pub use connection::{Alias, Connection, ConnectionId};
 pub use hooks::{AllowAll, ClientInfo, ConnectRequest, Hooks};
 pub use message::Message;
+pub use persistence::{PendingChange, PersistOp};
 pub use storage::BrokerStorage;
 #[cfg(feature = "alloc")]
 pub use storage::Growable;
@@ -77,6 +79,23 @@ pub enum Event {
     /// [`Broker::handle_disconnect`]. The reason is informational (for logs); any
     /// DISCONNECT or CONNACK carrying it is already part of the pending output.
     Close(ConnectionId, ReasonCode),
+}
+
+/// A message in a session's queue, as [`Broker::for_each_queued`] shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueuedView<'b> {
+    /// Topic (absent once a QoS 2 delivery has reached PUBREL).
+    pub topic: Option<&'b str>,
+    /// Payload (absent likewise).
+    pub payload: Option<&'b [u8]>,
+    /// QoS of the delivery.
+    pub qos: crate::codec::QoS,
+    /// RETAIN flag to send.
+    pub retain: bool,
+    /// Where the delivery stands.
+    pub state: crate::session::DeliveryState,
+    /// Packet identifier, once in flight.
+    pub packet_id: Option<crate::codec::PacketId>,
 }
 
 /// Why [`Broker::handle_connect`] refused a connection.
@@ -142,6 +161,8 @@ pub struct Broker<S: BrokerStorage, H: Hooks = AllowAll> {
     seed: u64,
     next_generation: u32,
     assigned_ids: u64,
+    next_seq: u64,
+    persistence: persistence::PersistState<S>,
     stats: Stats,
 }
 
@@ -190,6 +211,8 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
             seed,
             next_generation: 1,
             assigned_ids: 0,
+            next_seq: 0,
+            persistence: persistence::PersistState::default(),
             stats: Stats::default(),
         }
     }
@@ -221,6 +244,64 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
     /// Number of retained messages.
     pub fn retained_count(&self) -> usize {
         self.retained.len()
+    }
+
+    /// Calls `f` with every session.
+    pub fn for_each_session(&self, mut f: impl FnMut(&Session<S::Text>)) {
+        for (_, session) in self.sessions.iter() {
+            f(session);
+        }
+    }
+
+    /// Calls `f` with each subscription of `client_id`'s session: the filter as written
+    /// in SUBSCRIBE (rebuilt in `scratch`), options and identifier.
+    pub fn for_each_subscription(
+        &self,
+        client_id: &str,
+        scratch: &mut [u8],
+        f: impl FnMut(&str, crate::codec::SubscriptionOptions, Option<crate::router::SubscriptionId>),
+    ) {
+        if let Some(h) = self.find_session(client_id) {
+            self.router
+                .for_each_subscription(crate::router::SessionId(h), scratch, f);
+        }
+    }
+
+    /// Calls `f` with each message queued for or in flight to `client_id`, in order.
+    pub fn for_each_queued(&self, client_id: &str, mut f: impl FnMut(QueuedView<'_>)) {
+        let Some(session) = self
+            .find_session(client_id)
+            .and_then(|h| self.sessions.get(h))
+        else {
+            return;
+        };
+        let mut cursor = session.queue.head;
+        while let Some(entry) = cursor.and_then(|c| self.queue.get(c)) {
+            let parts = entry
+                .message
+                .and_then(|m| self.messages.get(m))
+                .and_then(|m| m.parts(&self.blobs));
+            f(QueuedView {
+                topic: parts.map(|p| p.topic),
+                payload: parts.map(|p| p.payload),
+                qos: entry.qos,
+                retain: entry.retain,
+                state: entry.state,
+                packet_id: entry.packet_id,
+            });
+            cursor = entry.next;
+        }
+    }
+
+    /// Calls `f` with each retained message: topic, payload and QoS.
+    pub fn for_each_retained(&self, mut f: impl FnMut(&str, &[u8], crate::codec::QoS)) {
+        for (_, &message) in self.retained.iter() {
+            if let Some(m) = self.messages.get(message)
+                && let Some(parts) = m.parts(&self.blobs)
+            {
+                f(parts.topic, parts.payload, m.qos);
+            }
+        }
     }
 
     /// Number of subscriptions, all sessions together.
@@ -302,7 +383,16 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
                     if awaiting_connect {
                         self.refuse_connect_on_decode_error(id, &error, rest);
                     } else {
-                        self.close(id, error.reason_code(), now);
+                        // The codec rejects a Topic Alias of 0 as a zero property value
+                        // (0x82); the broker answers it as any invalid alias, with 0x94
+                        // ([MQTT-3.3.2-8], as publish.rs does for aliases above the maximum).
+                        let reason = match error {
+                            DecodeError::InvalidPropertyValue(0x23) => {
+                                ReasonCode::TopicAliasInvalid
+                            }
+                            _ => error.reason_code(),
+                        };
+                        self.close(id, reason, now);
                     }
                     return bytes.len();
                 }

@@ -54,7 +54,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
                 head.copy_from_slice(t.as_bytes());
                 fill_rest(rest);
             })?,
-            TopicRef::Blob(b) => self.blobs.insert_prefixed(b, total, fill_rest)?,
+            TopicRef::Blob(b) => self.blobs.insert_prefixed(b, topic_len, total, fill_rest)?,
         };
         let topic_len = u16::try_from(topic_len).map_err(|_| CapacityError)?;
         let message = Message {
@@ -258,7 +258,16 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
 
     /// Makes `message` its topic's retained message, or clears it for an empty payload
     /// ([MQTT-3.3.1-5], [MQTT-3.3.1-6], [MQTT-3.3.1-7]).
-    fn retain(&mut self, message: u32, clear: bool) {
+    pub(super) fn retain(&mut self, message: u32, clear: bool) {
+        if self.config.persistence {
+            // The change marker keeps its own copy of the topic name.
+            let (blob, len) = self
+                .messages
+                .get(message)
+                .map_or((None, 0), |m| (Some(m.blob), usize::from(m.topic_len)));
+            let copy = blob.and_then(|b| self.blobs.insert_prefixed(b, len, len, |_| {}).ok());
+            self.mark_retained_blob(copy);
+        }
         let Some(parts) = self
             .messages
             .get(message)
@@ -388,7 +397,9 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
                 return false;
             }
         }
+        self.next_seq += 1;
         let entry = QueueEntry {
+            seq: self.next_seq,
             message: Some(message),
             qos,
             retain,
@@ -421,6 +432,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
             session.queue.queued_bytes += bytes;
         }
         let _ = now;
+        self.mark_message(handle, entry_handle);
         if let Some(conn) = online {
             self.signal_transmit(conn);
         }
@@ -450,6 +462,9 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
         let Some(entry) = self.queue.remove(h) else {
             return;
         };
+        if self.config.persistence && entry.qos > QoS::AtMostOnce {
+            self.mark_message_gone(session, h, entry.seq);
+        }
         match prev.and_then(|p| self.queue.get_mut(p)) {
             Some(p) => p.next = entry.next,
             None => {
@@ -528,6 +543,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
                     entry.dup = false;
                     release = entry.message.take();
                 }
+                self.mark_message(session, h);
                 if let Some(message) = release {
                     self.release_message(message);
                 }
@@ -581,7 +597,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
         self.push_control(id, ControlKind::PubComp(ack.packet_id, code), now);
     }
 
-    fn inbound_contains(&self, session: u32, pid: PacketId) -> bool {
+    pub(super) fn inbound_contains(&self, session: u32, pid: PacketId) -> bool {
         let mut cursor = self.sessions.get(session).and_then(|s| s.inbound);
         while let Some(h) = cursor {
             let Some(entry) = self.inbound.get(h) else {
@@ -605,6 +621,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
             s.inbound = Some(h);
             s.inbound_len += 1;
         }
+        self.mark_inbound(session, pid);
         Ok(())
     }
 
@@ -629,6 +646,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
                 if let Some(s) = self.sessions.get_mut(session) {
                     s.inbound_len -= 1;
                 }
+                self.mark_inbound(session, pid);
                 return true;
             }
             prev = Some(h);

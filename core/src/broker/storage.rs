@@ -5,6 +5,7 @@
 
 use super::connection::{Alias, Connection};
 use super::message::Message;
+use super::persistence::PendingChange;
 use super::transmit::Control;
 use crate::blob::BlobStore;
 use crate::router::{Delivery, RouterStorage, Slot};
@@ -39,6 +40,8 @@ pub trait BrokerStorage {
     type Slots: Storage<Slot>;
     /// Scratch list of the sessions one message goes to (at most one per subscription).
     type Deliveries: Storage<Delivery>;
+    /// Changes not yet reported through `Broker::poll_persist`.
+    type Pending: Storage<Entry<PendingChange>>;
 }
 
 /// Declares a fixed-capacity [`BrokerStorage`] type: no allocator, every capacity chosen
@@ -56,7 +59,9 @@ pub trait BrokerStorage {
 /// let broker = fulmar_core::broker::Broker::<Tiny>::new(Default::default(), 1);
 /// ```
 /// `slots` (a power of two) sizes each hash index, and must exceed 8/7 of the larger of
-/// `sessions`, `retained`, `topic_nodes` and `subscriptions`.
+/// `sessions`, `retained`, `topic_nodes` and `subscriptions`. An optional last
+/// `pending: N` sizes the list of persistence changes not yet polled (default 64; when it
+/// overflows, the broker asks the host to rewrite everything instead).
 #[macro_export]
 macro_rules! fixed_broker_storage {
     (
@@ -66,7 +71,8 @@ macro_rules! fixed_broker_storage {
             subscriptions: $subs:expr, topic_nodes: $nodes:expr, share_groups: $groups:expr,
             text: $text:expr, messages: $messages:expr, queue: $queue:expr,
             controls: $controls:expr, inbound: $inbound:expr, aliases: $aliases:expr,
-            retained: $retained:expr, blob_bytes: $bytes:expr, slots: $slots:expr $(,)?
+            retained: $retained:expr, blob_bytes: $bytes:expr, slots: $slots:expr
+            $(, pending: $pending:expr)? $(,)?
         }
     ) => {
         $(#[$meta])*
@@ -94,6 +100,11 @@ macro_rules! fixed_broker_storage {
             type Retained = $crate::__private::heapless::Vec<$crate::storage::Entry<u32>, $retained>;
             type Slots = $crate::__private::heapless::Vec<$crate::router::Slot, $slots>;
             type Deliveries = $crate::__private::heapless::Vec<$crate::router::Delivery, $subs>;
+            // Persistence changes waiting for the host: 64 unless `pending` says otherwise.
+            type Pending = $crate::__private::heapless::Vec<
+                $crate::storage::Entry<$crate::broker::PendingChange>,
+                { 64 $(* 0 + $pending)? },
+            >;
         }
     };
 }
@@ -118,4 +129,5 @@ impl BrokerStorage for Growable {
     type Retained = alloc::vec::Vec<Entry<u32>>;
     type Slots = alloc::vec::Vec<Slot>;
     type Deliveries = alloc::vec::Vec<Delivery>;
+    type Pending = alloc::vec::Vec<Entry<PendingChange>>;
 }

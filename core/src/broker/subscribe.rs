@@ -111,6 +111,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
         if !existed && let Some(s) = self.sessions.get_mut(session) {
             s.subscriptions += 1;
         }
+        self.mark_subscription(session, subscription.filter);
         // §3.8.4: retained messages per Retain Handling; never to shared subscriptions
         // (§4.8.2).
         let send_retained = filter.group().is_none()
@@ -178,6 +179,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
                     if let Some(s) = self.sessions.get_mut(session) {
                         s.subscriptions -= 1;
                     }
+                    self.mark_subscription(session, filter);
                     ReasonCode::Success
                 }
                 // 5.0 §3.11.3: nothing to remove is still answered, with 0x11.

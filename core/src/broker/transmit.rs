@@ -406,6 +406,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
                     }
                 }
             }
+            self.mark_message(session, h);
             prev = Some(h);
             cursor = next;
         }

@@ -294,7 +294,7 @@ mod tests {
     static CONNECT_V3_1_1: [u8; 36] = [
         0x10, // CONNECT
         0x22, // remaining length 34
-        // Variable header: the example of 3.1.1 §3.1.2.10 (figure 3.6)
+        // Variable header: the non-normative example of 3.1.1 §3.1.2.10
         0x00, 0x04, b'M', b'Q', b'T', b'T', // protocol name "MQTT"
         0x04, // protocol level 4
         0xCE, // flags: user name, password, will QoS 1, will, clean session
@@ -345,7 +345,7 @@ mod tests {
     static CONNECT_V5: [u8; 48] = [
         0x10, // CONNECT
         0x2E, // remaining length 46
-        // Variable header: the example of 5.0 §3.1.2.12 (figure 3-7)
+        // Variable header: the non-normative example of 5.0 §3.1.2.12
         0x00, 0x04, b'M', b'Q', b'T', b'T', // protocol name "MQTT"
         0x05, // protocol version 5
         0xCE, // flags: user name, password, will QoS 1, will, clean start
@@ -514,7 +514,8 @@ mod tests {
 
     #[test]
     fn utf8_string_example_as_client_identifier() {
-        // 3.1.1 §1.5.3 figure 1.1, 5.0 §1.5.4 figure 1-1: "A\u{2A6D4}" is 00 05 41 F0 AA 9B 94.
+        // The UTF-8 string example of 3.1.1 §1.5.3 and 5.0 §1.5.4: "A\u{2A6D4}" is
+        // 00 05 41 F0 AA 9B 94.
         static CONNECT: [u8; 19] = [
             0x10, // CONNECT
             0x11, // remaining length 17
@@ -926,7 +927,7 @@ mod tests {
             decode_whole(&CONNACK_SESSION_PRESENT, V3_1_1),
             connack(true, ReasonCode::Success)
         );
-        // §3.2.2.3 table 3.1: the return codes, read as the 5.0 codes that mean the same.
+        // 3.1.1 §3.2.2.3: the return codes, read as the 5.0 codes that mean the same.
         let refusals = [
             (1, ReasonCode::UnsupportedProtocolVersion),
             (2, ReasonCode::ClientIdentifierNotValid),

@@ -154,6 +154,7 @@ impl FixedHeader {
     /// ([MQTT-2.2.2-1], [MQTT-2.2.2-2]), the remaining length ([MQTT-1.5.5-1]) and the
     /// caller's size limit. Runs on the first bytes alone, so a host can reject a bad or
     /// oversized packet before the rest of it arrives.
+    #[inline]
     pub fn parse(
         buf: &[u8],
         version: ProtocolVersion,
@@ -417,37 +418,36 @@ impl Packet<'_> {
     /// On error nothing is written: [`EncodeError::InsufficientSize`] gives the length
     /// `buf` must have.
     pub fn encode(&self, version: ProtocolVersion, buf: &mut [u8]) -> Result<usize, EncodeError> {
-        if matches!(self, Self::Auth(_)) && !version.is_v5() {
-            return Err(EncodeError::UnsupportedInVersion);
-        }
-        let size = self.body_size(version);
-        if size.too_large || size.len > MAX_VAR_INT as usize {
-            return Err(EncodeError::TooLarge);
-        }
-        let required = 1 + var_int_len(size.len as u32) + size.len;
-        let Some(out) = buf.get_mut(..required) else {
-            return Err(EncodeError::InsufficientSize { required });
-        };
-        let mut w = Writer::new(out);
-        w.u8(self.first_byte());
-        w.var_int(size.len as u32);
         match self {
-            Self::Connect(p) => p.write(&mut w),
-            Self::ConnAck(p) => p.write(&mut w, version),
-            Self::Publish(p) => p.write(&mut w, version),
-            Self::PubAck(p) | Self::PubRec(p) | Self::PubRel(p) | Self::PubComp(p) => {
-                p.write(&mut w, version)
-            }
-            Self::Subscribe(p) => p.write(&mut w, version),
-            Self::SubAck(p) => p.write(&mut w, version),
-            Self::Unsubscribe(p) => p.write(&mut w, version),
-            Self::UnsubAck(p) => p.write(&mut w, version),
-            Self::PingReq | Self::PingResp => {}
-            Self::Disconnect(p) => p.write(&mut w, version),
-            Self::Auth(p) => p.write(&mut w),
+            // Most of what a broker sends: sized and written straight through, without the
+            // general dispatch below (two matches over every packet type and two calls).
+            Self::Publish(p) => encode_frame(buf, self.first_byte(), p.size(version), |w| {
+                p.write(w, version)
+            }),
+            Self::Auth(_) if !version.is_v5() => Err(EncodeError::UnsupportedInVersion),
+            _ => encode_frame(buf, self.first_byte(), self.body_size(version), |w| {
+                self.write_body(w, version)
+            }),
         }
-        debug_assert_eq!(w.position(), required, "encoded_len disagrees with encode");
-        Ok(required)
+    }
+
+    /// Writes everything after the fixed header.
+    fn write_body(&self, w: &mut Writer<'_>, version: ProtocolVersion) {
+        match self {
+            Self::Connect(p) => p.write(w),
+            Self::ConnAck(p) => p.write(w, version),
+            Self::Publish(p) => p.write(w, version),
+            Self::PubAck(p) | Self::PubRec(p) | Self::PubRel(p) | Self::PubComp(p) => {
+                p.write(w, version)
+            }
+            Self::Subscribe(p) => p.write(w, version),
+            Self::SubAck(p) => p.write(w, version),
+            Self::Unsubscribe(p) => p.write(w, version),
+            Self::UnsubAck(p) => p.write(w, version),
+            Self::PingReq | Self::PingResp => {}
+            Self::Disconnect(p) => p.write(w, version),
+            Self::Auth(p) => p.write(w),
+        }
     }
 
     /// Encodes into a new `Vec`.
@@ -457,6 +457,31 @@ impl Packet<'_> {
         self.encode(version, &mut out)?;
         Ok(out)
     }
+}
+
+/// Writes a packet whose first byte is `first` and whose body `size` says how long: the
+/// fixed header, then `write_body`; or nothing at all if the body cannot be encoded or
+/// `buf` is too short.
+#[inline(always)]
+fn encode_frame(
+    buf: &mut [u8],
+    first: u8,
+    size: Size,
+    write_body: impl FnOnce(&mut Writer<'_>),
+) -> Result<usize, EncodeError> {
+    if size.too_large || size.len > MAX_VAR_INT as usize {
+        return Err(EncodeError::TooLarge);
+    }
+    let required = 1 + var_int_len(size.len as u32) + size.len;
+    let Some(out) = buf.get_mut(..required) else {
+        return Err(EncodeError::InsufficientSize { required });
+    };
+    let mut w = Writer::new(out);
+    w.u8(first);
+    w.var_int(size.len as u32);
+    write_body(&mut w);
+    debug_assert_eq!(w.position(), required, "encoded_len disagrees with encode");
+    Ok(required)
 }
 
 /// Reads a packet identifier that must not be 0 ([MQTT-2.2.1-3]).
@@ -728,6 +753,63 @@ pub(crate) mod tests {
                 ReasonCode::MalformedPacket,
             );
         }
+    }
+
+    #[test]
+    fn remaining_length_must_be_minimal_in_5_0() {
+        // [MQTT-1.5.5-1] (5.0): "The encoded value MUST use the minimum number of bytes
+        // necessary to represent the value." 3.1.1 §2.2.3 has no such rule.
+        static PINGREQ_LONG_LENGTH: [u8; 3] = [
+            0xC0, // PINGREQ
+            0x80, 0x00, // remaining length 0 in two bytes
+        ];
+        for version in [V3_1, V3_1_1] {
+            assert_eq!(decode_whole(&PINGREQ_LONG_LENGTH, version), Packet::PingReq);
+        }
+        assert_decode_error(
+            &PINGREQ_LONG_LENGTH,
+            V5,
+            DecodeError::InvalidVarInt,
+            ReasonCode::MalformedPacket,
+        );
+        assert_decode_error(
+            &[0x40, 0x82, 0x80, 0x00, 0x00, 0x0A], // PUBACK, remaining length 2 in 3 bytes
+            V5,
+            DecodeError::InvalidVarInt,
+            ReasonCode::MalformedPacket,
+        );
+        // A CONNECT is judged by the level it announces, once its body has been read.
+        static CONNECT_V5_LONG_LENGTH: [u8; 16] = [
+            0x10, // CONNECT
+            0x8D, 0x00, // remaining length 13 in two bytes
+            0x00, 0x04, b'M', b'Q', b'T', b'T', // protocol name "MQTT"
+            0x05, // protocol version 5
+            0x02, // flags: clean start
+            0x00, 0x3C, // keep alive 60 s
+            0x00, // property length 0
+            0x00, 0x00, // client identifier: empty
+        ];
+        for version in [V3_1_1, V5] {
+            assert_decode_error(
+                &CONNECT_V5_LONG_LENGTH,
+                version,
+                DecodeError::InvalidVarInt,
+                ReasonCode::MalformedPacket,
+            );
+        }
+        static CONNECT_V3_1_1_LONG_LENGTH: [u8; 15] = [
+            0x10, // CONNECT
+            0x8C, 0x00, // remaining length 12 in two bytes
+            0x00, 0x04, b'M', b'Q', b'T', b'T', // protocol name "MQTT"
+            0x04, // protocol level 4
+            0x02, // flags: clean session
+            0x00, 0x3C, // keep alive 60 s
+            0x00, 0x00, // client identifier: empty
+        ];
+        let Packet::Connect(connect) = decode_whole(&CONNECT_V3_1_1_LONG_LENGTH, V5) else {
+            panic!("not a CONNECT");
+        };
+        assert_eq!(connect.protocol, V3_1_1);
     }
 
     #[test]

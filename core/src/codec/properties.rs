@@ -509,7 +509,7 @@ mod tests {
     use crate::codec::ReasonCode;
 
     // §2.2.2.2: a property is an identifier (a Variable Byte Integer; every identifier 5.0
-    // defines fits in one byte) followed by a value of the type table 2-4 gives it.
+    // defines fits in one byte) followed by a value of the type its table row gives.
     static PAYLOAD_FORMAT_INDICATOR: [u8; 2] = [
         0x01, // Payload Format Indicator
         0x01, // Byte: 1 = UTF-8 character data
@@ -1174,6 +1174,34 @@ mod tests {
             read_properties(&mut r, Scope::PUBLISH),
             Err(DecodeError::InvalidVarInt)
         );
+    }
+
+    #[test]
+    fn variable_byte_integers_must_be_minimal() {
+        // [MQTT-1.5.5-1]: "The encoded value MUST use the minimum number of bytes necessary
+        // to represent the value", for the Property Length, a Property Identifier and a
+        // Subscription Identifier alike.
+        let mut r = Reader::new(&[0x82, 0x00, 0x01, 0x01]); // Property Length 2 in 2 bytes
+        assert_eq!(
+            read_properties(&mut r, Scope::PUBLISH),
+            Err(DecodeError::InvalidVarInt)
+        );
+        // Payload Format Indicator with its identifier in two bytes.
+        assert_block_error(
+            &[&[0x81, 0x00, 0x01]],
+            Scope::PUBLISH,
+            DecodeError::InvalidVarInt,
+            ReasonCode::MalformedPacket,
+        );
+        // Subscription Identifier 1 in two and in four bytes.
+        for bytes in [&[0x0B, 0x81, 0x00][..], &[0x0B, 0x81, 0x80, 0x80, 0x00]] {
+            assert_block_error(
+                &[bytes],
+                Scope::PUBLISH,
+                DecodeError::InvalidVarInt,
+                ReasonCode::MalformedPacket,
+            );
+        }
     }
 
     #[test]

@@ -94,6 +94,8 @@ impl<'a> Publish<'a> {
         self.qos_pid.packet_id()
     }
 
+    // Inlined into `decode`, so the packet is built where the caller receives it.
+    #[inline]
     pub(crate) fn read(
         r: &mut Reader<'a>,
         flags: u8,
@@ -248,7 +250,7 @@ mod tests {
     static PUBLISH_QOS1: [u8; 11] = [
         0x32, // PUBLISH, DUP 0, QoS 1, RETAIN 0
         0x09, // remaining length 9
-        // Variable header: the example of 3.1.1 §3.3.2.3 (figure 3.11)
+        // Variable header: the non-normative example of 3.1.1 §3.3.2
         0x00, 0x03, b'a', b'/', b'b', // topic name "a/b" (offset 2)
         0x00, 0x0A, // packet identifier 10 (offset 7)
         b'h', b'i', // payload "hi"
@@ -327,7 +329,7 @@ mod tests {
     static PUBLISH_V5_QOS1: [u8; 12] = [
         0x32, // PUBLISH, DUP 0, QoS 1, RETAIN 0
         0x0A, // remaining length 10
-        // Variable header: the example of 5.0 §3.3.2.3 (figure 3-9)
+        // Variable header: the non-normative example of 5.0 §3.3.2
         0x00, 0x03, b'a', b'/', b'b', // topic name "a/b"
         0x00, 0x0A, // packet identifier 10 (offset 7)
         0x00, // property length 0 (offset 9)
@@ -375,7 +377,7 @@ mod tests {
     static PUBLISH_V5_ALIAS_ONLY: [u8; 10] = [
         0x30, // PUBLISH, QoS 0
         0x08, // remaining length 8
-        0x00, 0x00, // topic name: empty, the alias stands for it ([MQTT-3.3.2-8] ff.)
+        0x00, 0x00, // topic name: empty, the alias stands for it (§3.3.2.3.4)
         0x03, // property length 3
         0x23, 0x00, 0x01, // topic alias 1
         b'h', b'i', // payload "hi"
@@ -881,7 +883,7 @@ mod tests {
     #[test]
     fn acks_lengths() {
         for (bytes, packet) in acks() {
-            // 3.x: remaining length 2, nothing more ([MQTT-3.4.2] figure 3.13 ff.).
+            // 3.1.1 §3.4-§3.7: remaining length 2, nothing more.
             for version in [V3_1, V3_1_1] {
                 assert_decode_error(
                     &[bytes[0], 0x03, 0x00, 0x0A, 0x00],
@@ -906,7 +908,8 @@ mod tests {
                 DecodeError::MalformedLength,
                 ReasonCode::MalformedPacket,
             );
-            // 5.0: Topic Alias is not an acknowledgment property (§3.4.2.2 ff.).
+            // 5.0: Topic Alias is not an acknowledgment property (§3.4.2.2, §3.5.2.2,
+            // §3.6.2.2, §3.7.2.2).
             assert_decode_error(
                 &[bytes[0], 0x07, 0x00, 0x0A, 0x00, 0x03, 0x23, 0x00, 0x01],
                 V5,

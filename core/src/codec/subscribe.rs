@@ -334,8 +334,8 @@ mod tests {
     static SUBSCRIBE_V3_1_1: [u8; 16] = [
         0x82, // SUBSCRIBE, flags 0010
         0x0E, // remaining length 14
-        0x00, 0x0A, // packet identifier 10 (3.1.1 figure 3.21)
-        // Payload: the example of 3.1.1 §3.8.3 (figure 3.22)
+        0x00, 0x0A, // packet identifier 10 (the example of 3.1.1 §3.8.2)
+        // Payload: the non-normative example of 3.1.1 §3.8.3
         0x00, 0x03, b'a', b'/', b'b', // topic filter "a/b" (offset 4)
         0x01, // requested QoS 1 (offset 9)
         0x00, 0x03, b'c', b'/', b'd', // topic filter "c/d" (offset 10)
@@ -358,9 +358,9 @@ mod tests {
     static SUBSCRIBE_V5: [u8; 17] = [
         0x82, // SUBSCRIBE, flags 0010
         0x0F, // remaining length 15
-        0x00, 0x0A, // packet identifier 10 (5.0 figure 3-19)
+        0x00, 0x0A, // packet identifier 10 (the example of 5.0 §3.8.2)
         0x00, // property length 0 (offset 4)
-        // Payload: the example of 5.0 §3.8.3 (figure 3-21)
+        // Payload: the non-normative example of 5.0 §3.8.3
         0x00, 0x03, b'a', b'/', b'b', // topic filter "a/b" (offset 5)
         0x01, // subscription options: maximum QoS 1 (offset 10)
         0x00, 0x03, b'c', b'/', b'd', // topic filter "c/d" (offset 11)
@@ -655,7 +655,7 @@ mod tests {
         0x90, // SUBACK
         0x05, // remaining length 5
         0x00, 0x0A, // packet identifier 10
-        // Payload: the example of 3.1.1 §3.9.3 (figure 3.26)
+        // Payload: the non-normative example of 3.1.1 §3.9.3
         0x00, // success, maximum QoS 0
         0x02, // success, maximum QoS 2
         0x80, // failure
@@ -849,7 +849,7 @@ mod tests {
         0xA2, // UNSUBSCRIBE, flags 0010
         0x0C, // remaining length 12
         0x00, 0x0A, // packet identifier 10
-        // Payload: the example of 3.1.1 §3.10.3 (figure 3.30)
+        // Payload: the non-normative example of 3.1.1 §3.10.3
         0x00, 0x03, b'a', b'/', b'b', // topic filter "a/b" (offset 4)
         0x00, 0x03, b'c', b'/', b'd', // topic filter "c/d" (offset 9)
     ];
@@ -947,7 +947,7 @@ mod tests {
             DecodeError::ZeroPacketId,
             ReasonCode::ProtocolError,
         );
-        // [MQTT-3.10.3-1] (3.1.1), [MQTT-3.10.2-1] (5.0): topic filters are UTF-8 strings.
+        // [MQTT-3.10.3-1]: topic filters are UTF-8 strings.
         assert_decode_error(
             &patched(&UNSUBSCRIBE_V3_1_1, 11, &[0xED, 0xA0, 0x80]),
             V3_1_1,

@@ -63,35 +63,37 @@ pub(crate) const HAS_WILDCARD: u8 = 2;
 pub(crate) fn scan(bytes: &[u8]) -> u8 {
     const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
     const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
-    const PLUS: u64 = ONES * b'+' as u64;
-    const HASH: u64 = ONES * b'#' as u64;
-    // Non-zero exactly when a byte of `v` is zero: a byte borrows in `v - ONES` and had
-    // its high bit clear only if it was 0 (the borrow can mark later bytes too, which
-    // does not change the yes/no answer).
-    let zero_byte = |v: u64| v.wrapping_sub(ONES) & !v & HIGHS;
+    // `#` (0x23) and `+` (0x2B) differ only in bit 3, and no other byte becomes 0x2B when
+    // that bit is set: one comparison finds both.
+    const BIT3: u64 = u64::from_ne_bytes([0x08; 8]);
+    const PLUS: u64 = u64::from_ne_bytes([b'+'; 8]);
+    // `(v - ONES) & !v` has the high bit of a byte set if that byte of `v` is zero, and
+    // of none if no byte is (a borrow can mark bytes after a zero one too, which does not
+    // change the yes/no answer). The high bits are masked once, at the end.
+    let zero_bytes = |v: u64| v.wrapping_sub(ONES) & !v;
     let (words, tail) = bytes.as_chunks::<8>();
     let mut null = 0;
     let mut wildcard = 0;
     for word in words {
         let v = u64::from_ne_bytes(*word);
-        null |= zero_byte(v);
-        wildcard |= zero_byte(v ^ PLUS) | zero_byte(v ^ HASH);
+        null |= zero_bytes(v);
+        wildcard |= zero_bytes((v | BIT3) ^ PLUS);
     }
     if !tail.is_empty() {
         if let Some(last) = bytes.last_chunk::<8>() {
             // The last eight bytes, overlapping ones already seen: no byte loop.
             let v = u64::from_ne_bytes(*last);
-            null |= zero_byte(v);
-            wildcard |= zero_byte(v ^ PLUS) | zero_byte(v ^ HASH);
+            null |= zero_bytes(v);
+            wildcard |= zero_bytes((v | BIT3) ^ PLUS);
         } else {
             // Fewer than eight bytes in all.
             for &b in tail {
-                null |= u64::from(b == 0);
-                wildcard |= u64::from(b == b'+' || b == b'#');
+                null |= u64::from(b == 0) << 7;
+                wildcard |= u64::from(b | 0x08 == b'+') << 7;
             }
         }
     }
-    u8::from(null != 0) * HAS_NULL | u8::from(wildcard != 0) * HAS_WILDCARD
+    u8::from(null & HIGHS != 0) * HAS_NULL | u8::from(wildcard & HIGHS != 0) * HAS_WILDCARD
 }
 
 /// A cursor over one complete frame (or a part of it).
@@ -212,6 +214,43 @@ pub(crate) fn decode_var_int(buf: &[u8]) -> VarInt {
     VarInt::Invalid
 }
 
+/// `dst.copy_from_slice(src)` for slices of equal length, with short ones copied inline.
+///
+/// Topic names, strings and small payloads are mostly under 64 bytes, where a call into
+/// the C library's `memcpy` (what `copy_from_slice` becomes for a length not known at
+/// compile time) costs more than the copy. Two fixed-size copies, which may overlap, cover
+/// every length of a range without a loop.
+#[inline]
+fn copy(dst: &mut [u8], src: &[u8]) {
+    let n = src.len();
+    debug_assert_eq!(dst.len(), n);
+    match n {
+        0 => {}
+        1..=3 => {
+            dst[0] = src[0];
+            dst[n / 2] = src[n / 2];
+            dst[n - 1] = src[n - 1];
+        }
+        4..=7 => {
+            dst[..4].copy_from_slice(&src[..4]);
+            dst[n - 4..].copy_from_slice(&src[n - 4..]);
+        }
+        8..=16 => {
+            dst[..8].copy_from_slice(&src[..8]);
+            dst[n - 8..].copy_from_slice(&src[n - 8..]);
+        }
+        17..=32 => {
+            dst[..16].copy_from_slice(&src[..16]);
+            dst[n - 16..].copy_from_slice(&src[n - 16..]);
+        }
+        33..=64 => {
+            dst[..32].copy_from_slice(&src[..32]);
+            dst[n - 32..].copy_from_slice(&src[n - 32..]);
+        }
+        _ => dst.copy_from_slice(src),
+    }
+}
+
 /// Writes into a buffer the caller has already sized with the packet's `encoded_len`.
 #[derive(Debug)]
 pub(crate) struct Writer<'a> {
@@ -233,7 +272,7 @@ impl<'a> Writer<'a> {
     #[inline]
     pub(crate) fn bytes(&mut self, bytes: &[u8]) {
         let end = self.pos + bytes.len();
-        self.buf[self.pos..end].copy_from_slice(bytes);
+        copy(&mut self.buf[self.pos..end], bytes);
         self.pos = end;
     }
 
@@ -332,7 +371,7 @@ mod tests {
         let naive = |bytes: &[u8]| {
             let null = bytes.contains(&0);
             let wildcard = bytes.iter().any(|&b| b == b'+' || b == b'#');
-            u8::from(null) * HAS_NULL | u8::from(wildcard) * HAS_WILDCARD
+            (u8::from(null) * HAS_NULL) | (u8::from(wildcard) * HAS_WILDCARD)
         };
         let mut buf = [b'a'; 40];
         for len in 0..=buf.len() {
@@ -354,6 +393,17 @@ mod tests {
             let word = [b; 9];
             assert_eq!(scan(&word), naive(&word), "{b}");
             assert_eq!(scan(&word[..3]), naive(&word[..3]), "{b}");
+        }
+    }
+
+    #[test]
+    fn short_copies_match_copy_from_slice() {
+        let src: [u8; 80] = core::array::from_fn(|i| i as u8 + 1);
+        for n in 0..=src.len() {
+            let mut out = [0u8; 80];
+            copy(&mut out[..n], &src[..n]);
+            assert_eq!(&out[..n], &src[..n], "{n}");
+            assert!(out[n..].iter().all(|&b| b == 0), "{n}: wrote past the end");
         }
     }
 

@@ -336,17 +336,22 @@ impl<S: RouterStorage> Router<S> {
 
     /// Whether `session` subscribes to `filter` (in the same share group, if shared).
     pub fn contains(&self, session: SessionId, filter: &SubscriptionFilter<'_>) -> bool {
-        let Some(node) = self.find_node(filter) else {
-            return false;
-        };
+        self.get(session, filter).is_some()
+    }
+
+    /// The options and identifier of `session`'s subscription to `filter`.
+    pub fn get(
+        &self,
+        session: SessionId,
+        filter: &SubscriptionFilter<'_>,
+    ) -> Option<(SubscriptionOptions, Option<SubscriptionId>)> {
+        let node = self.find_node(filter)?;
         let owner = match filter.group() {
             None => Owner::Node(node),
-            Some(name) => match self.find_group(node, name) {
-                Some(group) => Owner::Group(group),
-                None => return false,
-            },
+            Some(name) => Owner::Group(self.find_group(node, name)?),
         };
-        self.find_sub(owner, session).is_some()
+        let sub = self.subs.get(self.find_sub(owner, session)?)?;
+        Some((sub.options, sub.identifier))
     }
 
     /// Removes `session`'s subscription to `filter`; `false` if there was none.
