@@ -74,6 +74,9 @@ pub enum Received {
         subscription_ids: Vec<u32>,
         /// User properties (5.0).
         user_properties: Vec<(String, String)>,
+        /// The Topic Alias the broker used (the topic above is already resolved, as a
+        /// client library would).
+        topic_alias: Option<u16>,
     },
     /// PUBACK.
     PubAck(PacketId, ReasonCode),
@@ -132,6 +135,7 @@ impl Received {
                     .user_properties()
                     .map(|(k, v)| (k.to_string(), v.to_string()))
                     .collect(),
+                topic_alias: p.properties.topic_alias(),
             },
             Packet::PubAck(a) => Self::PubAck(a.packet_id, a.reason_code),
             Packet::PubRec(a) => Self::PubRec(a.packet_id, a.reason_code),
@@ -160,6 +164,8 @@ struct SimClient {
     /// Why the broker closed the connection, once it did.
     closed: Option<ReasonCode>,
     next_packet_id: u16,
+    /// Topic aliases the broker set on this connection.
+    aliases: alloc::collections::BTreeMap<u16, String>,
 }
 
 /// Clients and a broker in virtual time. See the [module documentation](self).
@@ -215,6 +221,7 @@ impl<S: BrokerStorage, H: Hooks> Sim<S, H> {
             stream: Vec::new(),
             closed: None,
             next_packet_id: 0,
+            aliases: Default::default(),
         });
         Some(ClientHandle(self.clients.len() - 1))
     }
@@ -237,6 +244,7 @@ impl<S: BrokerStorage, H: Hooks> Sim<S, H> {
             stream: Vec::new(),
             closed: Some(ReasonCode::ServerBusy),
             next_packet_id: 0,
+            aliases: Default::default(),
         });
         ClientHandle(self.clients.len() - 1)
     }
@@ -330,7 +338,20 @@ impl<S: BrokerStorage, H: Hooks> Sim<S, H> {
         let client = &mut self.clients[index];
         let mut used = 0;
         while let Ok((packet, n)) = decode(&client.stream[used..], client.version, usize::MAX) {
-            client.inbox.push_back(Received::from_packet(&packet));
+            let mut received = Received::from_packet(&packet);
+            if let Received::Publish {
+                topic,
+                topic_alias: Some(alias),
+                ..
+            } = &mut received
+            {
+                if topic.is_empty() {
+                    *topic = client.aliases.get(alias).cloned().unwrap_or_default();
+                } else {
+                    client.aliases.insert(*alias, topic.clone());
+                }
+            }
+            client.inbox.push_back(received);
             used += n;
         }
         client.stream.drain(..used);

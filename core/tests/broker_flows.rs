@@ -87,3 +87,41 @@ fn qos_flows_retained_will_and_persistent_session() {
     sim.advance(Duration::from_secs(16));
     assert!(!sim.is_connected(back));
 }
+
+#[test]
+fn outbound_topic_aliases_up_to_the_clients_maximum() {
+    use fulmar_core::codec::{List, Property};
+    let mut sim = Sim::<Growable>::new(Config::default());
+    // §3.3.2.3.4: the client allows 2 aliases; the broker may use them for its PUBLISHes.
+    let props = [Property::TopicAliasMaximum(2)];
+    let mut connect = fulmar_core::sim::connect_packet(ProtocolVersion::V5, "aliased", true, 0);
+    connect.properties = List::new(&props);
+    let sub = sim.connect_with(&connect);
+    sim.received(sub);
+    sim.subscribe(sub, "#", QoS::AtMostOnce);
+    let publ = sim.connect(ProtocolVersion::V3_1_1, "p", true, 0);
+    for topic in ["t/one", "t/two", "t/three", "t/one", "t/two", "t/three"] {
+        sim.publish(publ, topic, b"x", QoS::AtMostOnce, false);
+    }
+    let got: Vec<(String, Option<u16>)> = sim
+        .received(sub)
+        .into_iter()
+        .filter_map(|r| match r {
+            Received::Publish {
+                topic, topic_alias, ..
+            } => Some((topic, topic_alias)),
+            _ => None,
+        })
+        .collect();
+    let expect = [
+        ("t/one", Some(1)),
+        ("t/two", Some(2)),
+        ("t/three", None),
+        ("t/one", Some(1)),
+        ("t/two", Some(2)),
+        ("t/three", None),
+    ];
+    let expect: Vec<(String, Option<u16>)> =
+        expect.iter().map(|(t, a)| (t.to_string(), *a)).collect();
+    assert_eq!(got, expect);
+}

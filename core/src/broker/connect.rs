@@ -230,10 +230,23 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
         if let Some(old) = old_will {
             self.release_message(old.message);
         }
+        let client_alias_max = connect
+            .properties
+            .iter()
+            .find_map(|p| match p {
+                crate::codec::Property::TopicAliasMaximum(v) => Some(v),
+                _ => None,
+            })
+            .unwrap_or(0);
         if let Some(conn) = self.connection_mut(id) {
             conn.phase = Phase::Connected;
             conn.session = Some(handle);
             conn.keep_alive = keep_alive;
+            conn.client_alias_max = if protocol.is_v5() {
+                client_alias_max
+            } else {
+                0
+            };
         }
         self.stats.clients_connected += 1;
         let info = ConnAckInfo {
@@ -428,6 +441,16 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
             return;
         };
         self.mark_session(handle);
+        // [MQTT-3.1.2-17] (3.1.1) / [MQTT-3.1.2-15] (5.0): Will Retain 1 publishes the will
+        // as a retained message.
+        let retained = self
+            .messages
+            .get(will.message)
+            .filter(|m| m.retain)
+            .map(|m| m.payload_len(&self.blobs) == 0);
+        if let Some(clear) = retained {
+            self.retain(will.message, clear);
+        }
         self.route_message(will.message, Some(SessionId(handle)), now);
         self.release_message(will.message);
     }

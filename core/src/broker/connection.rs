@@ -49,6 +49,11 @@ pub struct Connection {
     pub(crate) controls_tail: Option<u32>,
     /// Inbound topic aliases (5.0 §3.3.2.3.4).
     pub(crate) aliases: Option<u32>,
+    /// Topic aliases the broker set towards the client.
+    pub(crate) outbound_aliases: Option<u32>,
+    pub(crate) outbound_alias_count: u16,
+    /// The client's Topic Alias Maximum: how many aliases the broker may set.
+    pub(crate) client_alias_max: u16,
     /// A Transmit event is queued or the host has not drained output since.
     pub(crate) transmit_signalled: bool,
     /// Linked in the broker's event list.

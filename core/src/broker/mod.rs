@@ -335,6 +335,9 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
                 controls_head: None,
                 controls_tail: None,
                 aliases: None,
+                outbound_aliases: None,
+                outbound_alias_count: 0,
+                client_alias_max: 0,
                 transmit_signalled: false,
                 event_queued: false,
                 event_next: None,
@@ -580,6 +583,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
         };
         let mut control = conn.controls_head;
         let mut alias = conn.aliases;
+        let mut outbound = conn.outbound_aliases;
         let event_queued = conn.event_queued;
         while let Some(handle) = control {
             control = self.controls.remove(handle).and_then(|c| {
@@ -587,11 +591,16 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
                 c.next
             });
         }
-        while let Some(handle) = alias {
-            alias = self.aliases.remove(handle).and_then(|a| {
+        while let Some(handle) = alias.or(outbound) {
+            let next = self.aliases.remove(handle).and_then(|a| {
                 self.blobs.remove(a.topic);
                 a.next
             });
+            if alias.is_some() {
+                alias = next;
+            } else {
+                outbound = next;
+            }
         }
         // Unlink from the event list, if queued.
         if event_queued {

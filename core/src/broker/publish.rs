@@ -14,13 +14,16 @@ use crate::storage::{CapacityError, Storage};
 use crate::time::{Duration, Instant};
 use crate::topic::TopicName;
 
-/// Properties set per delivery rather than stored with the message.
+/// Properties set per delivery rather than stored with the message, and the Will Delay
+/// Interval, which a will's properties carry but a PUBLISH may not ([MQTT-3.3.2-?]: table
+/// 2-4 of 5.0 §2.2.2.2 lists 0x18 for the will only; a PUBLISH with it is malformed).
 fn kept_in_store(p: &Property<'_>) -> bool {
     !matches!(
         p,
         Property::MessageExpiryInterval(_)
             | Property::TopicAlias(_)
             | Property::SubscriptionIdentifier(_)
+            | Property::WillDelayInterval(_)
     )
 }
 

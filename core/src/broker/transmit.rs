@@ -155,7 +155,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
         if phase == Phase::Connected
             && let Some(session) = session
         {
-            written += self.transmit_messages(session, version, &mut buf[written..], now);
+            written += self.transmit_messages(id, session, version, &mut buf[written..], now);
         }
         if written == 0
             && let Some(c) = self.connection_mut(id)
@@ -251,6 +251,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
     /// Sends the session's due queue entries; returns the bytes written.
     fn transmit_messages(
         &mut self,
+        id: ConnectionId,
         session: u32,
         version: ProtocolVersion,
         out: &mut [u8],
@@ -347,8 +348,20 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
             let Some(parts) = message.parts(&self.blobs) else {
                 break;
             };
-            let mut extra: heapless::Vec<Property<'_>, { MAX_IDENTIFIERS + 1 }> =
+            let mut extra: heapless::Vec<Property<'_>, { MAX_IDENTIFIERS + 2 }> =
                 heapless::Vec::new();
+            let alias = self.outbound_alias(id, parts.topic);
+            let topic = match alias {
+                AliasUse::Known(a) => {
+                    let _ = extra.push(Property::TopicAlias(a));
+                    ""
+                }
+                AliasUse::New(a) => {
+                    let _ = extra.push(Property::TopicAlias(a));
+                    parts.topic
+                }
+                AliasUse::None => parts.topic,
+            };
             if let Some(seconds) = remaining {
                 let _ = extra.push(Property::MessageExpiryInterval(seconds));
             }
@@ -364,7 +377,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
                 dup: entry.dup && qos_pid != QoSPid::AtMostOnce,
                 qos_pid,
                 retain: entry.retain,
-                topic: parts.topic,
+                topic,
                 properties: List::from_wire_and_items(parts.properties, &extra),
                 payload: parts.payload,
             });
@@ -385,6 +398,9 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
             self.stats.messages_sent += 1;
             let qos = entry.qos;
             let bytes = entry.bytes;
+            if let (AliasUse::New(a), Some(message)) = (alias, entry.message) {
+                self.remember_outbound_alias(id, a, message);
+            }
             if qos == QoS::AtMostOnce {
                 self.unlink_entry(session, prev, h);
                 cursor = next;
@@ -411,5 +427,73 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
             cursor = next;
         }
         written
+    }
+}
+
+/// How a PUBLISH to a 5.0 client uses a topic alias (§3.3.2.3.4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AliasUse {
+    /// No alias (the client takes none, or all are taken by other topics).
+    None,
+    /// The client knows this alias for the topic: send an empty topic name.
+    Known(u16),
+    /// Set this alias now: send the topic name with it.
+    New(u16),
+}
+
+impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
+    /// The alias to use for `topic` on connection `id`. Aliases are handed out first come,
+    /// first served, up to the client's Topic Alias Maximum; a client that gave none gets
+    /// none ([MQTT-3.3.2-11]).
+    fn outbound_alias(&self, id: ConnectionId, topic: &str) -> AliasUse {
+        let Some(conn) = self.connection(id) else {
+            return AliasUse::None;
+        };
+        if conn.client_alias_max == 0 {
+            return AliasUse::None;
+        }
+        let mut cursor = conn.outbound_aliases;
+        while let Some(a) = cursor.and_then(|c| self.aliases.get(c)) {
+            if self.blobs.get(a.topic) == Some(topic.as_bytes()) {
+                return AliasUse::Known(a.alias);
+            }
+            cursor = a.next;
+        }
+        if conn.outbound_alias_count < conn.client_alias_max {
+            AliasUse::New(conn.outbound_alias_count + 1)
+        } else {
+            AliasUse::None
+        }
+    }
+
+    /// Records that the client now knows `alias` for the topic of `message`. Without room
+    /// to record it the alias is simply not used again.
+    fn remember_outbound_alias(&mut self, id: ConnectionId, alias: u16, message: u32) {
+        let Some((blob, len)) = self
+            .messages
+            .get(message)
+            .map(|m| (m.blob, usize::from(m.topic_len)))
+        else {
+            return;
+        };
+        let Ok(topic) = self.blobs.insert_prefixed(blob, len, len, |_| {}) else {
+            return;
+        };
+        let head = self.connection(id).and_then(|c| c.outbound_aliases);
+        match self.aliases.insert(super::Alias {
+            alias,
+            topic,
+            next: head,
+        }) {
+            Ok(handle) => {
+                if let Some(c) = self.connection_mut(id) {
+                    c.outbound_aliases = Some(handle);
+                    c.outbound_alias_count += 1;
+                }
+            }
+            Err(_) => {
+                self.blobs.remove(topic);
+            }
+        }
     }
 }
