@@ -94,6 +94,8 @@ pub enum Received {
     PingResp,
     /// DISCONNECT.
     Disconnect(ReasonCode),
+    /// AUTH: reason code and Authentication Data.
+    Auth(ReasonCode, Option<Vec<u8>>),
     /// A packet a server should never send.
     Unexpected(String),
 }
@@ -145,6 +147,13 @@ impl Received {
             Packet::UnsubAck(a) => Self::UnsubAck(a.packet_id, a.reason_codes.iter().collect()),
             Packet::PingResp => Self::PingResp,
             Packet::Disconnect(d) => Self::Disconnect(d.reason_code),
+            Packet::Auth(a) => Self::Auth(
+                a.reason_code,
+                a.properties.iter().find_map(|p| match p {
+                    Property::AuthenticationData(d) => Some(d.to_vec()),
+                    _ => None,
+                }),
+            ),
             other => Self::Unexpected(alloc::format!("{other:?}")),
         }
     }

@@ -6,6 +6,7 @@ use super::hooks::ConnectRequest;
 use super::publish::TopicRef;
 use super::transmit::{ConnAckInfo, ControlKind};
 use super::{Broker, BrokerStorage, ConnectionId, Hooks};
+use crate::blob::BlobStore;
 use crate::codec::{Connect, DecodeError, Disconnect, ProtocolVersion, ReasonCode};
 use crate::router::SessionId;
 use crate::session::{Chain, DeliveryState, NEVER_EXPIRES, Session, WillState};
@@ -58,6 +59,12 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
     ) {
         if let Some(conn) = self.connection_mut(id) {
             conn.protocol = version;
+        }
+        if let Some((method, data)) = self.connack_auth.take() {
+            self.blobs.remove(method);
+            if let Some(data) = data {
+                self.blobs.remove(data);
+            }
         }
         let info = ConnAckInfo {
             session_present: false,
@@ -137,6 +144,15 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
             }
         }
 
+        // 5.0 enhanced authentication (§4.12), last of the checks and before any change.
+        match self.connect_auth(id, connect, client_id, now) {
+            super::auth::ConnectAuth::NotRequested => {}
+            super::auth::ConnectAuth::Accepted(method, data) => {
+                self.connack_auth = Some((method, data));
+            }
+            super::auth::ConnectAuth::Stopped => return,
+        }
+
         // [MQTT-3.1.4-3]: a client already connected with this identifier is taken over.
         if let Some(old) = self
             .find_session(client_id)
@@ -155,6 +171,12 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
             other => {
                 // [MQTT-3.1.2-4]: Clean Start discards any existing session.
                 if let Some(h) = other {
+                    // [MQTT-3.1.2-8], [MQTT-3.1.3-9]: a new connection before the Will Delay
+                    // Interval has passed cancels the pending will, even one that starts a
+                    // new session (ending the old one must not publish it).
+                    if let Some(will) = self.sessions.get_mut(h).and_then(|s| s.will.take()) {
+                        self.release_message(will.message);
+                    }
                     self.end_session(h, now);
                 }
                 match self.create_session(client_id) {
@@ -255,6 +277,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
             assigned_client_id: assigned,
             server_keep_alive,
             session_expiry: (protocol.is_v5() && expiry != requested_expiry).then_some(expiry),
+            auth: self.connack_auth.take(),
         };
         self.push_control(id, ControlKind::ConnAck(info), now);
         self.resume_session(handle, id);

@@ -27,6 +27,8 @@ impl ConnectionId {
 pub(crate) enum Phase {
     /// Accepted; the first packet must be CONNECT ([MQTT-3.1.0-1]).
     AwaitingConnect,
+    /// CONNECT received; an enhanced authentication exchange (AUTH packets) is under way.
+    Authenticating,
     /// CONNECT accepted.
     Connected,
     /// The broker decided to close: pending output is flushed, input is ignored.
@@ -54,6 +56,12 @@ pub struct Connection {
     pub(crate) outbound_alias_count: u16,
     /// The client's Topic Alias Maximum: how many aliases the broker may set.
     pub(crate) client_alias_max: u16,
+    /// The Authentication Method of an enhanced authentication (5.0 §4.12).
+    pub(crate) auth_method: Option<BlobId>,
+    /// The CONNECT waiting for its authentication exchange to finish, as encoded bytes.
+    pub(crate) pending_connect: Option<BlobId>,
+    /// A re-authentication (AUTH 0x19) is under way.
+    pub(crate) reauthenticating: bool,
     /// A Transmit event is queued or the host has not drained output since.
     pub(crate) transmit_signalled: bool,
     /// Linked in the broker's event list.

@@ -49,12 +49,57 @@ pub trait Hooks {
         true
     }
 
+    /// One step of 5.0 enhanced authentication, for a client whose CONNECT named an
+    /// Authentication Method (and each AUTH after it). Response data goes into `response`
+    /// (at most [`AUTH_RESPONSE_MAX`] bytes). The default knows no method: 0x8C.
+    fn authenticate_enhanced(&mut self, step: &AuthStep<'_>, response: &mut [u8]) -> AuthOutcome {
+        let _ = (step, response);
+        AuthOutcome::Fail(ReasonCode::BadAuthenticationMethod)
+    }
+
     /// Whether `client` may subscribe to `filter`; refusals get SUBACK 0x87 (3.x: 0x80).
     fn authorize_subscribe(&mut self, client: &ClientInfo<'_>, filter: &str, qos: QoS) -> bool {
         let _ = (client, filter, qos);
         true
     }
 }
+
+/// One step of an MQTT 5.0 enhanced authentication exchange (§4.12).
+#[derive(Debug, Clone, Copy)]
+pub struct AuthStep<'a> {
+    /// The client identifier.
+    pub client_id: &'a str,
+    /// The user name from CONNECT, if any.
+    pub username: Option<&'a str>,
+    /// The Authentication Method the client named.
+    pub method: &'a str,
+    /// The Authentication Data the client sent in this step.
+    pub data: Option<&'a [u8]>,
+    /// Whether this is a re-authentication of a connected client (AUTH 0x19).
+    pub reauthenticate: bool,
+}
+
+/// The hook's verdict on one step of enhanced authentication.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthOutcome {
+    /// Authenticated; the first `data_len` bytes of the response buffer go to the client
+    /// as Authentication Data (in CONNACK, or AUTH 0x00 when re-authenticating).
+    Success {
+        /// Bytes of response data written.
+        data_len: usize,
+    },
+    /// Another round: the first `data_len` bytes go out in AUTH 0x18.
+    Continue {
+        /// Bytes of response data written.
+        data_len: usize,
+    },
+    /// Refused with this reason code (e.g. 0x8C Bad authentication method, 0x87 Not
+    /// authorized).
+    Fail(ReasonCode),
+}
+
+/// Largest Authentication Data a hook can answer with in one step.
+pub const AUTH_RESPONSE_MAX: usize = 256;
 
 /// Allows everything: anonymous access, as a zero-configuration broker starts.
 #[derive(Debug, Clone, Copy, Default)]

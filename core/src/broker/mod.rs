@@ -39,6 +39,7 @@
 //! assert_eq!(ack.reason_code, ReasonCode::Success);
 //! ```
 
+mod auth;
 mod config;
 mod connect;
 mod connection;
@@ -53,7 +54,9 @@ mod transmit;
 
 pub use config::{Config, OverflowPolicy};
 pub use connection::{Alias, Connection, ConnectionId};
-pub use hooks::{AllowAll, ClientInfo, ConnectRequest, Hooks};
+pub use hooks::{
+    AUTH_RESPONSE_MAX, AllowAll, AuthOutcome, AuthStep, ClientInfo, ConnectRequest, Hooks,
+};
 pub use message::Message;
 pub use persistence::{PendingChange, PersistOp};
 pub use storage::BrokerStorage;
@@ -163,6 +166,13 @@ pub struct Broker<S: BrokerStorage, H: Hooks = AllowAll> {
     assigned_ids: u64,
     next_seq: u64,
     persistence: persistence::PersistState<S>,
+    /// Room to re-read a CONNECT held during enhanced authentication.
+    scratch: S::Scratch,
+    /// Set while a held CONNECT is processed after its authentication succeeded: the
+    /// method and data blobs for its CONNACK.
+    auth_replay: Option<(crate::blob::BlobId, Option<crate::blob::BlobId>)>,
+    /// Method and data blobs for the CONNACK of the CONNECT being processed.
+    connack_auth: Option<(crate::blob::BlobId, Option<crate::blob::BlobId>)>,
     stats: Stats,
 }
 
@@ -213,6 +223,9 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
             assigned_ids: 0,
             next_seq: 0,
             persistence: persistence::PersistState::default(),
+            scratch: S::Scratch::default(),
+            auth_replay: None,
+            connack_auth: None,
             stats: Stats::default(),
         }
     }
@@ -338,6 +351,9 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
                 outbound_aliases: None,
                 outbound_alias_count: 0,
                 client_alias_max: 0,
+                auth_method: None,
+                pending_connect: None,
+                reauthenticating: false,
                 transmit_signalled: false,
                 event_queued: false,
                 event_next: None,
@@ -434,11 +450,16 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
             (Phase::Connected, Packet::Disconnect(disconnect)) => {
                 self.on_disconnect_packet(id, disconnect, now)
             }
-            (Phase::Connected, Packet::Auth(_)) => {
-                // Enhanced authentication is not offered: CONNACK never named a method,
-                // so an AUTH packet is a protocol error (§4.12).
+            (Phase::Connected | Phase::Authenticating, Packet::Auth(auth)) => {
+                self.on_auth(id, auth, now)
+            }
+            (Phase::Authenticating, Packet::Disconnect(_)) => {
+                self.close_silently(id, ReasonCode::Success, now)
+            }
+            // [MQTT-4.12.0-?]: nothing but AUTH (or DISCONNECT) before the exchange ends.
+            (Phase::Authenticating, _) => {
                 self.stats.protocol_errors += 1;
-                self.close(id, ReasonCode::ProtocolError, now);
+                self.close_silently(id, ReasonCode::ProtocolError, now);
             }
             // Packets only a server sends.
             (
@@ -585,6 +606,10 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
         let mut alias = conn.aliases;
         let mut outbound = conn.outbound_aliases;
         let event_queued = conn.event_queued;
+        let auth_blobs = [conn.auth_method, conn.pending_connect];
+        for blob in auth_blobs.into_iter().flatten() {
+            self.blobs.remove(blob);
+        }
         while let Some(handle) = control {
             control = self.controls.remove(handle).and_then(|c| {
                 c.free(&mut self.blobs);

@@ -15,8 +15,8 @@ use crate::time::{Duration, Instant};
 use crate::topic::TopicName;
 
 /// Properties set per delivery rather than stored with the message, and the Will Delay
-/// Interval, which a will's properties carry but a PUBLISH may not ([MQTT-3.3.2-?]: table
-/// 2-4 of 5.0 §2.2.2.2 lists 0x18 for the will only; a PUBLISH with it is malformed).
+/// Interval, which a will's properties carry but a PUBLISH may not (5.0 §2.2.2.2, table
+/// 2-4: 0x18 belongs to the will only; a PUBLISH carrying it is malformed).
 fn kept_in_store(p: &Property<'_>) -> bool {
     !matches!(
         p,
@@ -232,8 +232,8 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
         }
     }
 
-    /// Stores, retains and routes an accepted PUBLISH; returns the number of sessions it
-    /// was queued for.
+    /// Stores, retains and routes an accepted PUBLISH; returns the number of sessions with
+    /// a matching subscription.
     fn accept_publish(
         &mut self,
         publish: &Publish<'_>,
@@ -329,7 +329,9 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
     }
 
     /// Queues a stored message for every session with a matching subscription; returns
-    /// how many sessions it was queued for.
+    /// how many sessions matched, queued or not: a copy dropped by a full queue or an
+    /// offline QoS 0 subscriber still had a match, so the publisher must not be told 0x10
+    /// No matching subscribers (5.0 §3.4.2.1: only when there are none).
     pub(super) fn route_message(
         &mut self,
         message: u32,
@@ -355,11 +357,9 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
             // More matches than the scratch list holds: deliver to those that fit.
             self.stats.messages_dropped += 1;
         }
-        let mut count = 0;
+        let count = deliveries.as_slice().len();
         for delivery in deliveries.as_slice() {
-            if self.enqueue(message, delivery, false, now) {
-                count += 1;
-            }
+            self.enqueue(message, delivery, false, now);
         }
         deliveries.truncate(0);
         self.deliveries = deliveries;

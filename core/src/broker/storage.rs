@@ -42,6 +42,8 @@ pub trait BrokerStorage {
     type Deliveries: Storage<Delivery>;
     /// Changes not yet reported through `Broker::poll_persist`.
     type Pending: Storage<Entry<PendingChange>>;
+    /// Room to re-read a CONNECT held during enhanced authentication.
+    type Scratch: Storage<u8>;
 }
 
 /// Declares a fixed-capacity [`BrokerStorage`] type: no allocator, every capacity chosen
@@ -61,7 +63,8 @@ pub trait BrokerStorage {
 /// `slots` (a power of two) sizes each hash index, and must exceed 8/7 of the larger of
 /// `sessions`, `retained`, `topic_nodes` and `subscriptions`. An optional last
 /// `pending: N` sizes the list of persistence changes not yet polled (default 64; when it
-/// overflows, the broker asks the host to rewrite everything instead).
+/// overflows, the broker asks the host to rewrite everything instead), and an optional
+/// `auth_scratch: N` the largest CONNECT an enhanced authentication can hold (default 512).
 #[macro_export]
 macro_rules! fixed_broker_storage {
     (
@@ -72,7 +75,7 @@ macro_rules! fixed_broker_storage {
             text: $text:expr, messages: $messages:expr, queue: $queue:expr,
             controls: $controls:expr, inbound: $inbound:expr, aliases: $aliases:expr,
             retained: $retained:expr, blob_bytes: $bytes:expr, slots: $slots:expr
-            $(, pending: $pending:expr)? $(,)?
+            $(, pending: $pending:expr)? $(, auth_scratch: $scratch:expr)? $(,)?
         }
     ) => {
         $(#[$meta])*
@@ -105,6 +108,8 @@ macro_rules! fixed_broker_storage {
                 $crate::storage::Entry<$crate::broker::PendingChange>,
                 { 64 $(* 0 + $pending)? },
             >;
+            // A CONNECT held for enhanced authentication: 512 bytes unless said otherwise.
+            type Scratch = $crate::__private::heapless::Vec<u8, { 512 $(* 0 + $scratch)? }>;
         }
     };
 }
@@ -130,4 +135,5 @@ impl BrokerStorage for Growable {
     type Slots = alloc::vec::Vec<Slot>;
     type Deliveries = alloc::vec::Vec<Delivery>;
     type Pending = alloc::vec::Vec<Entry<PendingChange>>;
+    type Scratch = alloc::vec::Vec<u8>;
 }

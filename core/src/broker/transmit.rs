@@ -26,6 +26,8 @@ pub(crate) struct ConnAckInfo {
     pub(crate) server_keep_alive: Option<u16>,
     /// The Session Expiry Interval the broker granted, when it is not the one asked for.
     pub(crate) session_expiry: Option<u32>,
+    /// Enhanced authentication: the method and the final data, in blobs.
+    pub(crate) auth: Option<(BlobId, Option<BlobId>)>,
 }
 
 impl Default for ConnAckInfo {
@@ -36,6 +38,7 @@ impl Default for ConnAckInfo {
             assigned_client_id: false,
             server_keep_alive: None,
             session_expiry: None,
+            auth: None,
         }
     }
 }
@@ -56,6 +59,8 @@ pub(crate) enum ControlKind {
     UnsubAck(PacketId, BlobId),
     PingResp,
     Disconnect(ReasonCode),
+    /// AUTH with the connection's method and, if any, data from a blob.
+    Auth(ReasonCode, Option<BlobId>),
 }
 
 /// A control packet in a connection's output chain.
@@ -71,6 +76,18 @@ impl Control {
         match self.kind {
             ControlKind::SubAck(_, codes) | ControlKind::UnsubAck(_, codes) => {
                 blobs.remove(codes);
+            }
+            ControlKind::Auth(_, Some(data)) => {
+                blobs.remove(data);
+            }
+            ControlKind::ConnAck(ConnAckInfo {
+                auth: Some((method, data)),
+                ..
+            }) => {
+                blobs.remove(method);
+                if let Some(data) = data {
+                    blobs.remove(data);
+                }
             }
             _ => {}
         }
@@ -131,7 +148,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
             };
             let kind = control.kind;
             let next = control.next;
-            match self.encode_control(kind, session, version, &mut buf[written..]) {
+            match self.encode_control(id, kind, session, version, &mut buf[written..]) {
                 Ok(n) => {
                     written += n;
                     self.stats.packets_sent += 1;
@@ -168,6 +185,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
 
     fn encode_control(
         &self,
+        id: ConnectionId,
         kind: ControlKind,
         session: Option<u32>,
         version: ProtocolVersion,
@@ -203,6 +221,26 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
                 })
                 .encode(version, out)
             }
+            ControlKind::Auth(reason_code, data) => {
+                let method = self
+                    .connection(id)
+                    .and_then(|c| c.auth_method)
+                    .and_then(|b| self.blobs.get(b))
+                    .and_then(|b| core::str::from_utf8(b).ok());
+                let data = data.and_then(|d| self.blobs.get(d));
+                let props: heapless::Vec<Property<'_>, 2> = [
+                    method.map(Property::AuthenticationMethod),
+                    data.map(Property::AuthenticationData),
+                ]
+                .into_iter()
+                .flatten()
+                .collect();
+                Packet::Auth(crate::codec::Auth {
+                    reason_code,
+                    properties: List::new(&props),
+                })
+                .encode(version, out)
+            }
             ControlKind::PingResp => Packet::PingResp.encode(version, out),
             ControlKind::Disconnect(code) => {
                 Packet::Disconnect(Disconnect::new(code)).encode(version, out)
@@ -217,7 +255,19 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
         version: ProtocolVersion,
         out: &mut [u8],
     ) -> Result<usize, EncodeError> {
-        let mut props: heapless::Vec<Property<'_>, 12> = heapless::Vec::new();
+        let mut props: heapless::Vec<Property<'_>, 14> = heapless::Vec::new();
+        if let Some((method, data)) = info.auth {
+            let text = self
+                .blobs
+                .get(method)
+                .and_then(|b| core::str::from_utf8(b).ok());
+            if let Some(text) = text {
+                let _ = props.push(Property::AuthenticationMethod(text));
+            }
+            if let Some(bytes) = data.and_then(|d| self.blobs.get(d)) {
+                let _ = props.push(Property::AuthenticationData(bytes));
+            }
+        }
         if version.is_v5() && !info.code.is_error() {
             let c = &self.config;
             let assigned = session
