@@ -1,7 +1,7 @@
 //! Persistence records: how a broker's durable state is written to flash, disk or a
 //! cluster, and read back on boot to rebuild the same state.
 //!
-//! The broker reports changes as key/value operations ([`PersistOp`], from
+//! The broker reports changes as key/value operations ([`crate::broker::PersistOp`], from
 //! `Broker::poll_persist`); a host applies them to any ordered key/value store and, on
 //! boot, feeds every stored pair to `Broker::restore`. Values are postcard-encoded
 //! structs behind a [`FORMAT_VERSION`] byte, so firmware, gateway and cluster share one
