@@ -226,6 +226,8 @@ pub struct SessionRecord<'a> {
     /// The pending will, if any.
     #[serde(borrow)]
     pub will: Option<WillRecord<'a>>,
+    /// A bridge's session (no network client).
+    pub bridge: bool,
 }
 
 /// A will waiting to be published.

@@ -119,6 +119,8 @@ pub struct Session<T> {
     /// Records of this session were reported for persistence (so a session that stops
     /// being durable must be deleted from the store).
     pub(crate) persisted: bool,
+    /// A bridge's session: no network client, drained by the host (`Broker::bridge_next`).
+    pub(crate) bridge: bool,
 }
 
 impl<T: Text> Session<T> {
@@ -130,6 +132,11 @@ impl<T: Text> Session<T> {
     /// The user name the client authenticated with.
     pub fn username(&self) -> Option<&str> {
         self.username.as_ref().map(Text::as_str)
+    }
+
+    /// Whether this is a bridge's session rather than a network client's.
+    pub fn is_bridge(&self) -> bool {
+        self.bridge
     }
 
     /// Whether the client is connected.

@@ -144,6 +144,15 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
             }
         }
 
+        // A bridge's session is the broker's own: no network client may take it over.
+        if self
+            .find_session(client_id)
+            .and_then(|h| self.sessions.get(h))
+            .is_some_and(|s| s.bridge)
+        {
+            return self.refuse(id, protocol, ReasonCode::ClientIdentifierNotValid, now);
+        }
+
         // 5.0 enhanced authentication (§4.12), last of the checks and before any change.
         match self.connect_auth(id, connect, client_id, now) {
             super::auth::ConnectAuth::NotRequested => {}
@@ -337,6 +346,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
                 subscriptions: 0,
                 request_problem_information: true,
                 persisted: false,
+                bridge: false,
             })
             .map_err(|_| quota_code())?;
         let hash = self.client_hash(client_id);

@@ -40,6 +40,7 @@
 //! ```
 
 mod auth;
+mod bridge;
 mod config;
 mod connect;
 mod connection;
@@ -52,6 +53,7 @@ mod subscribe;
 mod timers;
 mod transmit;
 
+pub use bridge::{BridgeId, BridgeMessage};
 pub use config::{Config, OverflowPolicy};
 pub use connection::{Alias, Connection, ConnectionId};
 pub use hooks::{

@@ -432,6 +432,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
             max_packet_size: session.max_packet_size,
             username: session.username(),
             will,
+            bridge: session.bridge,
         };
         put(buf, Key::Session(session.client_id()), &record).map(Some)
     }
@@ -640,6 +641,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
                 s.receive_maximum = record.receive_maximum;
                 s.max_packet_size = record.max_packet_size;
                 s.username = username;
+                s.bridge = record.bridge;
                 let old = core::mem::replace(&mut s.will, will);
                 if let Some(old) = old {
                     self.release_message(old.message);

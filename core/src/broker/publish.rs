@@ -387,7 +387,12 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
             return false;
         };
         let online = session.connection;
-        if online.is_none() && qos == QoS::AtMostOnce && !self.config.queue_qos0_offline {
+        // A bridge forwards QoS 0 too: its host is always there to drain the queue.
+        if online.is_none()
+            && !session.bridge
+            && qos == QoS::AtMostOnce
+            && !self.config.queue_qos0_offline
+        {
             return false;
         }
         let full = session.queue.queued as usize >= self.config.max_queued_messages

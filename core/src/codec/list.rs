@@ -121,6 +121,17 @@ impl<'a, T: ListItem<'a>> List<'a, T> {
         Iter { repr: self.repr }
     }
 
+    /// The list as validated wire bytes followed by the caller's items; either part may be
+    /// empty. Encoding copies the bytes as they are and writes the items after them.
+    #[inline]
+    pub(crate) fn parts(&self) -> (&'a [u8], &'a [T]) {
+        match self.repr {
+            Repr::Wire(bytes) => (bytes, &[]),
+            Repr::Items(items) => (&[], items),
+            Repr::Chain(bytes, items) => (bytes, items),
+        }
+    }
+
     /// The validated wire bytes, if this list came from a decoded packet. Re-encoding
     /// copies them as they are.
     #[inline]

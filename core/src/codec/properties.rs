@@ -385,29 +385,31 @@ pub(crate) fn read_properties<'a>(
 }
 
 /// The property block's content length, and whether a value is too large to encode.
+///
+/// Decoded (wire) properties were checked when they were read and are copied as they are;
+/// only the caller's items are measured, straight from their slice rather than through
+/// the list's iterator.
 pub(crate) fn properties_len(properties: &Properties<'_>) -> (usize, bool) {
-    if let Some(bytes) = properties.wire_bytes() {
-        return (bytes.len(), false);
-    }
-    let mut len = 0;
+    let (wire, items) = properties.parts();
+    let mut len = wire.len();
     let mut too_large = false;
-    for p in properties {
+    for p in items {
         len += p.encoded_len();
         too_large |= p.too_large();
     }
     (len, too_large)
 }
 
-/// Writes a property block: its length, then the properties.
+/// Writes a property block: its length, then the properties (wire bytes first, as they
+/// are, then the caller's items).
 pub(crate) fn write_properties(w: &mut Writer<'_>, properties: &Properties<'_>) {
-    if let Some(bytes) = properties.wire_bytes() {
-        w.var_int(bytes.len() as u32);
-        w.bytes(bytes);
-    } else {
-        w.var_int(properties_len(properties).0 as u32);
-        for p in properties {
-            p.write(w);
-        }
+    let (wire, items) = properties.parts();
+    // Sizing the packet checked every value already; only the length is needed here.
+    let len = wire.len() + items.iter().map(Property::encoded_len).sum::<usize>();
+    w.var_int(len as u32);
+    w.bytes(wire);
+    for p in items {
+        p.write(w);
     }
 }
 
@@ -507,6 +509,39 @@ mod tests {
 
     use super::*;
     use crate::codec::ReasonCode;
+
+    #[test]
+    fn wire_bytes_then_items_encode_like_all_items() {
+        // What a broker sends a subscriber: the stored (decoded) properties followed by
+        // items it adds, such as the subscription identifier. The wire part is copied as
+        // it is; the result must be the block the same properties make as items.
+        static WIRE: [u8; 12] = [
+            0x02, 0x00, 0x00, 0x0E, 0x10, // Message Expiry Interval 3600
+            0x26, 0x00, 0x01, b'k', 0x00, 0x01, b'v', // User Property ("k", "v")
+        ];
+        let extra = [Property::SubscriptionIdentifier(200)];
+        let all = [
+            Property::MessageExpiryInterval(3600),
+            Property::UserProperty("k", "v"),
+            Property::SubscriptionIdentifier(200),
+        ];
+        let chained = List::from_wire_and_items(&WIRE, &extra);
+        let items = Properties::new(&all);
+        assert_eq!(chained, items);
+        assert_eq!(properties_len(&chained), properties_len(&items));
+        let encode = |properties: &Properties<'_>| {
+            let mut out = [0u8; 32];
+            let mut w = Writer::new(&mut out);
+            write_properties(&mut w, properties);
+            let n = w.position();
+            (out, n)
+        };
+        let (out, n) = encode(&chained);
+        assert_eq!((out, n), encode(&items));
+        assert_eq!(out[0], 15); // property length
+        assert_eq!(&out[1..13], &WIRE);
+        assert_eq!(&out[13..n], &[0x0B, 0xC8, 0x01]); // Subscription Identifier 200
+    }
 
     // §2.2.2.2: a property is an identifier (a Variable Byte Integer; every identifier 5.0
     // defines fits in one byte) followed by a value of the type its table row gives.

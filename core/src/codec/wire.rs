@@ -93,7 +93,7 @@ pub(crate) fn scan(bytes: &[u8]) -> u8 {
             }
         }
     }
-    u8::from(null & HIGHS != 0) * HAS_NULL | u8::from(wildcard & HIGHS != 0) * HAS_WILDCARD
+    (u8::from(null & HIGHS != 0) * HAS_NULL) | (u8::from(wildcard & HIGHS != 0) * HAS_WILDCARD)
 }
 
 /// A cursor over one complete frame (or a part of it).

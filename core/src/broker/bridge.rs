@@ -1,0 +1,230 @@
+//! Bridges: forwarding messages between this broker and another one (an edge gateway, a
+//! cloud cluster) through the host's own MQTT client connection.
+//!
+//! A bridge is a persistent session with no network client. Its subscriptions say what
+//! goes upstream; everything matching is queued for it like for any offline session —
+//! bounded, persisted through [`Broker::poll_persist`] (QoS 1/2), so messages taken while
+//! the uplink is down are forwarded later, in order (store and forward). The host takes
+//! them with [`Broker::bridge_next`], sends them upstream and, once upstream has
+//! acknowledged, releases them with [`Broker::bridge_ack`]; after an uplink failure,
+//! [`Broker::bridge_rewind`] hands the unacknowledged ones out again.
+//!
+//! Messages arriving from upstream enter with [`Broker::bridge_publish`]. Bridge
+//! subscriptions are No Local, so a message the bridge brought in is never sent back up:
+//! that is the loop prevention.
+
+use super::{Broker, BrokerStorage, Hooks};
+use crate::codec::{Properties, QoS, ReasonCode, SubscriptionOptions};
+use crate::router::SessionId;
+use crate::session::{DeliveryState, NEVER_EXPIRES};
+use crate::storage::CapacityError;
+use crate::time::Instant;
+use crate::topic::{SubscriptionFilter, TopicName};
+
+/// Handle of a bridge, from [`Broker::bridge_open`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct BridgeId(pub(crate) u32);
+
+/// A message to forward upstream, from [`Broker::bridge_next`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BridgeMessage<'b> {
+    /// Pass to [`Broker::bridge_ack`] once upstream has the message.
+    pub token: u64,
+    /// Topic name.
+    pub topic: &'b str,
+    /// Payload.
+    pub payload: &'b [u8],
+    /// QoS: the lower of the published QoS and the bridge subscription's.
+    pub qos: QoS,
+    /// RETAIN as published.
+    pub retain: bool,
+}
+
+impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
+    /// Opens the bridge `name` (its session's client identifier), or finds it again after
+    /// a restart or a restore. A network client with the same identifier is refused.
+    pub fn bridge_open(&mut self, name: &str, now: Instant) -> Result<BridgeId, ReasonCode> {
+        let handle = match self.find_session(name) {
+            Some(h) => h,
+            None => {
+                let h = self.create_session(name)?;
+                if let Some(s) = self.sessions.get_mut(h) {
+                    s.expiry_interval = NEVER_EXPIRES;
+                    s.disconnected_at = Some(now);
+                }
+                h
+            }
+        };
+        let Some(session) = self.sessions.get_mut(handle) else {
+            return Err(ReasonCode::UnspecifiedError);
+        };
+        if session.connection.is_some() {
+            // The identifier belongs to a connected network client.
+            return Err(ReasonCode::ClientIdentifierNotValid);
+        }
+        session.bridge = true;
+        session.expiry_interval = NEVER_EXPIRES;
+        self.mark_session(handle);
+        Ok(BridgeId(handle))
+    }
+
+    /// Forwards messages matching `filter` over the bridge, at most at `qos`.
+    pub fn bridge_subscribe(
+        &mut self,
+        bridge: BridgeId,
+        filter: &str,
+        qos: QoS,
+    ) -> Result<(), ReasonCode> {
+        let parsed = SubscriptionFilter::parse(filter, &self.config.topic_limits)
+            .map_err(|_| ReasonCode::TopicFilterInvalid)?;
+        // No Local: what the bridge brought in never goes back out (loop prevention).
+        let options = SubscriptionOptions {
+            no_local: true,
+            ..SubscriptionOptions::qos(qos)
+        };
+        let existed = self
+            .router
+            .subscribe(SessionId(bridge.0), &parsed, options, None)
+            .map_err(|_| ReasonCode::QuotaExceeded)?;
+        if !existed && let Some(s) = self.sessions.get_mut(bridge.0) {
+            s.subscriptions += 1;
+        }
+        self.mark_subscription(bridge.0, filter);
+        Ok(())
+    }
+
+    /// A message arrived from upstream: route it to local subscribers (never back to this
+    /// bridge), storing it if retained.
+    pub fn bridge_publish(
+        &mut self,
+        bridge: BridgeId,
+        topic: &str,
+        payload: &[u8],
+        qos: QoS,
+        retain: bool,
+        now: Instant,
+    ) -> Result<usize, CapacityError> {
+        if TopicName::new(topic, &self.config.topic_limits).is_err() {
+            return Err(CapacityError);
+        }
+        let message = self.store_message(
+            super::publish::TopicRef::Str(topic),
+            &Properties::empty(),
+            payload,
+            qos,
+            retain,
+            None,
+            now,
+        )?;
+        if retain {
+            self.retain(message, payload.is_empty());
+        }
+        let count = self.route_message(message, Some(SessionId(bridge.0)), now);
+        self.release_message(message);
+        Ok(count)
+    }
+
+    /// The oldest queued message not yet handed out, to forward upstream. It stays queued
+    /// until [`Broker::bridge_ack`]; expired messages are dropped on the way.
+    pub fn bridge_next(&mut self, bridge: BridgeId, now: Instant) -> Option<BridgeMessage<'_>> {
+        let mut prev = None;
+        let mut cursor = self.sessions.get(bridge.0).filter(|s| s.bridge)?.queue.head;
+        let found = loop {
+            let h = cursor?;
+            let entry = self.queue.get(h)?;
+            let next = entry.next;
+            if entry.state == DeliveryState::Queued {
+                let expired = entry
+                    .message
+                    .and_then(|m| self.messages.get(m))
+                    .is_none_or(|m| m.expires_at.is_some_and(|at| at <= now));
+                if expired {
+                    self.stats.messages_expired += 1;
+                    self.unlink_entry(bridge.0, prev, h);
+                    cursor = next;
+                    continue;
+                }
+                break h;
+            }
+            prev = Some(h);
+            cursor = next;
+        };
+        let bytes = self.queue.get(found).map_or(0, |e| e.bytes);
+        if let Some(entry) = self.queue.get_mut(found) {
+            entry.state = DeliveryState::AwaitingPubAck;
+        }
+        if let Some(s) = self.sessions.get_mut(bridge.0) {
+            s.queue.queued -= 1;
+            s.queue.queued_bytes -= bytes;
+            s.queue.inflight += 1;
+        }
+        self.mark_message(bridge.0, found);
+        let entry = self.queue.get(found)?;
+        let message = self.messages.get(entry.message?)?;
+        let parts = message.parts(&self.blobs)?;
+        Some(BridgeMessage {
+            token: entry.seq,
+            topic: parts.topic,
+            payload: parts.payload,
+            qos: entry.qos,
+            retain: message.retain,
+        })
+    }
+
+    /// Upstream has the message `token`: forget it.
+    pub fn bridge_ack(&mut self, bridge: BridgeId, token: u64) -> bool {
+        let mut prev = None;
+        let mut cursor = self
+            .sessions
+            .get(bridge.0)
+            .map(|s| s.queue.head)
+            .unwrap_or(None);
+        while let Some(h) = cursor {
+            let Some(entry) = self.queue.get(h) else {
+                return false;
+            };
+            if entry.seq == token && entry.state != DeliveryState::Queued {
+                self.unlink_entry(bridge.0, prev, h);
+                return true;
+            }
+            prev = Some(h);
+            cursor = entry.next;
+        }
+        false
+    }
+
+    /// The uplink failed: every message handed out and not acknowledged goes out again,
+    /// in the original order.
+    pub fn bridge_rewind(&mut self, bridge: BridgeId) {
+        let mut cursor = self
+            .sessions
+            .get(bridge.0)
+            .map(|s| s.queue.head)
+            .unwrap_or(None);
+        let mut returned = (0u32, 0u32);
+        while let Some(h) = cursor {
+            let Some(entry) = self.queue.get_mut(h) else {
+                break;
+            };
+            if entry.state != DeliveryState::Queued {
+                entry.state = DeliveryState::Queued;
+                returned.0 += 1;
+                returned.1 += entry.bytes;
+            }
+            cursor = entry.next;
+        }
+        if let Some(s) = self.sessions.get_mut(bridge.0) {
+            s.queue.inflight -= returned.0;
+            s.queue.queued += returned.0;
+            s.queue.queued_bytes += returned.1;
+        }
+    }
+
+    /// Messages waiting for or in flight over the bridge.
+    pub fn bridge_backlog(&self, bridge: BridgeId) -> usize {
+        self.sessions
+            .get(bridge.0)
+            .map_or(0, |s| s.queue.len as usize)
+    }
+}
