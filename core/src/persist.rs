@@ -237,6 +237,8 @@ pub struct WillRecord<'a> {
     pub delay: u32,
     /// When it is due (milliseconds), once the connection has ended.
     pub due: Option<u64>,
+    /// Message Expiry Interval in seconds, counted from publication.
+    pub expiry_interval: Option<u32>,
     /// The message.
     #[serde(borrow)]
     pub message: StoredMessage<'a>,

@@ -74,6 +74,8 @@ pub struct WillState {
     pub(crate) delay: u32,
     /// When the will is due, once the connection has ended.
     pub(crate) due: Option<Instant>,
+    /// The will's Message Expiry Interval in seconds, applied when it is published.
+    pub(crate) expiry: Option<u32>,
 }
 
 /// A FIFO chained through a slab: head, tail and counters.

@@ -28,19 +28,15 @@ storage_tests!(
     will_properties_forwarded_without_delay,
 );
 
-/// Known bug, left for the owner of the will/persistence records (see the report): the
-/// will's Message Expiry Interval is counted from CONNECT instead of from the will's
-/// publication (5.0 §3.1.3.2.4: "the lifetime of the Will Message ... sent as the
-/// Publication Expiry Interval when the Server publishes the Will Message").
-mod known_bugs {
+// 5.0 §3.1.3.2.4: the will's lifetime is "sent as the Publication Expiry Interval when
+// the Server publishes the Will Message", so it counts from publication, not from CONNECT.
+mod will_expiry {
     #[test]
-    #[ignore = "will Message Expiry Interval counts from CONNECT, not from publication"]
     fn will_message_expiry_counts_from_publication_growable() {
         super::will_message_expiry_counts_from_publication::<super::Growable>();
     }
 
     #[test]
-    #[ignore = "will Message Expiry Interval counts from CONNECT, not from publication"]
     fn will_message_expiry_counts_from_publication_fixed() {
         super::will_message_expiry_counts_from_publication::<super::Fixed>();
     }

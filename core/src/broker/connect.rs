@@ -213,7 +213,8 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
                     will.payload,
                     will.qos,
                     will.retain,
-                    expires,
+                    // The expiry runs from when the will is published (§3.1.3.2.4).
+                    None,
                     now,
                 )
                 .ok()?;
@@ -225,6 +226,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
                 message,
                 delay: delay.unwrap_or(0),
                 due: None,
+                expiry: expires,
             })
         });
         if connect.will.is_some() && will.is_none() {
@@ -474,6 +476,10 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
             return;
         };
         self.mark_session(handle);
+        // 5.0 §3.1.3.2.4: the will's Message Expiry Interval counts from its publication.
+        if let (Some(seconds), Some(m)) = (will.expiry, self.messages.get_mut(will.message)) {
+            m.expires_at = Some(now + crate::time::Duration::from_secs(u64::from(seconds)));
+        }
         // [MQTT-3.1.2-17] (3.1.1) / [MQTT-3.1.2-15] (5.0): Will Retain 1 publishes the will
         // as a retained message.
         let retained = self

@@ -420,6 +420,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
             let message = self.messages.get(w.message)?;
             Some(WillRecord {
                 delay: w.delay,
+                expiry_interval: w.expiry,
                 due: w.due.map(Instant::as_millis),
                 message: stored(message.parts(&self.blobs)?, message),
             })
@@ -622,6 +623,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
                         message: self.restore_message(&w.message)?,
                         delay: w.delay,
                         due: w.due.map(Instant::from_millis),
+                        expiry: w.expiry_interval,
                     }),
                     None => None,
                 };

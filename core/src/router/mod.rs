@@ -18,6 +18,8 @@
 //! picks (§4.8.2).
 
 mod share;
+#[cfg(feature = "alloc")]
+mod text;
 
 use core::cell::Cell;
 use core::fmt;
@@ -25,6 +27,8 @@ use core::num::NonZeroU32;
 
 pub use crate::index::Slot;
 pub use share::ShareStrategy;
+#[cfg(feature = "alloc")]
+pub use text::CompactText;
 
 use crate::codec::{QoS, SubscriptionOptions};
 use crate::index::{Index, hash_key};
@@ -112,7 +116,7 @@ pub struct Growable;
 
 #[cfg(feature = "alloc")]
 impl RouterStorage for Growable {
-    type Text = alloc::boxed::Box<str>;
+    type Text = CompactText;
     type Nodes = alloc::vec::Vec<Entry<Node<Self::Text>>>;
     type Subs = alloc::vec::Vec<Entry<Sub>>;
     type Groups = alloc::vec::Vec<Entry<Group<Self::Text>>>;
@@ -122,13 +126,13 @@ impl RouterStorage for Growable {
 /// A trie node: one level of one or more filters.
 #[derive(Debug)]
 pub struct Node<T> {
-    parent: Option<u32>,
+    parent: Link,
     level: T,
-    plus: Option<u32>,
-    hash: Option<u32>,
+    plus: Link,
+    hash: Link,
     literal_children: u32,
-    subs: Option<u32>,
-    groups: Option<u32>,
+    subs: Link,
+    groups: Link,
 }
 
 impl<T> Node<T> {
@@ -147,12 +151,19 @@ pub struct Sub {
     session: SessionId,
     options: SubscriptionOptions,
     identifier: Option<SubscriptionId>,
-    owner: Owner,
-    prev: Option<u32>,
-    next: Option<u32>,
+    /// [`Owner::key`], four bytes where the enum takes eight.
+    owner: u32,
+    prev: Link,
+    next: Link,
     /// The chain of this session's subscriptions (its head is found through an index).
-    session_prev: Option<u32>,
-    session_next: Option<u32>,
+    session_prev: Link,
+    session_next: Link,
+}
+
+impl Sub {
+    fn owner(&self) -> Owner {
+        Owner::from_key(self.owner)
+    }
 }
 
 /// The list a subscription belongs to.
@@ -163,11 +174,65 @@ enum Owner {
 }
 
 impl Owner {
+    const GROUP_BIT: u32 = 0x8000_0000;
+
+    /// One number for both kinds (handles stay below 2^31: no store holds that many).
     fn key(self) -> u32 {
         match self {
             Self::Node(n) => n,
-            Self::Group(g) => g | 0x8000_0000,
+            Self::Group(g) => g | Self::GROUP_BIT,
         }
+    }
+
+    fn from_key(key: u32) -> Self {
+        if key & Self::GROUP_BIT == 0 {
+            Self::Node(key)
+        } else {
+            Self::Group(key & !Self::GROUP_BIT)
+        }
+    }
+}
+
+/// A handle into one of the router's slabs, or none: four bytes where `Option<u32>` takes
+/// eight. Nodes, subscriptions and groups are mostly links, so this is a third of their
+/// size, which is RAM on a microcontroller and cache lines on a server. `u32::MAX` stands
+/// for none; the hash indexes reserve it too, so no handle in use ever has that value.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Link(u32);
+
+impl Link {
+    const NONE: Self = Self(u32::MAX);
+
+    #[inline]
+    const fn to(handle: u32) -> Self {
+        Self(handle)
+    }
+
+    #[inline]
+    const fn get(self) -> Option<u32> {
+        if self.0 == u32::MAX {
+            None
+        } else {
+            Some(self.0)
+        }
+    }
+
+    #[inline]
+    const fn is_none(self) -> bool {
+        self.0 == u32::MAX
+    }
+}
+
+impl From<Option<u32>> for Link {
+    #[inline]
+    fn from(handle: Option<u32>) -> Self {
+        handle.map_or(Self::NONE, Self::to)
+    }
+}
+
+impl fmt::Debug for Link {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.get().fmt(f)
     }
 }
 
@@ -176,12 +241,12 @@ impl Owner {
 pub struct Group<T> {
     name: T,
     node: u32,
-    members: Option<u32>,
+    members: Link,
     count: u32,
     /// The member round-robin picks next.
-    next_pick: Cell<Option<u32>>,
-    prev: Option<u32>,
-    next: Option<u32>,
+    next_pick: Cell<Link>,
+    prev: Link,
+    next: Link,
 }
 
 /// One subscription that matched a topic, as reported by [`Router::route`].
@@ -253,13 +318,13 @@ impl<S: RouterStorage> Router<S> {
         let root = Text::from_str("")
             .and_then(|level| {
                 nodes.insert(Node {
-                    parent: None,
+                    parent: Link::NONE,
                     level,
-                    plus: None,
-                    hash: None,
+                    plus: Link::NONE,
+                    hash: Link::NONE,
                     literal_children: 0,
-                    subs: None,
-                    groups: None,
+                    subs: Link::NONE,
+                    groups: Link::NONE,
                 })
             })
             .ok();
@@ -397,10 +462,10 @@ impl<S: RouterStorage> Router<S> {
             let Some(sub) = self.subs.get(handle) else {
                 return;
             };
-            if let Some(filter) = self.filter_text(sub.owner, scratch) {
+            if let Some(filter) = self.filter_text(sub.owner(), scratch) {
                 f(filter, sub.options, sub.identifier);
             }
-            cursor = sub.session_next;
+            cursor = sub.session_next.get();
         }
     }
 
@@ -430,7 +495,7 @@ impl<S: RouterStorage> Router<S> {
             let level = n.level.as_str().as_bytes();
             end = end.checked_sub(level.len())?;
             out[end..end + level.len()].copy_from_slice(level);
-            cursor = n.parent;
+            cursor = n.parent.get();
         }
         if let Some(name) = group {
             for part in [
@@ -465,7 +530,7 @@ impl<S: RouterStorage> Router<S> {
         let Some(sub) = self.subs.get(handle) else {
             return;
         };
-        let owner = sub.owner;
+        let owner = sub.owner();
         let node = match owner {
             Owner::Node(n) => Some(n),
             Owner::Group(g) => self.groups.get(g).map(|g| g.node),
@@ -544,7 +609,7 @@ impl<S: RouterStorage> Router<S> {
             // Every level consumed: this node's filters match, and so does `parent/#`
             // (`#` includes the parent level, §4.7.1.2).
             self.emit_node(node, ctx, emit);
-            if let Some(hash) = node.hash.and_then(|h| self.nodes.get(h)) {
+            if let Some(hash) = node.hash.get().and_then(|h| self.nodes.get(h)) {
                 self.emit_node(hash, ctx, emit);
             }
             return;
@@ -554,10 +619,10 @@ impl<S: RouterStorage> Router<S> {
             None => (rest, None),
         };
         if wildcards {
-            if let Some(hash) = node.hash.and_then(|h| self.nodes.get(h)) {
+            if let Some(hash) = node.hash.get().and_then(|h| self.nodes.get(h)) {
                 self.emit_node(hash, ctx, emit);
             }
-            if let Some(plus) = node.plus {
+            if let Some(plus) = node.plus.get() {
                 self.walk(plus, next, false, ctx, emit);
             }
         }
@@ -567,7 +632,7 @@ impl<S: RouterStorage> Router<S> {
     }
 
     fn emit_node(&self, node: &Node<S::Text>, ctx: &Walk<'_>, emit: &mut impl FnMut(Match)) {
-        let mut cursor = node.subs;
+        let mut cursor = node.subs.get();
         while let Some(handle) = cursor {
             let Some(sub) = self.subs.get(handle) else {
                 break;
@@ -581,9 +646,9 @@ impl<S: RouterStorage> Router<S> {
                     shared: false,
                 });
             }
-            cursor = sub.next;
+            cursor = sub.next.get();
         }
-        let mut groups = node.groups;
+        let mut groups = node.groups.get();
         while let Some(handle) = groups {
             let Some(group) = self.groups.get(handle) else {
                 break;
@@ -596,25 +661,27 @@ impl<S: RouterStorage> Router<S> {
                     shared: true,
                 });
             }
-            groups = group.next;
+            groups = group.next.get();
         }
     }
 
     /// The member of `group` that receives this message.
     fn pick_member(&self, group: &Group<S::Text>, ctx: &Walk<'_>) -> Option<u32> {
         let nth = |n: u32| {
-            let mut cursor = group.members;
+            let mut cursor = group.members.get();
             for _ in 0..n {
-                cursor = cursor.and_then(|h| self.subs.get(h)).and_then(|s| s.next);
+                cursor = cursor
+                    .and_then(|h| self.subs.get(h))
+                    .and_then(|s| s.next.get());
             }
             cursor
         };
         let count = group.count.max(1);
         match self.strategy {
             ShareStrategy::RoundRobin => {
-                let pick = group.next_pick.get().or(group.members)?;
-                let after = self.subs.get(pick).and_then(|s| s.next);
-                group.next_pick.set(after.or(group.members));
+                let pick = group.next_pick.get().get().or(group.members.get())?;
+                let after = self.subs.get(pick).and_then(|s| s.next.get());
+                group.next_pick.set(after.or(group.members.get()).into());
                 Some(pick)
             }
             ShareStrategy::Random => {
@@ -639,7 +706,7 @@ impl<S: RouterStorage> Router<S> {
         self.children.find(hash, |h| {
             self.nodes
                 .get(h)
-                .is_some_and(|n| n.parent == Some(parent) && n.level.as_str() == level)
+                .is_some_and(|n| n.parent == Link::to(parent) && n.level.as_str() == level)
         })
     }
 
@@ -649,8 +716,8 @@ impl<S: RouterStorage> Router<S> {
         for level in filter.filter().levels() {
             let current = self.nodes.get(node)?;
             node = match level {
-                "+" => current.plus?,
-                "#" => current.hash?,
+                "+" => current.plus.get()?,
+                "#" => current.hash.get()?,
                 _ => self.find_child(node, level)?,
             };
         }
@@ -675,32 +742,32 @@ impl<S: RouterStorage> Router<S> {
 
     fn child_or_insert(&mut self, parent: u32, level: &str) -> Result<u32, RouterError> {
         let existing = match level {
-            "+" => self.nodes.get(parent).and_then(|n| n.plus),
-            "#" => self.nodes.get(parent).and_then(|n| n.hash),
+            "+" => self.nodes.get(parent).and_then(|n| n.plus.get()),
+            "#" => self.nodes.get(parent).and_then(|n| n.hash.get()),
             _ => self.find_child(parent, level),
         };
         if let Some(child) = existing {
             return Ok(child);
         }
         let child = self.nodes.insert(Node {
-            parent: Some(parent),
+            parent: Link::to(parent),
             level: Text::from_str(level)?,
-            plus: None,
-            hash: None,
+            plus: Link::NONE,
+            hash: Link::NONE,
             literal_children: 0,
-            subs: None,
-            groups: None,
+            subs: Link::NONE,
+            groups: Link::NONE,
         })?;
         let linked = match level {
             "+" => self
                 .nodes
                 .get_mut(parent)
-                .map(|n| n.plus = Some(child))
+                .map(|n| n.plus = Link::to(child))
                 .ok_or(CapacityError),
             "#" => self
                 .nodes
                 .get_mut(parent)
-                .map(|n| n.hash = Some(child))
+                .map(|n| n.hash = Link::to(child))
                 .ok_or(CapacityError),
             _ => {
                 let hash = self.level_hash(parent, level);
@@ -728,15 +795,17 @@ impl<S: RouterStorage> Router<S> {
             if !node.is_unused() {
                 return;
             }
-            let Some(parent) = node.parent else { return };
+            let Some(parent) = node.parent.get() else {
+                return;
+            };
             let hash = self.level_hash(parent, node.level.as_str());
             let is_plus = node.level.as_str() == "+";
             let is_hash = node.level.as_str() == "#";
             if let Some(p) = self.nodes.get_mut(parent) {
                 if is_plus {
-                    p.plus = None;
+                    p.plus = Link::NONE;
                 } else if is_hash {
-                    p.hash = None;
+                    p.hash = Link::NONE;
                 } else {
                     p.literal_children -= 1;
                 }
@@ -750,33 +819,33 @@ impl<S: RouterStorage> Router<S> {
     }
 
     fn find_group(&self, node: u32, name: &str) -> Option<u32> {
-        let mut cursor = self.nodes.get(node)?.groups;
+        let mut cursor = self.nodes.get(node)?.groups.get();
         while let Some(handle) = cursor {
             let group = self.groups.get(handle)?;
             if group.name.as_str() == name {
                 return Some(handle);
             }
-            cursor = group.next;
+            cursor = group.next.get();
         }
         None
     }
 
     fn add_group(&mut self, node: u32, name: &str) -> Result<u32, RouterError> {
-        let head = self.nodes.get(node).and_then(|n| n.groups);
+        let head = self.nodes.get(node).and_then(|n| n.groups.get());
         let handle = self.groups.insert(Group {
             name: Text::from_str(name)?,
             node,
-            members: None,
+            members: Link::NONE,
             count: 0,
-            next_pick: Cell::new(None),
-            prev: None,
-            next: head,
+            next_pick: Cell::new(Link::NONE),
+            prev: Link::NONE,
+            next: head.into(),
         })?;
         if let Some(old) = head.and_then(|h| self.groups.get_mut(h)) {
-            old.prev = Some(handle);
+            old.prev = Link::to(handle);
         }
         if let Some(n) = self.nodes.get_mut(node) {
-            n.groups = Some(handle);
+            n.groups = Link::to(handle);
         }
         Ok(handle)
     }
@@ -786,11 +855,11 @@ impl<S: RouterStorage> Router<S> {
         let Some(group) = self.groups.get(handle) else {
             return;
         };
-        if group.members.is_some() {
+        if !group.members.is_none() {
             return;
         }
         let (node, prev, next) = (group.node, group.prev, group.next);
-        match prev.and_then(|p| self.groups.get_mut(p)) {
+        match prev.get().and_then(|p| self.groups.get_mut(p)) {
             Some(p) => p.next = next,
             None => {
                 if let Some(n) = self.nodes.get_mut(node) {
@@ -798,7 +867,7 @@ impl<S: RouterStorage> Router<S> {
                 }
             }
         }
-        if let Some(n) = next.and_then(|n| self.groups.get_mut(n)) {
+        if let Some(n) = next.get().and_then(|n| self.groups.get_mut(n)) {
             n.prev = prev;
         }
         self.groups.remove(handle);
@@ -813,11 +882,11 @@ impl<S: RouterStorage> Router<S> {
         self.by_session.find(hash, |h| {
             self.subs
                 .get(h)
-                .is_some_and(|s| s.owner == owner && s.session == session)
+                .is_some_and(|s| s.owner == owner.key() && s.session == session)
         })
     }
 
-    fn list_head(&mut self, owner: Owner) -> Option<&mut Option<u32>> {
+    fn list_head(&mut self, owner: Owner) -> Option<&mut Link> {
         match owner {
             Owner::Node(n) => self.nodes.get_mut(n).map(|n| &mut n.subs),
             Owner::Group(g) => self.groups.get_mut(g).map(|g| &mut g.members),
@@ -831,17 +900,17 @@ impl<S: RouterStorage> Router<S> {
         options: SubscriptionOptions,
         identifier: Option<SubscriptionId>,
     ) -> Result<(), RouterError> {
-        let head = self.list_head(owner).and_then(|h| *h);
+        let head = self.list_head(owner).and_then(|h| h.get());
         let session_head = self.session_head(session);
         let handle = self.subs.insert(Sub {
             session,
             options,
             identifier,
-            owner,
-            prev: None,
-            next: head,
-            session_prev: session_head,
-            session_next: None,
+            owner: owner.key(),
+            prev: Link::NONE,
+            next: head.into(),
+            session_prev: session_head.into(),
+            session_next: Link::NONE,
         })?;
         let hash = self.session_hash(owner, session);
         if let Err(e) = self.by_session.insert(hash, handle) {
@@ -851,15 +920,14 @@ impl<S: RouterStorage> Router<S> {
         match session_head {
             // Second in the session's chain, so the indexed head stays as it is.
             Some(first) => {
-                let after = self
-                    .subs
-                    .get_mut(first)
-                    .and_then(|f| f.session_next.replace(handle));
+                let after = self.subs.get_mut(first).map_or(Link::NONE, |f| {
+                    core::mem::replace(&mut f.session_next, Link::to(handle))
+                });
                 if let Some(sub) = self.subs.get_mut(handle) {
                     sub.session_next = after;
                 }
-                if let Some(next) = after.and_then(|a| self.subs.get_mut(a)) {
-                    next.session_prev = Some(handle);
+                if let Some(next) = after.get().and_then(|a| self.subs.get_mut(a)) {
+                    next.session_prev = Link::to(handle);
                 }
             }
             None => {
@@ -872,10 +940,10 @@ impl<S: RouterStorage> Router<S> {
             }
         }
         if let Some(old) = head.and_then(|h| self.subs.get_mut(h)) {
-            old.prev = Some(handle);
+            old.prev = Link::to(handle);
         }
         if let Some(h) = self.list_head(owner) {
-            *h = Some(handle);
+            *h = Link::to(handle);
         }
         if let Owner::Group(g) = owner
             && let Some(group) = self.groups.get_mut(g)
@@ -889,15 +957,16 @@ impl<S: RouterStorage> Router<S> {
         let Some(sub) = self.subs.remove(handle) else {
             return;
         };
-        let hash = self.session_hash(sub.owner, sub.session);
+        let owner = sub.owner();
+        let hash = self.session_hash(owner, sub.session);
         self.by_session.remove(hash, |h| h == handle);
-        match sub.session_prev {
+        match sub.session_prev.get() {
             Some(prev) => {
                 if let Some(p) = self.subs.get_mut(prev) {
                     p.session_next = sub.session_next;
                 }
-                if let Some(n) = sub.session_next.and_then(|n| self.subs.get_mut(n)) {
-                    n.session_prev = Some(prev);
+                if let Some(n) = sub.session_next.get().and_then(|n| self.subs.get_mut(n)) {
+                    n.session_prev = Link::to(prev);
                 }
             }
             None => {
@@ -905,30 +974,30 @@ impl<S: RouterStorage> Router<S> {
                 // freed a place, so the insert cannot run out of room.
                 let key = self.session_key(sub.session);
                 self.session_heads.remove(key, |h| h == handle);
-                if let Some(next) = sub.session_next {
+                if let Some(next) = sub.session_next.get() {
                     if let Some(n) = self.subs.get_mut(next) {
-                        n.session_prev = None;
+                        n.session_prev = Link::NONE;
                     }
                     let _ = self.session_heads.insert(key, next);
                 }
             }
         }
-        match sub.prev.and_then(|p| self.subs.get_mut(p)) {
+        match sub.prev.get().and_then(|p| self.subs.get_mut(p)) {
             Some(prev) => prev.next = sub.next,
             None => {
-                if let Some(h) = self.list_head(sub.owner) {
+                if let Some(h) = self.list_head(owner) {
                     *h = sub.next;
                 }
             }
         }
-        if let Some(next) = sub.next.and_then(|n| self.subs.get_mut(n)) {
+        if let Some(next) = sub.next.get().and_then(|n| self.subs.get_mut(n)) {
             next.prev = sub.prev;
         }
-        if let Owner::Group(g) = sub.owner
+        if let Owner::Group(g) = owner
             && let Some(group) = self.groups.get_mut(g)
         {
             group.count -= 1;
-            if group.next_pick.get() == Some(handle) {
+            if group.next_pick.get() == Link::to(handle) {
                 group.next_pick.set(sub.next);
             }
         }
