@@ -137,6 +137,12 @@ impl<T, S: Storage<Entry<T>>> Slab<T, S> {
         self.len == 0
     }
 
+    /// Whether `n` more values fit (always, for growable storage).
+    #[inline]
+    pub fn has_room_for(&self, n: usize) -> bool {
+        S::FIXED_CAPACITY.is_none_or(|capacity| capacity.saturating_sub(self.len) >= n)
+    }
+
     /// Stores `value` and returns its handle.
     pub fn insert(&mut self, value: T) -> Result<u32, CapacityError> {
         if let Some(index) = self.free {

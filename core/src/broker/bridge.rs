@@ -117,12 +117,12 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
             None,
             now,
         )?;
-        if retain {
+        let routed = self.route_message(message, Some(SessionId(bridge.0)), now);
+        if routed.is_ok() && retain {
             self.retain(message, payload.is_empty());
         }
-        let count = self.route_message(message, Some(SessionId(bridge.0)), now);
         self.release_message(message);
-        Ok(count)
+        routed
     }
 
     /// The oldest queued message not yet handed out, to forward upstream. It stays queued

@@ -490,7 +490,14 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
         if let Some(clear) = retained {
             self.retain(will.message, clear);
         }
-        self.route_message(will.message, Some(SessionId(handle)), now);
+        // A will has nobody to refuse to: with no room, the sessions it reaches are counted
+        // as dropped.
+        if self
+            .route_message(will.message, Some(SessionId(handle)), now)
+            .is_err()
+        {
+            self.stats.messages_dropped += 1;
+        }
         self.release_message(will.message);
     }
 

@@ -113,12 +113,12 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
             None,
             now,
         )?;
-        if retain {
+        let routed = self.route_message(message, None, now);
+        if routed.is_ok() && retain {
             self.retain(message, payload.is_empty());
         }
-        self.route_message(message, None, now);
         self.release_message(message);
-        Ok(())
+        routed.map(|_| ())
     }
 
     pub(super) fn on_publish(&mut self, id: ConnectionId, publish: &Publish<'_>, now: Instant) {
@@ -210,10 +210,14 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
             match self.accept_publish(publish, topic_ref, Some(SessionId(session)), now) {
                 Ok(0) if v5 => code = ReasonCode::NoMatchingSubscribers,
                 Ok(_) => {}
-                Err(_) => code = ReasonCode::QuotaExceeded,
+                Err(_) => {
+                    self.stats.messages_dropped += 1;
+                    code = ReasonCode::QuotaExceeded;
+                }
             }
-            if !v5 && code == ReasonCode::QuotaExceeded {
-                // 3.x cannot refuse a PUBLISH: close so the client resends it later.
+            if !v5 && code == ReasonCode::QuotaExceeded && qos > QoS::AtMostOnce {
+                // 3.x cannot refuse a PUBLISH: close without acknowledging, so the client
+                // sends it again on its next connection.
                 return self.close(id, ReasonCode::QuotaExceeded, now);
             }
         }
@@ -251,12 +255,13 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
             expiry,
             now,
         )?;
-        if publish.retain {
+        // Routed first: a message refused for lack of room must not become retained.
+        let routed = self.route_message(message, publisher, now);
+        if routed.is_ok() && publish.retain {
             self.retain(message, publish.payload.is_empty());
         }
-        let count = self.route_message(message, publisher, now);
         self.release_message(message);
-        Ok(count)
+        routed
     }
 
     /// Makes `message` its topic's retained message, or clears it for an empty payload
@@ -337,33 +342,35 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
         message: u32,
         publisher: Option<SessionId>,
         now: Instant,
-    ) -> usize {
+    ) -> Result<usize, CapacityError> {
         let Some(parts) = self
             .messages
             .get(message)
             .and_then(|m| m.parts(&self.blobs))
         else {
-            return 0;
+            return Ok(0);
         };
         let Ok(topic) = TopicName::new(parts.topic, &crate::topic::TopicLimits::DEFAULT) else {
-            return 0;
+            return Ok(0);
         };
         let mut deliveries = core::mem::take(&mut self.deliveries);
-        if self
-            .router
-            .deliveries(&topic, publisher, &mut deliveries)
-            .is_err()
-        {
-            // More matches than the scratch list holds: deliver to those that fit.
-            self.stats.messages_dropped += 1;
-        }
+        // Invariant 1 (ARCHITECTURE.md): an acknowledged message reaches every matching
+        // subscription. If the storage cannot hold a copy for each, none is queued and the
+        // caller refuses the message (0x97) instead of acknowledging a partial delivery.
+        // Per-session queue limits are different: their overflow policy is configured.
+        let routed = self.router.deliveries(&topic, publisher, &mut deliveries);
         let count = deliveries.as_slice().len();
-        for delivery in deliveries.as_slice() {
-            self.enqueue(message, delivery, false, now);
-        }
+        let result = if routed.is_err() || !self.queue.has_room_for(count) {
+            Err(CapacityError)
+        } else {
+            for delivery in deliveries.as_slice() {
+                self.enqueue(message, delivery, false, now);
+            }
+            Ok(count)
+        };
         deliveries.truncate(0);
         self.deliveries = deliveries;
-        count
+        result
     }
 
     /// Queues `message` for one session. `retained`: sent because of a new subscription,
