@@ -14,12 +14,12 @@
 //! that is the loop prevention.
 
 use super::{Broker, BrokerStorage, Hooks};
-use crate::codec::{Properties, QoS, ReasonCode, SubscriptionOptions};
+use crate::codec::{QoS, ReasonCode, SubscriptionOptions};
 use crate::router::SessionId;
 use crate::session::{DeliveryState, NEVER_EXPIRES};
 use crate::storage::CapacityError;
 use crate::time::Instant;
-use crate::topic::{SubscriptionFilter, TopicName};
+use crate::topic::SubscriptionFilter;
 
 /// Handle of a bridge, from [`Broker::bridge_open`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -105,24 +105,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
         retain: bool,
         now: Instant,
     ) -> Result<usize, CapacityError> {
-        if TopicName::new(topic, &self.config.topic_limits).is_err() {
-            return Err(CapacityError);
-        }
-        let message = self.store_message(
-            super::publish::TopicRef::Str(topic),
-            &Properties::empty(),
-            payload,
-            qos,
-            retain,
-            None,
-            now,
-        )?;
-        let routed = self.route_message(message, Some(SessionId(bridge.0)), now);
-        if routed.is_ok() && retain {
-            self.retain(message, payload.is_empty());
-        }
-        self.release_message(message);
-        routed
+        self.inject(topic, payload, qos, retain, Some(SessionId(bridge.0)), now)
     }
 
     /// The oldest queued message not yet handed out, to forward upstream. It stays queued

@@ -101,6 +101,21 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
         retain: bool,
         now: Instant,
     ) -> Result<(), CapacityError> {
+        self.inject(topic, payload, qos, retain, None, now)
+            .map(|_| ())
+    }
+
+    /// Stores, routes and (if `retain`) retains a message that comes from the host rather
+    /// than a client; returns how many sessions it matched.
+    pub(super) fn inject(
+        &mut self,
+        topic: &str,
+        payload: &[u8],
+        qos: QoS,
+        retain: bool,
+        publisher: Option<SessionId>,
+        now: Instant,
+    ) -> Result<usize, CapacityError> {
         if TopicName::new(topic, &self.config.topic_limits).is_err() {
             return Err(CapacityError);
         }
@@ -113,12 +128,12 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
             None,
             now,
         )?;
-        let routed = self.route_message(message, None, now);
+        let routed = self.route_message(message, publisher, now);
         if routed.is_ok() && retain {
             self.retain(message, payload.is_empty());
         }
         self.release_message(message);
-        routed.map(|_| ())
+        routed
     }
 
     pub(super) fn on_publish(&mut self, id: ConnectionId, publish: &Publish<'_>, now: Instant) {
