@@ -10,14 +10,16 @@
 //! - `exec`: the context commands run in, and how child processes are echoed and started.
 //! - `libtest`: reading pass/fail counts out of libtest's output.
 //! - `report`: suite results and the summary table.
+//! - `size`: the `size` command (and suite): flash and RAM of the firmware broker.
 //!
-//! To add a subcommand (`size`, `qemu`, `dist`, `bench`), add a module and a row to
+//! To add a subcommand (`qemu`, `dist`, `bench`), add a module and a row to
 //! [`COMMANDS`]; to add a suite to `cargo xtask test`, add a row to `test::SUITES`.
 
 mod exec;
 mod libtest;
 mod report;
 mod setup;
+mod size;
 mod test;
 
 use std::process::ExitCode;
@@ -38,6 +40,12 @@ const COMMANDS: &[Command] = &[
         usage: "test [SUITE...]",
         about: "run every CI check (or the named suites) and print a summary",
         run: test::main,
+    },
+    Command {
+        name: "size",
+        usage: "size",
+        about: "build the firmware broker for thumbv7em and check its flash and RAM budget",
+        run: size::main,
     },
     Command {
         name: "help",
@@ -96,6 +104,10 @@ fn help(args: &[String]) -> ExitCode {
         }
         [name] if name == "test" => {
             print!("{}", test::help());
+            ExitCode::SUCCESS
+        }
+        [name] if name == "size" => {
+            print!("{}", size::help());
             ExitCode::SUCCESS
         }
         [name] if COMMANDS.iter().any(|c| c.name == name) => {

@@ -39,6 +39,7 @@ fn ensure_all(ctx: &Ctx, installed: &mut Vec<String>) -> Result<(), String> {
     ensure_nightly(ctx, installed)?;
     ensure_cargo_fuzz(ctx, installed)?;
     ensure_cxx(ctx, installed)?;
+    ensure_mosquitto_clients(ctx, installed)?;
     // Show the toolchains in the log: "works on my machine" usually means "different rustc".
     for args in [&["--version"][..], &["+nightly", "--version"]] {
         ctx.run(&mut ctx.command("rustc", args))?;
@@ -61,7 +62,7 @@ fn ensure_rustup(ctx: &Ctx) -> Result<(), String> {
 
 /// rustup components of the toolchain `cargo` resolves to in the workspace root (rustup
 /// passes its choice on to us in `RUSTUP_TOOLCHAIN`, so children use the same one).
-fn ensure_components(
+pub(crate) fn ensure_components(
     ctx: &Ctx,
     wanted: &[&str],
     installed: &mut Vec<String>,
@@ -89,7 +90,11 @@ fn ensure_components(
     Ok(())
 }
 
-fn ensure_targets(ctx: &Ctx, wanted: &[&str], installed: &mut Vec<String>) -> Result<(), String> {
+pub(crate) fn ensure_targets(
+    ctx: &Ctx,
+    wanted: &[&str],
+    installed: &mut Vec<String>,
+) -> Result<(), String> {
     let list = probe_ok(ctx, &["target", "list", "--installed"])?;
     let missing: Vec<&str> = wanted
         .iter()
@@ -162,6 +167,28 @@ fn ensure_cxx(ctx: &Ctx, installed: &mut Vec<String>) -> Result<(), String> {
         ));
     }
     installed.extend(ensure_debian_packages(ctx, &["g++"])?);
+    Ok(())
+}
+
+/// `mosquitto_pub` and `mosquitto_sub`, the reference MQTT clients the end-to-end tests in
+/// `tests/` drive the `fulmar` binary with (Debian package `mosquitto-clients`).
+fn ensure_mosquitto_clients(ctx: &Ctx, installed: &mut Vec<String>) -> Result<(), String> {
+    // `--help` exits 1 on these tools; that they start at all is what counts.
+    let present = ["mosquitto_pub", "mosquitto_sub"]
+        .iter()
+        .all(|tool| ctx.probe(&mut ctx.command(tool, ["--help"])).is_ok());
+    if present {
+        println!("setup: mosquitto_pub and mosquitto_sub: present");
+        return Ok(());
+    }
+    if !matches!(ctx.probe(&mut ctx.command("dpkg", ["--version"])), Ok(p) if p.success) {
+        return Err(
+            "mosquitto_pub/mosquitto_sub not found and this is not a Debian system; install \
+             the Mosquitto command-line clients (the end-to-end tests use them)"
+                .to_owned(),
+        );
+    }
+    installed.extend(ensure_debian_packages(ctx, &["mosquitto-clients"])?);
     Ok(())
 }
 

@@ -28,7 +28,7 @@ pub(crate) struct Suite {
 pub(crate) const SUITES: &[Suite] = &[
     Suite {
         name: "setup",
-        about: "install rustfmt, clippy, the embedded targets, nightly, cargo-fuzz, a C++ compiler",
+        about: "install rustfmt, clippy, the embedded targets, nightly, cargo-fuzz, a C++ compiler, mosquitto-clients",
         run: setup::suite,
     },
     Suite {
@@ -50,6 +50,11 @@ pub(crate) const SUITES: &[Suite] = &[
         name: "nostd",
         about: "build fulmar-core without std for thumbv7em (also with defmt) and riscv32imc",
         run: nostd,
+    },
+    Suite {
+        name: "size",
+        about: "build core/size-probe for thumbv7em; fail if over 64 KiB flash or 40 KiB RAM",
+        run: crate::size::suite,
     },
     Suite {
         name: "fuzz",

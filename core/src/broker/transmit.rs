@@ -367,13 +367,25 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
                 Some(pid) => Some(pid),
                 None if entry.qos > QoS::AtMostOnce => {
                     let queue = &self.queue;
-                    let head = self.sessions.get(session).and_then(|s| s.queue.head);
+                    let (head, inflight) = self
+                        .sessions
+                        .get(session)
+                        .map_or((None, 0), |s| (s.queue.head, s.queue.inflight));
+                    // Only entries in flight hold identifiers, and there are `inflight` of
+                    // them: stop once all are seen rather than walk the whole queue.
                     let in_use = |pid: PacketId| {
                         let mut c = head;
+                        let mut seen = 0;
                         while let Some(x) = c {
+                            if seen >= inflight {
+                                return false;
+                            }
                             let Some(e) = queue.get(x) else { return false };
-                            if e.packet_id == Some(pid) {
-                                return true;
+                            if let Some(id) = e.packet_id {
+                                if id == pid {
+                                    return true;
+                                }
+                                seen += 1;
                             }
                             c = e.next;
                         }

@@ -50,34 +50,29 @@ pub(crate) fn read_with<'a, T>(
 }
 
 /// A sequence of `T` borrowed from a decoded packet or from the caller.
+///
+/// Held as validated wire bytes followed by caller items, either part possibly empty: a
+/// decoded list has only bytes, a built one only items, and a broker forwarding a stored
+/// message's properties plus its own has both. Two slices keep the type small, which
+/// matters because every [`super::Packet`] carries lists by value.
 pub struct List<'a, T> {
-    repr: Repr<'a, T>,
-}
-
-enum Repr<'a, T> {
-    /// Validated wire bytes, parsed again on iteration.
-    Wire(&'a [u8]),
-    /// Items supplied by the caller.
-    Items(&'a [T]),
-    /// Validated wire bytes followed by extra items (a stored message's properties plus
-    /// the ones a broker adds per subscriber).
-    Chain(&'a [u8], &'a [T]),
+    wire: &'a [u8],
+    items: &'a [T],
 }
 
 impl<'a, T: ListItem<'a>> List<'a, T> {
     /// A list of the caller's items, to encode.
     #[inline]
     pub const fn new(items: &'a [T]) -> Self {
-        Self {
-            repr: Repr::Items(items),
-        }
+        Self { wire: &[], items }
     }
 
     /// The empty list.
     #[inline]
     pub const fn empty() -> Self {
         Self {
-            repr: Repr::Items(&[]),
+            wire: &[],
+            items: &[],
         }
     }
 
@@ -85,7 +80,8 @@ impl<'a, T: ListItem<'a>> List<'a, T> {
     #[inline]
     pub(crate) const fn from_wire(bytes: &'a [u8]) -> Self {
         Self {
-            repr: Repr::Wire(bytes),
+            wire: bytes,
+            items: &[],
         }
     }
 
@@ -93,53 +89,47 @@ impl<'a, T: ListItem<'a>> List<'a, T> {
     #[inline]
     pub(crate) const fn from_wire_and_items(bytes: &'a [u8], extra: &'a [T]) -> Self {
         Self {
-            repr: Repr::Chain(bytes, extra),
+            wire: bytes,
+            items: extra,
         }
     }
 
     /// Whether the list has no items.
     #[inline]
     pub fn is_empty(&self) -> bool {
-        match self.repr {
-            Repr::Wire(bytes) => bytes.is_empty(),
-            Repr::Items(items) => items.is_empty(),
-            Repr::Chain(bytes, items) => bytes.is_empty() && items.is_empty(),
-        }
+        self.wire.is_empty() && self.items.is_empty()
     }
 
-    /// The number of items (counted by walking a decoded list).
+    /// The number of items (counted by walking the wire part).
     pub fn len(&self) -> usize {
-        match self.repr {
-            Repr::Wire(_) | Repr::Chain(..) => self.iter().count(),
-            Repr::Items(items) => items.len(),
+        if self.wire.is_empty() {
+            self.items.len()
+        } else {
+            self.iter().count()
         }
     }
 
     /// The items in order.
     #[inline]
     pub fn iter(&self) -> Iter<'a, T> {
-        Iter { repr: self.repr }
+        Iter {
+            wire: self.wire,
+            items: self.items,
+        }
     }
 
     /// The list as validated wire bytes followed by the caller's items; either part may be
     /// empty. Encoding copies the bytes as they are and writes the items after them.
     #[inline]
     pub(crate) fn parts(&self) -> (&'a [u8], &'a [T]) {
-        match self.repr {
-            Repr::Wire(bytes) => (bytes, &[]),
-            Repr::Items(items) => (&[], items),
-            Repr::Chain(bytes, items) => (bytes, items),
-        }
+        (self.wire, self.items)
     }
 
-    /// The validated wire bytes, if this list came from a decoded packet. Re-encoding
-    /// copies them as they are.
+    /// The validated wire bytes, if the list holds nothing else. Re-encoding copies them
+    /// as they are.
     #[inline]
     pub fn wire_bytes(&self) -> Option<&'a [u8]> {
-        match self.repr {
-            Repr::Wire(bytes) | Repr::Chain(bytes, []) => Some(bytes),
-            Repr::Items(_) | Repr::Chain(..) => None,
-        }
+        self.items.is_empty().then_some(self.wire)
     }
 }
 
@@ -159,14 +149,6 @@ impl<'a, T: ListItem<'a>> Default for List<'a, T> {
         Self::empty()
     }
 }
-
-impl<T> Clone for Repr<'_, T> {
-    fn clone(&self) -> Self {
-        *self
-    }
-}
-
-impl<T> Copy for Repr<'_, T> {}
 
 /// Lists are equal when they hold equal items in the same order, whichever form they are in.
 impl<'a, 'b, T: ListItem<'a> + PartialEq<U>, U: ListItem<'b>> PartialEq<List<'b, U>>
@@ -225,7 +207,8 @@ impl<'a, T: ListItem<'a>> IntoIterator for &List<'a, T> {
 
 /// Iterator over a [`List`].
 pub struct Iter<'a, T> {
-    repr: Repr<'a, T>,
+    wire: &'a [u8],
+    items: &'a [T],
 }
 
 impl<'a, T: ListItem<'a>> Iterator for Iter<'a, T> {
@@ -233,23 +216,16 @@ impl<'a, T: ListItem<'a>> Iterator for Iter<'a, T> {
 
     #[inline]
     fn next(&mut self) -> Option<T> {
-        match &mut self.repr {
-            Repr::Wire(bytes) => T::read_next(bytes),
-            Repr::Chain(bytes, items) => {
-                if let Some(item) = T::read_next(bytes) {
-                    return Some(item);
-                }
-                *bytes = &[];
-                let (first, rest) = items.split_first()?;
-                *items = rest;
-                Some(*first)
+        if !self.wire.is_empty() {
+            if let Some(item) = T::read_next(&mut self.wire) {
+                return Some(item);
             }
-            Repr::Items(items) => {
-                let (first, rest) = items.split_first()?;
-                *items = rest;
-                Some(*first)
-            }
+            // Validated bytes always parse; should they not, the wire part ends here.
+            self.wire = &[];
         }
+        let (first, rest) = self.items.split_first()?;
+        self.items = rest;
+        Some(*first)
     }
 }
 
