@@ -121,7 +121,7 @@ impl Bench {
             .broker
             .handle_connect(NOW)
             .expect("room for a connection");
-        let connect = encode(&Packet::Connect(Connect {
+        let connect = encode(&Packet::from(&Connect {
             protocol: VERSION,
             clean_start: true,
             keep_alive: 0,

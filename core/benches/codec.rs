@@ -309,23 +309,25 @@ impl Op {
 // ---------------------------------------------------------------------------------------
 
 /// CONNECT with a client id, keep alive, user name and password, and a will.
-fn connect_packet() -> Packet<'static> {
-    Packet::Connect(Connect {
-        protocol: V311,
-        clean_start: true,
-        keep_alive: 60,
+static CONNECT: Connect<'static> = Connect {
+    protocol: V311,
+    clean_start: true,
+    keep_alive: 60,
+    properties: Properties::empty(),
+    client_id: "fulmar-bench-client-0001",
+    will: Some(Will {
+        qos: QoS::AtLeastOnce,
+        retain: true,
         properties: Properties::empty(),
-        client_id: "fulmar-bench-client-0001",
-        will: Some(Will {
-            qos: QoS::AtLeastOnce,
-            retain: true,
-            properties: Properties::empty(),
-            topic: "clients/fulmar-bench-client-0001/status",
-            payload: b"offline",
-        }),
-        username: Some("bench-user"),
-        password: Some(b"bench-password-123"),
-    })
+        topic: "clients/fulmar-bench-client-0001/status",
+        payload: b"offline",
+    }),
+    username: Some("bench-user"),
+    password: Some(b"bench-password-123"),
+};
+
+fn connect_packet() -> Packet<'static> {
+    Packet::from(&CONNECT)
 }
 
 /// PUBLISH at QoS 1 (so it carries a packet identifier) with `size` bytes of payload.

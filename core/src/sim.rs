@@ -241,7 +241,7 @@ impl<S: BrokerStorage, H: Hooks> Sim<S, H> {
         let client = self
             .open(connect.protocol)
             .unwrap_or_else(|| self.refused_client(connect.protocol));
-        self.send(client, &Packet::Connect(*connect));
+        self.send(client, &Packet::from(connect));
         client
     }
 
@@ -279,7 +279,7 @@ impl<S: BrokerStorage, H: Hooks> Sim<S, H> {
     /// Encodes `packet` in the client's version and feeds it to the broker.
     pub fn send(&mut self, client: ClientHandle, packet: &Packet<'_>) {
         let version = match packet {
-            Packet::Connect(c) => c.protocol,
+            Packet::Connect(c) => c.get().protocol,
             _ => self.clients[client.0].version,
         };
         let mut bytes = vec![0; packet.encoded_len(version)];

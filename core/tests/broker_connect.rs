@@ -215,7 +215,7 @@ fn second_connect_is_a_protocol_violation<S: BrokerStorage>() {
         let c = sim.connect(version, "twice", true, 30);
         sim.send(
             c,
-            &Packet::Connect(connect_packet(version, "twice", true, 30)),
+            &Packet::from(&connect_packet(version, "twice", true, 30)),
         );
         assert_closed_with(&mut sim, c, version, ReasonCode::ProtocolError);
         assert_eq!(sim.broker.stats().clients_connected, 0);
@@ -431,7 +431,7 @@ fn connect_timeout_closes_silent_connection<S: BrokerStorage>() {
     // A CONNECT that arrives in time disarms the timeout.
     let late = sim.open(V3).unwrap();
     sim.advance(secs(4));
-    sim.send(late, &Packet::Connect(connect_packet(V3, "late", true, 0)));
+    sim.send(late, &Packet::from(&connect_packet(V3, "late", true, 0)));
     sim.advance(secs(60));
     assert!(sim.is_connected(late));
 }

@@ -443,7 +443,7 @@ fn partial_packets_wait_for_more_bytes<S: BrokerStorage>() {
     let mut sim = sim::<S>(Config::default());
     let now = sim.now();
     let conn = sim.broker.handle_connect(now).unwrap();
-    let connect = Packet::Connect(connect_packet(V5, "slow", true, 0))
+    let connect = Packet::from(&connect_packet(V5, "slow", true, 0))
         .to_vec(V5)
         .unwrap();
     let ping = Packet::PingReq.to_vec(V5).unwrap();

@@ -39,7 +39,7 @@ fn check_decode(input: &[u8], version: ProtocolVersion, max: usize) -> Result<()
             prop_assert_eq!(decode(&input[..used], version, max), Ok((packet, used)));
             // [MQTT-1.5.5-1] (5.0): the remaining length took the fewest bytes.
             let v5 = match packet {
-                Packet::Connect(connect) => connect.protocol.is_v5(),
+                Packet::Connect(connect) => connect.get().protocol.is_v5(),
                 _ => version.is_v5(),
             };
             if v5 {

@@ -537,7 +537,7 @@ fn mqttrs_writes_a_broken_mqtt_3_1_connect() {
     assert!(decode(&buf[..len], ProtocolVersion::V3_1, MAX_PACKET_SIZE).is_err());
 
     // The same CONNECT from us is a well-formed 3.1 CONNECT, which mqttrs itself reads back.
-    let ours = Packet::Connect(Connect {
+    let connect = Connect {
         protocol: ProtocolVersion::V3_1,
         clean_start: true,
         keep_alive: 60,
@@ -546,7 +546,8 @@ fn mqttrs_writes_a_broken_mqtt_3_1_connect() {
         will: None,
         username: None,
         password: None,
-    });
+    };
+    let ours = Packet::from(&connect);
     let bytes = common::encode(&ours, ProtocolVersion::V3_1);
     assert_eq!(&bytes[2..11], b"\x00\x06MQIsdp\x03");
     let read = rs::decode_slice(&bytes)

@@ -142,7 +142,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
         data: &[u8],
         now: Instant,
     ) -> Option<()> {
-        let packet = Packet::Connect(*connect);
+        let packet = Packet::from(connect);
         let len = packet.encoded_len(ProtocolVersion::V5);
         let stored = self.blobs.insert(len, |out| {
             let _ = packet.encode(ProtocolVersion::V5, out);
@@ -213,7 +213,10 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
                     .and_then(|c| c.pending_connect)
                     .and_then(|b| self.blobs.get(b));
                 match held.and_then(|b| decode(b, ProtocolVersion::V5, usize::MAX).ok()) {
-                    Some((Packet::Connect(c), _)) => (Some(c.client_id), c.username),
+                    Some((Packet::Connect(c), _)) => {
+                        let c = c.get();
+                        (Some(c.client_id), c.username)
+                    }
                     _ => (None, None),
                 }
             }
@@ -308,7 +311,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
         ) {
             (Some(result), Ok((Packet::Connect(connect), _))) => {
                 self.auth_replay = Some(result);
-                self.on_connect(id, &connect, now);
+                self.on_connect(id, &connect.get(), now);
                 // Not consumed if on_connect refused before reaching authentication.
                 if let Some((m, d)) = self.auth_replay.take() {
                     self.blobs.remove(m);

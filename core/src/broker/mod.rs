@@ -428,7 +428,9 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
         };
         match (conn.phase, packet) {
             (Phase::Closing, _) => {}
-            (Phase::AwaitingConnect, Packet::Connect(connect)) => self.on_connect(id, connect, now),
+            (Phase::AwaitingConnect, Packet::Connect(connect)) => {
+                self.on_connect(id, &connect.get(), now)
+            }
             // [MQTT-3.1.0-1]: the first packet must be CONNECT; close without answering.
             (Phase::AwaitingConnect, _) => {
                 self.stats.protocol_errors += 1;

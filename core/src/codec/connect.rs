@@ -54,6 +54,100 @@ const WILL_RETAIN: u8 = 0b0010_0000;
 const PASSWORD: u8 = 0b0100_0000;
 const USERNAME: u8 = 0b1000_0000;
 
+/// A CONNECT as a [`super::Packet`] carries it: the validated wire body of a decoded
+/// packet, or the caller's [`Connect`]. [`ConnectPacket::get`] gives the fields.
+///
+/// CONNECT is by far the largest packet in fields, and every packet is moved by value
+/// through decode and encode; holding it by reference keeps `Packet` small and the hot
+/// path (PUBLISH and its acknowledgments) cheap. The body is read again by `get`, once per
+/// connection.
+#[derive(Clone, Copy)]
+pub struct ConnectPacket<'a>(ConnectRepr<'a>);
+
+#[derive(Clone, Copy)]
+enum ConnectRepr<'a> {
+    /// The body of a CONNECT that `decode` validated.
+    Wire(&'a [u8]),
+    /// A CONNECT the caller built.
+    Built(&'a Connect<'a>),
+}
+
+impl<'a> ConnectPacket<'a> {
+    /// A body the decoder has validated.
+    pub(crate) const fn from_wire(body: &'a [u8]) -> Self {
+        Self(ConnectRepr::Wire(body))
+    }
+
+    /// The CONNECT's fields.
+    pub fn get(&self) -> Connect<'a> {
+        match self.0 {
+            ConnectRepr::Built(connect) => *connect,
+            // Validated when decoded, so reading again cannot fail; should it, an empty
+            // CONNECT is safer than a panic.
+            ConnectRepr::Wire(body) => Connect::read(&mut Reader::new(body)).unwrap_or(Connect {
+                protocol: ProtocolVersion::V5,
+                clean_start: true,
+                keep_alive: 0,
+                properties: Properties::empty(),
+                client_id: "",
+                will: None,
+                username: None,
+                password: None,
+            }),
+        }
+    }
+
+    pub(crate) fn size(&self) -> Size {
+        match self.0 {
+            ConnectRepr::Wire(body) => Size {
+                len: body.len(),
+                too_large: false,
+            },
+            ConnectRepr::Built(connect) => connect.size(),
+        }
+    }
+
+    pub(crate) fn write(&self, w: &mut Writer<'_>) {
+        match self.0 {
+            ConnectRepr::Wire(body) => w.bytes(body),
+            ConnectRepr::Built(connect) => connect.write(w),
+        }
+    }
+}
+
+impl<'a> From<&'a Connect<'a>> for ConnectPacket<'a> {
+    fn from(connect: &'a Connect<'a>) -> Self {
+        Self(ConnectRepr::Built(connect))
+    }
+}
+
+impl<'a> From<&'a Connect<'a>> for super::Packet<'a> {
+    fn from(connect: &'a Connect<'a>) -> Self {
+        super::Packet::Connect(connect.into())
+    }
+}
+
+impl PartialEq for ConnectPacket<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.get() == other.get()
+    }
+}
+
+impl Eq for ConnectPacket<'_> {}
+
+impl core::fmt::Debug for ConnectPacket<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        self.get().fmt(f)
+    }
+}
+
+#[cfg(feature = "defmt")]
+impl defmt::Format for ConnectPacket<'_> {
+    fn format(&self, f: defmt::Formatter<'_>) {
+        defmt::write!(f, "{}", self.get())
+    }
+}
+
 impl<'a> Connect<'a> {
     /// Reads the protocol name and level ([MQTT-3.1.2-1], [MQTT-3.1.2-2]).
     fn read_protocol(r: &mut Reader<'a>) -> Result<ProtocolVersion, DecodeError> {
@@ -423,11 +517,11 @@ mod tests {
     fn connect_v3_1_1_decode() {
         assert_eq!(
             decode_whole(&CONNECT_V3_1_1, V3_1_1),
-            Packet::Connect(connect_v3_1_1())
+            Packet::from(&connect_v3_1_1())
         );
         assert_eq!(
             decode_whole(&CONNECT_V3_1_1_MINIMAL, V3_1_1),
-            Packet::Connect(minimal(V3_1_1))
+            Packet::from(&minimal(V3_1_1))
         );
         assert_incomplete_prefixes(&CONNECT_V3_1_1, V3_1_1);
     }
@@ -436,9 +530,9 @@ mod tests {
     fn connect_v3_1_1_encode() {
         // A CONNECT is written for its own protocol, whatever the connection's version.
         for version in [V3_1, V3_1_1, V5] {
-            assert_encodes(&Packet::Connect(connect_v3_1_1()), version, &CONNECT_V3_1_1);
+            assert_encodes(&Packet::from(&connect_v3_1_1()), version, &CONNECT_V3_1_1);
             assert_encodes(
-                &Packet::Connect(minimal(V3_1_1)),
+                &Packet::from(&minimal(V3_1_1)),
                 version,
                 &CONNECT_V3_1_1_MINIMAL,
             );
@@ -451,7 +545,7 @@ mod tests {
             protocol: V3_1,
             ..connect_v3_1_1()
         };
-        assert_eq!(decode_whole(&CONNECT_V3_1, V3_1), Packet::Connect(expected));
+        assert_eq!(decode_whole(&CONNECT_V3_1, V3_1), Packet::from(&expected));
     }
 
     #[test]
@@ -460,7 +554,7 @@ mod tests {
             protocol: V3_1,
             ..connect_v3_1_1()
         };
-        assert_encodes(&Packet::Connect(connect), V3_1, &CONNECT_V3_1);
+        assert_encodes(&Packet::from(&connect), V3_1, &CONNECT_V3_1);
     }
 
     fn connect_v5() -> Connect<'static> {
@@ -480,10 +574,10 @@ mod tests {
 
     #[test]
     fn connect_v5_decode() {
-        assert_eq!(decode_whole(&CONNECT_V5, V5), Packet::Connect(connect_v5()));
+        assert_eq!(decode_whole(&CONNECT_V5, V5), Packet::from(&connect_v5()));
         assert_eq!(
             decode_whole(&CONNECT_V5_MINIMAL, V5),
-            Packet::Connect(minimal(V5))
+            Packet::from(&minimal(V5))
         );
         assert_incomplete_prefixes(&CONNECT_V5, V5);
     }
@@ -491,8 +585,8 @@ mod tests {
     #[test]
     fn connect_v5_encode() {
         for version in [V3_1_1, V5] {
-            assert_encodes(&Packet::Connect(connect_v5()), version, &CONNECT_V5);
-            assert_encodes(&Packet::Connect(minimal(V5)), version, &CONNECT_V5_MINIMAL);
+            assert_encodes(&Packet::from(&connect_v5()), version, &CONNECT_V5);
+            assert_encodes(&Packet::from(&minimal(V5)), version, &CONNECT_V5_MINIMAL);
         }
         // Re-encoding a decoded CONNECT gives its bytes back.
         let decoded = decode_whole(&CONNECT_V5, V5);
@@ -504,11 +598,11 @@ mod tests {
         // The connection's version is not known before CONNECT; its own level decides.
         assert_eq!(
             decode_whole(&CONNECT_V5, V3_1_1),
-            Packet::Connect(connect_v5())
+            Packet::from(&connect_v5())
         );
         assert_eq!(
             decode_whole(&CONNECT_V3_1_1, V5),
-            Packet::Connect(connect_v3_1_1())
+            Packet::from(&connect_v3_1_1())
         );
     }
 
@@ -529,8 +623,8 @@ mod tests {
             client_id: "A\u{2A6D4}",
             ..minimal(V3_1_1)
         };
-        assert_eq!(decode_whole(&CONNECT, V3_1_1), Packet::Connect(connect));
-        assert_encodes(&Packet::Connect(connect), V3_1_1, &CONNECT);
+        assert_eq!(decode_whole(&CONNECT, V3_1_1), Packet::from(&connect));
+        assert_encodes(&Packet::from(&connect), V3_1_1, &CONNECT);
     }
 
     #[test]
@@ -548,9 +642,9 @@ mod tests {
         };
         assert_eq!(
             decode_whole(&CONNECT_V5_PASSWORD_ONLY, V5),
-            Packet::Connect(connect)
+            Packet::from(&connect)
         );
-        assert_encodes(&Packet::Connect(connect), V5, &CONNECT_V5_PASSWORD_ONLY);
+        assert_encodes(&Packet::from(&connect), V5, &CONNECT_V5_PASSWORD_ONLY);
         // [MQTT-3.1.2-22] (3.1.1): "If the User Name Flag is set to 0, the Password Flag
         // MUST be set to 0."
         assert_decode_error(
@@ -683,8 +777,8 @@ mod tests {
             retain: true,
             ..expected.will.unwrap()
         });
-        assert_eq!(decode_whole(&bytes, V3_1_1), Packet::Connect(expected));
-        assert_encodes(&Packet::Connect(expected), V3_1_1, &bytes);
+        assert_eq!(decode_whole(&bytes, V3_1_1), Packet::from(&expected));
+        assert_encodes(&Packet::from(&expected), V3_1_1, &bytes);
     }
 
     #[test]

@@ -42,7 +42,7 @@ mod tail;
 mod types;
 mod wire;
 
-pub use connect::{ConnAck, Connect, Will};
+pub use connect::{ConnAck, Connect, ConnectPacket, Will};
 pub use error::{DecodeError, EncodeError};
 pub use list::{Iter, List, ListItem};
 pub use properties::{Properties, Property};
@@ -229,8 +229,8 @@ fn check_flags(packet: PacketType, flags: u8, version: ProtocolVersion) -> Resul
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum Packet<'a> {
-    /// CONNECT (§3.1).
-    Connect(Connect<'a>),
+    /// CONNECT (§3.1); [`ConnectPacket::get`] gives its fields.
+    Connect(ConnectPacket<'a>),
     /// CONNACK (§3.2).
     ConnAck(ConnAck<'a>),
     /// PUBLISH (§3.3).
@@ -299,7 +299,7 @@ fn decode_body<'a>(
             {
                 return Err(DecodeError::InvalidVarInt);
             }
-            Packet::Connect(connect)
+            Packet::Connect(ConnectPacket::from_wire(body))
         }
         PacketType::ConnAck => Packet::ConnAck(ConnAck::read(&mut r, version)?),
         PacketType::Publish => Packet::Publish(Publish::read(&mut r, header.flags, version)?),
@@ -809,7 +809,7 @@ pub(crate) mod tests {
         let Packet::Connect(connect) = decode_whole(&CONNECT_V3_1_1_LONG_LENGTH, V5) else {
             panic!("not a CONNECT");
         };
-        assert_eq!(connect.protocol, V3_1_1);
+        assert_eq!(connect.get().protocol, V3_1_1);
     }
 
     #[test]

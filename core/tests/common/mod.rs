@@ -331,7 +331,9 @@ impl Parts<'_> {
     pub(crate) fn packet(&self) -> Packet<'_> {
         let properties: Properties<'_> = List::new(self.properties.as_slice());
         match self.model {
-            PacketModel::Connect(c) => Packet::Connect(Connect {
+            // A `Packet` holds a CONNECT by reference; the generated one is leaked so it
+            // lives as long as the parts it borrows from (a few hundred bytes per case).
+            PacketModel::Connect(c) => Packet::from(&*Box::leak(Box::new(Connect {
                 protocol: c.protocol,
                 clean_start: c.clean_start,
                 keep_alive: c.keep_alive,
@@ -346,7 +348,7 @@ impl Parts<'_> {
                 }),
                 username: c.username.as_deref(),
                 password: c.password.as_deref(),
-            }),
+            }))),
             PacketModel::ConnAck(c) => Packet::ConnAck(ConnAck {
                 session_present: c.session_present,
                 reason_code: c.reason_code,
