@@ -1,4 +1,42 @@
-//! `fulmar-edge`: the Fulmar broker for Linux gateways (tokio).
+//! `fulmar-edge`: Fulmar's MQTT broker for Linux gateways, the runtime behind the `fulmar`
+//! binary. It drives the sans-IO [`fulmar_core::broker::Broker`] with tokio, the way
+//! `quinn` drives `quinn-proto`, and is a library so `fulmar-bridge` can reuse it.
 //!
-//! Empty until the edge broker issue lands: listeners, the connection driver, storage and
-//! configuration will live here, with a thin `main.rs` for the `fulmar` binary.
+//! ## Layout
+//! - [`config`]: the command line (clap) and the [`Config`] the runtime runs with.
+//! - [`server`]: binds the listeners, accepts with a connection limit and TCP_NODELAY, and
+//!   shuts down gracefully.
+//! - `connection`: one task per connection moving bytes between its socket and the broker.
+//! - `broker_task`: one task that owns the broker state machine (an actor), feeds it what
+//!   the connections read, and hands each connection what the broker transmits.
+//! - [`shutdown`]: SIGINT / SIGTERM.
+//!
+//! ```no_run
+//! # async fn example() -> anyhow::Result<()> {
+//! let shutdown = fulmar_edge::shutdown::signal()?;
+//! let server = fulmar_edge::Server::bind(fulmar_edge::Config::default()).await?;
+//! server.run(shutdown).await;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! ## State of this crate
+//! This is the first step of the edge broker: MQTT 3.1, 3.1.1 and 5.0 over plain TCP, with
+//! everything the core does (QoS 0/1/2, retained messages, wills, persistent sessions in
+//! memory, shared subscriptions, topic aliases). Deliberately not yet done:
+//! - **Routing runs on one task** (`broker_task`): every connection's protocol work is
+//!   serialized there, so the broker uses one CPU core for it. The multi-core design
+//!   (sessions run by their connection tasks, a shared router) must replace it.
+//! - No persistence: sessions and retained messages live in memory and are lost on exit.
+//! - No authentication or ACL: anyone may connect (the startup log warns).
+//! - No TLS, WebSocket, `$SYS` topics, metrics, TOML configuration or `fulmar bench`.
+
+pub mod config;
+pub mod server;
+pub mod shutdown;
+
+mod broker_task;
+mod connection;
+
+pub use config::{Cli, Config};
+pub use server::Server;

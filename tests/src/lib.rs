@@ -1,4 +1,353 @@
 //! End-to-end tests that drive Fulmar's real binaries with real third-party clients.
 //!
-//! The suites arrive with the edge broker and firmware issues; this library will hold the
-//! shared helpers (free ports, spawning binaries, waiting for readiness).
+//! The suites live in `tests/`; this library holds what they share: building and finding
+//! the `fulmar` binary, starting it on a free loopback port, waiting until it serves, and
+//! stopping it. Everything here is std only and bounded in time.
+//!
+//! ## Finding the binary
+//! `CARGO_BIN_EXE_<name>` exists only for the tests of the package that owns the binary,
+//! and this crate is not `fulmar-edge`. So the first broker a test process starts runs
+//! `cargo build -p fulmar-edge --bin fulmar --message-format=json` with the `cargo` that runs
+//! the tests (same toolchain, same `CARGO_TARGET_DIR`, `--release` when the tests are built
+//! without debug assertions) and takes the path from the compiler-artifact message. That
+//! build is a no-op when the binary is up to date, and it can never run a stale binary.
+//! Set `FULMAR_BIN` to test a binary built elsewhere (a cross build, a release artifact).
+//!
+//! ## Free ports
+//! The broker is started with `--listen 127.0.0.1:0`: the kernel picks a free port when the
+//! broker binds, and the broker reports it in its startup log line, which [`Fulmar::start`]
+//! waits for. Unlike "bind port 0, drop it, pass the number on", no other process can take
+//! the port in between. [`free_port`] remains for tests that need a number up front (a
+//! restart on the same port).
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+/// How long a broker gets to start (including the first `cargo build` of it, which may
+/// compile the binary).
+pub const START_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// How long a broker gets to exit after SIGTERM.
+pub const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The `fulmar` binary: `$FULMAR_BIN`, else built (once per test process) with cargo.
+pub fn fulmar_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| match std::env::var_os("FULMAR_BIN") {
+        Some(path) => PathBuf::from(path),
+        None => cargo_build_bin("fulmar-edge", "fulmar"),
+    })
+}
+
+/// Builds `bin` of `package` with the cargo running the tests and returns its path.
+///
+/// # Panics
+/// If cargo fails or reports no such executable (a test set-up error).
+pub fn cargo_build_bin(package: &str, bin: &str) -> PathBuf {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| env!("CARGO").into());
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("fulmar-tests sits in the workspace root");
+    let mut command = Command::new(cargo);
+    command
+        .current_dir(workspace)
+        .args(["build", "--package", package, "--bin", bin])
+        .arg("--message-format=json-render-diagnostics")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    if !cfg!(debug_assertions) {
+        command.arg("--release");
+    }
+    let output = command.output().expect("run cargo build");
+    assert!(
+        output.status.success(),
+        "cargo build -p {package} --bin {bin} failed"
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    stdout
+        .lines()
+        .filter(|line| line.contains(r#""reason":"compiler-artifact""#))
+        .filter(|line| line.contains(&format!(r#""name":"{bin}""#)))
+        .find_map(|line| json_string_field(line, "executable"))
+        .map(PathBuf::from)
+        .unwrap_or_else(|| panic!("cargo build reported no executable for {bin}:\n{stdout}"))
+}
+
+/// The string value of `"field":"..."` in one line of JSON (cargo's messages), unescaped.
+fn json_string_field(line: &str, field: &str) -> Option<String> {
+    let start = line.find(&format!(r#""{field}":""#))? + field.len() + 4;
+    let mut value = String::new();
+    let mut chars = line.get(start..)?.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' => return Some(value),
+            '\\' => match chars.next()? {
+                'n' => value.push('\n'),
+                't' => value.push('\t'),
+                other => value.push(other),
+            },
+            c => value.push(c),
+        }
+    }
+    None
+}
+
+/// A loopback port that was free a moment ago. Prefer starting the broker on port 0 (see
+/// the crate docs): another process may take this one before it is used.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("bind an ephemeral loopback port")
+}
+
+/// A running `fulmar` process, killed when dropped. When a test panics, the broker's log is
+/// printed, so a failure shows both sides.
+#[derive(Debug)]
+pub struct Fulmar {
+    child: Child,
+    addr: SocketAddr,
+    log: Arc<Mutex<String>>,
+}
+
+impl Fulmar {
+    /// Starts `fulmar --listen 127.0.0.1:0 --log debug` and waits until it serves.
+    pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// Like [`Fulmar::start`], with more arguments.
+    ///
+    /// # Panics
+    /// If the broker does not report a listening address within [`START_TIMEOUT`].
+    pub fn start_with(args: &[&str]) -> Self {
+        let mut child = Command::new(fulmar_bin())
+            .args(["--listen", "127.0.0.1:0", "--log", "debug"])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn fulmar");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let log = Arc::new(Mutex::new(String::new()));
+        let (ready, listening) = mpsc::channel();
+        let sink = log.clone();
+        // Keep reading for the broker's whole life: a full pipe would block its logging.
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                let addr = listening_addr(&line);
+                {
+                    let mut log = sink.lock().unwrap_or_else(|e| e.into_inner());
+                    log.push_str(&line);
+                    log.push('\n');
+                }
+                if let Some(addr) = addr {
+                    let _ = ready.send(addr);
+                }
+            }
+        });
+        let mut broker = Self {
+            child,
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            log,
+        };
+        // The listeners are bound before this line is logged: from here on connections are
+        // queued by the kernel, so there is nothing more to wait for (and no probe
+        // connection that would count against --max-connections).
+        match listening.recv_timeout(START_TIMEOUT) {
+            Ok(addr) => broker.addr = addr,
+            Err(_) => panic!(
+                "fulmar did not report a listening address within {START_TIMEOUT:?}; log:\n{}",
+                broker.log()
+            ),
+        }
+        broker
+    }
+
+    /// The address the broker listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The port the broker listens on (its host is 127.0.0.1).
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// Everything the broker logged so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Sends SIGTERM and waits for the process to exit, at most [`STOP_TIMEOUT`]; `None` if
+    /// it did not exit in time.
+    pub fn terminate(&mut self) -> Option<ExitStatus> {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("run kill");
+        assert!(sent.success(), "kill -TERM {pid} failed");
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        None
+    }
+}
+
+impl Drop for Fulmar {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!(
+                "---- fulmar log ----\n{}---- end of fulmar log ----",
+                self.log()
+            );
+        }
+    }
+}
+
+/// The address in the broker's startup line
+/// (`fulmar 0.1.0 listening on 127.0.0.1:41234, ... (MQTT over TCP)`).
+fn listening_addr(line: &str) -> Option<SocketAddr> {
+    let rest = line.split(" listening on ").nth(1)?;
+    rest.split([',', ' ']).next()?.parse().ok()
+}
+
+/// Polls `condition` every few milliseconds until it holds.
+///
+/// # Panics
+/// If it still does not hold after `timeout`.
+pub fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !condition() {
+        assert!(
+            Instant::now() < deadline,
+            "condition not met within {timeout:?}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// A child process whose stdout is read line by line on a thread, killed when dropped
+/// (`mosquitto_sub`, say).
+#[derive(Debug)]
+pub struct Lines {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Lines {
+    /// Spawns `command` with stdout piped (stderr inherited, so it lands in the test's
+    /// output).
+    pub fn spawn(mut command: Command) -> Self {
+        let mut child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {command:?}: {e}"));
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (send, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if send.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Self { child, lines }
+    }
+
+    /// The next line, or `None` if none comes within `timeout` (or the output ended).
+    pub fn next_line(&self, timeout: Duration) -> Option<String> {
+        self.lines.recv_timeout(timeout).ok()
+    }
+
+    /// Reads lines until one satisfies `wanted` and returns it.
+    ///
+    /// # Panics
+    /// If none does within `timeout`; the message lists the lines seen.
+    pub fn expect_line(&self, timeout: Duration, wanted: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + timeout;
+        let mut seen = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if wanted(&line) => return line,
+                Ok(line) => seen.push(line),
+                Err(_) => panic!("no expected line within {timeout:?}; got: {seen:#?}"),
+            }
+        }
+    }
+
+    /// Kills the process with SIGKILL, as a crash or `kill -9` would: its sockets are
+    /// closed by the kernel, without any goodbye at the protocol level.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Waits for the process to exit, at most `timeout`; `None` if it did not.
+    pub fn wait(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        None
+    }
+}
+
+impl Drop for Lines {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_listening_line() {
+        let line = "2026-01-01T00:00:00Z  INFO fulmar_edge::server: fulmar 0.1.0 listening on \
+                    127.0.0.1:41234, [::1]:1883 (MQTT over TCP)";
+        assert_eq!(
+            listening_addr(line),
+            Some("127.0.0.1:41234".parse().unwrap())
+        );
+        assert_eq!(listening_addr("nothing here"), None);
+    }
+
+    #[test]
+    fn reads_a_json_string_field() {
+        let line = r#"{"reason":"compiler-artifact","executable":"/t/a\"b\\c","fresh":true}"#;
+        assert_eq!(
+            json_string_field(line, "executable").as_deref(),
+            Some(r#"/t/a"b\c"#)
+        );
+        assert_eq!(json_string_field(line, "missing"), None);
+    }
+}

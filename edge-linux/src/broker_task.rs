@@ -1,0 +1,523 @@
+//! The broker actor: ONE tokio task owns the [`Broker`] state machine and drives it the way
+//! the [core's module docs](fulmar_core::broker) describe, in the manner `quinn` drives
+//! `quinn-proto`.
+//!
+//! Connection tasks talk to it through [`BrokerHandle`] over one bounded channel of
+//! [`Input`]s: a connection opened, bytes arrived, it closed, its writer has room again.
+//! The actor feeds each to the core, then drains [`Broker::poll_event`]:
+//! - [`Event::Transmit`]: [`Broker::poll_transmit`] into one reused buffer, and each chunk
+//!   to that connection's writer. Each connection may have at most [`OUTPUT_BYTES`] written
+//!   by the actor but not yet by its writer ([`Room`]); beyond that the actor stops taking
+//!   that connection's output (the core keeps it queued, under its own limits) until the
+//!   writer is down to half, which it reports with [`Input::Drained`] (and which the actor
+//!   also checks for itself while it is busy with other input, so the report does not wait
+//!   behind a long queue of input). No byte is dropped.
+//! - [`Event::Close`]: whatever the core still has for the connection goes to the writer as
+//!   its last words, the writer flushes and closes, and the core forgets the connection.
+//!
+//! Between inputs it sleeps until [`Broker::poll_timeout`]. Core time is milliseconds
+//! since the actor started.
+//!
+//! ## Deliberately not yet done
+//! - **This serializes all routing on one task, so the broker uses one core for protocol
+//!   work** (connection tasks only move bytes). That is acceptable for this first step
+//!   only: the multi-core design, with sessions run by their connection tasks and a shared
+//!   router, must replace this actor.
+//! - Persistence (`Broker::poll_persist` / `restore`) is not wired: everything is lost on
+//!   exit.
+//! - On shutdown, connections are flushed and closed without a DISCONNECT 0x8B (the core
+//!   has no host-initiated close yet) and without telling the core (its state is dropped).
+//! - Input backpressure is global: readers wait when the one input channel is full, rather
+//!   than the per-publisher slowing the issue asks for.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use fulmar_core::broker::{Broker, ConnectionId, Event, Growable};
+use fulmar_core::time::Instant;
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, info, warn};
+
+/// Inputs waiting for the actor; readers wait when it is full.
+const INBOX: usize = 1024;
+/// Inputs the actor takes per wake-up before it re-arms its timer (`poll_timeout` scans
+/// every connection and session, so not after every input).
+const BATCH: usize = 256;
+/// Bytes of output per connection handed to its writer and not yet written to the socket,
+/// beyond which the actor leaves that connection's output in the core. One chunk may
+/// overshoot it by up to the transmit buffer's size (the maximum packet size plus
+/// [`TRANSMIT_MARGIN`]).
+pub(crate) const OUTPUT_BYTES: usize = 256 * 1024;
+/// Bytes of input handed to the core per call. `handle_bytes` handles every whole packet it
+/// is given before the host can drain any output, and a subscriber's queue in the core is
+/// bounded ([`fulmar_core::broker::Config::max_queued_messages`]): a 16 KiB read of small
+/// QoS 0 PUBLISHes (over a thousand) would overflow it for a subscriber that keeps up
+/// perfectly well. Feeding 4 KiB at a time and draining in between keeps a burst within it.
+const FEED_STEP: usize = 4 * 1024;
+/// Room beyond the maximum packet size in the transmit buffer: an outgoing PUBLISH can be
+/// larger than the one that came in (a 3.x publisher's message to a 5.0 subscriber gains
+/// properties: subscription identifiers, topic alias, message expiry).
+const TRANSMIT_MARGIN: usize = 1024;
+
+/// What a connection task gives the actor when it opens.
+#[derive(Debug)]
+pub(crate) struct Link {
+    /// Output chunks for the writer; bounded by [`Room`], not by the channel.
+    pub(crate) output: mpsc::UnboundedSender<Vec<u8>>,
+    /// The last bytes to write before closing, sent just before `output` is dropped.
+    pub(crate) last_words: oneshot::Sender<Vec<u8>>,
+    /// How much output waits for the writer.
+    pub(crate) room: Arc<Room>,
+}
+
+/// The output a connection's writer has not written yet, shared by the actor (which adds)
+/// and the writer (which subtracts).
+#[derive(Debug, Default)]
+pub(crate) struct Room {
+    /// Bytes sent to the writer and not yet written to the socket.
+    pub(crate) queued: AtomicUsize,
+    /// Set by the actor when it stopped at [`OUTPUT_BYTES`]: the writer reports
+    /// [`Input::Drained`] once `queued` is down to half.
+    pub(crate) wanted: AtomicBool,
+}
+
+impl Room {
+    /// Whether the actor may hand the writer more output.
+    fn has_room(&self) -> bool {
+        self.queued.load(Ordering::SeqCst) < OUTPUT_BYTES
+    }
+
+    /// Whether the writer is far enough behind the limit to take output again.
+    fn drained(&self) -> bool {
+        self.queued.load(Ordering::SeqCst) <= OUTPUT_BYTES / 2
+    }
+
+    /// The writer wrote `n` bytes; returns whether it must report [`Input::Drained`].
+    pub(crate) fn written(&self, n: usize) -> bool {
+        let before = self.queued.fetch_sub(n, Ordering::SeqCst);
+        before.saturating_sub(n) <= OUTPUT_BYTES / 2 && self.wanted.swap(false, Ordering::SeqCst)
+    }
+}
+
+/// A message to the actor.
+#[derive(Debug)]
+pub(crate) enum Input {
+    /// A transport connection was accepted; the actor answers with its id, or `None` when
+    /// the core refuses it.
+    Opened {
+        peer: SocketAddr,
+        link: Link,
+        reply: oneshot::Sender<Option<ConnectionId>>,
+    },
+    /// Bytes read from a connection.
+    Bytes(ConnectionId, Vec<u8>),
+    /// The connection's socket is finished (peer closed, I/O error, or after the broker
+    /// closed it); ignored when the actor already let it go.
+    Closed(ConnectionId),
+    /// The connection's writer took a chunk after the actor found its channel full.
+    Drained(ConnectionId),
+    /// Flush and close every connection, then stop.
+    Shutdown,
+}
+
+/// The actor is gone (the broker is shutting down).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Gone;
+
+/// A cheap handle connection tasks use to reach the actor.
+#[derive(Debug, Clone)]
+pub(crate) struct BrokerHandle {
+    inbox: mpsc::Sender<Input>,
+}
+
+impl BrokerHandle {
+    /// Registers a new connection; `None` when the core refuses it or the actor is gone.
+    pub(crate) async fn open(&self, peer: SocketAddr, link: Link) -> Option<ConnectionId> {
+        let (reply, answer) = oneshot::channel();
+        self.inbox
+            .send(Input::Opened { peer, link, reply })
+            .await
+            .ok()?;
+        answer.await.ok().flatten()
+    }
+
+    /// Hands bytes read from a connection to the broker.
+    pub(crate) async fn bytes(&self, id: ConnectionId, bytes: Vec<u8>) -> Result<(), Gone> {
+        self.send(Input::Bytes(id, bytes)).await
+    }
+
+    /// Reports that a connection's socket is finished.
+    pub(crate) async fn closed(&self, id: ConnectionId) {
+        let _ = self.send(Input::Closed(id)).await;
+    }
+
+    /// Reports that a connection's writer has room again.
+    pub(crate) async fn drained(&self, id: ConnectionId) {
+        let _ = self.send(Input::Drained(id)).await;
+    }
+
+    /// Asks the actor to flush and close every connection and stop.
+    pub(crate) async fn shutdown(&self) {
+        let _ = self.send(Input::Shutdown).await;
+    }
+
+    async fn send(&self, input: Input) -> Result<(), Gone> {
+        self.inbox.send(input).await.map_err(|_| Gone)
+    }
+}
+
+/// Starts the actor on the current runtime.
+pub(crate) fn spawn(
+    config: fulmar_core::broker::Config,
+) -> (BrokerHandle, tokio::task::JoinHandle<()>) {
+    let (inbox, receiver) = mpsc::channel(INBOX);
+    let buffer = vec![0; config.max_packet_size as usize + TRANSMIT_MARGIN];
+    let actor = Actor {
+        broker: Broker::new(config, random_seed()),
+        links: HashMap::new(),
+        blocked: Vec::new(),
+        started: tokio::time::Instant::now(),
+        buffer,
+    };
+    let task = tokio::spawn(actor.run(receiver));
+    (BrokerHandle { inbox }, task)
+}
+
+/// A seed for the core's hash tables (keyed against collision attacks) and assigned client
+/// identifiers: `RandomState` is randomly keyed per process by the standard library.
+fn random_seed() -> u64 {
+    use std::hash::BuildHasher;
+    std::collections::hash_map::RandomState::new().hash_one(std::process::id())
+}
+
+/// The actor's view of one connection.
+#[derive(Debug)]
+struct Peer {
+    link: Link,
+    addr: SocketAddr,
+    /// Bytes received but not consumed by the core yet: the start of a packet whose end
+    /// has not arrived. The core refuses a packet larger than the maximum packet size as
+    /// soon as its fixed header is in, so this stays below that size.
+    unconsumed: Vec<u8>,
+    /// The writer is [`OUTPUT_BYTES`] behind: output stays in the core until it drains.
+    blocked: bool,
+}
+
+struct Actor {
+    broker: Broker<Growable>,
+    links: HashMap<ConnectionId, Peer>,
+    /// Connections whose output waits for their writer.
+    blocked: Vec<ConnectionId>,
+    started: tokio::time::Instant,
+    /// Reused for every `poll_transmit`; large enough for the largest packet.
+    buffer: Vec<u8>,
+}
+
+/// What happened when the actor tried to move a connection's output to its writer.
+enum Flush {
+    /// All output taken (or the connection is unknown).
+    Done,
+    /// The writer is behind; resumed when it drains.
+    Blocked,
+    /// The writer is gone (its socket failed).
+    WriterGone,
+}
+
+impl Actor {
+    async fn run(mut self, mut inbox: mpsc::Receiver<Input>) {
+        let mut batch = Vec::with_capacity(BATCH);
+        // After a timeout was handled, never re-arm sooner than 1 ms later: a deadline the
+        // core failed to clear would otherwise spin this task.
+        let mut floor = self.started;
+        loop {
+            // poll_timeout scans every connection and session; once per batch, not per input.
+            let deadline = self
+                .broker
+                .poll_timeout()
+                .map(|at| self.deadline(at).max(floor));
+            let sleep = async {
+                match deadline {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                received = inbox.recv_many(&mut batch, BATCH) => {
+                    if received == 0 {
+                        // Every handle is gone: nobody can talk to the broker any more.
+                        break;
+                    }
+                    for input in batch.drain(..) {
+                        let now = self.now();
+                        if let Input::Shutdown = input {
+                            self.shutdown(now);
+                            return;
+                        }
+                        self.handle(input, now);
+                        // Output after every input, not once per batch: a read can hold
+                        // hundreds of small PUBLISHes, and a subscriber's queue in the core
+                        // is bounded, so waiting for the whole batch would make it overflow.
+                        self.pump(now);
+                        self.resume_drained(now);
+                    }
+                }
+                () = sleep => {
+                    let now = self.now();
+                    self.broker.handle_timeout(now);
+                    self.pump(now);
+                    floor = tokio::time::Instant::now() + std::time::Duration::from_millis(1);
+                }
+            }
+        }
+    }
+
+    /// Core time: milliseconds since the actor started.
+    fn now(&self) -> Instant {
+        let ms = self.started.elapsed().as_millis();
+        Instant::from_millis(u64::try_from(ms).unwrap_or(u64::MAX))
+    }
+
+    /// The tokio instant of a core instant.
+    fn deadline(&self, at: Instant) -> tokio::time::Instant {
+        self.started + std::time::Duration::from_millis(at.as_millis())
+    }
+
+    fn handle(&mut self, input: Input, now: Instant) {
+        match input {
+            Input::Opened { peer, link, reply } => {
+                let id = match self.broker.handle_connect(now) {
+                    Ok(id) => id,
+                    Err(error) => {
+                        warn!(%peer, ?error, "connection refused by the broker");
+                        let _ = reply.send(None);
+                        return;
+                    }
+                };
+                if reply.send(Some(id)).is_err() {
+                    // The connection task is gone already.
+                    self.broker.handle_disconnect(id, now);
+                    return;
+                }
+                debug!(%peer, conn = id.slot(), "connection opened");
+                self.links.insert(
+                    id,
+                    Peer {
+                        link,
+                        addr: peer,
+                        unconsumed: Vec::new(),
+                        blocked: false,
+                    },
+                );
+            }
+            Input::Bytes(id, bytes) => self.feed(id, bytes, now),
+            Input::Closed(id) => {
+                if let Some(peer) = self.links.remove(&id) {
+                    debug!(
+                        peer = %peer.addr,
+                        conn = id.slot(),
+                        client = self.broker.connection_client_id(id).unwrap_or(""),
+                        "connection closed by the peer"
+                    );
+                    self.broker.handle_disconnect(id, now);
+                }
+            }
+            Input::Drained(id) => self.unblock(id, now),
+            // Handled by `run`, which stops after it.
+            Input::Shutdown => {}
+        }
+    }
+
+    /// Hands bytes read from a connection to the core, [`FEED_STEP`] bytes at a time with
+    /// the output drained in between, and keeps what it did not consume (the start of a
+    /// packet) for the next read.
+    fn feed(&mut self, id: ConnectionId, bytes: Vec<u8>, now: Instant) {
+        let Some(peer) = self.links.get_mut(&id) else {
+            return;
+        };
+        let data = if peer.unconsumed.is_empty() {
+            bytes
+        } else {
+            let mut data = std::mem::take(&mut peer.unconsumed);
+            data.extend_from_slice(&bytes);
+            data
+        };
+        let mut offset = 0;
+        while offset < data.len() {
+            let end = data.len().min(offset + FEED_STEP);
+            let mut used =
+                self.broker
+                    .handle_bytes(id, data.get(offset..end).unwrap_or_default(), now);
+            if used == 0 && end < data.len() {
+                // The next packet is longer than a step: give it everything there is.
+                used = self
+                    .broker
+                    .handle_bytes(id, data.get(offset..).unwrap_or_default(), now);
+            }
+            if used == 0 {
+                break;
+            }
+            offset += used;
+            self.pump(now);
+        }
+        // The connection may have been closed meanwhile; then the rest is moot.
+        if let Some(peer) = self.links.get_mut(&id)
+            && let Some(rest) = data.get(offset..)
+        {
+            peer.unconsumed.extend_from_slice(rest);
+        }
+    }
+
+    /// Resumes the output of a blocked connection.
+    fn unblock(&mut self, id: ConnectionId, now: Instant) {
+        if let Some(peer) = self.links.get_mut(&id)
+            && peer.blocked
+        {
+            peer.blocked = false;
+            self.blocked.retain(|b| *b != id);
+            debug!(conn = id.slot(), "output resumes");
+            self.transmit(id, now);
+        }
+    }
+
+    /// Resumes every blocked connection whose writer has drained. The writer reports it too
+    /// ([`Input::Drained`]), but that report queues behind all other input.
+    fn resume_drained(&mut self, now: Instant) {
+        if self.blocked.is_empty() {
+            return;
+        }
+        let drained: Vec<ConnectionId> = self
+            .blocked
+            .iter()
+            .copied()
+            .filter(|id| self.links.get(id).is_none_or(|p| p.link.room.drained()))
+            .collect();
+        for id in drained {
+            self.blocked.retain(|b| *b != id);
+            self.unblock(id, now);
+        }
+        self.pump(now);
+    }
+
+    /// Acts on every event the core has.
+    fn pump(&mut self, now: Instant) {
+        while let Some(event) = self.broker.poll_event() {
+            match event {
+                Event::Transmit(id) => self.transmit(id, now),
+                Event::Close(id, reason) => self.close(id, reason, now),
+            }
+        }
+    }
+
+    /// Moves a connection's output to its writer, as far as the writer's channel allows.
+    fn transmit(&mut self, id: ConnectionId, now: Instant) {
+        match self.flush(id, now) {
+            Flush::Done => {}
+            Flush::Blocked => {
+                debug!(conn = id.slot(), "output waits for a slow reader");
+                self.blocked.push(id);
+            }
+            Flush::WriterGone => {
+                if let Some(peer) = self.links.remove(&id) {
+                    debug!(peer = %peer.addr, conn = id.slot(), "connection lost while writing");
+                }
+                self.broker.handle_disconnect(id, now);
+            }
+        }
+    }
+
+    fn flush(&mut self, id: ConnectionId, now: Instant) -> Flush {
+        let Some(peer) = self.links.get_mut(&id) else {
+            return Flush::Done;
+        };
+        if peer.blocked {
+            return Flush::Done;
+        }
+        let room = &peer.link.room;
+        loop {
+            if peer.link.output.is_closed() {
+                return Flush::WriterGone;
+            }
+            // Room first, bytes second: output never leaves the core without a place to go.
+            if !room.has_room() {
+                // Ask the writer to report room, then look again: it may have written
+                // between the two, before it could see the flag.
+                room.wanted.store(true, Ordering::SeqCst);
+                if !room.has_room() {
+                    peer.blocked = true;
+                    return Flush::Blocked;
+                }
+                room.wanted.store(false, Ordering::SeqCst);
+            }
+            let n = self.broker.poll_transmit(id, &mut self.buffer, now);
+            let Some(bytes) = self.buffer.get(..n).filter(|b| !b.is_empty()) else {
+                return Flush::Done;
+            };
+            room.queued.fetch_add(n, Ordering::SeqCst);
+            if peer.link.output.send(bytes.to_vec()).is_err() {
+                return Flush::WriterGone;
+            }
+        }
+    }
+
+    /// The core closes a connection: its pending output becomes the writer's last words.
+    fn close(&mut self, id: ConnectionId, reason: fulmar_core::codec::ReasonCode, now: Instant) {
+        if let Some(peer) = self.links.remove(&id) {
+            debug!(
+                peer = %peer.addr,
+                conn = id.slot(),
+                client = self.broker.connection_client_id(id).unwrap_or(""),
+                ?reason,
+                "closing connection"
+            );
+            let last = self.drain(id, now);
+            // The writer writes what its channel holds, then these, then closes: the channel
+            // closes when `peer` is dropped here.
+            let _ = peer.link.last_words.send(last);
+        }
+        self.broker.handle_disconnect(id, now);
+    }
+
+    /// Everything the core has for a connection, ignoring the writer's channel limit (a
+    /// closing connection only has a few control packets left).
+    fn drain(&mut self, id: ConnectionId, now: Instant) -> Vec<u8> {
+        let mut out = Vec::new();
+        loop {
+            let n = self.broker.poll_transmit(id, &mut self.buffer, now);
+            match self.buffer.get(..n) {
+                Some(bytes) if !bytes.is_empty() => out.extend_from_slice(bytes),
+                _ => return out,
+            }
+        }
+    }
+
+    /// Flushes what is pending and lets every connection go.
+    fn shutdown(&mut self, now: Instant) {
+        self.pump(now);
+        let stats = self.broker.stats();
+        info!(
+            received = stats.messages_received,
+            sent = stats.messages_sent,
+            dropped = stats.messages_dropped,
+            expired = stats.messages_expired,
+            oversized = stats.messages_oversized,
+            protocol_errors = stats.protocol_errors,
+            "message counters"
+        );
+        let ids: Vec<ConnectionId> = self.links.keys().copied().collect();
+        debug!(connections = ids.len(), "closing every connection");
+        for id in ids {
+            let last = match self.links.get(&id) {
+                // A blocked connection's writer is behind: what is still in the core
+                // stays there rather than pile up behind it.
+                Some(peer) if peer.blocked => Vec::new(),
+                Some(_) => self.drain(id, now),
+                None => continue,
+            };
+            if let Some(peer) = self.links.remove(&id) {
+                let _ = peer.link.last_words.send(last);
+            }
+        }
+    }
+}

@@ -1,0 +1,172 @@
+//! Listeners and the accept loop, in the manner of mini-redis: bind first (so a taken port
+//! is an error at startup, not a log line later), accept with a connection limit, spawn one
+//! task per connection, and on shutdown stop accepting and wait for every connection task.
+//!
+//! Not yet done: TLS, WebSocket and MQTT-SN listeners, per-IP connection rates.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, mpsc, watch};
+use tracing::{debug, error, info, warn};
+
+use crate::broker_task::{self, BrokerHandle};
+use crate::config::Config;
+use crate::connection::{self, LINGER};
+
+/// How long shutdown waits for connections to flush and close before giving up on them.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// Pause after an accept error (out of file descriptors, say) before trying again.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A listener could not be bound (address in use, no permission, no such address).
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// What the operating system said.
+        #[source]
+        source: io::Error,
+    },
+    /// The bound address of a listener could not be read back.
+    #[error("cannot read the address of a listener: {0}")]
+    LocalAddr(#[source] io::Error),
+    /// No listener is configured.
+    #[error("no listener configured: give at least one --listen address")]
+    NoListener,
+}
+
+/// A broker whose listeners are bound, ready to [`Server::run`].
+#[derive(Debug)]
+pub struct Server {
+    config: Config,
+    listeners: Vec<(TcpListener, SocketAddr)>,
+}
+
+impl Server {
+    /// Binds every listener of `config`.
+    pub async fn bind(config: Config) -> Result<Self, Error> {
+        if config.listen.is_empty() {
+            return Err(Error::NoListener);
+        }
+        let mut listeners = Vec::with_capacity(config.listen.len());
+        for &addr in &config.listen {
+            let listener = TcpListener::bind(addr)
+                .await
+                .map_err(|source| Error::Bind { addr, source })?;
+            let local = listener.local_addr().map_err(Error::LocalAddr)?;
+            listeners.push((listener, local));
+        }
+        Ok(Self { config, listeners })
+    }
+
+    /// The addresses the listeners are bound to (with the real port where 0 was asked).
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.listeners.iter().map(|(_, addr)| *addr).collect()
+    }
+
+    /// Serves until `shutdown` completes, then stops accepting, flushes and closes every
+    /// connection (waiting at most a few seconds for them) and returns.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        let (broker, actor) = broker_task::spawn(self.config.core());
+        let limit = Arc::new(Semaphore::new(self.config.max_connections));
+        let (stop, stopped) = watch::channel(false);
+        // Every connection task holds a clone; `recv` returns `None` once all are gone.
+        let (tracker, mut all_done) = mpsc::channel::<()>(1);
+
+        let addrs: Vec<String> = self.listeners.iter().map(|(_, a)| a.to_string()).collect();
+        info!(
+            "fulmar {} listening on {} (MQTT over TCP)",
+            env!("CARGO_PKG_VERSION"),
+            addrs.join(", ")
+        );
+        warn!(
+            "anonymous access is allowed: any client may connect, publish and subscribe. \
+             This version of fulmar has no authentication yet (password and ACL files come \
+             in a later version), so listen on a trusted network only, e.g. --listen 127.0.0.1:1883"
+        );
+        for (listener, addr) in self.listeners {
+            tokio::spawn(accept_loop(
+                listener,
+                addr,
+                limit.clone(),
+                broker.clone(),
+                stopped.clone(),
+                tracker.clone(),
+            ));
+        }
+        drop(tracker);
+
+        shutdown.await;
+        info!("shutting down: no new connections; flushing and closing the open ones");
+        let _ = stop.send(true);
+        broker.shutdown().await;
+        drop(broker);
+        if tokio::time::timeout(SHUTDOWN_GRACE + LINGER, all_done.recv())
+            .await
+            .is_err()
+        {
+            warn!("some connections did not close in time; dropping them");
+        }
+        let _ = actor.await;
+        info!("stopped");
+    }
+}
+
+/// Accepts connections on one listener until told to stop.
+async fn accept_loop(
+    listener: TcpListener,
+    addr: SocketAddr,
+    limit: Arc<Semaphore>,
+    broker: BrokerHandle,
+    mut stop: watch::Receiver<bool>,
+    tracker: mpsc::Sender<()>,
+) {
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = stop.changed() => break,
+        };
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                // EMFILE and friends: the listener is fine, the process is short of
+                // something. Wait a little rather than spin.
+                error!(listener = %addr, %error, "accept failed");
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
+                continue;
+            }
+        };
+        let Ok(permit) = limit.clone().try_acquire_owned() else {
+            warn!(%peer, "connection limit reached (--max-connections); closing the new connection");
+            drop(stream);
+            continue;
+        };
+        configure(&stream, peer);
+        let broker = broker.clone();
+        let tracker = tracker.clone();
+        tokio::spawn(async move {
+            connection::serve(stream, peer, broker).await;
+            drop(permit);
+            drop(tracker);
+        });
+    }
+    debug!(listener = %addr, "stopped accepting");
+}
+
+/// Socket options for a served connection.
+fn configure(stream: &TcpStream, peer: SocketAddr) {
+    // MQTT packets are small and latency matters: Nagle would hold them back (~40 ms at
+    // the tail against a delayed ACK).
+    if let Err(error) = stream.set_nodelay(true) {
+        debug!(%peer, %error, "cannot set TCP_NODELAY");
+    }
+}
