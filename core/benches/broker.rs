@@ -165,6 +165,7 @@ impl Bench {
         while let Some(event) = self.broker.poll_event() {
             let conn = match event {
                 Event::Transmit(conn) => conn,
+                Event::Connected(_) => continue,
                 Event::Close(conn, reason) => panic!("{conn:?} closed: {reason:?}"),
             };
             let is_subscriber = self
@@ -173,7 +174,10 @@ impl Bench {
                 .copied()
                 .unwrap_or(false);
             loop {
-                let n = self.broker.poll_transmit(conn, &mut self.out, NOW);
+                let n = self
+                    .broker
+                    .poll_transmit(conn, &mut self.out, NOW)
+                    .expect("64 KiB holds any packet here");
                 if n == 0 {
                     break;
                 }

@@ -308,6 +308,7 @@ impl<S: BrokerStorage, H: Hooks> Sim<S, H> {
             };
             match event {
                 Event::Transmit(connection) => self.drain(connection),
+                Event::Connected(_) => {}
                 Event::Close(connection, reason) => {
                     self.drain(connection);
                     if let Some(c) = self
@@ -334,15 +335,20 @@ impl<S: BrokerStorage, H: Hooks> Sim<S, H> {
             return;
         };
         loop {
-            let n = self
+            match self
                 .broker
-                .poll_transmit(connection, &mut self.buffer, self.now);
-            if n == 0 {
-                break;
+                .poll_transmit(connection, &mut self.buffer, self.now)
+            {
+                Ok(0) => break,
+                Ok(n) => self.clients[index]
+                    .stream
+                    .extend_from_slice(&self.buffer[..n]),
+                // The next packet needs more room than a maximum-size one: grow and retry.
+                Err(crate::codec::EncodeError::InsufficientSize { required }) => {
+                    self.buffer.resize(required, 0);
+                }
+                Err(e) => panic!("poll_transmit failed: {e}"),
             }
-            self.clients[index]
-                .stream
-                .extend_from_slice(&self.buffer[..n]);
         }
         let client = &mut self.clients[index];
         let mut used = 0;

@@ -125,3 +125,53 @@ fn outbound_topic_aliases_up_to_the_clients_maximum() {
         expect.iter().map(|(t, a)| (t.to_string(), *a)).collect();
     assert_eq!(got, expect);
 }
+
+#[test]
+fn a_packet_larger_than_the_transmit_buffer_is_kept_and_sized() {
+    use fulmar_core::broker::{Broker, Event};
+    use fulmar_core::codec::{EncodeError, Packet};
+    let mut broker = Broker::<Growable>::new(Config::default(), 1);
+    let now = fulmar_core::time::Instant::ZERO;
+    let encode = |p: &Packet<'_>, v| {
+        let mut b = vec![0; p.encoded_len(v)];
+        p.encode(v, &mut b).unwrap();
+        b
+    };
+    let sub = broker.handle_connect(now).unwrap();
+    let connect = fulmar_core::sim::connect_packet(ProtocolVersion::V3_1_1, "s", true, 0);
+    broker.handle_bytes(
+        sub,
+        &encode(&Packet::from(&connect), ProtocolVersion::V3_1_1),
+        now,
+    );
+    let subs = [fulmar_core::codec::Subscription::new(
+        "big",
+        fulmar_core::codec::SubscriptionOptions::default(),
+    )];
+    let subscribe = Packet::Subscribe(fulmar_core::codec::Subscribe {
+        packet_id: fulmar_core::codec::PacketId::MIN,
+        properties: fulmar_core::codec::Properties::empty(),
+        subscriptions: fulmar_core::codec::List::new(&subs),
+    });
+    broker.handle_bytes(sub, &encode(&subscribe, ProtocolVersion::V3_1_1), now);
+    let mut big = vec![0u8; 4096];
+    while broker.poll_event().is_some() {}
+    while broker.poll_transmit(sub, &mut big, now).unwrap() > 0 {}
+    broker
+        .publish("big", &[7u8; 1000], QoS::AtMostOnce, false, now)
+        .unwrap();
+    assert_eq!(broker.poll_event(), Some(Event::Transmit(sub)));
+    // Too small: nothing is written and nothing is lost; the error says what is needed.
+    let mut small = [0u8; 100];
+    let Err(EncodeError::InsufficientSize { required }) =
+        broker.poll_transmit(sub, &mut small, now)
+    else {
+        panic!("expected InsufficientSize");
+    };
+    assert!(required > 1000);
+    let n = broker.poll_transmit(sub, &mut big, now).unwrap();
+    assert_eq!(n, required);
+    let (packet, _) =
+        fulmar_core::codec::decode(&big[..n], ProtocolVersion::V3_1_1, usize::MAX).unwrap();
+    assert!(matches!(packet, Packet::Publish(p) if p.payload.len() == 1000));
+}

@@ -461,7 +461,7 @@ fn partial_packets_wait_for_more_bytes<S: BrokerStorage>() {
     assert!(pending.is_empty());
     assert_eq!(sim.broker.connection_client_id(conn), Some("slow"));
     let mut out = vec![0u8; 1024];
-    let n = sim.broker.poll_transmit(conn, &mut out, now);
+    let n = sim.broker.poll_transmit(conn, &mut out, now).unwrap();
     let (first, used) = fulmar_core::codec::decode(&out[..n], V5, usize::MAX).unwrap();
     assert!(matches!(first, Packet::ConnAck(_)));
     let (second, _) = fulmar_core::codec::decode(&out[used..n], V5, usize::MAX).unwrap();

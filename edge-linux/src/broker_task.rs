@@ -405,6 +405,16 @@ impl Actor {
         while let Some(event) = self.broker.poll_event() {
             match event {
                 Event::Transmit(id) => self.transmit(id, now),
+                Event::Connected(id) => {
+                    if let Some(peer) = self.links.get(&id) {
+                        debug!(
+                            peer = %peer.addr,
+                            conn = id.slot(),
+                            client = self.broker.connection_client_id(id).unwrap_or(""),
+                            "client connected"
+                        );
+                    }
+                }
                 Event::Close(id, reason) => self.close(id, reason, now),
             }
         }
@@ -450,7 +460,12 @@ impl Actor {
                 }
                 room.wanted.store(false, Ordering::SeqCst);
             }
-            let n = self.broker.poll_transmit(id, &mut self.buffer, now);
+            let n = match self.broker.poll_transmit(id, &mut self.buffer, now) {
+                Ok(n) => n,
+                // A packet larger than any we expected: grow, then carry on.
+                Err(error) if grow_for(&mut self.buffer, error) => continue,
+                Err(_) => return Flush::Done,
+            };
             let Some(bytes) = self.buffer.get(..n).filter(|b| !b.is_empty()) else {
                 return Flush::Done;
             };
@@ -484,7 +499,11 @@ impl Actor {
     fn drain(&mut self, id: ConnectionId, now: Instant) -> Vec<u8> {
         let mut out = Vec::new();
         loop {
-            let n = self.broker.poll_transmit(id, &mut self.buffer, now);
+            let n = match self.broker.poll_transmit(id, &mut self.buffer, now) {
+                Ok(n) => n,
+                Err(error) if grow_for(&mut self.buffer, error) => continue,
+                Err(_) => return out,
+            };
             match self.buffer.get(..n) {
                 Some(bytes) if !bytes.is_empty() => out.extend_from_slice(bytes),
                 _ => return out,
@@ -507,6 +526,17 @@ impl Actor {
         );
         let ids: Vec<ConnectionId> = self.links.keys().copied().collect();
         debug!(connections = ids.len(), "closing every connection");
+        // 5.0 clients are told why (DISCONNECT 0x8B); the Close events that follow hand each
+        // connection's last bytes to its writer.
+        for id in &ids {
+            self.broker.close_connection(
+                *id,
+                fulmar_core::codec::ReasonCode::ServerShuttingDown,
+                now,
+            );
+        }
+        self.pump(now);
+        let ids: Vec<ConnectionId> = self.links.keys().copied().collect();
         for id in ids {
             let last = match self.links.get(&id) {
                 // A blocked connection's writer is behind: what is still in the core
@@ -519,5 +549,19 @@ impl Actor {
                 let _ = peer.link.last_words.send(last);
             }
         }
+    }
+}
+
+/// Grows the transmit buffer to what the core asked for; `false` for any other error
+/// (which the core does not return: it drops a packet it can never encode).
+fn grow_for(buffer: &mut Vec<u8>, error: fulmar_core::codec::EncodeError) -> bool {
+    match error {
+        fulmar_core::codec::EncodeError::InsufficientSize { required }
+            if required > buffer.len() =>
+        {
+            buffer.resize(required, 0);
+            true
+        }
+        _ => false,
     }
 }

@@ -273,6 +273,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
             .unwrap_or(0);
         if let Some(conn) = self.connection_mut(id) {
             conn.phase = Phase::Connected;
+            conn.connected_unreported = true;
             conn.session = Some(handle);
             conn.keep_alive = keep_alive;
             conn.client_alias_max = if protocol.is_v5() {

@@ -64,6 +64,8 @@ pub struct Connection {
     pub(crate) reauthenticating: bool,
     /// A Transmit event is queued or the host has not drained output since.
     pub(crate) transmit_signalled: bool,
+    /// CONNECT was accepted and no [`super::Event::Connected`] reported it yet.
+    pub(crate) connected_unreported: bool,
     /// Linked in the broker's event list.
     pub(crate) event_queued: bool,
     pub(crate) event_next: Option<u32>,

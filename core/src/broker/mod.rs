@@ -31,9 +31,10 @@
 //! // CONNECT, MQTT 3.1.1, clean session, keep alive 60 s, client id "a".
 //! let connect = [0x10, 13, 0, 4, b'M', b'Q', b'T', b'T', 4, 0x02, 0, 60, 0, 1, b'a'];
 //! assert_eq!(broker.handle_bytes(conn, &connect, now), connect.len());
+//! assert_eq!(broker.poll_event(), Some(Event::Connected(conn)));
 //! assert_eq!(broker.poll_event(), Some(Event::Transmit(conn)));
 //! let mut out = [0u8; 64];
-//! let n = broker.poll_transmit(conn, &mut out, now);
+//! let n = broker.poll_transmit(conn, &mut out, now).unwrap();
 //! let (packet, _) = decode(&out[..n], ProtocolVersion::V3_1_1, 64).unwrap();
 //! let Packet::ConnAck(ack) = packet else { panic!() };
 //! assert_eq!(ack.reason_code, ReasonCode::Success);
@@ -80,6 +81,9 @@ use connection::Phase;
 pub enum Event {
     /// The connection has bytes to send: call [`Broker::poll_transmit`].
     Transmit(ConnectionId),
+    /// A client's CONNECT was accepted on this connection (for logs and metrics:
+    /// [`Broker::connection_client_id`] names it).
+    Connected(ConnectionId),
     /// Close the connection once its pending output is written, then call
     /// [`Broker::handle_disconnect`]. The reason is informational (for logs); any
     /// DISCONNECT or CONNACK carrying it is already part of the pending output.
@@ -357,6 +361,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
                 pending_connect: None,
                 reauthenticating: false,
                 transmit_signalled: false,
+                connected_unreported: false,
                 event_queued: false,
                 event_next: None,
                 close_reason: None,
@@ -374,8 +379,26 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
     /// reason code the specification gives ([`Event::Close`]); the bytes are then all
     /// reported consumed.
     pub fn handle_bytes(&mut self, id: ConnectionId, bytes: &[u8], now: Instant) -> usize {
+        self.handle_bytes_limited(id, bytes, now, usize::MAX)
+    }
+
+    /// [`Broker::handle_bytes`], handling at most `max_packets` packets. A host uses it to
+    /// drain output between packets, so one large read of small PUBLISHes does not fill
+    /// subscribers' queues before any of them could be sent; it calls again (without
+    /// waiting for the socket) while unconsumed whole packets remain.
+    pub fn handle_bytes_limited(
+        &mut self,
+        id: ConnectionId,
+        bytes: &[u8],
+        now: Instant,
+        max_packets: usize,
+    ) -> usize {
         let mut consumed = 0;
+        let mut handled = 0;
         loop {
+            if handled == max_packets {
+                return consumed;
+            }
             let Some(conn) = self.connection(id) else {
                 return bytes.len();
             };
@@ -397,6 +420,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
                         c.last_received = now;
                     }
                     self.handle_packet(id, &packet, now);
+                    handled += 1;
                 }
                 Err(DecodeError::Incomplete { .. }) => return consumed,
                 Err(error) => {
@@ -476,6 +500,24 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
         }
     }
 
+    /// Closes a connection on the host's initiative (shutdown: 0x8B Server shutting down; an
+    /// administrator's kick: 0x98; a write timeout): a 5.0 client is sent DISCONNECT with
+    /// `reason`, then [`Event::Close`] follows. The will is published unless `reason` is
+    /// Success.
+    pub fn close_connection(&mut self, id: ConnectionId, reason: ReasonCode, now: Instant) {
+        let reason = if reason.is_valid_for(crate::codec::PacketType::Disconnect) {
+            reason
+        } else {
+            ReasonCode::UnspecifiedError
+        };
+        self.close(id, reason, now);
+    }
+
+    /// The protocol version of a connection (5.0 until its CONNECT says otherwise).
+    pub fn connection_protocol(&self, id: ConnectionId) -> Option<ProtocolVersion> {
+        self.connection(id).map(|c| c.protocol)
+    }
+
     /// The transport connection is gone (closed by the peer, by an error, or by the host
     /// after an [`Event::Close`]). Without a DISCONNECT first this is an abnormal end: the
     /// will is published (after its delay) and a clean session ends.
@@ -508,6 +550,14 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
                 conn.close_reported = true;
                 // Output may still be pending; the host flushes it before closing.
                 return Some(Event::Close(id, reason));
+            }
+            if conn.connected_unreported {
+                conn.connected_unreported = false;
+                // Its output, if any, is reported next.
+                if conn.transmit_signalled {
+                    self.queue_event(slot);
+                }
+                return Some(Event::Connected(id));
             }
             if conn.transmit_signalled && conn.phase != Phase::Closing {
                 return Some(Event::Transmit(id));

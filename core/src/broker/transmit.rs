@@ -126,15 +126,26 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
     }
 
     /// Writes packets waiting for connection `id` into `buf` and returns how many bytes it
-    /// wrote; 0 means nothing is waiting (or the next packet needs a larger buffer than
-    /// `buf`: give at least [`super::Config::max_packet_size`] bytes, or the client's
-    /// Maximum Packet Size if smaller).
+    /// wrote; `Ok(0)` means nothing is waiting. Call again until it returns `Ok(0)`.
     ///
     /// Control packets go first, then the session's messages in order, within the client's
-    /// Receive Maximum ([MQTT-3.3.4-7]). Call again until it returns 0.
-    pub fn poll_transmit(&mut self, id: ConnectionId, buf: &mut [u8], now: Instant) -> usize {
+    /// Receive Maximum ([MQTT-3.3.4-7]). Only whole packets are written. If the next packet
+    /// does not fit in an empty `buf`, nothing is lost: the error says how large `buf` must
+    /// be ([`EncodeError::InsufficientSize`]). A PUBLISH can be larger than the one that
+    /// brought it in (a 5.0 subscriber gets properties a 3.1.1 publisher did not send), so
+    /// give somewhat more than [`super::Config::max_packet_size`].
+    ///
+    /// [`Event::Transmit`](super::Event::Transmit) is raised once when output appears and
+    /// not again until a call returns `Ok(0)`: a host that stops early (its socket is full)
+    /// must come back to the connection by itself.
+    pub fn poll_transmit(
+        &mut self,
+        id: ConnectionId,
+        buf: &mut [u8],
+        now: Instant,
+    ) -> Result<usize, EncodeError> {
         let Some(conn) = self.connection(id) else {
-            return 0;
+            return Ok(0);
         };
         let version = conn.protocol;
         let session = conn.session;
@@ -153,7 +164,11 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
                     written += n;
                     self.stats.packets_sent += 1;
                 }
-                Err(EncodeError::InsufficientSize { .. }) if written > 0 => break,
+                Err(EncodeError::InsufficientSize { .. }) if written > 0 => {
+                    return Ok(self.sent(written));
+                }
+                // Kept for a larger buffer.
+                Err(e @ EncodeError::InsufficientSize { .. }) => return Err(e),
                 // Cannot be encoded at all: drop it rather than block the connection.
                 Err(_) => {}
             }
@@ -172,15 +187,25 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
         if phase == Phase::Connected
             && let Some(session) = session
         {
-            written += self.transmit_messages(id, session, version, &mut buf[written..], now);
+            match self.transmit_messages(id, session, version, &mut buf[written..], now) {
+                Ok(n) => written += n,
+                Err(required) if written == 0 => {
+                    return Err(EncodeError::InsufficientSize { required });
+                }
+                Err(_) => {}
+            }
         }
         if written == 0
             && let Some(c) = self.connection_mut(id)
         {
             c.transmit_signalled = false;
         }
-        self.stats.bytes_sent += written as u64;
-        written
+        Ok(self.sent(written))
+    }
+
+    fn sent(&mut self, bytes: usize) -> usize {
+        self.stats.bytes_sent += bytes as u64;
+        bytes
     }
 
     fn encode_control(
@@ -298,7 +323,8 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
         .encode(version, out)
     }
 
-    /// Sends the session's due queue entries; returns the bytes written.
+    /// Sends the session's due queue entries; returns the bytes written, or, when not even
+    /// the first due packet fits in `out`, the size it needs.
     fn transmit_messages(
         &mut self,
         id: ConnectionId,
@@ -306,7 +332,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
         version: ProtocolVersion,
         out: &mut [u8],
         now: Instant,
-    ) -> usize {
+    ) -> Result<usize, usize> {
         let mut written = 0;
         let mut prev: Option<u32> = None;
         let mut cursor = self.sessions.get(session).and_then(|s| s.queue.head);
@@ -331,6 +357,9 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
                 let packet = Packet::PubRel(Ack::new(pid));
                 match packet.encode(version, &mut out[written..]) {
                     Ok(n) => written += n,
+                    Err(EncodeError::InsufficientSize { required }) if written == 0 => {
+                        return Err(required);
+                    }
                     Err(_) => break,
                 }
                 self.stats.packets_sent += 1;
@@ -454,6 +483,9 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
             }
             match publish.encode(version, &mut out[written..]) {
                 Ok(n) => written += n,
+                Err(EncodeError::InsufficientSize { required }) if written == 0 => {
+                    return Err(required);
+                }
                 Err(_) => break,
             }
             self.stats.packets_sent += 1;
@@ -488,7 +520,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
             prev = Some(h);
             cursor = next;
         }
-        written
+        Ok(written)
     }
 }
 
