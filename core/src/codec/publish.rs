@@ -1,11 +1,12 @@
 //! PUBLISH (§3.3) and its acknowledgments PUBACK, PUBREC, PUBREL and PUBCOMP (§3.4-§3.7).
 
 use super::error::DecodeError;
+use super::error::EncodeError;
 use super::properties::{Properties, Scope, read_properties, write_properties};
 use super::reason::ReasonCode;
 use super::tail::{code_and_properties_size, read_code_and_properties, write_code_and_properties};
 use super::types::{PacketId, ProtocolVersion, QoS};
-use super::wire::{HAS_WILDCARD, Reader, Writer, check_str_scan, scan};
+use super::wire::{HAS_WILDCARD, MAX_VAR_INT, Reader, Writer, check_str_scan, scan, var_int_len};
 use super::{PacketType, Size, read_packet_id};
 
 /// The QoS of a PUBLISH together with its packet identifier, which exists exactly when
@@ -149,6 +150,13 @@ impl<'a> Publish<'a> {
     }
 
     pub(crate) fn write(&self, w: &mut Writer<'_>, version: ProtocolVersion) {
+        self.write_head(w, version);
+        w.bytes(self.payload);
+    }
+
+    /// Topic, packet identifier and properties: everything after the fixed header but
+    /// the payload.
+    fn write_head(&self, w: &mut Writer<'_>, version: ProtocolVersion) {
         w.str(self.topic);
         if let Some(id) = self.packet_id() {
             w.u16(id.get());
@@ -156,7 +164,31 @@ impl<'a> Publish<'a> {
         if version.is_v5() {
             write_properties(w, &self.properties);
         }
-        w.bytes(self.payload);
+    }
+
+    /// Encodes the PUBLISH without its payload: the fixed header, topic, packet
+    /// identifier and properties. The packet on the wire is these bytes followed by
+    /// [`Publish::payload`], so a host can send the payload from where it already is (a
+    /// vectored write) instead of copying it. Returns the header's length; on error
+    /// nothing is written.
+    pub fn encode_header(
+        &self,
+        version: ProtocolVersion,
+        buf: &mut [u8],
+    ) -> Result<usize, EncodeError> {
+        let size = self.size(version);
+        if size.too_large || size.len > MAX_VAR_INT as usize {
+            return Err(EncodeError::TooLarge);
+        }
+        let required = 1 + var_int_len(size.len as u32) + size.len - self.payload.len();
+        let Some(out) = buf.get_mut(..required) else {
+            return Err(EncodeError::InsufficientSize { required });
+        };
+        let mut w = Writer::new(out);
+        w.u8((PacketType::Publish as u8) << 4 | self.flags());
+        w.var_int(size.len as u32);
+        self.write_head(&mut w, version);
+        Ok(required)
     }
 }
 
@@ -931,6 +963,49 @@ mod tests {
                 DecodeError::DuplicateProperty(0x1F),
                 ReasonCode::ProtocolError,
             );
+        }
+    }
+}
+
+#[cfg(test)]
+mod header_tests {
+    use super::*;
+    use crate::codec::{Packet, Property};
+
+    #[test]
+    fn header_then_payload_is_the_whole_packet() {
+        let props = [
+            Property::MessageExpiryInterval(9),
+            Property::UserProperty("k", "v"),
+        ];
+        let payload = [0xAB; 300];
+        for (version, properties) in [
+            (ProtocolVersion::V3_1_1, Properties::empty()),
+            (ProtocolVersion::V5, Properties::new(&props)),
+        ] {
+            let publish = Publish {
+                dup: true,
+                qos_pid: QoSPid::ExactlyOnce(PacketId::MIN),
+                retain: true,
+                topic: "a/b",
+                properties,
+                payload: &payload,
+            };
+            let mut whole = [0u8; 512];
+            let n = Packet::Publish(publish)
+                .encode(version, &mut whole)
+                .unwrap();
+            let mut head = [0u8; 64];
+            let h = publish.encode_header(version, &mut head).unwrap();
+            assert_eq!(h + payload.len(), n);
+            assert_eq!(&head[..h], &whole[..h]);
+            assert_eq!(&whole[h..n], &payload[..]);
+            let mut tiny = [0xAAu8; 4];
+            assert_eq!(
+                publish.encode_header(version, &mut tiny),
+                Err(EncodeError::InsufficientSize { required: h })
+            );
+            assert_eq!(tiny, [0xAA; 4]);
         }
     }
 }
