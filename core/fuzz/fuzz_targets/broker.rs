@@ -6,7 +6,10 @@
 //! Invariants checked after every operation:
 //! - nothing panics (`Broker` promises no panic on any input sequence);
 //! - everything `poll_transmit` writes decodes as server packets in the connection's
-//!   version, and never exceeds the buffer it was given;
+//!   version, and never exceeds the buffer it was given; a buffer too small for the next
+//!   packet gets `InsufficientSize` asking for more than it has, and once grown to that
+//!   size the packet fits (nothing is dropped or stalls);
+//! - `Event::Connected` names a connection the host holds;
 //! - `poll_event` drains: a bounded number of events per operation;
 //! - `handle_timeout(poll_timeout())` moves the deadline forward (no timer that never
 //!   clears);
@@ -18,8 +21,8 @@
 use arbitrary::Arbitrary;
 use fulmar_core::broker::{Broker, BrokerStorage, Config, ConnectionId, Event, Growable};
 use fulmar_core::codec::{
-    Ack, Connect, List, Packet, PacketId, Properties, Property, ProtocolVersion, Publish, QoS,
-    QoSPid, Subscribe, Subscription, SubscriptionOptions, Will, decode,
+    Ack, Connect, EncodeError, List, Packet, PacketId, Properties, Property, ProtocolVersion,
+    Publish, QoS, QoSPid, Subscribe, Subscription, SubscriptionOptions, Will, decode,
 };
 use fulmar_core::time::{Duration, Instant};
 use libfuzzer_sys::fuzz_target;
@@ -116,7 +119,7 @@ impl<S: BrokerStorage> Host<S> {
     fn send(&mut self, i: usize, packet: &Packet<'_>) {
         let Some(conn) = &self.conns[i] else { return };
         let version = match packet {
-            Packet::Connect(c) => c.protocol,
+            Packet::Connect(c) => c.get().protocol,
             _ => conn.version,
         };
         let mut bytes = vec![0; packet.encoded_len(version)];
@@ -139,6 +142,10 @@ impl<S: BrokerStorage> Host<S> {
             };
             match event {
                 Event::Transmit(id) => self.drain(id),
+                Event::Connected(id) => assert!(
+                    self.conns.iter().flatten().any(|c| c.id == id),
+                    "Connected for a connection the host does not hold"
+                ),
                 Event::Close(id, _) => {
                     self.drain(id);
                     self.broker.handle_disconnect(id, self.now);
@@ -156,17 +163,12 @@ impl<S: BrokerStorage> Host<S> {
     fn drain(&mut self, id: ConnectionId) {
         let Some(conn) = self.conns.iter_mut().flatten().find(|c| c.id == id) else {
             // A connection the host already dropped: the broker must not care.
-            while self.broker.poll_transmit(id, &mut self.buf, self.now) > 0 {}
+            transmit(&mut self.broker, id, &mut self.buf, self.now, |_| {});
             return;
         };
-        for _ in 0..10_000 {
-            let n = self.broker.poll_transmit(id, &mut self.buf, self.now);
-            assert!(n <= self.buf.len());
-            if n == 0 {
-                break;
-            }
-            conn.received.extend_from_slice(&self.buf[..n]);
-        }
+        transmit(&mut self.broker, id, &mut self.buf, self.now, |bytes| {
+            conn.received.extend_from_slice(bytes);
+        });
         // Everything sent must be well-formed server packets. The host only guesses the
         // version (raw bytes may carry a CONNECT of any level, or none), so the stream must
         // decode completely in the version the host assumes or in one other version.
@@ -235,7 +237,7 @@ impl<S: BrokerStorage> Host<S> {
                     Property::MessageExpiryInterval(5),
                 ];
                 let v5 = version == ProtocolVersion::V5;
-                let packet = Packet::Connect(Connect {
+                let connect = Connect {
                     protocol: version,
                     clean_start: clean,
                     keep_alive: u16::from(keep_alive % 5),
@@ -258,8 +260,8 @@ impl<S: BrokerStorage> Host<S> {
                     }),
                     username: None,
                     password: None,
-                });
-                self.send(i, &packet);
+                };
+                self.send(i, &Packet::from(&connect));
             }
             Op::Subscribe {
                 conn,
@@ -404,6 +406,40 @@ impl<S: BrokerStorage> Host<S> {
         };
         c.next_pid = c.next_pid.wrapping_add(1).max(1);
         PacketId::new(c.next_pid).unwrap_or(PacketId::MIN)
+    }
+}
+
+/// Takes what the broker has to send on connection `id` (at most 10 000 writes) and hands
+/// it to `out`, the way a host does: a buffer too small for the next packet is grown to the
+/// size the broker asks for.
+fn transmit<S: BrokerStorage>(
+    broker: &mut Broker<S>,
+    id: ConnectionId,
+    buf: &mut Vec<u8>,
+    now: Instant,
+    mut out: impl FnMut(&[u8]),
+) {
+    let mut grown = false;
+    for _ in 0..10_000 {
+        match broker.poll_transmit(id, buf, now) {
+            Ok(0) => return,
+            Ok(n) => {
+                assert!(n <= buf.len(), "wrote {n} bytes into {}", buf.len());
+                out(&buf[..n]);
+                grown = false;
+            }
+            Err(EncodeError::InsufficientSize { required }) => {
+                assert!(!grown, "still InsufficientSize after growing to {required}");
+                assert!(
+                    required > buf.len(),
+                    "InsufficientSize {{ {required} }} from a buffer of {}",
+                    buf.len()
+                );
+                buf.resize(required, 0);
+                grown = true;
+            }
+            Err(e) => panic!("poll_transmit failed: {e:?}"),
+        }
     }
 }
 

@@ -13,6 +13,8 @@
 //! - encoding it for the same version (a CONNECT for its own) writes `encoded_len` bytes,
 //!   never more than it took, decodes to an equal packet, and re-encodes to the same bytes;
 //!   shorter buffers get `InsufficientSize` and are left untouched;
+//! - a CONNECT (which encodes as the body the decoder validated) gives the same bytes when
+//!   its fields, read back by `ConnectPacket::get`, are encoded as a caller's `Connect`;
 //! - its lists iterate over every validated byte, and rebuilt from caller-owned items the
 //!   packet is equal and encodes to no more bytes.
 //!
@@ -38,7 +40,7 @@ fuzz_target!(|data: &[u8]| {
             Ok((packet, used)) => {
                 check_packet(rest, &packet, used, version, limit);
                 if let Packet::Connect(connect) = &packet {
-                    version = connect.protocol;
+                    version = connect.get().protocol;
                 }
                 rest = &rest[used..];
             }
@@ -92,7 +94,7 @@ fn check_packet(
 
     // A CONNECT is always encoded, and read, in its own protocol.
     let version = match packet {
-        Packet::Connect(connect) => connect.protocol,
+        Packet::Connect(connect) => connect.get().protocol,
         _ => version,
     };
     let encoded = check::encode(packet, version).expect("a decoded packet encodes");
@@ -111,9 +113,19 @@ fn check_packet(
         "encoding is not a fixpoint"
     );
 
+    if let Packet::Connect(connect) = packet {
+        let fields = connect.get();
+        assert_eq!(
+            check::encode(&Packet::from(&fields), version),
+            Ok(encoded.clone()),
+            "a CONNECT's fields do not encode to its wire body"
+        );
+    }
+
     check::lists_cover_wire_bytes(packet);
     let lists = Lists::of(packet);
-    let rebuilt = lists.apply(packet);
+    let built = lists.apply(*packet);
+    let rebuilt = built.packet();
     assert_eq!(rebuilt, *packet);
     let rebuilt_encoded = check::encode(&rebuilt, version).expect("a rebuilt packet encodes");
     // Equal unless the peer sent variable byte integers longer than needed inside the

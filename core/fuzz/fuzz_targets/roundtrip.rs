@@ -54,7 +54,7 @@ fn from_wire(mut rest: &[u8], mut version: ProtocolVersion) {
     while let Ok((packet, used)) = decode(rest, version, MAX_PACKET_SIZE) {
         // A CONNECT is read in the version it announces, and is valid in that one.
         if let Packet::Connect(connect) = &packet {
-            version = connect.protocol;
+            version = connect.get().protocol;
         }
         let model = PacketModel::from_packet(&packet);
         let mut normalized = model.clone();
@@ -65,7 +65,7 @@ fn from_wire(mut rest: &[u8], mut version: ProtocolVersion) {
         );
         let lists = model.lists();
         assert_eq!(
-            model.packet(&lists),
+            model.build(&lists).packet(),
             packet,
             "the model lost part of the packet"
         );
@@ -95,7 +95,8 @@ fn from_model(bytes: &[u8], requested: ProtocolVersion) {
 /// decoder of that version reads.
 fn check_all_versions(model: &PacketModel, version: ProtocolVersion) {
     let lists = model.lists();
-    let packet = model.packet(&lists);
+    let built = model.build(&lists);
+    let packet = built.packet();
     for target in VERSIONS {
         let encoded = check::encode(&packet, target);
         if !model.exists_in(target) {
@@ -121,7 +122,7 @@ fn check_all_versions(model: &PacketModel, version: ProtocolVersion) {
         }
         let mut renormalized = expected_model.clone();
         renormalized.normalize(match &packet {
-            Packet::Connect(connect) => connect.protocol,
+            Packet::Connect(connect) => connect.get().protocol,
             _ => target,
         });
         assert_eq!(
@@ -129,8 +130,12 @@ fn check_all_versions(model: &PacketModel, version: ProtocolVersion) {
             "downgrade gave an invalid packet"
         );
         let expected_lists = expected_model.lists();
-        let expected = expected_model.packet(&expected_lists);
-        assert_eq!(decoded, expected, "{packet:?} encoded for {target}");
+        let expected = expected_model.build(&expected_lists);
+        assert_eq!(
+            decoded,
+            expected.packet(),
+            "{packet:?} encoded for {target}"
+        );
 
         assert_eq!(
             check::encode(&decoded, target),

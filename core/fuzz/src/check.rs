@@ -1,6 +1,10 @@
 //! Checks both targets make on every packet they hold: the encoder's contract, and that a
 //! packet's lists give the same packet whether they are decoded wire bytes or the
 //! caller's own items.
+//!
+//! A [`Packet`] only borrows a CONNECT's fields ([`Packet::from`] takes `&Connect`), so a
+//! packet rebuilt here is a [`Built`], which holds them, and lends out
+//! [`Built::packet`].
 
 use fulmar_core::codec::{
     Connect, EncodeError, List, Packet, Property, ProtocolVersion, ReasonCode, Subscription, Will,
@@ -63,6 +67,43 @@ pub fn encode(packet: &Packet<'_>, version: ProtocolVersion) -> Result<Vec<u8>, 
     Ok(encoded.unwrap_or_default())
 }
 
+/// A packet in the form a caller builds to send, held by value: a CONNECT as its
+/// [`Connect`] fields, any other packet as it is. [`Built::packet`] lends it out.
+#[derive(Debug, Clone, Copy)]
+pub struct Built<'a>(BuiltRepr<'a>);
+
+#[derive(Debug, Clone, Copy)]
+enum BuiltRepr<'a> {
+    Connect(Connect<'a>),
+    /// Never a CONNECT: `From<Packet>` takes its fields out.
+    Other(Packet<'a>),
+}
+
+impl Built<'_> {
+    /// The packet, borrowing the CONNECT fields from `self`.
+    pub fn packet(&self) -> Packet<'_> {
+        match &self.0 {
+            BuiltRepr::Connect(connect) => Packet::from(connect),
+            BuiltRepr::Other(packet) => *packet,
+        }
+    }
+}
+
+impl<'a> From<Connect<'a>> for Built<'a> {
+    fn from(connect: Connect<'a>) -> Self {
+        Self(BuiltRepr::Connect(connect))
+    }
+}
+
+impl<'a> From<Packet<'a>> for Built<'a> {
+    fn from(packet: Packet<'a>) -> Self {
+        match packet {
+            Packet::Connect(connect) => connect.get().into(),
+            other => Self(BuiltRepr::Other(other)),
+        }
+    }
+}
+
 /// The lists of a packet (properties, will properties, subscriptions, topic filters and
 /// reason codes) as caller-owned items.
 ///
@@ -88,6 +129,7 @@ impl<'a> Lists<'a> {
         let mut lists = Self::default();
         match packet {
             Packet::Connect(p) => {
+                let p = p.get();
                 lists.properties = p.properties.iter().collect();
                 if let Some(will) = &p.will {
                     lists.will_properties = will.properties.iter().collect();
@@ -121,21 +163,27 @@ impl<'a> Lists<'a> {
         lists
     }
 
-    /// `packet` with its lists replaced by these items.
-    pub fn apply<'s>(&'s self, packet: &Packet<'a>) -> Packet<'s>
+    /// `packet` (a [`Packet`] or a [`Built`]) with its lists replaced by these items.
+    pub fn apply<'s>(&'s self, packet: impl Into<Built<'a>>) -> Built<'s>
     where
         'a: 's,
     {
         let properties: List<'s, Property<'s>> = List::new(&self.properties);
-        match *packet {
-            Packet::Connect(p) => Packet::Connect(Connect {
-                properties,
-                will: p.will.map(|will| Will {
-                    properties: List::new(&self.will_properties),
-                    ..will
-                }),
-                ..p
-            }),
+        let packet = match packet.into().0 {
+            BuiltRepr::Connect(p) => {
+                return Built::from(Connect {
+                    properties,
+                    will: p.will.map(|will| Will {
+                        properties: List::new(&self.will_properties),
+                        ..will
+                    }),
+                    ..p
+                });
+            }
+            BuiltRepr::Other(packet) => packet,
+        };
+        Built::from(match packet {
+            Packet::Connect(_) => unreachable!("a Built holds a CONNECT as its fields"),
             Packet::ConnAck(mut p) => {
                 p.properties = properties;
                 Packet::ConnAck(p)
@@ -190,7 +238,7 @@ impl<'a> Lists<'a> {
                 p.properties = properties;
                 Packet::Auth(p)
             }
-        }
+        })
     }
 }
 

@@ -1,7 +1,8 @@
 //! Support code for the `fulmar-core` codec fuzz targets in `fuzz_targets/`.
 //!
 //! - [`check`]: the encoder's contract (exact `encoded_len`, nothing written on error) and
-//!   [`check::Lists`], which rebuilds a decoded packet from caller-owned item slices.
+//!   [`check::Lists`], which rebuilds a decoded packet from caller-owned item slices as a
+//!   [`check::Built`] (the rebuilt packet, holding a CONNECT's fields by value).
 //! - [`model`]: an owned packet model with `#[derive(Arbitrary)]`, the MQTT validity rules
 //!   restated from the specifications, and the documented version downgrades.
 //! - [`seeds`]: hand-written and captured packets that `tests/seeds.rs` writes to `seeds/`.

@@ -13,8 +13,9 @@
 //!   client of another version: properties are dropped before 5.0, reason codes are mapped
 //!   (CONNACK to the 3.x return code, SUBACK failures to 0x80, the rest to success or
 //!   nothing), subscription options shrink to the QoS, and 3.1 has no Session Present.
-//! - [`PacketModel::lists`] and [`PacketModel::packet`] lend the model out as a
-//!   [`Packet`] built from caller-owned items, the form a broker builds to send.
+//! - [`PacketModel::lists`] and [`PacketModel::build`] lend the model out as a [`Built`]
+//!   packet made of caller-owned items, the form a broker builds to send;
+//!   [`Built::packet`] gives the [`Packet`].
 
 use std::num::NonZeroU16;
 
@@ -25,7 +26,7 @@ use fulmar_core::codec::{
     SubscriptionOptions, UnsubAck, Unsubscribe, Will,
 };
 
-use crate::check::Lists;
+use crate::check::{Built, Lists};
 
 /// The longest string or binary field: a two-byte length prefix (§1.5.4, §1.5.6).
 const MAX_FIELD: usize = u16::MAX as usize;
@@ -735,22 +736,25 @@ impl PacketModel {
     /// The model of a decoded packet.
     pub fn from_packet(packet: &Packet<'_>) -> Self {
         match packet {
-            Packet::Connect(p) => Self::Connect(ConnectModel {
-                protocol: p.protocol,
-                clean_start: p.clean_start,
-                keep_alive: p.keep_alive,
-                properties: properties(&p.properties),
-                client_id: p.client_id.into(),
-                will: p.will.map(|will| WillModel {
-                    qos: will.qos.level(),
-                    retain: will.retain,
-                    properties: properties(&will.properties),
-                    topic: will.topic.into(),
-                    payload: will.payload.into(),
-                }),
-                username: p.username.map(Into::into),
-                password: p.password.map(Into::into),
-            }),
+            Packet::Connect(p) => {
+                let p = p.get();
+                Self::Connect(ConnectModel {
+                    protocol: p.protocol,
+                    clean_start: p.clean_start,
+                    keep_alive: p.keep_alive,
+                    properties: properties(&p.properties),
+                    client_id: p.client_id.into(),
+                    will: p.will.map(|will| WillModel {
+                        qos: will.qos.level(),
+                        retain: will.retain,
+                        properties: properties(&will.properties),
+                        topic: will.topic.into(),
+                        payload: will.payload.into(),
+                    }),
+                    username: p.username.map(Into::into),
+                    password: p.password.map(Into::into),
+                })
+            }
             Packet::ConnAck(p) => Self::ConnAck(ConnAckModel {
                 session_present: p.session_present,
                 reason_code: p.reason_code.value(),
@@ -812,7 +816,7 @@ impl PacketModel {
         }
     }
 
-    /// The model's lists as codec items, for [`PacketModel::packet`].
+    /// The model's lists as codec items, for [`PacketModel::build`].
     pub fn lists(&self) -> Lists<'_> {
         let mut lists = Lists::default();
         match self {
@@ -868,29 +872,31 @@ impl PacketModel {
 
     /// The model as a codec packet whose lists are `lists` (from [`PacketModel::lists`]).
     /// The model must be normalized.
-    pub fn packet<'s>(&'s self, lists: &'s Lists<'s>) -> Packet<'s> {
-        lists.apply(&self.skeleton())
+    pub fn build<'s>(&'s self, lists: &'s Lists<'s>) -> Built<'s> {
+        lists.apply(self.skeleton())
     }
 
     /// The packet with empty lists.
-    fn skeleton(&self) -> Packet<'_> {
-        match self {
-            Self::Connect(p) => Packet::Connect(Connect {
-                protocol: p.protocol,
-                clean_start: p.clean_start,
-                keep_alive: p.keep_alive,
-                properties: List::empty(),
-                client_id: &p.client_id,
-                will: p.will.as_ref().map(|will| Will {
-                    qos: qos(will.qos),
-                    retain: will.retain,
+    fn skeleton(&self) -> Built<'_> {
+        let packet = match self {
+            Self::Connect(p) => {
+                return Built::from(Connect {
+                    protocol: p.protocol,
+                    clean_start: p.clean_start,
+                    keep_alive: p.keep_alive,
                     properties: List::empty(),
-                    topic: &will.topic,
-                    payload: &will.payload,
-                }),
-                username: p.username.as_deref(),
-                password: p.password.as_deref(),
-            }),
+                    client_id: &p.client_id,
+                    will: p.will.as_ref().map(|will| Will {
+                        qos: qos(will.qos),
+                        retain: will.retain,
+                        properties: List::empty(),
+                        topic: &will.topic,
+                        payload: &will.payload,
+                    }),
+                    username: p.username.as_deref(),
+                    password: p.password.as_deref(),
+                });
+            }
             Self::ConnAck(p) => Packet::ConnAck(ConnAck {
                 session_present: p.session_present,
                 reason_code: reason(p.reason_code),
@@ -942,7 +948,8 @@ impl PacketModel {
                 reason_code: reason(p.reason_code),
                 properties: List::empty(),
             }),
-        }
+        };
+        packet.into()
     }
 }
 

@@ -25,8 +25,9 @@ fn every_seed_decodes_to_the_packets_it_names() {
             let (packet, used) = decode(rest, version, MAX_PACKET_SIZE)
                 .unwrap_or_else(|e| panic!("{}: packet {}: {e}", seed.name, types.len() + 1));
             if let Packet::Connect(connect) = &packet {
-                assert_eq!(connect.protocol, seed.version, "{}", seed.name);
-                version = connect.protocol;
+                let protocol = connect.get().protocol;
+                assert_eq!(protocol, seed.version, "{}", seed.name);
+                version = protocol;
             }
             types.push(packet.packet_type());
             rest = &rest[used..];
