@@ -501,6 +501,8 @@ fn retained_expires<S: BrokerStorage>() {
     let late = sim.connect(V5, "late", true, 0);
     sim.subscribe(late, "r", QOS0);
     assert_eq!(sim.received(late), []);
+    // Expired, it no longer counts against the retained limits either.
+    assert_eq!(sim.broker.retained_count(), 0);
 }
 
 /// 5.0 [MQTT-3.8.3-3]: with No Local a client does not receive its own messages; without it,

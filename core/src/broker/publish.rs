@@ -273,6 +273,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
         // Routed first: a message refused for lack of room must not become retained.
         let routed = self.route_message(message, publisher, now);
         if routed.is_ok() && publish.retain {
+            self.purge_expired_retained(now);
             self.retain(message, publish.payload.is_empty());
         }
         self.release_message(message);
@@ -281,6 +282,43 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
 
     /// Makes `message` its topic's retained message, or clears it for an empty payload
     /// ([MQTT-3.3.1-5], [MQTT-3.3.1-6], [MQTT-3.3.1-7]).
+    /// Drops retained messages whose Message Expiry Interval has run out (5.0
+    /// §3.3.2.3.3: an expired message is no longer delivered), so they stop counting
+    /// against the retained limits.
+    pub(super) fn purge_expired_retained(&mut self, now: Instant) {
+        for slot in 0..self.retained.handle_bound() {
+            let Some(&message) = self.retained.get(slot) else {
+                continue;
+            };
+            let expired = self
+                .messages
+                .get(message)
+                .is_some_and(|m| m.expires_at.is_some_and(|at| at <= now));
+            if !expired {
+                continue;
+            }
+            // Marking the change copies the topic out of the message before it goes.
+            if self.config.persistence {
+                let (blob, len) = self
+                    .messages
+                    .get(message)
+                    .map_or((None, 0), |m| (Some(m.blob), usize::from(m.topic_len)));
+                let copy = blob.and_then(|b| self.blobs.insert_prefixed(b, len, len, |_| {}).ok());
+                self.mark_retained_blob(copy);
+            }
+            let hash = self
+                .messages
+                .get(message)
+                .and_then(|m| m.parts(&self.blobs))
+                .map(|p| crate::index::hash_key(self.seed, 2, p.topic.as_bytes()));
+            if let Some(hash) = hash {
+                self.retained_index.remove(hash, |h| h == slot);
+            }
+            self.retained.remove(slot);
+            self.release_message(message);
+        }
+    }
+
     pub(super) fn retain(&mut self, message: u32, clear: bool) {
         if self.config.persistence {
             // The change marker keeps its own copy of the topic name.

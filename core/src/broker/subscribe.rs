@@ -133,6 +133,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
                 shared: false,
             };
             let filter = filter.filter();
+            self.purge_expired_retained(now);
             for slot in 0..self.retained.handle_bound() {
                 let Some(&message) = self.retained.get(slot) else {
                     continue;
