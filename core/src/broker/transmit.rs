@@ -335,6 +335,10 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
     ) -> Result<usize, usize> {
         let mut written = 0;
         let mut prev: Option<u32> = None;
+        // In-flight PUBLISH still to be sent again on this connection (counted when first
+        // needed), and whether one of them has to wait for room.
+        let mut awaiting_resend: Option<u32> = None;
+        let mut resend_waits = false;
         let mut cursor = self.sessions.get(session).and_then(|s| s.queue.head);
         while let Some(h) = cursor {
             let Some(entry) = self.queue.get(h) else {
@@ -372,11 +376,38 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
             }
 
             let fresh = entry.state == DeliveryState::Queued;
-            // [MQTT-3.3.4-7]: no more QoS 1/2 in flight than the client's Receive Maximum.
-            if fresh && entry.qos > QoS::AtMostOnce && inflight >= u32::from(receive_maximum) {
+            // [MQTT-3.3.4-9]: no more QoS 1/2 PUBLISH unacknowledged than the client's
+            // Receive Maximum. After a reconnection that counts the re-sends too: those in
+            // flight from the earlier connection take a place as they go out again.
+            let window_checked = !fresh || entry.qos > QoS::AtMostOnce;
+            let full = window_checked
+                && (resend_waits
+                    || inflight >= u32::from(receive_maximum) && {
+                        let pending = match awaiting_resend {
+                            Some(n) => n,
+                            None => *awaiting_resend.insert(self.awaiting_resend(session)),
+                        };
+                        inflight - pending.min(inflight) >= u32::from(receive_maximum)
+                    });
+            if fresh && (full || resend_waits) {
                 break;
             }
+            if full {
+                // The re-send waits, and every PUBLISH behind it; PUBREL does not
+                // ([MQTT-3.3.4-10]).
+                resend_waits = true;
+                prev = Some(h);
+                cursor = next;
+                continue;
+            }
+            let resend = !fresh;
+            let resend_done = |n: &mut Option<u32>| {
+                if resend && let Some(n) = n {
+                    *n = n.saturating_sub(1);
+                }
+            };
             let Some(message) = entry.message.and_then(|m| self.messages.get(m)) else {
+                resend_done(&mut awaiting_resend);
                 self.unlink_entry(session, prev, h);
                 cursor = next;
                 continue;
@@ -385,6 +416,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
             let remaining = match message.expires_at {
                 Some(at) if at <= now => {
                     self.stats.messages_expired += 1;
+                    resend_done(&mut awaiting_resend);
                     self.unlink_entry(session, prev, h);
                     cursor = next;
                     continue;
@@ -477,6 +509,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
             // a message is discarded for this client, as if delivered ([MQTT-3.1.2-25]).
             if size > max_packet as usize {
                 self.stats.messages_oversized += 1;
+                resend_done(&mut awaiting_resend);
                 self.unlink_entry(session, prev, h);
                 cursor = next;
                 continue;
@@ -490,6 +523,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
             }
             self.stats.packets_sent += 1;
             self.stats.messages_sent += 1;
+            resend_done(&mut awaiting_resend);
             let qos = entry.qos;
             let bytes = entry.bytes;
             if let (AliasUse::New(a), Some(message)) = (alias, entry.message) {
@@ -521,6 +555,29 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
             cursor = next;
         }
         Ok(written)
+    }
+
+    /// The session's in-flight QoS 1 and 2 PUBLISH still to be sent again on the current
+    /// connection ([MQTT-4.4.0-1]). Only the in-flight entries are looked at.
+    fn awaiting_resend(&self, session: u32) -> u32 {
+        let Some(s) = self.sessions.get(session) else {
+            return 0;
+        };
+        let (mut seen, mut pending) = (0, 0);
+        let mut cursor = s.queue.head;
+        while let Some(e) = cursor.and_then(|c| self.queue.get(c)) {
+            if seen >= s.queue.inflight {
+                break;
+            }
+            if e.state != DeliveryState::Queued {
+                seen += 1;
+                if e.needs_send && e.state != DeliveryState::AwaitingPubComp {
+                    pending += 1;
+                }
+            }
+            cursor = e.next;
+        }
+        pending
     }
 }
 
