@@ -41,7 +41,7 @@ pub struct Config {
     /// (3.x): Mosquitto's `max_inflight_messages`.
     pub max_inflight: u16,
     /// The server's Receive Maximum: unacknowledged QoS 2 PUBLISHes a client may send
-    /// ([MQTT-3.3.4-9]: more is answered with DISCONNECT 0x93).
+    /// ([MQTT-3.3.4-7]: more is answered with DISCONNECT 0x93).
     pub receive_maximum: u16,
     /// Messages queued per session (offline, or beyond the in-flight window).
     pub max_queued_messages: usize,

@@ -206,7 +206,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
                 return;
             }
             let pending = self.sessions.get(session).map_or(0, |s| s.inbound_len);
-            // [MQTT-3.3.4-9]: more unacknowledged QoS 2 PUBLISHes than our Receive Maximum.
+            // [MQTT-3.3.4-7]: more unacknowledged QoS 2 PUBLISHes than our Receive Maximum.
             if pending >= self.config.receive_maximum {
                 return self.close(id, ReasonCode::ReceiveMaximumExceeded, now);
             }

@@ -129,11 +129,12 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
     /// wrote; `Ok(0)` means nothing is waiting. Call again until it returns `Ok(0)`.
     ///
     /// Control packets go first, then the session's messages in order, within the client's
-    /// Receive Maximum ([MQTT-3.3.4-7]). Only whole packets are written. If the next packet
-    /// does not fit in an empty `buf`, nothing is lost: the error says how large `buf` must
-    /// be ([`EncodeError::InsufficientSize`]). A PUBLISH can be larger than the one that
-    /// brought it in (a 5.0 subscriber gets properties a 3.1.1 publisher did not send), so
-    /// give somewhat more than [`super::Config::max_packet_size`].
+    /// Receive Maximum ([MQTT-3.3.4-9]), re-sends included. Only whole packets are
+    /// written. If the next packet does not fit in an empty `buf`, nothing is lost: the
+    /// error says how large `buf` must be ([`EncodeError::InsufficientSize`]). A PUBLISH
+    /// can be larger than the one that brought it in (a 5.0 subscriber gets properties a
+    /// 3.1.1 publisher did not send), so give somewhat more than
+    /// [`super::Config::max_packet_size`].
     ///
     /// [`Event::Transmit`](super::Event::Transmit) is raised once when output appears and
     /// not again until a call returns `Ok(0)`: a host that stops early (its socket is full)
