@@ -297,15 +297,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
             if !expired {
                 continue;
             }
-            // Marking the change copies the topic out of the message before it goes.
-            if self.config.persistence {
-                let (blob, len) = self
-                    .messages
-                    .get(message)
-                    .map_or((None, 0), |m| (Some(m.blob), usize::from(m.topic_len)));
-                let copy = blob.and_then(|b| self.blobs.insert_prefixed(b, len, len, |_| {}).ok());
-                self.mark_retained_blob(copy);
-            }
+            self.mark_retained_topic_of(message);
             let hash = self
                 .messages
                 .get(message)
@@ -319,16 +311,22 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
         }
     }
 
-    pub(super) fn retain(&mut self, message: u32, clear: bool) {
-        if self.config.persistence {
-            // The change marker keeps its own copy of the topic name.
-            let (blob, len) = self
-                .messages
-                .get(message)
-                .map_or((None, 0), |m| (Some(m.blob), usize::from(m.topic_len)));
-            let copy = blob.and_then(|b| self.blobs.insert_prefixed(b, len, len, |_| {}).ok());
-            self.mark_retained_blob(copy);
+    /// Marks the retained topic of `message` as changed for persistence; the marker keeps
+    /// its own copy of the topic name, taken from the message's blob.
+    fn mark_retained_topic_of(&mut self, message: u32) {
+        if !self.config.persistence {
+            return;
         }
+        let (blob, len) = self
+            .messages
+            .get(message)
+            .map_or((None, 0), |m| (Some(m.blob), usize::from(m.topic_len)));
+        let copy = blob.and_then(|b| self.blobs.insert_prefixed(b, len, len, |_| {}).ok());
+        self.mark_retained_blob(copy);
+    }
+
+    pub(super) fn retain(&mut self, message: u32, clear: bool) {
+        self.mark_retained_topic_of(message);
         let Some(parts) = self
             .messages
             .get(message)
@@ -584,12 +582,16 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
 
     /// PUBACK: a QoS 1 delivery is complete (§4.3.2).
     pub(super) fn on_puback(&mut self, id: ConnectionId, ack: &Ack<'_>, _now: Instant) {
+        self.complete_inflight(id, ack.packet_id, DeliveryState::AwaitingPubAck);
+    }
+
+    /// Ends the delivery in flight with `pid` in `state` (PUBACK, PUBCOMP) and lets the
+    /// next queued message take its place in the window.
+    fn complete_inflight(&mut self, id: ConnectionId, pid: PacketId, state: DeliveryState) {
         let Some(session) = self.session_of(id) else {
             return;
         };
-        if let Some((prev, h)) =
-            self.find_inflight(session, ack.packet_id, DeliveryState::AwaitingPubAck)
-        {
+        if let Some((prev, h)) = self.find_inflight(session, pid, state) {
             self.unlink_entry(session, prev, h);
             self.signal_transmit(id);
         }
@@ -641,15 +643,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
 
     /// PUBCOMP: a QoS 2 delivery is complete.
     pub(super) fn on_pubcomp(&mut self, id: ConnectionId, ack: &Ack<'_>, _now: Instant) {
-        let Some(session) = self.session_of(id) else {
-            return;
-        };
-        if let Some((prev, h)) =
-            self.find_inflight(session, ack.packet_id, DeliveryState::AwaitingPubComp)
-        {
-            self.unlink_entry(session, prev, h);
-            self.signal_transmit(id);
-        }
+        self.complete_inflight(id, ack.packet_id, DeliveryState::AwaitingPubComp);
     }
 
     /// PUBREL from the client: forget the identifier and answer PUBCOMP ([MQTT-4.3.3-9]).
