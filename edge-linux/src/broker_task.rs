@@ -15,8 +15,9 @@
 //! - [`Event::Close`]: whatever the core still has for the connection goes to the writer as
 //!   its last words, the writer flushes and closes, and the core forgets the connection.
 //!
-//! Between inputs it sleeps until [`Broker::poll_timeout`]. Core time is milliseconds
-//! since the actor started.
+//! Between inputs it sleeps until [`Broker::poll_timeout`] or the next `$SYS`
+//! publication ([`SysTree`]). Core time is milliseconds since the actor started. After
+//! each wake-up it copies the core's counters into [`Metrics`] for `/metrics`.
 //!
 //! ## Deliberately not yet done
 //! - **This serializes all routing on one task, so the broker uses one core for protocol
@@ -39,6 +40,9 @@ use fulmar_core::broker::{Broker, ConnectionId, Event, Growable};
 use fulmar_core::time::Instant;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
+
+use crate::metrics::sys::SysTree;
+use crate::metrics::{Metrics, Refusal};
 
 /// Inputs waiting for the actor; readers wait when it is full.
 const INBOX: usize = 1024;
@@ -130,6 +134,7 @@ pub(crate) struct Gone;
 #[derive(Debug, Clone)]
 pub(crate) struct BrokerHandle {
     inbox: mpsc::Sender<Input>,
+    metrics: Arc<Metrics>,
 }
 
 impl BrokerHandle {
@@ -145,6 +150,7 @@ impl BrokerHandle {
 
     /// Hands bytes read from a connection to the broker.
     pub(crate) async fn bytes(&self, id: ConnectionId, bytes: Vec<u8>) -> Result<(), Gone> {
+        self.metrics.received(bytes.len());
         self.send(Input::Bytes(id, bytes)).await
     }
 
@@ -168,21 +174,27 @@ impl BrokerHandle {
     }
 }
 
-/// Starts the actor on the current runtime.
+/// Starts the actor on the current runtime; it publishes `$SYS` every `sys_interval`
+/// (never when zero).
 pub(crate) fn spawn(
     config: fulmar_core::broker::Config,
+    metrics: Arc<Metrics>,
+    sys_interval: std::time::Duration,
 ) -> (BrokerHandle, tokio::task::JoinHandle<()>) {
     let (inbox, receiver) = mpsc::channel(INBOX);
     let buffer = vec![0; config.max_packet_size as usize + TRANSMIT_MARGIN];
+    let started = tokio::time::Instant::now();
     let actor = Actor {
         broker: Broker::new(config, random_seed()),
         links: HashMap::new(),
         blocked: Vec::new(),
-        started: tokio::time::Instant::now(),
+        started,
         buffer,
+        metrics: metrics.clone(),
+        sys: SysTree::new(sys_interval, started),
     };
     let task = tokio::spawn(actor.run(receiver));
-    (BrokerHandle { inbox }, task)
+    (BrokerHandle { inbox, metrics }, task)
 }
 
 /// A seed for the core's hash tables (keyed against collision attacks) and assigned client
@@ -213,6 +225,8 @@ struct Actor {
     started: tokio::time::Instant,
     /// Reused for every `poll_transmit`; large enough for the largest packet.
     buffer: Vec<u8>,
+    metrics: Arc<Metrics>,
+    sys: SysTree,
 }
 
 /// What happened when the actor tried to move a connection's output to its writer.
@@ -237,6 +251,10 @@ impl Actor {
                 .broker
                 .poll_timeout()
                 .map(|at| self.deadline(at).max(floor));
+            let deadline = match (deadline, self.sys.next_due()) {
+                (Some(core), Some(sys)) => Some(core.min(sys)),
+                (core, sys) => core.or(sys),
+            };
             let sleep = async {
                 match deadline {
                     Some(at) => tokio::time::sleep_until(at).await,
@@ -270,7 +288,22 @@ impl Actor {
                     floor = tokio::time::Instant::now() + std::time::Duration::from_millis(1);
                 }
             }
+            self.observe();
         }
+    }
+
+    /// Publishes `$SYS` when due and refreshes the counters `/metrics` reads.
+    fn observe(&mut self) {
+        let now = self.now();
+        let at = tokio::time::Instant::now();
+        if self
+            .sys
+            .publish_if_due(&mut self.broker, &self.metrics, at, now)
+        {
+            self.pump(now);
+        }
+        self.metrics
+            .record_core(&self.broker.stats(), self.broker.subscription_count());
     }
 
     /// Core time: milliseconds since the actor started.
@@ -291,6 +324,7 @@ impl Actor {
                     Ok(id) => id,
                     Err(error) => {
                         warn!(%peer, ?error, "connection refused by the broker");
+                        self.metrics.refused(Refusal::Broker);
                         let _ = reply.send(None);
                         return;
                     }
@@ -406,6 +440,7 @@ impl Actor {
             match event {
                 Event::Transmit(id) => self.transmit(id, now),
                 Event::Connected(id) => {
+                    self.metrics.connected();
                     if let Some(peer) = self.links.get(&id) {
                         debug!(
                             peer = %peer.addr,
@@ -470,6 +505,7 @@ impl Actor {
                 return Flush::Done;
             };
             room.queued.fetch_add(n, Ordering::SeqCst);
+            self.metrics.sent(n);
             if peer.link.output.send(bytes.to_vec()).is_err() {
                 return Flush::WriterGone;
             }
@@ -505,7 +541,10 @@ impl Actor {
                 Err(_) => return out,
             };
             match self.buffer.get(..n) {
-                Some(bytes) if !bytes.is_empty() => out.extend_from_slice(bytes),
+                Some(bytes) if !bytes.is_empty() => {
+                    self.metrics.sent(n);
+                    out.extend_from_slice(bytes);
+                }
                 _ => return out,
             }
         }

@@ -14,6 +14,9 @@ use std::net::SocketAddr;
 
 use clap::Parser;
 
+use crate::logging::LogFormat;
+use crate::metrics;
+
 /// Address the broker listens on when no `--listen` is given: MQTT's registered port on
 /// every interface.
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:1883";
@@ -74,6 +77,35 @@ pub struct Cli {
         value_parser = clap::value_parser!(u32).range(64..=268_435_455)
     )]
     pub max_packet_size: u32,
+
+    /// Log line format: `human` (plain text) or `json` (one JSON object per line).
+    #[arg(
+        long = "log-format",
+        value_name = "FORMAT",
+        value_enum,
+        default_value_t = LogFormat::Human,
+        env = "FULMAR_LOG_FORMAT"
+    )]
+    pub log_format: LogFormat,
+
+    /// Seconds between publications of the `$SYS/broker/...` topics (Mosquitto's
+    /// sys_interval); 0 turns them off.
+    #[arg(
+        long = "sys-interval",
+        value_name = "SECONDS",
+        default_value_t = crate::metrics::DEFAULT_SYS_INTERVAL.as_secs(),
+        env = "FULMAR_SYS_INTERVAL"
+    )]
+    pub sys_interval: u64,
+
+    /// Serve Prometheus metrics at http://ADDR/metrics (off unless given; there is no
+    /// authentication, so prefer a loopback address such as 127.0.0.1:9883).
+    #[arg(
+        long = "metrics-listen",
+        value_name = "ADDR",
+        env = "FULMAR_METRICS_LISTEN"
+    )]
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// A count that must not be zero.
@@ -94,6 +126,8 @@ pub struct Config {
     pub max_connections: usize,
     /// Largest packet accepted from a client, fixed header included.
     pub max_packet_size: u32,
+    /// `$SYS` topics and the Prometheus endpoint.
+    pub metrics: metrics::Settings,
 }
 
 impl Default for Config {
@@ -102,6 +136,7 @@ impl Default for Config {
             listen: vec![SocketAddr::from(([0, 0, 0, 0], 1883))],
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_packet_size: fulmar_core::broker::Config::default().max_packet_size,
+            metrics: metrics::Settings::default(),
         }
     }
 }
@@ -130,6 +165,10 @@ impl From<&Cli> for Config {
             listen: cli.listen.clone(),
             max_connections: cli.max_connections,
             max_packet_size: cli.max_packet_size,
+            metrics: metrics::Settings {
+                sys_interval: std::time::Duration::from_secs(cli.sys_interval),
+                http_listen: cli.metrics_listen,
+            },
         }
     }
 }
@@ -178,6 +217,28 @@ mod tests {
         assert_eq!(core.max_connections, 50);
         assert_eq!(core.max_clients, 50);
         assert_eq!(core.max_packet_size, 4096);
+    }
+
+    #[test]
+    fn observability_flags() {
+        let cli = Cli::try_parse_from([
+            "fulmar",
+            "--log-format",
+            "json",
+            "--sys-interval",
+            "0",
+            "--metrics-listen",
+            "127.0.0.1:9883",
+        ])
+        .unwrap();
+        assert_eq!(cli.log_format, LogFormat::Json);
+        let config = Config::from(&cli);
+        assert!(config.metrics.sys_interval.is_zero());
+        assert_eq!(
+            config.metrics.http_listen,
+            Some("127.0.0.1:9883".parse().unwrap())
+        );
+        assert!(Cli::try_parse_from(["fulmar", "--log-format", "xml"]).is_err());
     }
 
     #[test]

@@ -10,6 +10,8 @@
 //! - `broker_task`: one task that owns the broker state machine (an actor), feeds it what
 //!   the connections read, and hands each connection what the broker transmits.
 //! - [`shutdown`]: SIGINT / SIGTERM.
+//! - [`metrics`]: the counters, `$SYS/broker/...` topics and the Prometheus endpoint.
+//! - [`logging`]: `tracing` output, for people or as JSON lines.
 //!
 //! ```no_run
 //! # async fn example() -> anyhow::Result<()> {
@@ -29,9 +31,11 @@
 //!   (sessions run by their connection tasks, a shared router) must replace it.
 //! - No persistence: sessions and retained messages live in memory and are lost on exit.
 //! - No authentication or ACL: anyone may connect (the startup log warns).
-//! - No TLS, WebSocket, `$SYS` topics, metrics, TOML configuration or `fulmar bench`.
+//! - No TLS, WebSocket, TOML configuration or `fulmar bench`.
 
 pub mod config;
+pub mod logging;
+pub mod metrics;
 pub mod server;
 pub mod shutdown;
 

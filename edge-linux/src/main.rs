@@ -1,24 +1,13 @@
 //! `fulmar`: the MQTT broker for Linux gateways. Everything lives in the `fulmar_edge`
 //! library; this parses the command line, sets up logging and runs the server.
 
-use std::io::IsTerminal;
-
 use anyhow::Context;
 use clap::Parser;
 use fulmar_edge::{Cli, Config, Server};
-use tracing_subscriber::EnvFilter;
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let filter = EnvFilter::try_new(&cli.log)
-        .with_context(|| format!("invalid --log value {:?}", cli.log))?;
-    // Logs go to stderr (stdout stays free for commands that print results); colours only
-    // on a terminal, so files and journald get plain text.
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+    fulmar_edge::logging::init(&cli.log, cli.log_format)?;
 
     let config = Config::from(&cli);
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -17,6 +17,7 @@ use tracing::{debug, error, info, warn};
 use crate::broker_task::{self, BrokerHandle};
 use crate::config::Config;
 use crate::connection::{self, LINGER};
+use crate::metrics::{self, Metrics, Refusal};
 
 /// How long shutdown waits for connections to flush and close before giving up on them.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -49,6 +50,9 @@ pub enum Error {
 pub struct Server {
     config: Config,
     listeners: Vec<(TcpListener, SocketAddr)>,
+    /// The Prometheus endpoint's listener, when configured.
+    metrics_listener: Option<(TcpListener, SocketAddr)>,
+    metrics: Arc<Metrics>,
 }
 
 impl Server {
@@ -59,13 +63,23 @@ impl Server {
         }
         let mut listeners = Vec::with_capacity(config.listen.len());
         for &addr in &config.listen {
-            let listener = TcpListener::bind(addr)
-                .await
-                .map_err(|source| Error::Bind { addr, source })?;
-            let local = listener.local_addr().map_err(Error::LocalAddr)?;
-            listeners.push((listener, local));
+            listeners.push(bind(addr).await?);
         }
-        Ok(Self { config, listeners })
+        let metrics_listener = match config.metrics.http_listen {
+            Some(addr) => Some(bind(addr).await?),
+            None => None,
+        };
+        Ok(Self {
+            config,
+            listeners,
+            metrics_listener,
+            metrics: Arc::new(Metrics::new()),
+        })
+    }
+
+    /// The broker's counters (what `$SYS` and `/metrics` publish).
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.metrics.clone()
     }
 
     /// The addresses the listeners are bound to (with the real port where 0 was asked).
@@ -76,7 +90,12 @@ impl Server {
     /// Serves until `shutdown` completes, then stops accepting, flushes and closes every
     /// connection (waiting at most a few seconds for them) and returns.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
-        let (broker, actor) = broker_task::spawn(self.config.core());
+        let metrics = self.metrics;
+        let (broker, actor) = broker_task::spawn(
+            self.config.core(),
+            metrics.clone(),
+            self.config.metrics.sys_interval,
+        );
         let limit = Arc::new(Semaphore::new(self.config.max_connections));
         let (stop, stopped) = watch::channel(false);
         // Every connection task holds a clone; `recv` returns `None` once all are gone.
@@ -93,12 +112,22 @@ impl Server {
              This version of fulmar has no authentication yet (password and ACL files come \
              in a later version), so listen on a trusted network only, e.g. --listen 127.0.0.1:1883"
         );
+        if let Some((listener, addr)) = self.metrics_listener {
+            info!("Prometheus metrics at http://{addr}/metrics");
+            tokio::spawn(metrics::http::serve(
+                listener,
+                addr,
+                metrics.clone(),
+                stopped.clone(),
+            ));
+        }
         for (listener, addr) in self.listeners {
             tokio::spawn(accept_loop(
                 listener,
                 addr,
                 limit.clone(),
                 broker.clone(),
+                metrics.clone(),
                 stopped.clone(),
                 tracker.clone(),
             ));
@@ -127,25 +156,14 @@ async fn accept_loop(
     addr: SocketAddr,
     limit: Arc<Semaphore>,
     broker: BrokerHandle,
+    metrics: Arc<Metrics>,
     mut stop: watch::Receiver<bool>,
     tracker: mpsc::Sender<()>,
 ) {
-    loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            _ = stop.changed() => break,
-        };
-        let (stream, peer) = match accepted {
-            Ok(accepted) => accepted,
-            Err(error) => {
-                // EMFILE and friends: the listener is fine, the process is short of
-                // something. Wait a little rather than spin.
-                error!(listener = %addr, %error, "accept failed");
-                tokio::time::sleep(ACCEPT_BACKOFF).await;
-                continue;
-            }
-        };
+    while let Some((stream, peer)) = accept(&listener, addr, &mut stop).await {
+        metrics.accepted();
         let Ok(permit) = limit.clone().try_acquire_owned() else {
+            metrics.refused(Refusal::Limit);
             warn!(%peer, "connection limit reached (--max-connections); closing the new connection");
             drop(stream);
             continue;
@@ -153,13 +171,45 @@ async fn accept_loop(
         configure(&stream, peer);
         let broker = broker.clone();
         let tracker = tracker.clone();
+        let serving = metrics.serving();
         tokio::spawn(async move {
             connection::serve(stream, peer, broker).await;
-            drop(permit);
-            drop(tracker);
+            drop((permit, serving, tracker));
         });
     }
     debug!(listener = %addr, "stopped accepting");
+}
+
+/// The next connection on `listener` (bound to `addr`), or `None` once `stop` changes.
+pub(crate) async fn accept(
+    listener: &TcpListener,
+    addr: SocketAddr,
+    stop: &mut watch::Receiver<bool>,
+) -> Option<(TcpStream, SocketAddr)> {
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = stop.changed() => return None,
+        };
+        match accepted {
+            Ok(accepted) => return Some(accepted),
+            Err(error) => {
+                // EMFILE and friends: the listener is fine, the process is short of
+                // something. Wait a little rather than spin.
+                error!(listener = %addr, %error, "accept failed");
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
+            }
+        }
+    }
+}
+
+/// Binds a listener; returns it with its bound address.
+async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), Error> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| Error::Bind { addr, source })?;
+    let local = listener.local_addr().map_err(Error::LocalAddr)?;
+    Ok((listener, local))
 }
 
 /// Socket options for a served connection.

@@ -144,6 +144,11 @@ pub struct Stats {
     pub messages_oversized: u64,
     /// Retained messages held.
     pub retained: u64,
+    /// Distinct messages held: retained, or waiting for (or in flight to) a session. A
+    /// message queued for several sessions is stored, and counted, once.
+    pub messages_stored: u64,
+    /// Deliveries waiting for, or in flight to, sessions: one per message and session.
+    pub deliveries_queued: u64,
     /// Connections closed for a protocol violation or malformed packet.
     pub protocol_errors: u64,
 }
@@ -251,6 +256,8 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
         let mut stats = self.stats;
         stats.sessions = self.sessions.len() as u64;
         stats.retained = self.retained.len() as u64;
+        stats.messages_stored = self.messages.len() as u64;
+        stats.deliveries_queued = self.queue.len() as u64;
         stats
     }
 
