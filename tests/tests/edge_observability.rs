@@ -1,0 +1,316 @@
+//! Observability of the real `fulmar` binary, as an operator sees it: the `$SYS/broker/...`
+//! topics through `mosquitto_sub`, the Prometheus endpoint scraped over a socket, and JSON
+//! log lines.
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use fulmar_tests::{Fulmar, Lines, wait_until};
+
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Runs a mosquitto client against the broker; it must succeed.
+fn mosquitto(broker: &Fulmar, program: &str, args: &[&str]) {
+    let status = Command::new(program)
+        .args(["-h", "127.0.0.1", "-p", &broker.port().to_string()])
+        .args(args)
+        .status()
+        .unwrap_or_else(|e| panic!("run {program}: {e}"));
+    assert!(status.success(), "{program} {args:?} failed");
+}
+
+/// `mosquitto_sub -v` on `filter`, printing `topic payload` lines.
+fn subscribe(broker: &Fulmar, filter: &str, client_id: &str) -> Lines {
+    let mut command = Command::new("mosquitto_sub");
+    command
+        .args(["-h", "127.0.0.1", "-p", &broker.port().to_string()])
+        .args(["-v", "-i", client_id, "-t", filter]);
+    Lines::spawn(command)
+}
+
+/// The latest value of every `$SYS` topic seen on a `mosquitto_sub -v` subscription.
+struct SysView {
+    lines: Lines,
+    values: HashMap<String, String>,
+}
+
+impl SysView {
+    fn new(lines: Lines) -> Self {
+        Self {
+            lines,
+            values: HashMap::new(),
+        }
+    }
+
+    /// Reads updates until `wanted` holds for the values seen.
+    ///
+    /// # Panics
+    /// If it does not hold within [`TIMEOUT`]; the message shows the values.
+    fn until(&mut self, what: &str, wanted: impl Fn(&Self) -> bool) {
+        let deadline = Instant::now() + TIMEOUT;
+        while !wanted(self) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let Some(line) = self.lines.next_line(left) else {
+                panic!(
+                    "{what}: not seen within {TIMEOUT:?}; values: {:#?}",
+                    self.values
+                );
+            };
+            let (topic, payload) = line.split_once(' ').unwrap_or((&line, ""));
+            // `retained messages/count` has a space in its topic name.
+            let (topic, payload) = match topic {
+                "$SYS/broker/retained" => (
+                    "$SYS/broker/retained messages/count",
+                    payload.strip_prefix("messages/count ").unwrap_or(payload),
+                ),
+                _ => (topic, payload),
+            };
+            assert!(topic.starts_with("$SYS/broker/"), "{line}");
+            self.values.insert(topic.to_owned(), payload.to_owned());
+        }
+    }
+
+    fn text(&self, name: &str) -> Option<&str> {
+        self.values
+            .get(&format!("$SYS/broker/{name}"))
+            .map(String::as_str)
+    }
+
+    fn number(&self, name: &str) -> f64 {
+        self.text(name)
+            .and_then(|v| v.trim_end_matches(" seconds").parse().ok())
+            .unwrap_or(-1.0)
+    }
+}
+
+#[test]
+fn sys_topics_follow_what_clients_do() {
+    let broker = Fulmar::start_with(&["--sys-interval", "1"]);
+    let mut sys = SysView::new(subscribe(&broker, "$SYS/broker/#", "sys-watcher"));
+    let everything = subscribe(&broker, "#", "hash-watcher");
+
+    sys.until("the first publication", |s| {
+        s.text("version")
+            .is_some_and(|v| v.starts_with("fulmar version "))
+            && s.number("clients/connected") >= 2.0
+            && s.number("subscriptions/count") >= 2.0
+    });
+    let uptime = sys.number("uptime");
+    let received = sys.number("publish/messages/received");
+    let bytes = sys.number("bytes/received");
+    assert_eq!(received, 0.0, "nothing was published yet");
+
+    // [MQTT-4.7.2-1]: `#` does not match `$SYS/...`; the first thing the `#` subscriber
+    // sees is the first ordinary message, although `$SYS` was published before it.
+    mosquitto(&broker, "mosquitto_pub", &["-t", "obs/ping", "-m", "hello"]);
+    assert_eq!(
+        everything.next_line(TIMEOUT).as_deref(),
+        Some("obs/ping hello"),
+        "a `#` subscription sees no $SYS topic"
+    );
+
+    // More clients and messages: the counters follow.
+    let extra = subscribe(&broker, "obs/extra", "extra");
+    for i in 0..5 {
+        mosquitto(
+            &broker,
+            "mosquitto_pub",
+            &["-q", "1", "-t", "obs/extra", "-m", &i.to_string()],
+        );
+    }
+    mosquitto(
+        &broker,
+        "mosquitto_pub",
+        &["-r", "-t", "obs/kept", "-m", "x"],
+    );
+    sys.until("counters after 6 publishers and a third subscriber", |s| {
+        s.number("publish/messages/received") >= received + 7.0
+            && s.number("clients/connected") == 3.0
+            && s.number("clients/maximum") >= 3.0
+            && s.number("bytes/received") > bytes
+            && s.number("publish/messages/sent") >= 6.0
+            && s.number("load/publish/received/1min") > 0.0
+            && s.number("load/connections/1min") > 0.0
+            && s.number("uptime") > uptime
+    });
+    // The retained count includes the retained `$SYS` topics themselves, as Mosquitto's.
+    let retained = sys.number("retained messages/count");
+    assert!(retained > 40.0, "retained count {retained}");
+
+    drop(extra);
+    sys.until("a client left", |s| s.number("clients/connected") == 2.0);
+    assert!(sys.number("clients/maximum") >= 3.0, "the maximum stays");
+}
+
+#[test]
+fn sys_topics_can_be_turned_off() {
+    let broker = Fulmar::start_with(&["--sys-interval", "0"]);
+    let sys = subscribe(&broker, "$SYS/#", "sys-off");
+    // Published once a second when on; nothing in two seconds means off.
+    assert_eq!(sys.next_line(Duration::from_secs(2)), None);
+}
+
+/// A scrape: the status line, the headers, and the samples by name (with labels).
+struct Scrape {
+    head: String,
+    text: String,
+    samples: HashMap<String, f64>,
+}
+
+fn scrape(addr: SocketAddr, path: &str) -> Scrape {
+    let mut stream = TcpStream::connect(addr).expect("connect to the metrics endpoint");
+    stream.set_read_timeout(Some(TIMEOUT)).expect("timeout");
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: fulmar\r\n\r\n").expect("send request");
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).expect("read response");
+    let (head, text) = answer.split_once("\r\n\r\n").expect("a head and a body");
+    let samples = text
+        .lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| {
+            let (name, value) = line.rsplit_once(' ')?;
+            Some((name.to_owned(), value.parse().ok()?))
+        })
+        .collect();
+    Scrape {
+        head: head.to_owned(),
+        text: text.to_owned(),
+        samples,
+    }
+}
+
+impl Scrape {
+    fn get(&self, name: &str) -> f64 {
+        *self
+            .samples
+            .get(name)
+            .unwrap_or_else(|| panic!("no sample {name} in:\n{}", self.text))
+    }
+}
+
+/// The metrics endpoint's address, from the broker's log.
+fn metrics_addr(broker: &Fulmar) -> SocketAddr {
+    let mut addr = None;
+    wait_until(TIMEOUT, || {
+        addr = broker.log().lines().find_map(|line| {
+            let rest = line.split("Prometheus metrics at http://").nth(1)?;
+            rest.split('/').next()?.parse().ok()
+        });
+        addr.is_some()
+    });
+    addr.expect("the endpoint's address")
+}
+
+#[test]
+fn prometheus_endpoint_counts_over_a_real_socket() {
+    let broker = Fulmar::start_with(&["--metrics-listen", "127.0.0.1:0"]);
+    let addr = metrics_addr(&broker);
+    let before = scrape(addr, "/metrics");
+    assert!(
+        before.head.starts_with("HTTP/1.1 200 OK\r\n"),
+        "{}",
+        before.head
+    );
+    assert!(
+        before
+            .head
+            .contains("Content-Type: text/plain; version=0.0.4; charset=utf-8"),
+        "{}",
+        before.head
+    );
+    // Every family is announced with HELP and TYPE before its samples.
+    for name in [
+        "fulmar_connections_accepted_total",
+        "fulmar_messages_received_total",
+        "fulmar_received_bytes_total",
+        "fulmar_clients_connected",
+    ] {
+        assert!(
+            before.text.contains(&format!("# HELP {name} ")),
+            "HELP {name}"
+        );
+        let kind = if name.ends_with("_total") {
+            "counter"
+        } else {
+            "gauge"
+        };
+        assert!(
+            before.text.contains(&format!("# TYPE {name} {kind}\n")),
+            "TYPE {name}"
+        );
+    }
+    assert_eq!(before.get("fulmar_messages_received_total"), 0.0);
+
+    let watcher = subscribe(&broker, "obs/metrics", "metrics-watcher");
+    wait_until(TIMEOUT, || {
+        scrape(addr, "/metrics").get("fulmar_clients_connected") == 1.0
+    });
+    for i in 0..3 {
+        mosquitto(
+            &broker,
+            "mosquitto_pub",
+            &["-q", "1", "-t", "obs/metrics", "-m", &i.to_string()],
+        );
+    }
+    for _ in 0..3 {
+        watcher
+            .next_line(TIMEOUT)
+            .expect("the subscriber gets each message");
+    }
+    let after = scrape(addr, "/metrics");
+    assert_eq!(after.get("fulmar_messages_received_total"), 3.0);
+    assert_eq!(after.get("fulmar_messages_sent_total"), 3.0);
+    assert_eq!(after.get("fulmar_clients_connected"), 1.0);
+    assert_eq!(after.get("fulmar_subscriptions"), 1.0);
+    assert!(after.get("fulmar_connections_accepted_total") >= 4.0);
+    assert!(after.get("fulmar_connects_total") >= 4.0);
+    for counter in [
+        "fulmar_received_bytes_total",
+        "fulmar_sent_bytes_total",
+        "fulmar_packets_received_total",
+    ] {
+        assert!(after.get(counter) > before.get(counter), "{counter} grows");
+    }
+    assert_eq!(
+        after.get(r#"fulmar_messages_dropped_total{reason="queue_full"}"#),
+        0.0
+    );
+    assert!(after.get("process_resident_memory_bytes") > 0.0);
+
+    let missing = scrape(addr, "/nothing");
+    assert!(
+        missing.head.starts_with("HTTP/1.1 404 "),
+        "{}",
+        missing.head
+    );
+}
+
+#[test]
+fn json_log_lines_parse() {
+    let mut broker = Fulmar::start_with(&["--log-format", "json"]);
+    mosquitto(
+        &broker,
+        "mosquitto_pub",
+        &["-i", "json-client", "-t", "obs/json", "-m", "x"],
+    );
+    wait_until(TIMEOUT, || broker.log().contains("json-client"));
+    assert!(broker.terminate().is_some_and(|s| s.success()));
+    let log = broker.log();
+    let mut connected = false;
+    for line in log.lines() {
+        let value: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        for field in ["timestamp", "level", "target", "message"] {
+            assert!(value.get(field).is_some(), "no {field} in {line}");
+        }
+        // Event fields sit at the top level, next to the message.
+        connected |= value["message"] == "client connected" && value["client"] == "json-client";
+    }
+    assert!(
+        connected,
+        "a `client connected` line with its client field:\n{log}"
+    );
+}
