@@ -106,6 +106,18 @@ pub struct Cli {
         env = "FULMAR_METRICS_LISTEN"
     )]
     pub metrics_listen: Option<SocketAddr>,
+
+    /// A tool to run instead of the broker.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Tools `fulmar` runs instead of the broker.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Command {
+    /// Load generator for any MQTT broker: `conn`, `pub`, `sub`, `pubsub` (see `fulmar
+    /// bench --help`).
+    Bench(crate::bench::BenchArgs),
 }
 
 /// A count that must not be zero.

@@ -12,6 +12,7 @@
 //! - [`shutdown`]: SIGINT / SIGTERM.
 //! - [`metrics`]: the counters, `$SYS/broker/...` topics and the Prometheus endpoint.
 //! - [`logging`]: `tracing` output, for people or as JSON lines.
+//! - [`bench`]: `fulmar bench`, the load generator (any MQTT broker).
 //!
 //! ```no_run
 //! # async fn example() -> anyhow::Result<()> {
@@ -31,8 +32,9 @@
 //!   (sessions run by their connection tasks, a shared router) must replace it.
 //! - No persistence: sessions and retained messages live in memory and are lost on exit.
 //! - No authentication or ACL: anyone may connect (the startup log warns).
-//! - No TLS, WebSocket, TOML configuration or `fulmar bench`.
+//! - No TLS, WebSocket or TOML configuration.
 
+pub mod bench;
 pub mod config;
 pub mod logging;
 pub mod metrics;

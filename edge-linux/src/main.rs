@@ -3,6 +3,7 @@
 
 use anyhow::Context;
 use clap::Parser;
+use fulmar_edge::config::Command;
 use fulmar_edge::{Cli, Config, Server};
 
 fn main() -> anyhow::Result<()> {
@@ -15,6 +16,11 @@ fn main() -> anyhow::Result<()> {
         .thread_name("fulmar")
         .build()
         .context("cannot start the tokio runtime")?;
+    if let Some(Command::Bench(args)) = cli.command {
+        return runtime
+            .block_on(fulmar_edge::bench::run(args))
+            .context("fulmar bench");
+    }
     runtime.block_on(async {
         // Signal handlers first: a SIGTERM that arrives while the listeners bind must stop
         // the broker gracefully, not kill it.
