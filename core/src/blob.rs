@@ -6,15 +6,33 @@
 //! reached, live blobs moved down over the holes (handles stay valid, so there is never
 //! fragmentation to leak space). [`GrowableBlobs`] boxes each blob (`alloc`).
 
+use core::num::NonZeroU32;
+
 use crate::storage::{CapacityError, Entry, Slab};
 
 /// Handle of a stored blob.
+///
+/// Held as the slab handle plus one, so `None` of an `Option` holding a `BlobId` is zero
+/// bytes: a broker built in a `static` stays all zero and lands in `.bss`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
-pub struct BlobId(pub(crate) u32);
+pub struct BlobId(NonZeroU32);
+
+impl BlobId {
+    fn from_handle(handle: u32) -> Self {
+        // Slab handles stay below `u32::MAX` (a slab never holds 2^32 values).
+        Self(NonZeroU32::MIN.saturating_add(handle))
+    }
+
+    fn handle(self) -> u32 {
+        self.0.get() - 1
+    }
+}
 
 /// A store of byte strings.
 pub trait BlobStore: Default {
+    /// An empty store, usable in `const` context.
+    const EMPTY: Self;
     /// Stores a blob of `len` bytes written by `fill`.
     fn insert(&mut self, len: usize, fill: impl FnOnce(&mut [u8]))
     -> Result<BlobId, CapacityError>;
@@ -59,12 +77,7 @@ pub struct FixedBlobs<const BYTES: usize, const BLOBS: usize> {
 
 impl<const BYTES: usize, const BLOBS: usize> Default for FixedBlobs<BYTES, BLOBS> {
     fn default() -> Self {
-        Self {
-            data: [0; BYTES],
-            spans: Slab::new(),
-            end: 0,
-            live: 0,
-        }
+        Self::EMPTY
     }
 }
 
@@ -104,6 +117,14 @@ impl<const BYTES: usize, const BLOBS: usize> FixedBlobs<BYTES, BLOBS> {
 }
 
 impl<const BYTES: usize, const BLOBS: usize> BlobStore for FixedBlobs<BYTES, BLOBS> {
+    // All zero bytes: a `static` holding it lands in `.bss`, not in flash.
+    const EMPTY: Self = Self {
+        data: [0; BYTES],
+        spans: Slab::new(),
+        end: 0,
+        live: 0,
+    };
+
     fn insert(
         &mut self,
         len: usize,
@@ -123,7 +144,7 @@ impl<const BYTES: usize, const BLOBS: usize> BlobStore for FixedBlobs<BYTES, BLO
         fill(&mut self.data[start..start + len]);
         self.end += len;
         self.live += len;
-        Ok(BlobId(handle))
+        Ok(BlobId::from_handle(handle))
     }
 
     fn insert_prefixed(
@@ -133,7 +154,7 @@ impl<const BYTES: usize, const BLOBS: usize> BlobStore for FixedBlobs<BYTES, BLO
         len: usize,
         fill: impl FnOnce(&mut [u8]),
     ) -> Result<BlobId, CapacityError> {
-        let available = self.spans.get(prefix.0).ok_or(CapacityError)?.len as usize;
+        let available = self.spans.get(prefix.handle()).ok_or(CapacityError)?.len as usize;
         if prefix_len > available || len < prefix_len || self.live + len > BYTES {
             return Err(CapacityError);
         }
@@ -141,7 +162,7 @@ impl<const BYTES: usize, const BLOBS: usize> BlobStore for FixedBlobs<BYTES, BLO
             self.compact();
         }
         // Compaction may have moved the prefix: read its place only now.
-        let prefix_start = self.spans.get(prefix.0).ok_or(CapacityError)?.start as usize;
+        let prefix_start = self.spans.get(prefix.handle()).ok_or(CapacityError)?.start as usize;
         let start = self.end;
         let handle = self.spans.insert(Span {
             start: start as u32,
@@ -152,23 +173,23 @@ impl<const BYTES: usize, const BLOBS: usize> BlobStore for FixedBlobs<BYTES, BLO
         fill(&mut self.data[start + prefix_len..start + len]);
         self.end += len;
         self.live += len;
-        Ok(BlobId(handle))
+        Ok(BlobId::from_handle(handle))
     }
 
     fn get(&self, id: BlobId) -> Option<&[u8]> {
-        let span = self.spans.get(id.0)?;
+        let span = self.spans.get(id.handle())?;
         self.data
             .get(span.start as usize..(span.start + span.len) as usize)
     }
 
     fn get_mut(&mut self, id: BlobId) -> Option<&mut [u8]> {
-        let span = *self.spans.get(id.0)?;
+        let span = *self.spans.get(id.handle())?;
         self.data
             .get_mut(span.start as usize..(span.start + span.len) as usize)
     }
 
     fn remove(&mut self, id: BlobId) -> bool {
-        let Some(span) = self.spans.remove(id.0) else {
+        let Some(span) = self.spans.remove(id.handle()) else {
             return false;
         };
         self.live -= span.len as usize;
@@ -192,14 +213,26 @@ type Boxed = alloc::boxed::Box<[u8]>;
 
 /// One heap allocation per blob (`alloc` feature).
 #[cfg(feature = "alloc")]
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct GrowableBlobs {
     blobs: Slab<Boxed, alloc::vec::Vec<Entry<Boxed>>>,
     live: usize,
 }
 
 #[cfg(feature = "alloc")]
+impl Default for GrowableBlobs {
+    fn default() -> Self {
+        Self::EMPTY
+    }
+}
+
+#[cfg(feature = "alloc")]
 impl BlobStore for GrowableBlobs {
+    const EMPTY: Self = Self {
+        blobs: Slab::new(),
+        live: 0,
+    };
+
     fn insert(
         &mut self,
         len: usize,
@@ -209,7 +242,7 @@ impl BlobStore for GrowableBlobs {
         fill(&mut bytes);
         let handle = self.blobs.insert(bytes)?;
         self.live += len;
-        Ok(BlobId(handle))
+        Ok(BlobId::from_handle(handle))
     }
 
     fn insert_prefixed(
@@ -219,7 +252,7 @@ impl BlobStore for GrowableBlobs {
         len: usize,
         fill: impl FnOnce(&mut [u8]),
     ) -> Result<BlobId, CapacityError> {
-        let source = self.blobs.get(prefix.0).ok_or(CapacityError)?;
+        let source = self.blobs.get(prefix.handle()).ok_or(CapacityError)?;
         let source = source.get(..prefix_len).ok_or(CapacityError)?;
         if len < source.len() {
             return Err(CapacityError);
@@ -229,19 +262,19 @@ impl BlobStore for GrowableBlobs {
         fill(&mut bytes[source.len()..]);
         let handle = self.blobs.insert(bytes)?;
         self.live += len;
-        Ok(BlobId(handle))
+        Ok(BlobId::from_handle(handle))
     }
 
     fn get(&self, id: BlobId) -> Option<&[u8]> {
-        self.blobs.get(id.0).map(|b| &b[..])
+        self.blobs.get(id.handle()).map(|b| &b[..])
     }
 
     fn get_mut(&mut self, id: BlobId) -> Option<&mut [u8]> {
-        self.blobs.get_mut(id.0).map(|b| &mut b[..])
+        self.blobs.get_mut(id.handle()).map(|b| &mut b[..])
     }
 
     fn remove(&mut self, id: BlobId) -> bool {
-        match self.blobs.remove(id.0) {
+        match self.blobs.remove(id.handle()) {
             Some(bytes) => {
                 self.live -= bytes.len();
                 true

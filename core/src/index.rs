@@ -36,29 +36,36 @@ pub(crate) struct Index<S> {
 
 impl<S: Storage<Slot>> Default for Index<S> {
     fn default() -> Self {
-        let mut index = Self {
-            slots: S::default(),
-            len: 0,
-            used: 0,
-        };
-        if let Some(capacity) = S::FIXED_CAPACITY {
-            // A fixed table is laid out once at its largest power of two.
-            let size = if capacity == 0 {
-                0
-            } else {
-                1 << capacity.ilog2()
-            };
-            for _ in 0..size {
-                if index.slots.push(VACANT).is_err() {
-                    break;
-                }
-            }
-        }
-        index
+        Self::new()
     }
 }
 
 impl<S: Storage<Slot>> Index<S> {
+    /// An empty index. It holds no slot yet: a fixed table is laid out on its first
+    /// insert, so a new index is all zero bytes and costs nothing to build (in `const`
+    /// context, or in place in a `static` that lands in `.bss`).
+    pub(crate) const fn new() -> Self {
+        Self {
+            slots: S::EMPTY,
+            len: 0,
+            used: 0,
+        }
+    }
+
+    /// Lays out a fixed table at the largest power of two its storage holds.
+    fn lay_out(&mut self, capacity: usize) {
+        let size = if capacity == 0 {
+            0
+        } else {
+            1 << capacity.ilog2()
+        };
+        for _ in 0..size {
+            if self.slots.push(VACANT).is_err() {
+                break;
+            }
+        }
+    }
+
     #[inline]
     fn mask(&self) -> usize {
         self.slots.as_slice().len().wrapping_sub(1)
@@ -88,7 +95,13 @@ impl<S: Storage<Slot>> Index<S> {
 
     /// Adds `handle` under `hash`; the caller has checked it is not present.
     pub(crate) fn insert(&mut self, hash: u32, handle: u32) -> Result<(), CapacityError> {
-        let size = self.slots.as_slice().len();
+        let mut size = self.slots.as_slice().len();
+        if let Some(capacity) = S::FIXED_CAPACITY
+            && size == 0
+        {
+            self.lay_out(capacity);
+            size = self.slots.as_slice().len();
+        }
         match S::FIXED_CAPACITY {
             Some(_) if (self.len + 1) * 8 > size * 7 => return Err(CapacityError),
             // Many tombstones in a fixed table: rebuild in place to shorten probes.

@@ -26,6 +26,8 @@ impl core::error::Error for CapacityError {}
 pub trait Storage<T>: Default {
     /// The most items the store can ever hold, or `None` if it grows on demand.
     const FIXED_CAPACITY: Option<usize>;
+    /// An empty store, usable in `const` context (so a whole broker can be a `static`).
+    const EMPTY: Self;
     /// Appends `value`; a full store drops it and says so.
     fn push(&mut self, value: T) -> Result<(), CapacityError>;
     /// The items.
@@ -38,6 +40,7 @@ pub trait Storage<T>: Default {
 
 impl<T, const N: usize> Storage<T> for heapless::Vec<T, N> {
     const FIXED_CAPACITY: Option<usize> = Some(N);
+    const EMPTY: Self = heapless::Vec::new();
     #[inline]
     fn push(&mut self, value: T) -> Result<(), CapacityError> {
         heapless::Vec::push(self, value).map_err(|_| CapacityError)
@@ -59,6 +62,7 @@ impl<T, const N: usize> Storage<T> for heapless::Vec<T, N> {
 #[cfg(feature = "alloc")]
 impl<T> Storage<T> for alloc::vec::Vec<T> {
     const FIXED_CAPACITY: Option<usize> = None;
+    const EMPTY: Self = alloc::vec::Vec::new();
     #[inline]
     fn push(&mut self, value: T) -> Result<(), CapacityError> {
         alloc::vec::Vec::push(self, value);
@@ -104,12 +108,7 @@ pub type DefaultStorage<T> = heapless::Vec<Entry<T>, 16>;
 
 impl<T, S: Storage<Entry<T>>> Default for Slab<T, S> {
     fn default() -> Self {
-        Self {
-            entries: S::default(),
-            free: None,
-            len: 0,
-            _marker: PhantomData,
-        }
+        Self::new()
     }
 }
 
@@ -120,9 +119,14 @@ impl<T: fmt::Debug, S: Storage<Entry<T>>> fmt::Debug for Slab<T, S> {
 }
 
 impl<T, S: Storage<Entry<T>>> Slab<T, S> {
-    /// An empty slab.
-    pub fn new() -> Self {
-        Self::default()
+    /// An empty slab; `const` so fixed-capacity stores can be built in a `static`.
+    pub const fn new() -> Self {
+        Self {
+            entries: S::EMPTY,
+            free: None,
+            len: 0,
+            _marker: PhantomData,
+        }
     }
 
     /// Number of values held.

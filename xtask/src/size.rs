@@ -27,6 +27,10 @@ const TARGET: &str = "thumbv7em-none-eabihf";
 const FLASH_GOAL: u64 = 64 * 1024;
 /// Static RAM budget of the firmware broker: 40 KiB.
 const RAM_GOAL: u64 = 40 * 1024;
+/// Most initialised static data the probe may have: the broker is built by the compiler
+/// as all zero bytes (`Broker::unconfigured`) so it lands in `.bss`; a non-zero byte in
+/// it would move all of it to `.data` and put a copy of it in flash.
+const DATA_LIMIT: u64 = 1024;
 /// How many of the largest statics to list under the table.
 const LARGEST: usize = 5;
 
@@ -101,6 +105,13 @@ pub(crate) fn suite(ctx: &Ctx) -> SuiteResult {
                 result.fail(format!(
                     "firmware flash is {} bytes, over the goal of {FLASH_GOAL}",
                     report.flash()
+                ));
+            }
+            if report.sections.data > DATA_LIMIT {
+                result.fail(format!(
+                    "firmware .data is {} bytes, over {DATA_LIMIT}: has the static broker \
+                     stopped being all zero bytes (Broker::unconfigured)?",
+                    report.sections.data
                 ));
             }
             if report.ram() > RAM_GOAL {

@@ -2,10 +2,11 @@
 //!
 //! It runs nowhere: it exists so the linker keeps exactly what a firmware broker needs and
 //! `llvm-size` can report flash and static RAM for a Cortex-M4F (`thumbv7em-none-eabihf`).
-//! `main` drives a `static` broker the way a firmware's network task does: accept a
-//! connection, feed received bytes to `handle_bytes`, drain `poll_event` and
-//! `poll_transmit`, close what must be closed, and call `handle_timeout` at
-//! `poll_timeout`. The received bytes (CONNECT, SUBSCRIBE, PUBLISH, PUBACK, PINGREQ,
+//! `main` drives a `static` broker (built by the compiler with `Broker::unconfigured`,
+//! all zero bytes, so it sits in `.bss` and is never copied through the stack; configured
+//! and seeded at run time) the way a firmware's network task does: accept a connection,
+//! feed received bytes to `handle_bytes`, drain `poll_event` and `poll_transmit`, close
+//! what must be closed, and call `handle_timeout` at `poll_timeout`. The received bytes (CONNECT, SUBSCRIBE, PUBLISH, PUBACK, PINGREQ,
 //! DISCONNECT) pass through `black_box`, so the compiler must assume any packet of any
 //! version can arrive and keeps every decoder and handler.
 //!
@@ -32,10 +33,9 @@
 #![no_main]
 
 use core::hint::black_box;
-use core::mem::MaybeUninit;
 
 use cortex_m_rt::entry;
-use fulmar_core::broker::{Broker, Config, Event};
+use fulmar_core::broker::{AllowAll, Broker, Config, Event};
 use fulmar_core::time::{Duration, Instant};
 
 /// Largest packet in either direction.
@@ -82,13 +82,15 @@ fn config() -> Config {
 #[entry]
 fn main() -> ! {
     // cortex-m-rt turns these into `&'static mut` references: statics without `unsafe`.
-    // `MaybeUninit` rather than `Option`: `None` may be encoded with non-zero bytes, which
-    // would move the whole broker from .bss to .data and copy its image into flash.
-    static mut BROKER: MaybeUninit<Broker<Probe>> = MaybeUninit::uninit();
+    // The broker is built at compile time by `Broker::unconfigured`, all zero bytes: it
+    // lands in .bss (no image in flash) and is never built on the stack. Its
+    // configuration and seed come at run time.
+    static mut BROKER: Broker<Probe> = Broker::unconfigured(AllowAll);
     static mut RX: [u8; PACKET] = [0; PACKET];
     static mut TX: [u8; PACKET] = [0; PACKET];
 
-    let broker = BROKER.write(Broker::new(config(), black_box(0x5EED)));
+    let broker = BROKER;
+    broker.configure(config(), black_box(0x5EED));
     let mut now = Instant::ZERO;
     loop {
         if let Ok(conn) = broker.handle_connect(now) {

@@ -116,7 +116,7 @@ pub enum ConnectError {
 }
 
 /// Counters a host publishes as `$SYS/broker/...` topics and metrics.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Stats {
@@ -151,6 +151,62 @@ pub struct Stats {
     pub deliveries_queued: u64,
     /// Connections closed for a protocol violation or malformed packet.
     pub protocol_errors: u64,
+}
+
+/// The configuration of [`Broker::unconfigured`]: every limit zero (no connection is
+/// accepted), every option off, so the whole broker is zero bytes.
+const UNCONFIGURED: Config = Config {
+    max_connections: 0,
+    max_clients: 0,
+    max_sessions: 0,
+    max_packet_size: 0,
+    max_subscriptions_per_client: 0,
+    max_inflight: 0,
+    receive_maximum: 0,
+    max_queued_messages: 0,
+    max_queued_bytes: 0,
+    overflow_policy: OverflowPolicy::DropNew,
+    queue_qos0_offline: false,
+    max_retained: 0,
+    max_retained_bytes: 0,
+    topic_limits: crate::topic::TopicLimits {
+        max_len: 0,
+        max_depth: 0,
+    },
+    max_qos: crate::codec::QoS::AtMostOnce,
+    retain_available: false,
+    topic_alias_maximum: 0,
+    max_session_expiry: 0,
+    max_keep_alive: 0,
+    connect_timeout: crate::time::Duration::ZERO,
+    share_strategy: crate::router::ShareStrategy::RoundRobin,
+    allow_v3_1: false,
+    persistence: false,
+};
+
+impl Stats {
+    /// Every counter at zero.
+    pub const ZERO: Self = Self {
+        clients_connected: 0,
+        sessions: 0,
+        packets_received: 0,
+        packets_sent: 0,
+        bytes_received: 0,
+        bytes_sent: 0,
+        messages_received: 0,
+        messages_sent: 0,
+        messages_dropped: 0,
+        messages_expired: 0,
+        messages_oversized: 0,
+        retained: 0,
+        protocol_errors: 0,
+    };
+}
+
+impl Default for Stats {
+    fn default() -> Self {
+        Self::ZERO
+    }
 }
 
 /// The broker. See the [module documentation](self).
@@ -203,14 +259,19 @@ impl<S: BrokerStorage> Broker<S, AllowAll> {
     /// A broker that lets anyone connect, publish and subscribe. `seed` should be random
     /// per process (it keys hash tables against collision attacks and names assigned
     /// client identifiers).
-    pub fn new(config: Config, seed: u64) -> Self {
+    ///
+    /// `const`: a fixed-capacity broker can be built at compile time in a `static`
+    /// (`static_cell::ConstStaticCell`, a `static` mutex), with no stack copy of its
+    /// storage; a firmware sets the seed from its random source with [`Broker::reseed`]
+    /// before accepting connections.
+    pub const fn new(config: Config, seed: u64) -> Self {
         Self::with_hooks(config, seed, AllowAll)
     }
 }
 
 impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
     /// A broker that asks `hooks` who may connect, publish and subscribe.
-    pub fn with_hooks(config: Config, seed: u64, hooks: H) -> Self {
+    pub const fn with_hooks(config: Config, seed: u64, hooks: H) -> Self {
         Self {
             router: Router::new(seed, config.share_strategy),
             config,
@@ -218,27 +279,57 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
             connections: Slab::new(),
             sessions: Slab::new(),
             messages: Slab::new(),
-            blobs: S::Blobs::default(),
+            blobs: S::Blobs::EMPTY,
             queue: Slab::new(),
             controls: Slab::new(),
             inbound: Slab::new(),
             aliases: Slab::new(),
             retained: Slab::new(),
-            retained_index: Default::default(),
-            client_index: Default::default(),
-            deliveries: S::Deliveries::default(),
+            retained_index: crate::index::Index::new(),
+            client_index: crate::index::Index::new(),
+            deliveries: <S::Deliveries as crate::storage::Storage<crate::router::Delivery>>::EMPTY,
             events_head: None,
             events_tail: None,
             seed,
-            next_generation: 1,
+            next_generation: 0,
             assigned_ids: 0,
             next_seq: 0,
-            persistence: persistence::PersistState::default(),
-            scratch: S::Scratch::default(),
+            persistence: persistence::PersistState::new(),
+            scratch: <S::Scratch as crate::storage::Storage<u8>>::EMPTY,
             auth_replay: None,
             connack_auth: None,
-            stats: Stats::default(),
+            stats: Stats::ZERO,
         }
+    }
+
+    /// A broker that accepts no connection until [`Broker::configure`] gives it a
+    /// configuration and a seed.
+    ///
+    /// Every byte of it is zero, so a fixed-capacity broker in a `static` (for example
+    /// `static_cell::ConstStaticCell::new(Broker::unconfigured(hooks))`) lands in `.bss`:
+    /// no image of it in flash, no copy of it on the stack. [`Broker::new`] is `const`
+    /// too, but its configuration makes the `static` an initialised one, whose image the
+    /// firmware carries in flash.
+    pub const fn unconfigured(hooks: H) -> Self {
+        Self::with_hooks(UNCONFIGURED, 0, hooks)
+    }
+
+    /// Sets the configuration and the seed of a broker that holds no connection, session,
+    /// subscription or retained message yet (one built by [`Broker::unconfigured`], or
+    /// built before its random source was available). The seed keys the hash indexes, the
+    /// random share strategy and assigned client identifiers. The answer says whether the
+    /// broker was empty and so took them.
+    pub fn configure(&mut self, config: Config, seed: u64) -> bool {
+        if !self.connections.is_empty()
+            || !self.sessions.is_empty()
+            || !self.retained.is_empty()
+            || !self.router.reset(seed, config.share_strategy)
+        {
+            return false;
+        }
+        self.config = config;
+        self.seed = seed;
+        true
     }
 
     /// The configuration.
@@ -347,7 +438,9 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
         if self.connections.len() >= self.config.max_connections {
             return Err(ConnectError::TooManyConnections);
         }
-        let generation = self.next_generation;
+        // Generations start at 1 (`next_generation` starts at 0 so a new broker is all
+        // zero bytes).
+        let generation = self.next_generation.max(1);
         let slot = self
             .connections
             .insert(Connection {
@@ -375,7 +468,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
                 close_reported: false,
             })
             .map_err(|_| ConnectError::TooManyConnections)?;
-        self.next_generation = self.next_generation.wrapping_add(1).max(1);
+        self.next_generation = generation.wrapping_add(1).max(1);
         Ok(ConnectionId { slot, generation })
     }
 

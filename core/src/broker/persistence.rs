@@ -84,8 +84,10 @@ struct Dump {
     /// 0 session, 1 subscriptions, 2 messages, 3 QoS 2 identifiers.
     part: u8,
     index: u32,
-    /// Sessions are done; retained slots from here on.
-    retained: Option<u32>,
+    /// 0 while sessions are dumped, then one more than the retained slot to dump next
+    /// (not an `Option`: `None` of `Option<Dump>` must be zero bytes, see
+    /// `Broker::unconfigured`).
+    retained: u32,
 }
 
 pub(crate) struct PersistState<S: BrokerStorage> {
@@ -97,8 +99,9 @@ pub(crate) struct PersistState<S: BrokerStorage> {
     restoring: bool,
 }
 
-impl<S: BrokerStorage> Default for PersistState<S> {
-    fn default() -> Self {
+impl<S: BrokerStorage> PersistState<S> {
+    /// Nothing pending; `const` for a broker built in a `static`.
+    pub(crate) const fn new() -> Self {
         Self {
             pending: Slab::new(),
             head: None,
@@ -481,18 +484,18 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
             let Some(mut dump) = self.persistence.dump else {
                 return Ok(None);
             };
-            if let Some(slot) = dump.retained {
+            if let Some(slot) = dump.retained.checked_sub(1) {
                 let bound = self.retained.handle_bound();
                 let next = (slot..bound).find(|s| self.retained.get(*s).is_some());
                 let Some(slot) = next else { return Ok(None) };
                 let message = self.retained.get(slot).copied().unwrap_or(u32::MAX);
                 let rendered = self.render_retained(message, buf)?;
-                dump.retained = Some(slot + 1);
+                dump.retained = slot + 2;
                 self.persistence.dump = Some(dump);
                 return Ok(Some(rendered));
             }
             if dump.session >= self.sessions.handle_bound() {
-                dump.retained = Some(0);
+                dump.retained = 1;
                 self.persistence.dump = Some(dump);
                 continue;
             }

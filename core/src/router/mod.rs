@@ -136,6 +136,19 @@ pub struct Node<T> {
 }
 
 impl<T> Node<T> {
+    /// A node with no child and no subscription yet.
+    fn leaf(parent: Link, level: T) -> Self {
+        Self {
+            parent,
+            level,
+            plus: Link::NONE,
+            hash: Link::NONE,
+            literal_children: 0,
+            subs: Link::NONE,
+            groups: Link::NONE,
+        }
+    }
+
     fn is_unused(&self) -> bool {
         self.plus.is_none()
             && self.hash.is_none()
@@ -313,33 +326,48 @@ impl<S: RouterStorage> fmt::Debug for Router<S> {
 impl<S: RouterStorage> Router<S> {
     /// An empty router. `seed` should be random per process: it keys the hash indexes
     /// (so clients cannot aim for collisions) and the random share strategy.
-    pub fn new(seed: u64, strategy: ShareStrategy) -> Self {
-        let mut nodes = Slab::new();
-        let root = Text::from_str("")
-            .and_then(|level| {
-                nodes.insert(Node {
-                    parent: Link::NONE,
-                    level,
-                    plus: Link::NONE,
-                    hash: Link::NONE,
-                    literal_children: 0,
-                    subs: Link::NONE,
-                    groups: Link::NONE,
-                })
-            })
-            .ok();
+    ///
+    /// `const`, and all zero bytes apart from `seed` and `strategy`: the root node is
+    /// created by the first subscription, so a fixed-capacity router can sit in a
+    /// `static`.
+    pub const fn new(seed: u64, strategy: ShareStrategy) -> Self {
         Self {
-            nodes,
+            nodes: Slab::new(),
             subs: Slab::new(),
             groups: Slab::new(),
-            children: Index::default(),
-            by_session: Index::default(),
-            session_heads: Index::default(),
-            root,
+            children: Index::new(),
+            by_session: Index::new(),
+            session_heads: Index::new(),
+            root: None,
             seed,
             strategy,
             random: Cell::new(seed),
         }
+    }
+
+    /// Re-keys the hash indexes and the random share strategy, and sets the share
+    /// strategy. Only an empty router can be re-keyed (its indexes hold no hash yet): the
+    /// answer says whether it was.
+    pub fn reset(&mut self, seed: u64, strategy: ShareStrategy) -> bool {
+        if !self.subs.is_empty() || self.node_count() > 0 {
+            return false;
+        }
+        self.seed = seed;
+        self.random.set(seed);
+        self.strategy = strategy;
+        true
+    }
+
+    /// The root node, created on first use (it holds `#` and `+` at the top level).
+    fn root_or_insert(&mut self) -> Result<u32, RouterError> {
+        if let Some(root) = self.root {
+            return Ok(root);
+        }
+        let root = self
+            .nodes
+            .insert(Node::leaf(Link::NONE, Text::from_str("")?))?;
+        self.root = Some(root);
+        Ok(root)
     }
 
     /// Number of subscriptions, shared ones included.
@@ -352,9 +380,10 @@ impl<S: RouterStorage> Router<S> {
         self.subs.is_empty()
     }
 
-    /// Number of trie nodes in use (a measure of memory use).
+    /// Number of trie nodes in use below the root (a measure of memory use; the root,
+    /// created by the first subscription, stays).
     pub fn node_count(&self) -> usize {
-        self.nodes.len()
+        self.nodes.len() - usize::from(self.root.is_some())
     }
 
     /// Adds or replaces `session`'s subscription to `filter`.
@@ -727,7 +756,7 @@ impl<S: RouterStorage> Router<S> {
     /// The node of `filter`, created with its missing ancestors; on failure nothing new
     /// remains.
     fn node_for(&mut self, filter: &SubscriptionFilter<'_>) -> Result<u32, RouterError> {
-        let mut node = self.root.ok_or(RouterError::Capacity)?;
+        let mut node = self.root_or_insert()?;
         for level in filter.filter().levels() {
             match self.child_or_insert(node, level) {
                 Ok(child) => node = child,
@@ -749,15 +778,9 @@ impl<S: RouterStorage> Router<S> {
         if let Some(child) = existing {
             return Ok(child);
         }
-        let child = self.nodes.insert(Node {
-            parent: Link::to(parent),
-            level: Text::from_str(level)?,
-            plus: Link::NONE,
-            hash: Link::NONE,
-            literal_children: 0,
-            subs: Link::NONE,
-            groups: Link::NONE,
-        })?;
+        let child = self
+            .nodes
+            .insert(Node::leaf(Link::to(parent), Text::from_str(level)?))?;
         let linked = match level {
             "+" => self
                 .nodes
