@@ -200,6 +200,8 @@ impl Stats {
         messages_oversized: 0,
         retained: 0,
         protocol_errors: 0,
+        messages_stored: 0,
+        deliveries_queued: 0,
     };
 }
 
