@@ -16,22 +16,33 @@
 //!   its last words, the writer flushes and closes, and the core forgets the connection.
 //!
 //! Between inputs it sleeps until [`Broker::poll_timeout`] or the next `$SYS`
-//! publication ([`SysTree`]). Core time is milliseconds since the actor started. After
-//! each wake-up it copies the core's counters into [`Metrics`] for `/metrics`.
+//! publication ([`SysTree`]). Core time is milliseconds since the Unix epoch, so stored
+//! expiry times mean the same after a restart. After each wake-up it copies the core's
+//! counters into [`Metrics`] for `/metrics`.
+//!
+//! ## Persistence
+//! With a [`Store`], the actor restores it into the core before it starts (so before any
+//! connection is served), collects the core's [`Broker::poll_persist`] ops after every
+//! input, timeout and transmitted chunk, and has the [`Committer`] commit them on the
+//! store's own thread. Output is tagged with the commit it depends on
+//! ([`Committer::hold_until`]) and waits in [`Peer::held`] until that commit is durable, so
+//! no PUBACK, PUBREC or PUBCOMP leaves before the state it acknowledges is on disk, and no
+//! QoS 2 delivery leaves before its packet identifier is. Held output counts against the
+//! connection's [`OUTPUT_BYTES`] like output in the writer's channel. A connection the core
+//! closes while its output is held is parked until the commit ends, then gets its output
+//! and last words in order.
 //!
 //! ## Deliberately not yet done
 //! - **This serializes all routing on one task, so the broker uses one core for protocol
 //!   work** (connection tasks only move bytes). That is acceptable for this first step
 //!   only: the multi-core design, with sessions run by their connection tasks and a shared
 //!   router, must replace this actor.
-//! - Persistence (`Broker::poll_persist` / `restore`) is not wired: everything is lost on
-//!   exit.
 //! - On shutdown, connections are flushed and closed without a DISCONNECT 0x8B (the core
 //!   has no host-initiated close yet) and without telling the core (its state is dropped).
 //! - Input backpressure is global: readers wait when the one input channel is full, rather
 //!   than the per-publisher slowing the issue asks for.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -43,6 +54,7 @@ use tracing::{debug, info, warn};
 
 use crate::metrics::sys::SysTree;
 use crate::metrics::{Metrics, Refusal};
+use crate::store::{self, Committer, Store, SyncPolicy};
 
 /// Inputs waiting for the actor; readers wait when it is full.
 const INBOX: usize = 1024;
@@ -174,27 +186,92 @@ impl BrokerHandle {
     }
 }
 
-/// Starts the actor on the current runtime; it publishes `$SYS` every `sys_interval`
-/// (never when zero).
-pub(crate) fn spawn(
-    config: fulmar_core::broker::Config,
-    metrics: Arc<Metrics>,
-    sys_interval: std::time::Duration,
-) -> (BrokerHandle, tokio::task::JoinHandle<()>) {
-    let (inbox, receiver) = mpsc::channel(INBOX);
+/// A broker state machine ready to run: restored from its store, if it has one.
+#[derive(Debug)]
+pub(crate) struct Prepared {
+    broker: Broker<Growable>,
+    store: Option<Store>,
+    clock: Clock,
+    buffer: Vec<u8>,
+}
+
+/// Builds the broker state machine and restores `store` into it (before any connection is
+/// served).
+pub(crate) fn prepare(
+    mut config: fulmar_core::broker::Config,
+    store: Option<Store>,
+) -> Result<Prepared, store::Error> {
+    config.persistence = store.is_some();
     let buffer = vec![0; config.max_packet_size as usize + TRANSMIT_MARGIN];
-    let started = tokio::time::Instant::now();
-    let actor = Actor {
-        broker: Broker::new(config, random_seed()),
-        links: HashMap::new(),
-        blocked: Vec::new(),
-        started,
+    let mut broker = Broker::new(config, random_seed());
+    let clock = Clock::start();
+    if let Some(store) = &store {
+        store.restore(&mut broker, clock.now())?;
+    }
+    Ok(Prepared {
+        broker,
+        store,
+        clock,
         buffer,
-        metrics: metrics.clone(),
-        sys: SysTree::new(sys_interval, started),
-    };
-    let task = tokio::spawn(actor.run(receiver));
-    (BrokerHandle { inbox, metrics }, task)
+    })
+}
+
+impl Prepared {
+    /// Starts the actor (and the store's writer thread) on the current runtime; it
+    /// publishes `$SYS` every `sys_interval` (never when zero).
+    pub(crate) fn spawn(
+        self,
+        metrics: Arc<Metrics>,
+        sys_interval: std::time::Duration,
+    ) -> std::io::Result<(BrokerHandle, tokio::task::JoinHandle<()>)> {
+        let store = self.store.map(Store::start).transpose()?;
+        let (inbox, receiver) = mpsc::channel(INBOX);
+        let actor = Actor {
+            broker: self.broker,
+            links: HashMap::new(),
+            blocked: Vec::new(),
+            clock: self.clock,
+            buffer: self.buffer,
+            store,
+            holding: Vec::new(),
+            parked: Vec::new(),
+            metrics: metrics.clone(),
+            sys: SysTree::new(sys_interval, self.clock.started),
+        };
+        let task = tokio::spawn(actor.run(receiver));
+        Ok((BrokerHandle { inbox, metrics }, task))
+    }
+}
+
+/// Core time: milliseconds since the Unix epoch, advanced by the runtime's monotonic clock
+/// (a wall-clock step while running does not move it).
+#[derive(Debug, Clone, Copy)]
+struct Clock {
+    started: tokio::time::Instant,
+    /// Unix time in milliseconds at `started`.
+    origin: u64,
+}
+
+impl Clock {
+    fn start() -> Self {
+        let origin = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        Self {
+            started: tokio::time::Instant::now(),
+            origin,
+        }
+    }
+
+    fn now(&self) -> Instant {
+        let ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        Instant::from_millis(self.origin.saturating_add(ms))
+    }
+
+    /// The tokio instant of a core instant.
+    fn deadline(&self, at: Instant) -> tokio::time::Instant {
+        self.started + std::time::Duration::from_millis(at.as_millis().saturating_sub(self.origin))
+    }
 }
 
 /// A seed for the core's hash tables (keyed against collision attacks) and assigned client
@@ -215,6 +292,19 @@ struct Peer {
     unconsumed: Vec<u8>,
     /// The writer is [`OUTPUT_BYTES`] behind: output stays in the core until it drains.
     blocked: bool,
+    /// Output waiting for a commit to be durable, each chunk with the commit it waits for
+    /// (0: none, it only waits behind earlier chunks). Already counted in the link's room.
+    held: VecDeque<(u64, Vec<u8>)>,
+}
+
+/// A connection the core closed while output for it waited for a commit.
+#[derive(Debug)]
+struct Parked {
+    peer: Peer,
+    /// Its last words, sent after the held output.
+    last: Vec<u8>,
+    /// The commit they wait for.
+    until: u64,
 }
 
 struct Actor {
@@ -222,11 +312,16 @@ struct Actor {
     links: HashMap<ConnectionId, Peer>,
     /// Connections whose output waits for their writer.
     blocked: Vec<ConnectionId>,
-    started: tokio::time::Instant,
+    clock: Clock,
     /// Reused for every `poll_transmit`; large enough for the largest packet.
     buffer: Vec<u8>,
     metrics: Arc<Metrics>,
     sys: SysTree,
+    /// Commits the core's state changes; `None` without persistence.
+    store: Option<Committer>,
+    /// Connections with held output (may name gone connections; checked when released).
+    holding: Vec<ConnectionId>,
+    parked: Vec<Parked>,
 }
 
 /// What happened when the actor tried to move a connection's output to its writer.
@@ -244,17 +339,20 @@ impl Actor {
         let mut batch = Vec::with_capacity(BATCH);
         // After a timeout was handled, never re-arm sooner than 1 ms later: a deadline the
         // core failed to clear would otherwise spin this task.
-        let mut floor = self.started;
+        let mut floor = self.clock.started;
         loop {
             // poll_timeout scans every connection and session; once per batch, not per input.
             let deadline = self
                 .broker
                 .poll_timeout()
-                .map(|at| self.deadline(at).max(floor));
+                .map(|at| self.clock.deadline(at).max(floor));
             let deadline = match (deadline, self.sys.next_due()) {
                 (Some(core), Some(sys)) => Some(core.min(sys)),
                 (core, sys) => core.or(sys),
             };
+            // The disk is far behind: take no more input until the commit in flight ends
+            // (readers then wait, and TCP slows the clients).
+            let accepting = !self.store.as_ref().is_some_and(Committer::saturated);
             let sleep = async {
                 match deadline {
                     Some(at) => tokio::time::sleep_until(at).await,
@@ -262,7 +360,7 @@ impl Actor {
                 }
             };
             tokio::select! {
-                received = inbox.recv_many(&mut batch, BATCH) => {
+                received = inbox.recv_many(&mut batch, BATCH), if accepting => {
                     if received == 0 {
                         // Every handle is gone: nobody can talk to the broker any more.
                         break;
@@ -270,7 +368,7 @@ impl Actor {
                     for input in batch.drain(..) {
                         let now = self.now();
                         if let Input::Shutdown = input {
-                            self.shutdown(now);
+                            self.shutdown(now).await;
                             return;
                         }
                         self.handle(input, now);
@@ -279,16 +377,25 @@ impl Actor {
                         // is bounded, so waiting for the whole batch would make it overflow.
                         self.pump(now);
                         self.resume_drained(now);
+                        self.settle().await;
                     }
+                }
+                id = completion(&mut self.store) => {
+                    self.committed(id);
+                    self.settle().await;
                 }
                 () = sleep => {
                     let now = self.now();
                     self.broker.handle_timeout(now);
                     self.pump(now);
+                    self.settle().await;
                     floor = tokio::time::Instant::now() + std::time::Duration::from_millis(1);
                 }
             }
             self.observe();
+        }
+        if let Some(store) = self.store.take() {
+            store.close().await;
         }
     }
 
@@ -306,15 +413,67 @@ impl Actor {
             .record_core(&self.broker.stats(), self.broker.subscription_count());
     }
 
-    /// Core time: milliseconds since the actor started.
-    fn now(&self) -> Instant {
-        let ms = self.started.elapsed().as_millis();
-        Instant::from_millis(u64::try_from(ms).unwrap_or(u64::MAX))
+    /// Moves the core's state changes towards the disk after an input or a timeout: with
+    /// [`SyncPolicy::Always`] commits them and waits; otherwise starts a commit unless one
+    /// is in flight (then they join the next one: group commit).
+    async fn settle(&mut self) {
+        let Some(store) = &mut self.store else {
+            return;
+        };
+        store.collect(&mut self.broker);
+        if let Some(id) = store.try_completion() {
+            self.committed(id);
+        }
+        let Some(store) = &mut self.store else {
+            return;
+        };
+        if store.sync() == SyncPolicy::Always {
+            store.commit_all().await;
+            self.release();
+        } else {
+            store.start_commit();
+        }
     }
 
-    /// The tokio instant of a core instant.
-    fn deadline(&self, at: Instant) -> tokio::time::Instant {
-        self.started + std::time::Duration::from_millis(at.as_millis())
+    /// Commit `id` is done: output waiting for it leaves.
+    fn committed(&mut self, id: u64) {
+        if let Some(store) = &mut self.store {
+            store.completed(id);
+        }
+        self.release();
+    }
+
+    /// Hands the writers every held chunk whose commit is durable, and the last words of
+    /// parked connections whose output is all released.
+    fn release(&mut self) {
+        let durable = self.store.as_ref().map_or(u64::MAX, Committer::durable);
+        let mut holding = std::mem::take(&mut self.holding);
+        holding.retain(|id| {
+            let Some(peer) = self.links.get_mut(id) else {
+                return false;
+            };
+            if !release_held(peer, durable) {
+                // The writer is gone; the reader reports the close.
+                peer.held.clear();
+            }
+            !peer.held.is_empty()
+        });
+        holding.dedup();
+        self.holding = holding;
+        let (ready, waiting): (Vec<Parked>, Vec<Parked>) = std::mem::take(&mut self.parked)
+            .into_iter()
+            .partition(|p| p.until <= durable);
+        self.parked = waiting;
+        for mut parked in ready {
+            // Everything of a parked connection waits for commits up to `until`.
+            release_held(&mut parked.peer, u64::MAX);
+            let _ = parked.peer.link.last_words.send(parked.last);
+        }
+    }
+
+    /// Core time.
+    fn now(&self) -> Instant {
+        self.clock.now()
     }
 
     fn handle(&mut self, input: Input, now: Instant) {
@@ -342,6 +501,7 @@ impl Actor {
                         addr: peer,
                         unconsumed: Vec::new(),
                         blocked: false,
+                        held: VecDeque::new(),
                     },
                 );
             }
@@ -506,7 +666,21 @@ impl Actor {
             };
             room.queued.fetch_add(n, Ordering::SeqCst);
             self.metrics.sent(n);
-            if peer.link.output.send(bytes.to_vec()).is_err() {
+            // Transmitting changes durable state too (a QoS 2 delivery's packet identifier):
+            // the chunk waits for everything polled up to now.
+            let hold = match &mut self.store {
+                Some(store) => {
+                    store.collect(&mut self.broker);
+                    store.hold_until()
+                }
+                None => None,
+            };
+            if hold.is_some() || !peer.held.is_empty() {
+                if peer.held.is_empty() {
+                    self.holding.push(id);
+                }
+                peer.held.push_back((hold.unwrap_or(0), bytes.to_vec()));
+            } else if peer.link.output.send(bytes.to_vec()).is_err() {
                 return Flush::WriterGone;
             }
         }
@@ -523,9 +697,22 @@ impl Actor {
                 "closing connection"
             );
             let last = self.drain(id, now);
-            // The writer writes what its channel holds, then these, then closes: the channel
-            // closes when `peer` is dropped here.
-            let _ = peer.link.last_words.send(last);
+            let until = self.store.as_mut().and_then(|store| {
+                store.collect(&mut self.broker);
+                store.hold_until()
+            });
+            if until.is_some() || !peer.held.is_empty() {
+                let until = until
+                    .into_iter()
+                    .chain(peer.held.iter().map(|(c, _)| *c))
+                    .max()
+                    .unwrap_or(0);
+                self.parked.push(Parked { peer, last, until });
+            } else {
+                // The writer writes what its channel holds, then these, then closes: the
+                // channel closes when `peer` is dropped here.
+                let _ = peer.link.last_words.send(last);
+            }
         }
         self.broker.handle_disconnect(id, now);
     }
@@ -550,8 +737,8 @@ impl Actor {
         }
     }
 
-    /// Flushes what is pending and lets every connection go.
-    fn shutdown(&mut self, now: Instant) {
+    /// Flushes what is pending, commits every state change, and lets every connection go.
+    async fn shutdown(&mut self, now: Instant) {
         self.pump(now);
         let stats = self.broker.stats();
         info!(
@@ -576,6 +763,7 @@ impl Actor {
         }
         self.pump(now);
         let ids: Vec<ConnectionId> = self.links.keys().copied().collect();
+        let mut last_words = Vec::new();
         for id in ids {
             let last = match self.links.get(&id) {
                 // A blocked connection's writer is behind: what is still in the core
@@ -585,10 +773,49 @@ impl Actor {
                 None => continue,
             };
             if let Some(peer) = self.links.remove(&id) {
-                let _ = peer.link.last_words.send(last);
+                last_words.push((peer, last));
             }
         }
+        // Everything the core reported is made durable before anything held goes out.
+        if let Some(store) = &mut self.store {
+            store.collect(&mut self.broker);
+            store.commit_all().await;
+        }
+        self.release();
+        for (mut peer, last) in last_words {
+            release_held(&mut peer, u64::MAX);
+            let _ = peer.link.last_words.send(last);
+        }
+        if let Some(store) = self.store.take() {
+            store.close().await;
+            info!("state saved");
+        }
     }
+}
+
+/// The commit the actor waits for, if a store is in use.
+async fn completion(store: &mut Option<Committer>) -> u64 {
+    match store {
+        Some(store) => store.completion().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Sends `peer`'s held chunks whose commit is at most `durable` to its writer, in order;
+/// `false` when the writer is gone.
+fn release_held(peer: &mut Peer, durable: u64) -> bool {
+    while let Some((commit, _)) = peer.held.front() {
+        if *commit > durable {
+            break;
+        }
+        let Some((_, chunk)) = peer.held.pop_front() else {
+            break;
+        };
+        if peer.link.output.send(chunk).is_err() {
+            return false;
+        }
+    }
+    true
 }
 
 /// Grows the transmit buffer to what the core asked for; `false` for any other error

@@ -107,6 +107,10 @@ pub struct Cli {
     )]
     pub metrics_listen: Option<SocketAddr>,
 
+    /// Persistence: `--data-dir`, `--sync`, `--persistence`.
+    #[command(flatten)]
+    pub store: crate::store::Args,
+
     /// A tool to run instead of the broker.
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -140,6 +144,8 @@ pub struct Config {
     pub max_packet_size: u32,
     /// `$SYS` topics and the Prometheus endpoint.
     pub metrics: metrics::Settings,
+    /// Where and how state is kept.
+    pub store: crate::store::Settings,
 }
 
 impl Default for Config {
@@ -149,6 +155,7 @@ impl Default for Config {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_packet_size: fulmar_core::broker::Config::default().max_packet_size,
             metrics: metrics::Settings::default(),
+            store: crate::store::Settings::default(),
         }
     }
 }
@@ -166,6 +173,7 @@ impl Config {
             max_clients: self.max_connections,
             max_sessions: defaults.max_sessions.max(self.max_connections),
             max_packet_size: self.max_packet_size,
+            persistence: self.store.enabled,
             ..defaults
         }
     }
@@ -181,6 +189,7 @@ impl From<&Cli> for Config {
                 sys_interval: std::time::Duration::from_secs(cli.sys_interval),
                 http_listen: cli.metrics_listen,
             },
+            store: crate::store::Settings::from(&cli.store),
         }
     }
 }

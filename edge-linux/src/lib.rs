@@ -13,12 +13,14 @@
 //! - [`metrics`]: the counters, `$SYS/broker/...` topics and the Prometheus endpoint.
 //! - [`logging`]: `tracing` output, for people or as JSON lines.
 //! - [`bench`]: `fulmar bench`, the load generator (any MQTT broker).
+//! - [`store`]: persistence in redb under the data directory, restored at start, with the
+//!   group commit that holds acknowledgements until what they acknowledge is durable.
 //!
 //! ```no_run
 //! # async fn example() -> anyhow::Result<()> {
 //! let shutdown = fulmar_edge::shutdown::signal()?;
 //! let server = fulmar_edge::Server::bind(fulmar_edge::Config::default()).await?;
-//! server.run(shutdown).await;
+//! server.run(shutdown).await?;
 //! # Ok(())
 //! # }
 //! ```
@@ -30,7 +32,6 @@
 //! - **Routing runs on one task** (`broker_task`): every connection's protocol work is
 //!   serialized there, so the broker uses one CPU core for it. The multi-core design
 //!   (sessions run by their connection tasks, a shared router) must replace it.
-//! - No persistence: sessions and retained messages live in memory and are lost on exit.
 //! - No authentication or ACL: anyone may connect (the startup log warns).
 //! - No TLS, WebSocket or TOML configuration.
 
@@ -40,6 +41,7 @@ pub mod logging;
 pub mod metrics;
 pub mod server;
 pub mod shutdown;
+pub mod store;
 
 mod broker_task;
 mod connection;

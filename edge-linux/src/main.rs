@@ -27,7 +27,7 @@ fn main() -> anyhow::Result<()> {
         let shutdown =
             fulmar_edge::shutdown::signal().context("cannot install the signal handlers")?;
         let server = Server::bind(config).await?;
-        server.run(shutdown).await;
+        server.run(shutdown).await?;
         anyhow::Ok(())
     })
 }

@@ -18,6 +18,7 @@ use crate::broker_task::{self, BrokerHandle};
 use crate::config::Config;
 use crate::connection::{self, LINGER};
 use crate::metrics::{self, Metrics, Refusal};
+use crate::store::{self, Store};
 
 /// How long shutdown waits for connections to flush and close before giving up on them.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -43,6 +44,12 @@ pub enum Error {
     /// No listener is configured.
     #[error("no listener configured: give at least one --listen address")]
     NoListener,
+    /// The store could not be opened or restored.
+    #[error(transparent)]
+    Store(#[from] store::Error),
+    /// A thread the broker needs could not be started.
+    #[error("cannot start a thread: {0}")]
+    Thread(#[source] io::Error),
 }
 
 /// A broker whose listeners are bound, ready to [`Server::run`].
@@ -53,10 +60,12 @@ pub struct Server {
     /// The Prometheus endpoint's listener, when configured.
     metrics_listener: Option<(TcpListener, SocketAddr)>,
     metrics: Arc<Metrics>,
+    broker: broker_task::Prepared,
 }
 
 impl Server {
-    /// Binds every listener of `config`.
+    /// Binds every listener of `config`, opens its store and restores the broker's state
+    /// from it. Nothing is accepted until [`Server::run`].
     pub async fn bind(config: Config) -> Result<Self, Error> {
         if config.listen.is_empty() {
             return Err(Error::NoListener);
@@ -69,11 +78,19 @@ impl Server {
             Some(addr) => Some(bind(addr).await?),
             None => None,
         };
+        let store = if config.store.enabled {
+            Some(Store::open(&config.store)?)
+        } else {
+            warn!("persistence is off: sessions and retained messages are lost on exit");
+            None
+        };
+        let broker = broker_task::prepare(config.core(), store)?;
         Ok(Self {
             config,
             listeners,
             metrics_listener,
             metrics: Arc::new(Metrics::new()),
+            broker,
         })
     }
 
@@ -89,13 +106,12 @@ impl Server {
 
     /// Serves until `shutdown` completes, then stops accepting, flushes and closes every
     /// connection (waiting at most a few seconds for them) and returns.
-    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
         let metrics = self.metrics;
-        let (broker, actor) = broker_task::spawn(
-            self.config.core(),
-            metrics.clone(),
-            self.config.metrics.sys_interval,
-        );
+        let (broker, actor) = self
+            .broker
+            .spawn(metrics.clone(), self.config.metrics.sys_interval)
+            .map_err(Error::Thread)?;
         let limit = Arc::new(Semaphore::new(self.config.max_connections));
         let (stop, stopped) = watch::channel(false);
         // Every connection task holds a clone; `recv` returns `None` once all are gone.
@@ -147,6 +163,7 @@ impl Server {
         }
         let _ = actor.await;
         info!("stopped");
+        Ok(())
     }
 }
 

@@ -13,6 +13,11 @@
 //! build is a no-op when the binary is up to date, and it can never run a stale binary.
 //! Set `FULMAR_BIN` to test a binary built elsewhere (a cross build, a release artifact).
 //!
+//! ## Data directories
+//! Each broker keeps its state in a fresh directory of its own ([`DataDir`]), removed when
+//! the broker is dropped, unless the test passes `--data-dir` itself (to restart a broker
+//! on the same state).
+//!
 //! ## Free ports
 //! The broker is started with `--listen 127.0.0.1:0`: the kernel picks a free port when the
 //! broker binds, and the broker reports it in its startup log line, which [`Fulmar::start`]
@@ -114,6 +119,46 @@ pub struct Fulmar {
     child: Child,
     addr: SocketAddr,
     log: Arc<Mutex<String>>,
+    /// The data directory made for this broker (none when the test gave one).
+    _data: Option<DataDir>,
+}
+
+/// A fresh, empty directory under the system's temporary directory, removed (with what it
+/// holds) when dropped.
+#[derive(Debug)]
+pub struct DataDir(PathBuf);
+
+impl DataDir {
+    /// Creates a directory whose name contains `name`, this process's id and a counter.
+    ///
+    /// # Panics
+    /// If it cannot be created.
+    pub fn new(name: &str) -> Self {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let path =
+            std::env::temp_dir().join(format!("fulmar-test-{}-{n}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).expect("create a data directory");
+        Self(path)
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    /// The directory as a command-line argument.
+    pub fn arg(&self) -> &str {
+        self.0.to_str().expect("temporary paths are UTF-8 here")
+    }
+}
+
+impl Drop for DataDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 impl Fulmar {
@@ -127,8 +172,13 @@ impl Fulmar {
     /// # Panics
     /// If the broker does not report a listening address within [`START_TIMEOUT`].
     pub fn start_with(args: &[&str]) -> Self {
-        let mut child = Command::new(fulmar_bin())
-            .args(["--listen", "127.0.0.1:0", "--log", "debug"])
+        let data = (!args.contains(&"--data-dir")).then(|| DataDir::new("broker"));
+        let mut command = Command::new(fulmar_bin());
+        command.args(["--listen", "127.0.0.1:0", "--log", "debug"]);
+        if let Some(data) = &data {
+            command.args(["--data-dir", data.arg()]);
+        }
+        let mut child = command
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -158,6 +208,7 @@ impl Fulmar {
             child,
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             log,
+            _data: data,
         };
         // The listeners are bound before this line is logged: from here on connections are
         // queued by the kernel, so there is nothing more to wait for (and no probe
@@ -185,6 +236,12 @@ impl Fulmar {
     /// Everything the broker logged so far.
     pub fn log(&self) -> String {
         self.log.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Kills the process with SIGKILL (`kill -9`): no shutdown, no last commit.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// Whether the process is still running.
