@@ -260,6 +260,11 @@ fn prometheus_endpoint_counts_over_a_real_socket() {
             .next_line(TIMEOUT)
             .expect("the subscriber gets each message");
     }
+    // The last mosquitto_pub has exited, but the broker may not have handled its
+    // DISCONNECT yet: wait for it rather than race it.
+    wait_until(TIMEOUT, || {
+        scrape(addr, "/metrics").get("fulmar_clients_connected") == 1.0
+    });
     let after = scrape(addr, "/metrics");
     assert_eq!(after.get("fulmar_messages_received_total"), 3.0);
     assert_eq!(after.get("fulmar_messages_sent_total"), 3.0);
