@@ -1,277 +1,1487 @@
-//! Configuration: the command line (clap) and the [`Config`] the runtime runs with.
+//! Configuration: the schema of `fulmar.toml`, where each value comes from, and how it
+//! maps onto [`fulmar_core::broker::Config`].
 //!
-//! [`Cli`] is what the user types; [`Config`] is what the runtime needs, with
-//! [`Config::core`] giving the [`fulmar_core::broker::Config`] for the broker state
-//! machine. Keeping the two apart lets the TOML file, `FULMAR_…` variables and flags of
-//! later steps all end in one `Config`.
+//! A value is taken from the first of these that sets it:
+//! 1. a named command-line flag (`--listen`, `--data-dir`, `--log`, …) or the variable
+//!    of the same name that clap reads for it (`FULMAR_LISTEN`, `FULMAR_DATA_DIR`, …);
+//! 2. `--set KEY=VALUE` (any key, dotted: `--set limits.max_inflight=10`);
+//! 3. a `FULMAR_SECTION__KEY` environment variable (any key of a section, sections and
+//!    keys separated by a double underscore: `FULMAR_LIMITS__MAX_INFLIGHT=10`);
+//! 4. the TOML file given with `--config FILE` (or `FULMAR_CONFIG`);
+//! 5. the defaults of [`Config::default`], which are also what `dist/fulmar.toml`
+//!    documents (a test keeps the two equal).
 //!
-//! Not yet done (later steps of the edge broker issue): `--config FILE` (TOML),
-//! `check-config`, `--data-dir`, TLS and WebSocket listeners, auth and ACL files, and the
-//! remaining core limits as flags. Every other core option keeps its
-//! [`fulmar_core::broker::Config::default`] value.
+//! Values of variables and of `--set` are TOML values (`10`, `true`, `[{ addr =
+//! "0.0.0.0:1883" }]`); anything that does not parse as one is taken as a string, so
+//! `FULMAR_AUTH__PASSWORD_FILE=/etc/fulmar/passwd` needs no quotes. Variables whose first
+//! segment names no section (`FULMAR_BIN` of the test harness, say) are not configuration
+//! and are left alone.
+//!
+//! Every table refuses unknown keys, and every value is checked while it is read, so a
+//! mistake is reported with the file, line and column it is at (see [`ConfigError`]);
+//! the few checks that involve two keys run afterwards ([`Config::validate`]).
 
+use std::collections::BTreeMap;
+use std::fmt;
 use std::net::SocketAddr;
+use std::num::{NonZeroU16, NonZeroUsize};
+use std::path::{Path, PathBuf};
 
-use clap::Parser;
+use fulmar_core::router::ShareStrategy as CoreShareStrategy;
 
-use crate::logging::LogFormat;
-use crate::metrics;
+pub use crate::logging::LogFormat;
+pub use crate::store::SyncPolicy;
+use serde::{Deserialize, Deserializer, Serialize, de::Error as _};
 
-/// Address the broker listens on when no `--listen` is given: MQTT's registered port on
-/// every interface.
+/// Address the broker listens on when no listener is configured: MQTT's registered port
+/// on every interface.
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:1883";
 
-/// Transport connections served at once when not told otherwise. Matches a common
-/// `ulimit -n` of 1024 so the default never runs into the open-file limit.
-pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+/// Where the broker keeps its data when not told otherwise (relative to the working
+/// directory).
+pub const DEFAULT_DATA_DIR: &str = "./fulmar-data";
 
-/// The `fulmar` command line.
-#[derive(Debug, Clone, Parser)]
-#[command(
-    name = "fulmar",
-    version,
-    about = "Fulmar: an MQTT 3.1/3.1.1/5.0 broker for Linux gateways",
-    long_about = "Fulmar: an MQTT 3.1/3.1.1/5.0 broker for Linux gateways.\n\n\
-                  With no arguments it serves MQTT over TCP on 0.0.0.0:1883 and lets any \
-                  client connect (authentication arrives in a later version)."
-)]
-pub struct Cli {
-    /// Serve MQTT over plain TCP on ADDR (host:port). Repeat for several listeners; port 0
-    /// picks a free port, which the startup log line reports.
-    #[arg(
-        long = "listen",
-        value_name = "ADDR",
-        default_value = DEFAULT_LISTEN,
-        env = "FULMAR_LISTEN",
-        value_delimiter = ','
-    )]
-    pub listen: Vec<SocketAddr>,
+/// The largest packet size the protocol can express (Remaining Length of 268 435 455 plus
+/// a 5-byte fixed header would exceed it; the core counts the whole packet).
+const MAX_PACKET_SIZE_CEILING: u32 = 268_435_455;
 
-    /// Log filter: a level (error, warn, info, debug, trace) or tracing directives such as
-    /// `info,fulmar_edge=debug`.
-    #[arg(
-        long = "log",
-        value_name = "LEVEL",
-        default_value = "info",
-        env = "FULMAR_LOG"
-    )]
-    pub log: String,
+/// Prefix of the environment variables that configure the broker.
+pub const ENV_PREFIX: &str = "FULMAR_";
 
-    /// Transport connections served at once; more are closed as soon as they are accepted.
-    #[arg(
-        long = "max-connections",
-        value_name = "N",
-        default_value_t = DEFAULT_MAX_CONNECTIONS,
-        env = "FULMAR_MAX_CONNECTIONS",
-        value_parser = at_least_one
-    )]
-    pub max_connections: usize,
-
-    /// Largest MQTT packet accepted from a client, in bytes (announced to MQTT 5 clients as
-    /// Maximum Packet Size); a larger one closes that client's connection.
-    #[arg(
-        long = "max-packet-size",
-        value_name = "BYTES",
-        default_value_t = fulmar_core::broker::Config::default().max_packet_size,
-        env = "FULMAR_MAX_PACKET_SIZE",
-        value_parser = clap::value_parser!(u32).range(64..=268_435_455)
-    )]
-    pub max_packet_size: u32,
-
-    /// Log line format: `human` (plain text) or `json` (one JSON object per line).
-    #[arg(
-        long = "log-format",
-        value_name = "FORMAT",
-        value_enum,
-        default_value_t = LogFormat::Human,
-        env = "FULMAR_LOG_FORMAT"
-    )]
-    pub log_format: LogFormat,
-
-    /// Seconds between publications of the `$SYS/broker/...` topics (Mosquitto's
-    /// sys_interval); 0 turns them off.
-    #[arg(
-        long = "sys-interval",
-        value_name = "SECONDS",
-        default_value_t = crate::metrics::DEFAULT_SYS_INTERVAL.as_secs(),
-        env = "FULMAR_SYS_INTERVAL"
-    )]
-    pub sys_interval: u64,
-
-    /// Serve Prometheus metrics at http://ADDR/metrics (off unless given; there is no
-    /// authentication, so prefer a loopback address such as 127.0.0.1:9883).
-    #[arg(
-        long = "metrics-listen",
-        value_name = "ADDR",
-        env = "FULMAR_METRICS_LISTEN"
-    )]
-    pub metrics_listen: Option<SocketAddr>,
-
-    /// Persistence: `--data-dir`, `--sync`, `--persistence`.
-    #[command(flatten)]
-    pub store: crate::store::Args,
-
-    /// A tool to run instead of the broker.
-    #[command(subcommand)]
-    pub command: Option<Command>,
-}
-
-/// Tools `fulmar` runs instead of the broker.
-#[derive(Debug, Clone, clap::Subcommand)]
-pub enum Command {
-    /// Load generator for any MQTT broker: `conn`, `pub`, `sub`, `pubsub` (see `fulmar
-    /// bench --help`).
-    Bench(crate::bench::BenchArgs),
-}
-
-/// A count that must not be zero.
-fn at_least_one(s: &str) -> Result<usize, String> {
-    match s.parse::<usize>() {
-        Ok(0) => Err("must be at least 1".to_owned()),
-        Ok(n) => Ok(n),
-        Err(e) => Err(e.to_string()),
-    }
-}
-
-/// What the runtime runs with.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Everything the broker runs with: the schema of `fulmar.toml`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct Config {
-    /// Plain TCP listeners.
-    pub listen: Vec<SocketAddr>,
-    /// Transport connections served at once.
-    pub max_connections: usize,
-    /// Largest packet accepted from a client, fixed header included.
-    pub max_packet_size: u32,
+    /// Directory for the broker's data (the database); created at start if missing.
+    pub data_dir: PathBuf,
+    /// Where clients connect.
+    pub listeners: Listeners,
+    /// Storage of sessions, subscriptions, retained and in-flight messages.
+    pub persistence: Persistence,
+    /// Who may connect and what they may do.
+    pub auth: Auth,
+    /// Bounds on what clients may cost.
+    pub limits: Limits,
+    /// Protocol options announced to clients.
+    pub mqtt: Mqtt,
     /// `$SYS` topics and the Prometheus endpoint.
-    pub metrics: metrics::Settings,
-    /// Where and how state is kept.
-    pub store: crate::store::Settings,
+    pub metrics: Metrics,
+    /// Logging.
+    pub log: Log,
 }
 
 impl Default for Config {
     fn default() -> Self {
         Self {
-            listen: vec![SocketAddr::from(([0, 0, 0, 0], 1883))],
-            max_connections: DEFAULT_MAX_CONNECTIONS,
-            max_packet_size: fulmar_core::broker::Config::default().max_packet_size,
-            metrics: metrics::Settings::default(),
-            store: crate::store::Settings::default(),
+            data_dir: PathBuf::from(DEFAULT_DATA_DIR),
+            listeners: Listeners::default(),
+            persistence: Persistence::default(),
+            auth: Auth::default(),
+            limits: Limits::default(),
+            mqtt: Mqtt::default(),
+            metrics: Metrics::default(),
+            log: Log::default(),
         }
     }
 }
 
+/// The sections of [`Config`] that are tables: the first segment of a configuring
+/// environment variable must be one of them. A test checks the list against the schema.
+const SECTIONS: [&str; 7] = [
+    "listeners",
+    "persistence",
+    "auth",
+    "limits",
+    "mqtt",
+    "metrics",
+    "log",
+];
+
+// --- listeners ----------------------------------------------------------------------------
+
+/// Listeners of each kind; several of each are allowed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Listeners {
+    /// MQTT over plain TCP.
+    pub tcp: Vec<TcpListener>,
+    /// MQTT over TLS.
+    pub tls: Vec<TlsListener>,
+    /// MQTT over WebSocket (subprotocol `mqtt`).
+    pub ws: Vec<WsListener>,
+    /// MQTT over WebSocket over TLS.
+    pub wss: Vec<TlsListener>,
+}
+
+impl Default for Listeners {
+    fn default() -> Self {
+        Self {
+            tcp: vec![TcpListener {
+                addr: SocketAddr::from(([0, 0, 0, 0], 1883)),
+            }],
+            tls: Vec::new(),
+            ws: Vec::new(),
+            wss: Vec::new(),
+        }
+    }
+}
+
+impl Listeners {
+    /// Whether no listener of any kind is configured.
+    pub fn is_empty(&self) -> bool {
+        self.tcp.is_empty() && self.tls.is_empty() && self.ws.is_empty() && self.wss.is_empty()
+    }
+}
+
+/// A plain TCP listener.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TcpListener {
+    /// Address and port (`0.0.0.0:1883`, `[::]:1883`; port 0 picks a free one).
+    pub addr: SocketAddr,
+}
+
+/// A WebSocket listener.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WsListener {
+    /// Address and port.
+    pub addr: SocketAddr,
+    /// HTTP path of the WebSocket endpoint (what MQTT.js connects to by default).
+    #[serde(default = "default_ws_path", deserialize_with = "ws_path")]
+    pub path: String,
+}
+
+/// A TLS listener: MQTT over TLS in `listeners.tls`, MQTT over WebSocket over TLS in
+/// `listeners.wss` (where it also has a `path`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsListener {
+    /// Address and port (MQTT over TLS is registered as 8883).
+    pub addr: SocketAddr,
+    /// `listeners.wss` only: HTTP path of the WebSocket endpoint (default `/mqtt`, see
+    /// [`TlsListener::ws_path`]).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "some_ws_path"
+    )]
+    pub path: Option<String>,
+    /// The server's certificate chain, PEM.
+    pub cert: PathBuf,
+    /// The server's private key, PEM.
+    pub key: PathBuf,
+    /// CA certificates (PEM) that client certificates are verified against; without it
+    /// client certificates are not asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_ca: Option<PathBuf>,
+    /// Refuse clients that present no valid certificate (needs `client_ca`).
+    #[serde(default)]
+    pub require_client_cert: bool,
+    /// Take the username from the client's certificate.
+    #[serde(default)]
+    pub identity_from_cert: CertIdentity,
+}
+
+impl TlsListener {
+    /// The WebSocket path of a `listeners.wss` entry.
+    pub fn ws_path(&self) -> &str {
+        self.path.as_deref().unwrap_or(DEFAULT_WS_PATH)
+    }
+}
+
+/// Which part of a verified client certificate becomes the client's username.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CertIdentity {
+    /// None: the username is the one in CONNECT.
+    #[default]
+    None,
+    /// The subject's Common Name.
+    Cn,
+    /// The first Subject Alternative Name (DNS name, e-mail or URI).
+    San,
+}
+
+/// The WebSocket path MQTT.js and most browser clients use.
+pub const DEFAULT_WS_PATH: &str = "/mqtt";
+
+fn default_ws_path() -> String {
+    DEFAULT_WS_PATH.to_owned()
+}
+
+fn some_ws_path<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    ws_path(d).map(Some)
+}
+
+fn ws_path<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let path = String::deserialize(d)?;
+    if path.starts_with('/') {
+        Ok(path)
+    } else {
+        Err(D::Error::custom(format!(
+            "a WebSocket path must start with `/`, not {path:?}"
+        )))
+    }
+}
+
+// --- persistence --------------------------------------------------------------------------
+
+/// Storage of durable state in `data_dir`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Persistence {
+    /// Keep sessions, subscriptions, retained and QoS 1/2 messages across restarts.
+    pub enabled: bool,
+    /// When a message counts as durable (and is acknowledged).
+    pub sync: SyncPolicy,
+}
+
+impl Default for Persistence {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            sync: SyncPolicy::Batch,
+        }
+    }
+}
+
+// --- auth ---------------------------------------------------------------------------------
+
+/// Authentication and authorization.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Auth {
+    /// Let clients connect without a username. When not set: allowed without a
+    /// `password_file`, refused with one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allow_anonymous: Option<bool>,
+    /// Users and password hashes (`fulmar passwd FILE USER`; Mosquitto's `mosquitto_passwd`
+    /// files are accepted too).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<PathBuf>,
+    /// Who may publish and subscribe to what (Mosquitto's `acl_file` syntax). Without it
+    /// every client may use every topic except `$SYS`, which is read-only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub acl_file: Option<PathBuf>,
+}
+
+impl Auth {
+    /// Whether clients without a username are let in, `allow_anonymous` or its default.
+    pub fn anonymous_allowed(&self) -> bool {
+        self.allow_anonymous.unwrap_or(self.password_file.is_none())
+    }
+}
+
+// --- limits -------------------------------------------------------------------------------
+
+/// What clients may cost. The defaults keep a 1 GB Raspberry Pi safe: the queues of all
+/// sessions together (`max_sessions` × `max_queued_bytes`) stay under 512 MiB.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Transport connections served at once; more are closed as soon as accepted.
+    pub max_connections: NonZeroUsize,
+    /// Sessions kept, online and offline; a new one beyond this is refused (CONNACK 0x97).
+    /// Raised to `max_connections` when below it.
+    pub max_sessions: NonZeroUsize,
+    /// New connections per second from one client address (IPv6: one /64); beyond it
+    /// new connections are closed at once. 0 turns the limit off.
+    pub connection_rate: u32,
+    /// Connections one address may open at once before `connection_rate` applies.
+    pub connection_burst: NonZeroU16,
+    /// Apply the connection rate to loopback clients (127.0.0.0/8, ::1) too. Off so local
+    /// bridges, tools and benchmarks on the gateway itself are not slowed.
+    pub rate_limit_loopback: bool,
+    /// Seconds a new connection gets to send CONNECT before it is closed.
+    pub connect_timeout_secs: u16,
+    /// Largest packet accepted from a client, fixed header included (5.0 Maximum Packet
+    /// Size); a larger one closes the connection.
+    #[serde(deserialize_with = "packet_size")]
+    pub max_packet_size: u32,
+    /// QoS 1/2 messages in flight to a client that gives no Receive Maximum (3.x).
+    pub max_inflight: NonZeroU16,
+    /// QoS 2 messages a client may have unacknowledged towards the broker (5.0 Receive
+    /// Maximum).
+    pub receive_maximum: NonZeroU16,
+    /// Messages queued per session (offline, or beyond the in-flight window).
+    pub max_queued_messages: NonZeroUsize,
+    /// Bytes of queued messages per session.
+    pub max_queued_bytes: NonZeroUsize,
+    /// What happens when a session's queue is full.
+    pub overflow: Overflow,
+    /// Subscriptions per session; more are refused in the SUBACK (0x97).
+    pub max_subscriptions_per_client: NonZeroUsize,
+    /// Longest topic name or filter, in bytes.
+    #[serde(deserialize_with = "topic_length")]
+    pub max_topic_length: usize,
+    /// Most levels in a topic name or filter.
+    pub max_topic_depth: NonZeroUsize,
+    /// Retained messages kept; a new retained topic beyond this is not retained.
+    pub max_retained: usize,
+    /// Bytes of retained payloads kept.
+    pub max_retained_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_connections: nonzero(1024),
+            max_sessions: nonzero(2048),
+            connection_rate: 20,
+            connection_burst: NonZeroU16::MIN.saturating_add(99),
+            rate_limit_loopback: false,
+            connect_timeout_secs: 10,
+            max_packet_size: 256 * 1024,
+            max_inflight: NonZeroU16::MIN.saturating_add(19),
+            receive_maximum: NonZeroU16::MIN.saturating_add(63),
+            max_queued_messages: nonzero(1000),
+            max_queued_bytes: nonzero(256 * 1024),
+            overflow: Overflow::Backpressure,
+            max_subscriptions_per_client: nonzero(256),
+            max_topic_length: 1024,
+            max_topic_depth: nonzero(32),
+            max_retained: 10_000,
+            max_retained_bytes: 16 << 20,
+        }
+    }
+}
+
+/// A non-zero constant (`NonZeroUsize::new(n).unwrap()` without the unwrap).
+const fn nonzero(n: usize) -> NonZeroUsize {
+    match NonZeroUsize::new(n) {
+        Some(n) => n,
+        None => NonZeroUsize::MIN,
+    }
+}
+
+/// What a full session queue does with one more message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Overflow {
+    /// Slow the publisher down (its socket is not read, its acknowledgements wait) until
+    /// there is room: nothing is dropped.
+    #[default]
+    Backpressure,
+    /// Drop the new message for that session (Mosquitto's behaviour); counted.
+    DropNew,
+    /// Drop the session's oldest queued message not yet in flight; counted.
+    DropOldest,
+}
+
+fn packet_size<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    in_range(d, 64..=MAX_PACKET_SIZE_CEILING, "bytes")
+}
+
+fn topic_length<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+    // A topic is a UTF-8 string with a 16-bit length prefix [MQTT-1.5.4-1].
+    in_range(d, 1..=usize::from(u16::MAX), "bytes")
+}
+
+/// Reads an integer and checks it lies in `range`.
+fn in_range<'de, D, T>(d: D, range: std::ops::RangeInclusive<T>, unit: &str) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de> + PartialOrd + fmt::Display,
+{
+    let value = T::deserialize(d)?;
+    if range.contains(&value) {
+        Ok(value)
+    } else {
+        Err(D::Error::custom(format!(
+            "{value} is out of range: expected {} to {} {unit}",
+            range.start(),
+            range.end()
+        )))
+    }
+}
+
+// --- mqtt ---------------------------------------------------------------------------------
+
+/// Protocol options.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Mqtt {
+    /// Highest QoS granted (0, 1 or 2; 5.0 Maximum QoS).
+    #[serde(deserialize_with = "qos")]
+    pub max_qos: u8,
+    /// Keep retained messages (5.0 Retain Available).
+    pub retain_available: bool,
+    /// Topic aliases a 5.0 client may use towards the broker (0: none).
+    pub topic_alias_maximum: u16,
+    /// Longest session expiry granted, in seconds; 3.x persistent sessions get this too.
+    pub max_session_expiry_secs: u32,
+    /// Keep alive imposed on clients asking for more or for none, in seconds (0: take the
+    /// client's).
+    pub max_keep_alive_secs: u16,
+    /// Queue QoS 0 messages for offline persistent sessions.
+    pub queue_qos0_offline: bool,
+    /// Accept MQTT 3.1 (`MQIsdp`) clients.
+    pub allow_v3_1: bool,
+    /// How a `$share` group picks the member that gets a message.
+    #[serde(
+        deserialize_with = "share_strategy",
+        serialize_with = "share_strategy_name"
+    )]
+    pub shared_subscriptions: CoreShareStrategy,
+}
+
+impl Default for Mqtt {
+    fn default() -> Self {
+        Self {
+            max_qos: 2,
+            retain_available: true,
+            topic_alias_maximum: 16,
+            max_session_expiry_secs: 7 * 24 * 3600,
+            max_keep_alive_secs: 0,
+            queue_qos0_offline: false,
+            allow_v3_1: true,
+            shared_subscriptions: CoreShareStrategy::RoundRobin,
+        }
+    }
+}
+
+fn qos<'de, D: Deserializer<'de>>(d: D) -> Result<u8, D::Error> {
+    in_range(d, 0..=2, "(QoS)")
+}
+
+/// The names of the core's shared-subscription strategies in the file (the core's own
+/// type is used, read and written through these names).
+const SHARE_STRATEGIES: [(&str, CoreShareStrategy); 4] = [
+    ("round-robin", CoreShareStrategy::RoundRobin),
+    ("random", CoreShareStrategy::Random),
+    ("hash-publisher", CoreShareStrategy::HashPublisher),
+    ("hash-topic", CoreShareStrategy::HashTopic),
+];
+
+fn share_strategy<'de, D: Deserializer<'de>>(d: D) -> Result<CoreShareStrategy, D::Error> {
+    let name = String::deserialize(d)?;
+    SHARE_STRATEGIES
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|&(_, s)| s)
+        .ok_or_else(|| {
+            D::Error::unknown_variant(
+                &name,
+                &["round-robin", "random", "hash-publisher", "hash-topic"],
+            )
+        })
+}
+
+fn share_strategy_name<S: serde::Serializer>(
+    strategy: &CoreShareStrategy,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    let name = SHARE_STRATEGIES
+        .iter()
+        .find(|(_, x)| x == strategy)
+        .map_or("round-robin", |&(n, _)| n);
+    s.serialize_str(name)
+}
+
+// --- metrics and log ----------------------------------------------------------------------
+
+/// Observability.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Metrics {
+    /// Address of the HTTP listener serving Prometheus `/metrics`; none by default.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<SocketAddr>,
+    /// Seconds between `$SYS/broker/...` updates (0: no `$SYS` topics).
+    pub sys_interval_secs: u32,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self {
+            listen: None,
+            sys_interval_secs: 10,
+        }
+    }
+}
+
+/// Logging (to stderr).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Log {
+    /// A level (`error`, `warn`, `info`, `debug`, `trace`) or tracing directives such as
+    /// `info,fulmar_edge=debug`.
+    #[serde(deserialize_with = "log_level")]
+    pub level: String,
+    /// Line format.
+    pub format: LogFormat,
+}
+
+impl Default for Log {
+    fn default() -> Self {
+        Self {
+            level: "info".to_owned(),
+            format: LogFormat::Human,
+        }
+    }
+}
+
+fn log_level<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let level = String::deserialize(d)?;
+    check_log_level(&level).map_err(D::Error::custom)?;
+    Ok(level)
+}
+
+/// Whether `level` is a valid tracing filter. Stricter than tracing: a bare word must be a
+/// level, because tracing would take a misspelt level (`debgu`) as the name of a target
+/// and quietly log almost nothing.
+pub fn check_log_level(level: &str) -> Result<(), String> {
+    const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+    let bad = |why: String| format!("invalid log level {level:?}: {why}");
+    for directive in level.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        let bare = !directive.contains(['=', ':', '[']);
+        if bare && !LEVELS.contains(&directive.to_ascii_lowercase().as_str()) {
+            return Err(bad(format!(
+                "`{directive}` is not a level (error, warn, info, debug, trace, off)"
+            )));
+        }
+    }
+    tracing_subscriber::EnvFilter::try_new(level)
+        .map(drop)
+        .map_err(|e| bad(e.to_string()))
+}
+
+// --- mapping onto the core ----------------------------------------------------------------
+
 impl Config {
-    /// The broker state machine's configuration: the core defaults, with the limits this
-    /// configuration sets.
+    /// The broker state machine's configuration.
     pub fn core(&self) -> fulmar_core::broker::Config {
-        let defaults = fulmar_core::broker::Config::default();
+        use fulmar_core::broker::OverflowPolicy;
+        use fulmar_core::codec::QoS;
+        let l = &self.limits;
+        let m = &self.mqtt;
+        let max_connections = l.max_connections.get();
         fulmar_core::broker::Config {
             // The accept loop enforces the same number before the core sees a connection,
             // so the core's refusal is only a backstop.
-            max_connections: self.max_connections,
+            max_connections,
             // Every served connection may become a client.
-            max_clients: self.max_connections,
-            max_sessions: defaults.max_sessions.max(self.max_connections),
-            max_packet_size: self.max_packet_size,
-            persistence: self.store.enabled,
-            ..defaults
+            max_clients: max_connections,
+            max_sessions: l.max_sessions.get().max(max_connections),
+            max_packet_size: l.max_packet_size,
+            max_subscriptions_per_client: l.max_subscriptions_per_client.get(),
+            max_inflight: l.max_inflight.get(),
+            receive_maximum: l.receive_maximum.get(),
+            max_queued_messages: l.max_queued_messages.get(),
+            max_queued_bytes: l.max_queued_bytes.get(),
+            overflow_policy: match l.overflow {
+                // The core has no backpressure policy yet; the lead is adding it. Until
+                // then a full queue drops the new message, as before.
+                Overflow::Backpressure | Overflow::DropNew => OverflowPolicy::DropNew,
+                Overflow::DropOldest => OverflowPolicy::DropOldest,
+            },
+            queue_qos0_offline: m.queue_qos0_offline,
+            max_retained: l.max_retained,
+            max_retained_bytes: l.max_retained_bytes,
+            topic_limits: fulmar_core::topic::TopicLimits {
+                max_len: l.max_topic_length,
+                max_depth: l.max_topic_depth.get(),
+            },
+            max_qos: match m.max_qos {
+                0 => QoS::AtMostOnce,
+                1 => QoS::AtLeastOnce,
+                _ => QoS::ExactlyOnce,
+            },
+            retain_available: m.retain_available,
+            topic_alias_maximum: m.topic_alias_maximum,
+            max_session_expiry: m.max_session_expiry_secs,
+            max_keep_alive: m.max_keep_alive_secs,
+            connect_timeout: fulmar_core::time::Duration::from_secs(u64::from(
+                l.connect_timeout_secs,
+            )),
+            share_strategy: m.shared_subscriptions,
+            allow_v3_1: m.allow_v3_1,
+            // The store takes what the core reports (`poll_persist`) only when it is open.
+            persistence: self.persistence.enabled,
+        }
+    }
+
+    /// Where and how the store keeps the broker's state.
+    pub fn store_settings(&self) -> crate::store::Settings {
+        crate::store::Settings {
+            enabled: self.persistence.enabled,
+            data_dir: self.data_dir.clone(),
+            sync: self.persistence.sync,
+        }
+    }
+
+    /// Checks that involve more than one key (each value alone was checked when read).
+    pub fn validate(&self) -> Result<(), Invalid> {
+        if self.listeners.is_empty() {
+            return Err(Invalid::new(
+                "listeners",
+                "no listener configured: give at least one (e.g. --listen 0.0.0.0:1883)",
+            ));
+        }
+        if let Some(i) = self.listeners.tls.iter().position(|l| l.path.is_some()) {
+            return Err(Invalid::new(
+                format!("listeners.tls.{i}.path"),
+                "only WebSocket listeners (listeners.wss) have a path",
+            ));
+        }
+        let secure = [("tls", &self.listeners.tls), ("wss", &self.listeners.wss)];
+        for (kind, listeners) in secure {
+            let needs_ca = listeners
+                .iter()
+                .position(|l| l.require_client_cert && l.client_ca.is_none());
+            if let Some(i) = needs_ca {
+                return Err(Invalid::new(
+                    format!("listeners.{kind}.{i}.require_client_cert"),
+                    "require_client_cert needs client_ca (the CA that signs client certificates)",
+                ));
+            }
+        }
+        if self.limits.max_queued_bytes.get() < self.limits.max_packet_size as usize {
+            return Err(Invalid::new(
+                "limits.max_queued_bytes",
+                format!(
+                    "max_queued_bytes ({}) is below max_packet_size ({}): a message of the \
+                     largest size could never be queued",
+                    self.limits.max_queued_bytes, self.limits.max_packet_size
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A check of [`Config::validate`] failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invalid {
+    /// The dotted key the problem is reported at (array indices as numbers).
+    pub key: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl Invalid {
+    fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            key: key.into(),
+            message: message.into(),
         }
     }
 }
 
-impl From<&Cli> for Config {
-    fn from(cli: &Cli) -> Self {
-        Self {
-            listen: cli.listen.clone(),
-            max_connections: cli.max_connections,
-            max_packet_size: cli.max_packet_size,
-            metrics: metrics::Settings {
-                sys_interval: std::time::Duration::from_secs(cli.sys_interval),
-                http_listen: cli.metrics_listen,
-            },
-            store: crate::store::Settings::from(&cli.store),
+impl fmt::Display for Invalid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.key, self.message)
+    }
+}
+
+// --- the command line ---------------------------------------------------------------------
+
+/// The flags of `fulmar` / `fulmar run`: the configuration file, the few settings people
+/// change most often, and `--set` for any other key. Each named flag can also be given as
+/// the variable in its help.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct RunArgs {
+    /// Read the configuration from FILE (TOML; every key is documented in
+    /// dist/fulmar.toml). Without it, the defaults.
+    #[arg(long, short = 'c', value_name = "FILE", env = "FULMAR_CONFIG")]
+    pub config: Option<PathBuf>,
+
+    /// Serve MQTT over plain TCP on ADDR (host:port), instead of the file's TCP listeners;
+    /// repeat for several. Default: 0.0.0.0:1883. Port 0 picks a free port, which the
+    /// startup log line reports.
+    #[arg(
+        long,
+        value_name = "ADDR",
+        env = "FULMAR_LISTEN",
+        value_delimiter = ','
+    )]
+    pub listen: Vec<SocketAddr>,
+
+    /// Serve MQTT over WebSocket on ADDR (path /mqtt), instead of the file's WebSocket
+    /// listeners; repeat for several.
+    #[arg(
+        long,
+        value_name = "ADDR",
+        env = "FULMAR_WS_LISTEN",
+        value_delimiter = ','
+    )]
+    pub ws_listen: Vec<SocketAddr>,
+
+    /// Keep the broker's data in DIR (created if missing). Default: ./fulmar-data.
+    #[arg(long, value_name = "DIR", env = "FULMAR_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// When acknowledgements (PUBACK, PUBREC) and deliveries wait for the disk: `always`
+    /// (an fsync per input), `batch` (group commit: one fsync for many inputs) or `none`
+    /// (never; state is synced once a second, so a crash of the machine may lose the last
+    /// second). Default: batch.
+    #[arg(long, value_name = "POLICY", env = "FULMAR_SYNC")]
+    pub sync: Option<SyncPolicy>,
+
+    /// Keep state on disk (`false`: everything lives in memory and is lost on exit).
+    /// Default: true.
+    #[arg(
+        long,
+        value_name = "BOOL",
+        env = "FULMAR_PERSISTENCE",
+        action = clap::ArgAction::Set
+    )]
+    pub persistence: Option<bool>,
+
+    /// Log filter: a level (error, warn, info, debug, trace) or tracing directives such
+    /// as `info,fulmar_edge=debug`. Default: info.
+    #[arg(long, value_name = "LEVEL", env = "FULMAR_LOG", value_parser = log_level_arg)]
+    pub log: Option<String>,
+
+    /// Log line format. Default: human.
+    #[arg(long, value_name = "FORMAT", env = "FULMAR_LOG_FORMAT")]
+    pub log_format: Option<LogFormat>,
+
+    /// Seconds between publications of the `$SYS/broker/...` topics (Mosquitto's
+    /// sys_interval); 0 turns them off. Default: 10.
+    #[arg(long, value_name = "SECONDS", env = "FULMAR_SYS_INTERVAL")]
+    pub sys_interval: Option<u32>,
+
+    /// Serve Prometheus metrics at http://ADDR/metrics (off unless given; there is no
+    /// authentication, so prefer a loopback address such as 127.0.0.1:9883).
+    #[arg(long, value_name = "ADDR", env = "FULMAR_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+
+    /// Transport connections served at once; more are closed as soon as they are
+    /// accepted. Default: 1024.
+    #[arg(long, value_name = "N", env = "FULMAR_MAX_CONNECTIONS")]
+    pub max_connections: Option<NonZeroUsize>,
+
+    /// Largest MQTT packet accepted from a client, in bytes (announced to MQTT 5 clients
+    /// as Maximum Packet Size); a larger one closes that client's connection.
+    /// Default: 262144.
+    #[arg(
+        long,
+        value_name = "BYTES",
+        env = "FULMAR_MAX_PACKET_SIZE",
+        value_parser = clap::value_parser!(u32).range(64..=i64::from(MAX_PACKET_SIZE_CEILING))
+    )]
+    pub max_packet_size: Option<u32>,
+
+    /// Set any configuration key (dotted, as in the file; the value is TOML), e.g.
+    /// `--set limits.max_inflight=10` or `--set auth.allow_anonymous=false`. Repeatable.
+    #[arg(long = "set", value_name = "KEY=VALUE", value_parser = Override::from_set)]
+    pub set: Vec<Override>,
+}
+
+fn log_level_arg(level: &str) -> Result<String, String> {
+    check_log_level(level).map(|()| level.to_owned())
+}
+
+impl RunArgs {
+    /// The configuration these flags, the `FULMAR_…` variables of the process and the
+    /// file (if given) describe, in that order of precedence.
+    pub fn load(&self) -> Result<Config, ConfigError> {
+        let vars = std::env::vars_os()
+            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)));
+        let mut overrides = Override::from_env(vars);
+        overrides.extend(self.set.iter().cloned());
+        load(self.config.as_deref(), &overrides, |config| {
+            self.apply(config)
+        })
+    }
+
+    /// Lays the named flags over `config`.
+    pub fn apply(&self, config: &mut Config) {
+        if !self.listen.is_empty() {
+            config.listeners.tcp = self
+                .listen
+                .iter()
+                .map(|&addr| TcpListener { addr })
+                .collect();
+        }
+        if !self.ws_listen.is_empty() {
+            config.listeners.ws = self
+                .ws_listen
+                .iter()
+                .map(|&addr| WsListener {
+                    addr,
+                    path: default_ws_path(),
+                })
+                .collect();
+        }
+        if let Some(dir) = &self.data_dir {
+            config.data_dir.clone_from(dir);
+        }
+        if let Some(sync) = self.sync {
+            config.persistence.sync = sync;
+        }
+        if let Some(enabled) = self.persistence {
+            config.persistence.enabled = enabled;
+        }
+        if let Some(level) = &self.log {
+            config.log.level.clone_from(level);
+        }
+        if let Some(format) = self.log_format {
+            config.log.format = format;
+        }
+        if let Some(secs) = self.sys_interval {
+            config.metrics.sys_interval_secs = secs;
+        }
+        if let Some(addr) = self.metrics_listen {
+            config.metrics.listen = Some(addr);
+        }
+        if let Some(n) = self.max_connections {
+            config.limits.max_connections = n;
+        }
+        if let Some(n) = self.max_packet_size {
+            config.limits.max_packet_size = n;
         }
     }
+}
+
+// --- loading ------------------------------------------------------------------------------
+
+/// Why a configuration could not be loaded.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// What the operating system said.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or does not fit the schema.
+    File {
+        /// The file.
+        path: PathBuf,
+        /// Its text (for the line and column).
+        text: String,
+        /// The parser's error, with the span of the offending key or value.
+        error: Box<toml::de::Error>,
+    },
+    /// A check involving several keys failed; `at` is where in the file the key is, if it
+    /// is in the file.
+    Invalid {
+        /// The file and line:column of the key, when the file sets it.
+        at: Option<(PathBuf, usize, usize)>,
+        /// The failed check.
+        invalid: Invalid,
+    },
+    /// An environment variable or `--set` option does not fit the schema.
+    Override {
+        /// `FULMAR_…=…` or `--set …`.
+        source: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+impl ConfigError {
+    /// The file, line and column (1-based) of the error, when it is in a file.
+    pub fn location(&self) -> Option<(&Path, usize, usize)> {
+        match self {
+            Self::File { path, text, error } => {
+                let span = error.span()?;
+                let (line, column) = line_column(text, span.start);
+                Some((path, line, column))
+            }
+            Self::Invalid {
+                at: Some((path, line, column)),
+                ..
+            } => Some((path, *line, *column)),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Read { path, source } => write!(f, "cannot read {}: {source}", path.display()),
+            Self::File { path, text, error } => {
+                // `path:line:column: message` first, as compilers do (editors jump to it),
+                // then the line with a caret under the problem.
+                let Some(span) = error.span() else {
+                    return write!(f, "{}: {}", path.display(), error.message());
+                };
+                let (line, column) = line_column(text, span.start);
+                writeln!(f, "{}:{line}:{column}: {}", path.display(), error.message())?;
+                let content = text.lines().nth(line - 1).unwrap_or_default();
+                // The span's characters up to the end of its line, at least one.
+                let width = text
+                    .get(span.start..)
+                    .and_then(|rest| rest.get(..span.len().min(rest.len())))
+                    .and_then(|spanned| spanned.split('\n').next())
+                    .map_or(1, |s| s.chars().count().max(1));
+                let gutter = " ".repeat(line.to_string().len());
+                writeln!(f, "{gutter} |")?;
+                writeln!(f, "{line} | {content}")?;
+                write!(
+                    f,
+                    "{gutter} | {}{}",
+                    " ".repeat(column - 1),
+                    "^".repeat(width)
+                )
+            }
+            Self::Invalid { at, invalid } => match at {
+                Some((path, line, column)) => {
+                    write!(f, "{}:{line}:{column}: {invalid}", path.display())
+                }
+                None => write!(f, "{invalid}"),
+            },
+            Self::Override { source, message } => write!(f, "{source}: {}", message.trim_end()),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// 1-based line and column (in characters) of byte `offset` in `text`.
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = text.get(..offset.min(text.len())).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let column = before.get(line_start..).map_or(0, |s| s.chars().count()) + 1;
+    (line, column)
+}
+
+/// One value set from outside the file: by a variable or `--set`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Override {
+    /// Where it came from, for error messages (`FULMAR_LIMITS__MAX_INFLIGHT=0`).
+    pub source: String,
+    /// The dotted key path.
+    pub key: Vec<String>,
+    /// The value.
+    pub value: toml::Value,
+}
+
+impl Override {
+    /// Parses `--set KEY=VALUE`.
+    pub fn from_set(option: &str) -> Result<Self, String> {
+        let (key, value) = option
+            .split_once('=')
+            .ok_or_else(|| format!("expected KEY=VALUE, got {option:?}"))?;
+        let key: Vec<String> = key.trim().split('.').map(str::to_owned).collect();
+        if key.iter().any(String::is_empty) {
+            return Err(format!("bad key in {option:?}"));
+        }
+        Ok(Self {
+            source: format!("--set {option}"),
+            key,
+            value: parse_value(value.trim()),
+        })
+    }
+
+    /// The overrides in `vars` (the process environment): `FULMAR_SECTION__KEY=VALUE`
+    /// whose section is one of the configuration's. Others are not configuration.
+    pub fn from_env(vars: impl IntoIterator<Item = (String, String)>) -> Vec<Self> {
+        let mut found: Vec<Self> = vars
+            .into_iter()
+            .filter_map(|(name, value)| {
+                let rest = name.strip_prefix(ENV_PREFIX)?;
+                let key: Vec<String> = rest.split("__").map(str::to_ascii_lowercase).collect();
+                let section = key.first()?;
+                if key.len() < 2 || !SECTIONS.contains(&section.as_str()) {
+                    return None;
+                }
+                Some(Self {
+                    source: format!("{name}={value}"),
+                    key,
+                    value: parse_value(&value),
+                })
+            })
+            .collect();
+        // The environment has no order; sort so a conflict resolves the same way each time.
+        found.sort_by(|a, b| a.source.cmp(&b.source));
+        found
+    }
+}
+
+/// A TOML value, or the text itself as a string when it is not one.
+fn parse_value(text: &str) -> toml::Value {
+    // Parsed as the value of a one-key document: a text that smuggles in more keys
+    // (`1\nother = 2`) is not a value and stays a string.
+    toml::from_str::<toml::Table>(&format!("v = {text}"))
+        .ok()
+        .filter(|t| t.len() == 1)
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(text.to_owned()))
+}
+
+/// Sets the dotted `key` to `new` under `value`, creating tables on the way; a number
+/// walks into an existing list (`listeners.tcp.0.addr`). `walked` is the key so far, for
+/// error messages.
+fn set_path(
+    value: &mut toml::Value,
+    walked: &str,
+    key: &[String],
+    new: toml::Value,
+) -> Result<(), String> {
+    let Some((part, rest)) = key.split_first() else {
+        *value = new;
+        return Ok(());
+    };
+    let here = if walked.is_empty() {
+        part.clone()
+    } else {
+        format!("{walked}.{part}")
+    };
+    let next = match value {
+        toml::Value::Table(table) => table
+            .entry(part.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new())),
+        toml::Value::Array(items) => {
+            let index: usize = part
+                .parse()
+                .map_err(|_| format!("`{walked}` is a list: name an element (`{walked}.0`)"))?;
+            items
+                .get_mut(index)
+                .ok_or_else(|| format!("`{walked}` has no element {index}"))?
+        }
+        _ => return Err(format!("`{walked}` is not a table")),
+    };
+    set_path(next, &here, rest, new)
+}
+
+/// Lays `over` onto `base`: tables merge key by key, anything else (lists too) replaces.
+fn merge(base: &mut toml::Value, over: toml::Value) {
+    match (base, over) {
+        (toml::Value::Table(base), toml::Value::Table(over)) => {
+            for (key, value) in over {
+                match base.get_mut(&key) {
+                    Some(slot) => merge(slot, value),
+                    None => {
+                        base.insert(key, value);
+                    }
+                }
+            }
+        }
+        (base, over) => *base = over,
+    }
+}
+
+/// Reads `text` as the file `path` on its own (tests).
+#[cfg(test)]
+fn from_text(path: &Path, text: &str) -> Result<Config, ConfigError> {
+    let config: Config = toml::from_str(text).map_err(|error| ConfigError::File {
+        path: path.to_owned(),
+        text: text.to_owned(),
+        error: Box::new(error),
+    })?;
+    validated(config, Some((path, text)))
+}
+
+fn validated(config: Config, file: Option<(&Path, &str)>) -> Result<Config, ConfigError> {
+    config.validate().map_err(|invalid| ConfigError::Invalid {
+        at: file.and_then(|(path, text)| {
+            let (line, column) = find_key(text, &invalid.key)?;
+            Some((path.to_owned(), line, column))
+        }),
+        invalid,
+    })?;
+    Ok(config)
+}
+
+/// Line and column of the dotted `key` in the TOML `text`, if the text sets it.
+fn find_key(text: &str, key: &str) -> Option<(usize, usize)> {
+    let table = toml::de::DeTable::parse(text).ok()?;
+    let mut parts = key.split('.');
+    let first = parts.next()?;
+    let mut value = table.get_ref().get(first)?;
+    let mut span = value.span();
+    for part in parts {
+        let next = match part.parse::<usize>() {
+            Ok(i) => value.get_ref().get(i),
+            Err(_) => value.get_ref().get(part),
+        }?;
+        span = next.span();
+        value = next;
+    }
+    Some(line_column(text, span.start))
+}
+
+/// Loads the configuration: the defaults, then the file (if any), then `overrides` in
+/// order (later ones win), then `flags` (the named command-line flags), then checks the
+/// result.
+pub fn load(
+    file: Option<&Path>,
+    overrides: &[Override],
+    flags: impl FnOnce(&mut Config),
+) -> Result<Config, ConfigError> {
+    let (table_of_file, text) = match file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.to_owned(),
+                source,
+            })?;
+            let file_error = |error| ConfigError::File {
+                path: path.to_owned(),
+                text: text.clone(),
+                error: Box::new(error),
+            };
+            // Read once into the schema, for errors that point into the file, and once
+            // as a table, to lay the overrides over.
+            toml::from_str::<Config>(&text).map_err(file_error)?;
+            let table: toml::Table = toml::from_str(&text).map_err(file_error)?;
+            (table, Some(text))
+        }
+        None => (toml::Table::new(), None),
+    };
+    // The defaults as a tree, so an override can also reach into a default list
+    // (`listeners.tcp.0.addr`); the file laid over them.
+    let mut table =
+        toml::Value::try_from(Config::default()).map_err(|e| ConfigError::Override {
+            source: "the defaults".to_owned(),
+            message: e.to_string(),
+        })?;
+    merge(&mut table, toml::Value::Table(table_of_file));
+    for o in overrides {
+        let fail = |message: String| ConfigError::Override {
+            source: o.source.clone(),
+            message,
+        };
+        set_path(&mut table, "", &o.key, o.value.clone()).map_err(fail)?;
+        // Checked one at a time so an error names the override that caused it.
+        Config::deserialize(table.clone()).map_err(|e| fail(e.to_string()))?;
+    }
+    let mut config = Config::deserialize(table).map_err(|e| {
+        // Unreachable: the file and each override were checked above.
+        ConfigError::Override {
+            source: "configuration".to_owned(),
+            message: e.to_string(),
+        }
+    })?;
+    flags(&mut config);
+    match (file, text.as_deref()) {
+        (Some(path), Some(text)) => validated(config, Some((path, text))),
+        _ => validated(config, None),
+    }
+}
+
+/// A short description of `config` for `check-config` and the startup log.
+pub fn summary(config: &Config) -> String {
+    let mut lines = Vec::new();
+    let l = &config.listeners;
+    let mut listeners: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    listeners.insert("tcp", l.tcp.iter().map(|x| x.addr.to_string()).collect());
+    listeners.insert("tls", l.tls.iter().map(|x| x.addr.to_string()).collect());
+    listeners.insert(
+        "ws",
+        l.ws.iter()
+            .map(|x| format!("{}{}", x.addr, x.path))
+            .collect(),
+    );
+    listeners.insert(
+        "wss",
+        l.wss
+            .iter()
+            .map(|x| format!("{}{}", x.addr, x.ws_path()))
+            .collect(),
+    );
+    let listeners: Vec<String> = listeners
+        .into_iter()
+        .filter(|(_, addrs)| !addrs.is_empty())
+        .map(|(kind, addrs)| format!("{kind} {}", addrs.join(", ")))
+        .collect();
+    lines.push(format!("listeners: {}", listeners.join("; ")));
+    lines.push(format!("data_dir: {}", config.data_dir.display()));
+    let p = &config.persistence;
+    lines.push(if p.enabled {
+        format!(
+            "persistence: on, sync {}",
+            match p.sync {
+                SyncPolicy::Always => "always",
+                SyncPolicy::Batch => "batch",
+                SyncPolicy::None => "none",
+            }
+        )
+    } else {
+        "persistence: off".to_owned()
+    });
+    let a = &config.auth;
+    lines.push(format!(
+        "auth: anonymous {}, password file {}, ACL file {}",
+        if a.anonymous_allowed() {
+            "allowed"
+        } else {
+            "refused"
+        },
+        a.password_file
+            .as_deref()
+            .map_or_else(|| "none".to_owned(), |p| p.display().to_string()),
+        a.acl_file
+            .as_deref()
+            .map_or_else(|| "none".to_owned(), |p| p.display().to_string()),
+    ));
+    let lim = &config.limits;
+    lines.push(format!(
+        "limits: {} connections, {} new/s per address, {} B packets, {} queued messages \
+         / {} B per session, overflow {}",
+        lim.max_connections,
+        lim.connection_rate,
+        lim.max_packet_size,
+        lim.max_queued_messages,
+        lim.max_queued_bytes,
+        match lim.overflow {
+            Overflow::Backpressure => "backpressure",
+            Overflow::DropNew => "drop-new",
+            Overflow::DropOldest => "drop-oldest",
+        }
+    ));
+    lines.join("\n")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn no_arguments_give_the_defaults() {
-        let cli = Cli::try_parse_from(["fulmar"]).unwrap();
-        assert_eq!(Config::from(&cli), Config::default());
-        assert_eq!(cli.log, "info");
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        from_text(Path::new("test.toml"), text)
     }
 
     #[test]
-    fn listen_repeats() {
-        let cli = Cli::try_parse_from([
-            "fulmar",
-            "--listen",
-            "127.0.0.1:1883",
-            "--listen",
-            "[::1]:8883",
-        ])
-        .unwrap();
-        assert_eq!(
-            cli.listen,
-            vec![
-                "127.0.0.1:1883".parse::<SocketAddr>().unwrap(),
-                "[::1]:8883".parse().unwrap()
-            ]
+    fn an_empty_file_gives_the_defaults() {
+        assert_eq!(parse("").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn the_shipped_file_documents_the_defaults() {
+        let text = include_str!("../dist/fulmar.toml");
+        assert_eq!(parse(text).unwrap(), Config::default());
+    }
+
+    /// A configuration with every optional key set and one listener of each kind, so its
+    /// serialization names every key of the schema.
+    fn everything() -> Config {
+        let addr = SocketAddr::from(([127, 0, 0, 1], 1));
+        let mut config = Config::default();
+        config.listeners.tls.push(TlsListener {
+            addr,
+            path: None,
+            cert: "c".into(),
+            key: "k".into(),
+            client_ca: Some("ca".into()),
+            require_client_cert: true,
+            identity_from_cert: CertIdentity::Cn,
+        });
+        config.listeners.ws.push(WsListener {
+            addr,
+            path: "/mqtt".into(),
+        });
+        config.listeners.wss.push(TlsListener {
+            addr,
+            path: Some("/mqtt".into()),
+            cert: "c".into(),
+            key: "k".into(),
+            client_ca: Some("ca".into()),
+            require_client_cert: true,
+            identity_from_cert: CertIdentity::San,
+        });
+        config.auth = Auth {
+            allow_anonymous: Some(false),
+            password_file: Some("p".into()),
+            acl_file: Some("a".into()),
+        };
+        config.metrics.listen = Some(addr);
+        config
+    }
+
+    /// The keys under `value`, each with whether it is a list of tables.
+    fn keys(value: &toml::Value, prefix: &str, out: &mut Vec<(String, bool)>) {
+        let Some(table) = value.as_table() else {
+            return;
+        };
+        for (k, v) in table {
+            let path = if prefix.is_empty() {
+                k.clone()
+            } else {
+                format!("{prefix}.{k}")
+            };
+            match v {
+                toml::Value::Table(_) => keys(v, &path, out),
+                toml::Value::Array(items) if items.iter().all(toml::Value::is_table) => {
+                    out.push((path.clone(), true));
+                    for item in items {
+                        keys(item, &path, out);
+                    }
+                }
+                _ => out.push((path, false)),
+            }
+        }
+    }
+
+    #[test]
+    fn the_shipped_file_documents_every_key() {
+        let text = include_str!("../dist/fulmar.toml");
+        let mut all = Vec::new();
+        keys(&toml::Value::try_from(everything()).unwrap(), "", &mut all);
+        for (key, list) in all {
+            let name = key.rsplit('.').next().unwrap();
+            // Set (`name = …`) or shown commented out (`# name = …`); a list of tables by
+            // its header (`[[listeners.tls]]`).
+            let documented = text.lines().any(|line| {
+                let line = line.trim_start_matches(['#', ' ']);
+                if list {
+                    line.starts_with(&format!("[[{key}]]"))
+                } else {
+                    line.starts_with(&format!("{name} ="))
+                }
+            });
+            assert!(documented, "dist/fulmar.toml does not document `{key}`");
+        }
+        // And the full example round-trips through TOML.
+        let written = toml::to_string(&everything()).unwrap();
+        assert_eq!(parse(&written).unwrap(), everything());
+    }
+
+    #[test]
+    fn sections_are_the_tables_of_the_schema() {
+        let value = toml::Value::try_from(everything()).unwrap();
+        let mut tables: Vec<&str> = value
+            .as_table()
+            .unwrap()
+            .iter()
+            .filter(|(_, v)| v.is_table())
+            .map(|(k, _)| k.as_str())
+            .collect();
+        tables.sort_unstable();
+        let mut sections = SECTIONS.to_vec();
+        sections.sort_unstable();
+        assert_eq!(tables, sections);
+    }
+
+    fn error_at(text: &str) -> (usize, usize, String) {
+        let error = parse(text).unwrap_err();
+        let (_, line, column) = error.location().expect("a location");
+        (line, column, error.to_string())
+    }
+
+    #[test]
+    fn an_unknown_key_is_pointed_at() {
+        let (line, column, message) =
+            error_at("[limits]\nmax_inflight = 5\n  max_conections = 3\n");
+        assert_eq!((line, column), (3, 3), "{message}");
+        assert!(
+            message.starts_with("test.toml:3:3: unknown field `max_conections`"),
+            "{message}"
         );
     }
 
     #[test]
-    fn limits_reach_the_core() {
-        let cli = Cli::try_parse_from([
-            "fulmar",
-            "--max-connections",
-            "50",
-            "--max-packet-size",
-            "4096",
-        ])
-        .unwrap();
-        let core = Config::from(&cli).core();
-        assert_eq!(core.max_connections, 50);
-        assert_eq!(core.max_clients, 50);
-        assert_eq!(core.max_packet_size, 4096);
+    fn bad_values_are_pointed_at() {
+        let cases = [
+            ("[limits]\nmax_packet_size = 10\n", (2, 19), "out of range"),
+            ("[limits]\nmax_inflight = 0\n", (2, 16), "nonzero"),
+            (
+                "[limits]\noverflow = \"drop\"\n",
+                (2, 12),
+                "unknown variant",
+            ),
+            ("[[listeners.tcp]]\naddr = \"nowhere\"\n", (2, 8), "address"),
+            (
+                "[[listeners.ws]]\naddr = \"[::1]:80\"\npath = \"mqtt\"\n",
+                (3, 8),
+                "start with",
+            ),
+            ("[log]\nlevel = \"debgu\"\n", (2, 9), "log level"),
+            ("[persistence]\nsync = 1\n", (2, 8), "sync"),
+        ];
+        for (text, at, words) in cases {
+            let (line, column, message) = error_at(text);
+            assert_eq!((line, column), at, "{text}: {message}");
+            assert!(message.contains(words), "{text}: {message}");
+        }
     }
 
     #[test]
-    fn observability_flags() {
-        let cli = Cli::try_parse_from([
-            "fulmar",
-            "--log-format",
-            "json",
-            "--sys-interval",
-            "0",
-            "--metrics-listen",
-            "127.0.0.1:9883",
-        ])
-        .unwrap();
-        assert_eq!(cli.log_format, LogFormat::Json);
-        let config = Config::from(&cli);
-        assert!(config.metrics.sys_interval.is_zero());
+    fn checks_across_keys_point_at_the_key() {
+        let text = "[[listeners.tls]]\naddr = \"0.0.0.0:8883\"\ncert = \"c\"\nkey = \"k\"\n\
+                    require_client_cert = true\n";
+        let (line, column, message) = error_at(text);
+        assert_eq!((line, column), (5, 23), "{message}");
+        assert!(message.contains("client_ca"), "{message}");
+        let (_, _, message) = error_at("[limits]\nmax_queued_bytes = 100\n");
+        assert!(message.contains("max_queued_bytes"), "{message}");
+    }
+
+    #[test]
+    fn overrides_beat_the_file_and_name_their_source() {
+        let env = Override::from_env([
+            ("FULMAR_LIMITS__MAX_INFLIGHT".to_owned(), "7".to_owned()),
+            ("FULMAR_AUTH__PASSWORD_FILE".to_owned(), "/etc/p".to_owned()),
+            // Not configuration: no such section.
+            ("FULMAR_BIN".to_owned(), "/bin/x".to_owned()),
+            ("FULMAR_FUZZ_SECONDS".to_owned(), "3".to_owned()),
+            ("HOME".to_owned(), "/root".to_owned()),
+        ]);
+        assert_eq!(env.len(), 2);
+        let mut all = env;
+        all.push(Override::from_set("log.format=json").unwrap());
+        all.push(Override::from_set("listeners.tcp=[{addr=\"127.0.0.1:5\"}]").unwrap());
+        let config = load(None, &all, |_| {}).unwrap();
+        assert_eq!(config.limits.max_inflight.get(), 7);
+        assert_eq!(config.auth.password_file, Some(PathBuf::from("/etc/p")));
+        assert!(!config.auth.anonymous_allowed());
+        assert_eq!(config.log.format, LogFormat::Json);
+        assert_eq!(config.listeners.tcp[0].addr.port(), 5);
+
+        let bad = [
+            Override::from_set("limits.max_inflight=0").unwrap(),
+            Override::from_set("log.format=json").unwrap(),
+        ];
+        let error = load(None, &bad, |_| {}).unwrap_err().to_string();
+        assert!(error.starts_with("--set limits.max_inflight=0"), "{error}");
+        let typo = Override::from_env([("FULMAR_LIMITS__MAX_INFLIHGT".into(), "1".into())]);
+        let error = load(None, &typo, |_| {}).unwrap_err().to_string();
+        assert!(error.contains("FULMAR_LIMITS__MAX_INFLIHGT") && error.contains("unknown field"));
+    }
+
+    #[test]
+    fn an_override_can_reach_into_a_list() {
+        let set = [Override::from_set("listeners.tcp.0.addr=\"127.0.0.1:9\"").unwrap()];
+        let config = load(None, &set, |_| {}).unwrap();
+        assert_eq!(config.listeners.tcp[0].addr.port(), 9);
+        let set = [Override::from_set("listeners.tcp.addr=1").unwrap()];
+        assert!(load(None, &set, |_| {}).is_err());
+    }
+
+    #[test]
+    fn a_value_that_is_not_toml_is_a_string() {
+        assert_eq!(parse_value("10"), toml::Value::Integer(10));
+        assert_eq!(parse_value("true"), toml::Value::Boolean(true));
+        assert_eq!(parse_value("/a b"), toml::Value::String("/a b".into()));
         assert_eq!(
-            config.metrics.http_listen,
-            Some("127.0.0.1:9883".parse().unwrap())
+            parse_value("1\nx = 2"),
+            toml::Value::String("1\nx = 2".into())
         );
-        assert!(Cli::try_parse_from(["fulmar", "--log-format", "xml"]).is_err());
     }
 
     #[test]
-    fn bad_values_are_refused() {
-        assert!(Cli::try_parse_from(["fulmar", "--listen", "nowhere"]).is_err());
-        assert!(Cli::try_parse_from(["fulmar", "--max-packet-size", "1"]).is_err());
-        assert!(Cli::try_parse_from(["fulmar", "--max-connections", "0"]).is_err());
+    fn the_defaults_reach_the_core() {
+        let core = Config::default().core();
+        assert_eq!(core.max_connections, 1024);
+        assert_eq!(core.max_sessions, 2048);
+        assert_eq!(core.max_packet_size, 256 * 1024);
+        assert_eq!(core.connect_timeout.as_millis(), 10_000);
+        assert_eq!(core.topic_limits.max_len, 1024);
+        let mut config = Config::default();
+        config.limits.overflow = Overflow::DropOldest;
+        config.mqtt.max_qos = 1;
+        let core = config.core();
+        assert_eq!(
+            core.overflow_policy,
+            fulmar_core::broker::OverflowPolicy::DropOldest
+        );
+        assert_eq!(core.max_qos, fulmar_core::codec::QoS::AtLeastOnce);
     }
 
     #[test]
-    fn cli_is_consistent() {
-        use clap::CommandFactory;
-        Cli::command().debug_assert();
+    fn anonymous_access_follows_the_password_file() {
+        let mut auth = Auth::default();
+        assert!(auth.anonymous_allowed());
+        auth.password_file = Some("p".into());
+        assert!(!auth.anonymous_allowed());
+        auth.allow_anonymous = Some(true);
+        assert!(auth.anonymous_allowed());
     }
 }

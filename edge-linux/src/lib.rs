@@ -3,12 +3,14 @@
 //! `quinn` drives `quinn-proto`, and is a library so `fulmar-bridge` can reuse it.
 //!
 //! ## Layout
-//! - [`config`]: the command line (clap) and the [`Config`] the runtime runs with.
+//! - [`config`]: the schema of `fulmar.toml` ([`Config`]), where values come from (file,
+//!   `FULMAR_…` variables, flags), and its mapping onto the core's configuration.
 //! - [`server`]: binds the listeners, accepts with a connection limit and TCP_NODELAY, and
 //!   shuts down gracefully.
 //! - `connection`: one task per connection moving bytes between its socket and the broker.
 //! - `broker_task`: one task that owns the broker state machine (an actor), feeds it what
 //!   the connections read, and hands each connection what the broker transmits.
+//! - `rate_limit`: the per-address connection rate limit of the accept loop.
 //! - [`shutdown`]: SIGINT / SIGTERM.
 //! - [`metrics`]: the counters, `$SYS/broker/...` topics and the Prometheus endpoint.
 //! - [`logging`]: `tracing` output, for people or as JSON lines.
@@ -33,7 +35,7 @@
 //!   serialized there, so the broker uses one CPU core for it. The multi-core design
 //!   (sessions run by their connection tasks, a shared router) must replace it.
 //! - No authentication or ACL: anyone may connect (the startup log warns).
-//! - No TLS, WebSocket or TOML configuration.
+//! - No TLS or WebSocket.
 
 pub mod bench;
 pub mod config;
@@ -45,6 +47,7 @@ pub mod store;
 
 mod broker_task;
 mod connection;
+mod rate_limit;
 
-pub use config::{Cli, Config};
+pub use config::{Config, RunArgs};
 pub use server::Server;

@@ -1,27 +1,101 @@
 //! `fulmar`: the MQTT broker for Linux gateways. Everything lives in the `fulmar_edge`
-//! library; this parses the command line, sets up logging and runs the server.
+//! library; this parses the command line and runs the command asked for.
+//!
+//! Adding a command: a variant of [`Command`] (its arguments as a `clap::Args` struct in
+//! the library module that implements it) and an arm in [`main`].
+
+use std::path::PathBuf;
+use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::Parser;
-use fulmar_edge::config::Command;
-use fulmar_edge::{Cli, Config, Server};
+use clap::{Parser, Subcommand};
+use fulmar_edge::Server;
+use fulmar_edge::config::{self, RunArgs};
 
-fn main() -> anyhow::Result<()> {
+/// The `fulmar` command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "fulmar",
+    version,
+    about = "Fulmar: an MQTT 3.1/3.1.1/5.0 broker for Linux gateways",
+    long_about = "Fulmar: an MQTT 3.1/3.1.1/5.0 broker for Linux gateways.\n\n\
+                  With no arguments it serves MQTT over TCP on 0.0.0.0:1883, keeps its data \
+                  in ./fulmar-data and lets any client connect (see auth.password_file to \
+                  require passwords).",
+    after_help = "Configuration: defaults < the --config file < FULMAR_SECTION__KEY \
+                  variables (e.g. FULMAR_LIMITS__MAX_INFLIGHT=10) < --set KEY=VALUE < the \
+                  named flags above. `fulmar check-config FILE` checks a file.",
+    args_conflicts_with_subcommands = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// With no command: run the broker with these flags.
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the broker (what `fulmar` without a command does).
+    Run(RunArgs),
+    /// Check a configuration file: print where the first mistake is (file:line:column) and
+    /// exit 1, or print a summary of what it configures and exit 0.
+    CheckConfig {
+        /// The TOML file.
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
+    /// Load generator for any MQTT broker: `conn`, `pub`, `sub`, `pubsub` (see `fulmar
+    /// bench --help`).
+    Bench(fulmar_edge::bench::BenchArgs),
+}
+
+fn main() -> ExitCode {
     let cli = Cli::parse();
-    fulmar_edge::logging::init(&cli.log, cli.log_format)?;
+    let result = match cli.command.unwrap_or(Command::Run(cli.run)) {
+        Command::Run(args) => run(&args),
+        Command::CheckConfig { file } => check_config(&file),
+        Command::Bench(args) => bench(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("fulmar: error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
 
-    let config = Config::from(&cli);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+/// `fulmar check-config FILE`.
+fn check_config(file: &std::path::Path) -> anyhow::Result<()> {
+    // The file alone: variables and flags are not part of what is checked.
+    let config = config::load(Some(file), &[], |_| {})?;
+    println!("{}: OK", file.display());
+    println!("{}", config::summary(&config));
+    Ok(())
+}
+
+/// `fulmar bench`.
+fn bench(args: fulmar_edge::bench::BenchArgs) -> anyhow::Result<()> {
+    runtime()?
+        .block_on(fulmar_edge::bench::run(args))
+        .context("fulmar bench")
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("fulmar")
         .build()
-        .context("cannot start the tokio runtime")?;
-    if let Some(Command::Bench(args)) = cli.command {
-        return runtime
-            .block_on(fulmar_edge::bench::run(args))
-            .context("fulmar bench");
-    }
-    runtime.block_on(async {
+        .context("cannot start the tokio runtime")
+}
+
+/// `fulmar` / `fulmar run`: serves until SIGINT or SIGTERM.
+fn run(args: &RunArgs) -> anyhow::Result<()> {
+    let config = args.load()?;
+    fulmar_edge::logging::init(&config.log.level, config.log.format)?;
+    runtime()?.block_on(async {
         // Signal handlers first: a SIGTERM that arrives while the listeners bind must stop
         // the broker gracefully, not kill it.
         let shutdown =
@@ -30,4 +104,29 @@ fn main() -> anyhow::Result<()> {
         server.run(shutdown).await?;
         anyhow::Ok(())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn no_command_runs_the_broker() {
+        let cli = Cli::try_parse_from(["fulmar", "--listen", "127.0.0.1:1"]).unwrap();
+        assert!(cli.command.is_none());
+        assert_eq!(cli.run.listen.len(), 1);
+        let cli = Cli::try_parse_from(["fulmar", "check-config", "f.toml"]).unwrap();
+        assert!(matches!(cli.command, Some(Command::CheckConfig { .. })));
+        // Broker flags belong to running it, not to another command.
+        assert!(
+            Cli::try_parse_from(["fulmar", "--listen", "127.0.0.1:1", "check-config", "f"])
+                .is_err()
+        );
+    }
 }

@@ -2,7 +2,10 @@
 //! is an error at startup, not a log line later), accept with a connection limit, spawn one
 //! task per connection, and on shutdown stop accepting and wait for every connection task.
 //!
-//! Not yet done: TLS, WebSocket and MQTT-SN listeners, per-IP connection rates.
+//! Before a connection is served it passes the per-address rate limit
+//! ([`crate::rate_limit`]) and the connection limit; both close it at once otherwise.
+//!
+//! Not yet done: TLS, WebSocket and MQTT-SN listeners.
 
 use std::future::Future;
 use std::io;
@@ -11,13 +14,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tracing::{debug, error, info, warn};
 
 use crate::broker_task::{self, BrokerHandle};
 use crate::config::Config;
 use crate::connection::{self, LINGER};
 use crate::metrics::{self, Metrics, Refusal};
+use crate::rate_limit::{RateLimit, Verdict};
 use crate::store::{self, Store};
 
 /// How long shutdown waits for connections to flush and close before giving up on them.
@@ -67,19 +71,19 @@ impl Server {
     /// Binds every listener of `config`, opens its store and restores the broker's state
     /// from it. Nothing is accepted until [`Server::run`].
     pub async fn bind(config: Config) -> Result<Self, Error> {
-        if config.listen.is_empty() {
+        if config.listeners.tcp.is_empty() {
             return Err(Error::NoListener);
         }
-        let mut listeners = Vec::with_capacity(config.listen.len());
-        for &addr in &config.listen {
+        let mut listeners = Vec::with_capacity(config.listeners.tcp.len());
+        for addr in config.listeners.tcp.iter().map(|l| l.addr) {
             listeners.push(bind(addr).await?);
         }
-        let metrics_listener = match config.metrics.http_listen {
+        let metrics_listener = match config.metrics.listen {
             Some(addr) => Some(bind(addr).await?),
             None => None,
         };
-        let store = if config.store.enabled {
-            Some(Store::open(&config.store)?)
+        let store = if config.persistence.enabled {
+            Some(Store::open(&config.store_settings())?)
         } else {
             warn!("persistence is off: sessions and retained messages are lost on exit");
             None
@@ -110,9 +114,12 @@ impl Server {
         let metrics = self.metrics;
         let (broker, actor) = self
             .broker
-            .spawn(metrics.clone(), self.config.metrics.sys_interval)
+            .spawn(
+                metrics.clone(),
+                Duration::from_secs(u64::from(self.config.metrics.sys_interval_secs)),
+            )
             .map_err(Error::Thread)?;
-        let limit = Arc::new(Semaphore::new(self.config.max_connections));
+        let gate = Arc::new(Gate::new(&self.config.limits, metrics.clone()));
         let (stop, stopped) = watch::channel(false);
         // Every connection task holds a clone; `recv` returns `None` once all are gone.
         let (tracker, mut all_done) = mpsc::channel::<()>(1);
@@ -123,11 +130,20 @@ impl Server {
             env!("CARGO_PKG_VERSION"),
             addrs.join(", ")
         );
-        warn!(
-            "anonymous access is allowed: any client may connect, publish and subscribe. \
-             This version of fulmar has no authentication yet (password and ACL files come \
-             in a later version), so listen on a trusted network only, e.g. --listen 127.0.0.1:1883"
-        );
+        info!("data directory: {}", self.config.data_dir.display());
+        if self.config.auth.anonymous_allowed() {
+            warn!(
+                "anonymous access is allowed: any client may connect, publish and subscribe. \
+                 To require passwords, create a password file (`fulmar passwd FILE USER`) and \
+                 set auth.password_file = \"FILE\" in the --config file (or \
+                 FULMAR_AUTH__PASSWORD_FILE=FILE)"
+            );
+        }
+        // Until the password and ACL files are wired into the broker (the security work),
+        // say loudly that they are not enforced rather than let a user believe they are.
+        if self.config.auth.password_file.is_some() || self.config.auth.acl_file.is_some() {
+            error!("auth.password_file / auth.acl_file are not enforced by this build yet");
+        }
         if let Some((listener, addr)) = self.metrics_listener {
             info!("Prometheus metrics at http://{addr}/metrics");
             tokio::spawn(metrics::http::serve(
@@ -141,9 +157,8 @@ impl Server {
             tokio::spawn(accept_loop(
                 listener,
                 addr,
-                limit.clone(),
+                gate.clone(),
                 broker.clone(),
-                metrics.clone(),
                 stopped.clone(),
                 tracker.clone(),
             ));
@@ -167,28 +182,81 @@ impl Server {
     }
 }
 
+/// What a new connection passes before it is served, shared by every listener: the
+/// per-address rate (whichever port the address uses) and the connection limit.
+#[derive(Debug)]
+struct Gate {
+    limit: Arc<Semaphore>,
+    rate: Option<std::sync::Mutex<RateLimit>>,
+    metrics: Arc<Metrics>,
+}
+
+impl Gate {
+    fn new(limits: &crate::config::Limits, metrics: Arc<Metrics>) -> Self {
+        Self {
+            limit: Arc::new(Semaphore::new(limits.max_connections.get())),
+            rate: RateLimit::new(
+                limits.connection_rate,
+                limits.connection_burst.get(),
+                limits.rate_limit_loopback,
+            )
+            .map(std::sync::Mutex::new),
+            metrics,
+        }
+    }
+
+    /// A permit to serve a connection from `peer`, or `None` if it must be closed now.
+    fn admit(&self, peer: SocketAddr) -> Option<OwnedSemaphorePermit> {
+        self.metrics.accepted();
+        if let Some(rate) = &self.rate {
+            // A poisoned lock only means another accept loop panicked mid-update; the
+            // buckets are still usable.
+            let verdict = rate
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .check(peer.ip(), std::time::Instant::now());
+            match verdict {
+                Verdict::Allow => {}
+                Verdict::RefuseFirst => {
+                    self.metrics.refused(Refusal::Rate);
+                    warn!(%peer, "connection rate limit reached for this address \
+                                  (limits.connection_rate); closing its new connections");
+                    return None;
+                }
+                Verdict::Refuse => {
+                    self.metrics.refused(Refusal::Rate);
+                    debug!(%peer, "connection rate limit: closed");
+                    return None;
+                }
+            }
+        }
+        let permit = self.limit.clone().try_acquire_owned().ok();
+        if permit.is_none() {
+            self.metrics.refused(Refusal::Limit);
+            warn!(%peer, "connection limit reached (limits.max_connections); closing the new connection");
+        }
+        permit
+    }
+}
+
 /// Accepts connections on one listener until told to stop.
 async fn accept_loop(
     listener: TcpListener,
     addr: SocketAddr,
-    limit: Arc<Semaphore>,
+    gate: Arc<Gate>,
     broker: BrokerHandle,
-    metrics: Arc<Metrics>,
     mut stop: watch::Receiver<bool>,
     tracker: mpsc::Sender<()>,
 ) {
     while let Some((stream, peer)) = accept(&listener, addr, &mut stop).await {
-        metrics.accepted();
-        let Ok(permit) = limit.clone().try_acquire_owned() else {
-            metrics.refused(Refusal::Limit);
-            warn!(%peer, "connection limit reached (--max-connections); closing the new connection");
+        let Some(permit) = gate.admit(peer) else {
             drop(stream);
             continue;
         };
         configure(&stream, peer);
         let broker = broker.clone();
         let tracker = tracker.clone();
-        let serving = metrics.serving();
+        let serving = gate.metrics.serving();
         tokio::spawn(async move {
             connection::serve(stream, peer, broker).await;
             drop((permit, serving, tracker));

@@ -61,8 +61,20 @@ pub(crate) const MAX_OPEN_BYTES: usize = 8 * 1024 * 1024;
 /// acknowledged.
 const RETRY: Duration = Duration::from_secs(1);
 
-/// When output waits for the disk.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+/// When output waits for the disk (`persistence.sync` in `fulmar.toml`: `"always"`,
+/// `"batch"` or `"none"`).
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    clap::ValueEnum,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+#[serde(rename_all = "kebab-case")]
 pub enum SyncPolicy {
     /// One durable commit (fsync) per input, before the broker handles the next one.
     Always,
@@ -74,7 +86,7 @@ pub enum SyncPolicy {
     None,
 }
 
-/// Where and how the broker keeps its state.
+/// Where and how the broker keeps its state (from [`crate::Config::store_settings`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
     /// Keep sessions, subscriptions, retained and queued messages across restarts.
@@ -85,61 +97,12 @@ pub struct Settings {
     pub sync: SyncPolicy,
 }
 
-/// The default data directory, relative to the working directory.
-pub const DEFAULT_DATA_DIR: &str = "fulmar-data";
-
 impl Default for Settings {
     fn default() -> Self {
         Self {
             enabled: true,
-            data_dir: PathBuf::from(DEFAULT_DATA_DIR),
+            data_dir: PathBuf::from(crate::config::DEFAULT_DATA_DIR),
             sync: SyncPolicy::default(),
-        }
-    }
-}
-
-/// The command-line flags of [`Settings`].
-#[derive(Debug, Clone, clap::Args)]
-pub struct Args {
-    /// Directory where the broker keeps sessions, subscriptions, retained and queued
-    /// messages (created if missing).
-    #[arg(
-        long = "data-dir",
-        value_name = "DIR",
-        default_value = DEFAULT_DATA_DIR,
-        env = "FULMAR_DATA_DIR"
-    )]
-    pub data_dir: PathBuf,
-
-    /// When acknowledgements (PUBACK, PUBREC) and deliveries wait for the disk: `always`
-    /// (an fsync per input), `batch` (group commit: one fsync for many inputs) or `none`
-    /// (never; state is synced once a second, so a crash may lose the last second).
-    #[arg(
-        long = "sync",
-        value_name = "POLICY",
-        value_enum,
-        default_value_t = SyncPolicy::Batch,
-        env = "FULMAR_SYNC"
-    )]
-    pub sync: SyncPolicy,
-
-    /// Keep state on disk (`false`: everything lives in memory and is lost on exit).
-    #[arg(
-        long = "persistence",
-        value_name = "BOOL",
-        default_value_t = true,
-        action = clap::ArgAction::Set,
-        env = "FULMAR_PERSISTENCE"
-    )]
-    pub persistence: bool,
-}
-
-impl From<&Args> for Settings {
-    fn from(args: &Args) -> Self {
-        Self {
-            enabled: args.persistence,
-            data_dir: args.data_dir.clone(),
-            sync: args.sync,
         }
     }
 }

@@ -14,9 +14,10 @@
 //! Set `FULMAR_BIN` to test a binary built elsewhere (a cross build, a release artifact).
 //!
 //! ## Data directories
-//! Each broker keeps its state in a fresh directory of its own ([`DataDir`]), removed when
-//! the broker is dropped, unless the test passes `--data-dir` itself (to restart a broker
-//! on the same state).
+//! Each broker keeps its state in a fresh directory of its own ([`DataDir`], given through
+//! `FULMAR_DATA_DIR`), removed when the broker is dropped, never in the working directory.
+//! A test that passes `--data-dir` itself (to restart a broker on the same state) wins,
+//! since a flag beats a variable.
 //!
 //! ## Free ports
 //! The broker is started with `--listen 127.0.0.1:0`: the kernel picks a free port when the
@@ -119,8 +120,9 @@ pub struct Fulmar {
     child: Child,
     addr: SocketAddr,
     log: Arc<Mutex<String>>,
-    /// The data directory made for this broker (none when the test gave one).
-    _data: Option<DataDir>,
+    /// The data directory made for this broker (unused when the test names its own);
+    /// dropped after the process is killed (field order).
+    data: DataDir,
 }
 
 /// A fresh, empty directory under the system's temporary directory, removed (with what it
@@ -149,6 +151,16 @@ impl DataDir {
         &self.0
     }
 
+    /// Writes `contents` to the file `name` in the directory and returns its path.
+    ///
+    /// # Panics
+    /// If the file cannot be written.
+    pub fn write(&self, name: &str, contents: &str) -> PathBuf {
+        let path = self.0.join(name);
+        std::fs::write(&path, contents).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+        path
+    }
+
     /// The directory as a command-line argument.
     pub fn arg(&self) -> &str {
         self.0.to_str().expect("temporary paths are UTF-8 here")
@@ -172,14 +184,29 @@ impl Fulmar {
     /// # Panics
     /// If the broker does not report a listening address within [`START_TIMEOUT`].
     pub fn start_with(args: &[&str]) -> Self {
-        let data = (!args.contains(&"--data-dir")).then(|| DataDir::new("broker"));
         let mut command = Command::new(fulmar_bin());
-        command.args(["--listen", "127.0.0.1:0", "--log", "debug"]);
-        if let Some(data) = &data {
-            command.args(["--data-dir", data.arg()]);
+        command
+            .args(["--listen", "127.0.0.1:0", "--log", "debug"])
+            .args(args);
+        Self::start_command(command)
+    }
+
+    /// Starts `command` (a `fulmar` command line with whatever arguments, variables and
+    /// working directory the test gives it) and waits until it reports its listening
+    /// address. Its data directory is a fresh [`DataDir`] unless the command sets or
+    /// removes `FULMAR_DATA_DIR` itself (or passes `--data-dir`, which wins).
+    ///
+    /// # Panics
+    /// If the broker does not report a listening address within [`START_TIMEOUT`].
+    pub fn start_command(mut command: Command) -> Self {
+        let data = DataDir::new("broker");
+        if !command
+            .get_envs()
+            .any(|(name, _)| name == "FULMAR_DATA_DIR")
+        {
+            command.env("FULMAR_DATA_DIR", data.path());
         }
         let mut child = command
-            .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -208,7 +235,7 @@ impl Fulmar {
             child,
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             log,
-            _data: data,
+            data,
         };
         // The listeners are bound before this line is logged: from here on connections are
         // queued by the kernel, so there is nothing more to wait for (and no probe
@@ -231,6 +258,11 @@ impl Fulmar {
     /// The port the broker listens on (its host is 127.0.0.1).
     pub fn port(&self) -> u16 {
         self.addr.port()
+    }
+
+    /// The data directory the harness gave the broker (unused when the test named its own).
+    pub fn data_dir(&self) -> &Path {
+        self.data.path()
     }
 
     /// Everything the broker logged so far.

@@ -40,6 +40,7 @@ fn ensure_all(ctx: &Ctx, installed: &mut Vec<String>) -> Result<(), String> {
     ensure_cargo_fuzz(ctx, installed)?;
     ensure_cxx(ctx, installed)?;
     ensure_mosquitto_clients(ctx, installed)?;
+    ensure_systemd_analyze(ctx, installed)?;
     // Show the toolchains in the log: "works on my machine" usually means "different rustc".
     for args in [&["--version"][..], &["+nightly", "--version"]] {
         ctx.run(&mut ctx.command("rustc", args))?;
@@ -189,6 +190,17 @@ fn ensure_mosquitto_clients(ctx: &Ctx, installed: &mut Vec<String>) -> Result<()
         );
     }
     installed.extend(ensure_debian_packages(ctx, &["mosquitto-clients"])?);
+    Ok(())
+}
+
+/// `systemd-analyze`, with which `tests/tests/edge_config.rs` checks the shipped systemd
+/// unit (`edge-linux/dist/fulmar.service`); Debian package `systemd`.
+fn ensure_systemd_analyze(ctx: &Ctx, installed: &mut Vec<String>) -> Result<(), String> {
+    if matches!(ctx.probe(&mut ctx.command("systemd-analyze", ["--version"])), Ok(p) if p.success) {
+        println!("setup: systemd-analyze: present");
+        return Ok(());
+    }
+    installed.extend(ensure_debian_packages(ctx, &["systemd"])?);
     Ok(())
 }
 

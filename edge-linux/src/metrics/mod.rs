@@ -19,34 +19,13 @@ pub mod http;
 pub mod prometheus;
 pub mod sys;
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use fulmar_core::broker::Stats;
 
-/// How often `$SYS/broker/...` topics are published when not told otherwise, as
-/// Mosquitto's `sys_interval`.
-pub const DEFAULT_SYS_INTERVAL: Duration = Duration::from_secs(10);
-
-/// Observability settings.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Settings {
-    /// How often the `$SYS/broker/...` topics are published; zero turns them off.
-    pub sys_interval: Duration,
-    /// Where the Prometheus endpoint (`GET /metrics`) listens; `None` (the default) serves
-    /// none. It has no authentication: keep it on loopback or a management network.
-    pub http_listen: Option<SocketAddr>,
-}
-
-impl Default for Settings {
-    fn default() -> Self {
-        Self {
-            sys_interval: DEFAULT_SYS_INTERVAL,
-            http_listen: None,
-        }
-    }
-}
+// The settings (`[metrics]` in fulmar.toml: `listen`, `sys_interval_secs`) live in
+// `crate::config::Metrics`.
 
 /// Why a transport connection was closed as soon as it was accepted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
