@@ -95,6 +95,10 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 fn run(args: &RunArgs) -> anyhow::Result<()> {
     let config = args.load()?;
     fulmar_edge::logging::init(&config.log.level, config.log.format)?;
+    match &args.config {
+        Some(file) => tracing::info!("configuration from {}", file.display()),
+        None => tracing::info!("no --config file: built-in defaults, variables and flags"),
+    }
     runtime()?.block_on(async {
         // Signal handlers first: a SIGTERM that arrives while the listeners bind must stop
         // the broker gracefully, not kill it.

@@ -570,6 +570,24 @@ pub fn summary(config: &Config) -> String {
             Overflow::DropOldest => "drop-oldest",
         }
     ));
+    let m = &config.metrics;
+    lines.push(format!(
+        "metrics: $SYS {}, Prometheus {}",
+        match m.sys_interval_secs {
+            0 => "off".to_owned(),
+            secs => format!("every {secs} s"),
+        },
+        m.listen
+            .map_or_else(|| "off".to_owned(), |a| format!("at http://{a}/metrics"))
+    ));
+    lines.push(format!(
+        "log: {} ({})",
+        config.log.level,
+        match config.log.format {
+            LogFormat::Human => "human",
+            LogFormat::Json => "json",
+        }
+    ));
     lines.join("\n")
 }
 
