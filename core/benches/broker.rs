@@ -165,7 +165,7 @@ impl Bench {
         while let Some(event) = self.broker.poll_event() {
             let conn = match event {
                 Event::Transmit(conn) => conn,
-                Event::Connected(_) => continue,
+                Event::Connected(_) | Event::Resume(_) => continue,
                 Event::Close(conn, reason) => panic!("{conn:?} closed: {reason:?}"),
             };
             let is_subscriber = self

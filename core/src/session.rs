@@ -123,6 +123,8 @@ pub struct Session<T> {
     pub(crate) persisted: bool,
     /// A bridge's session: no network client, drained by the host (`Broker::bridge_next`).
     pub(crate) bridge: bool,
+    /// Publishers stalled on this session's full queue (backpressure), woken when it drains.
+    pub(crate) stalled_publishers: u32,
 }
 
 impl<T: Text> Session<T> {

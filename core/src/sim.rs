@@ -175,6 +175,9 @@ struct SimClient {
     next_packet_id: u16,
     /// Topic aliases the broker set on this connection.
     aliases: alloc::collections::BTreeMap<u16, String>,
+    /// Bytes written by the client that the broker did not take because backpressure
+    /// stalled the connection (a socket's receive buffer); fed again on `Event::Resume`.
+    unsent: Vec<u8>,
 }
 
 /// Clients and a broker in virtual time. See the [module documentation](self).
@@ -231,6 +234,7 @@ impl<S: BrokerStorage, H: Hooks> Sim<S, H> {
             closed: None,
             next_packet_id: 0,
             aliases: Default::default(),
+            unsent: Vec::new(),
         });
         Some(ClientHandle(self.clients.len() - 1))
     }
@@ -254,6 +258,7 @@ impl<S: BrokerStorage, H: Hooks> Sim<S, H> {
             closed: Some(ReasonCode::ServerBusy),
             next_packet_id: 0,
             aliases: Default::default(),
+            unsent: Vec::new(),
         });
         ClientHandle(self.clients.len() - 1)
     }
@@ -289,15 +294,57 @@ impl<S: BrokerStorage, H: Hooks> Sim<S, H> {
     }
 
     /// Feeds raw bytes to the broker as if they came from the client's socket.
+    ///
+    /// While backpressure stalls the connection the bytes wait, as in a socket buffer,
+    /// and reach the broker when it resumes the connection.
     pub fn send_bytes(&mut self, client: ClientHandle, bytes: &[u8]) {
         if let Some(connection) = self.clients[client.0].connection {
-            let used = self.broker.handle_bytes(connection, bytes, self.now);
-            assert!(
-                used == bytes.len() || used < bytes.len(),
-                "consumed more than given"
-            );
+            if self.broker.is_stalled(connection) {
+                self.clients[client.0].unsent.extend_from_slice(bytes);
+            } else {
+                let used = self.broker.handle_bytes(connection, bytes, self.now);
+                assert!(used <= bytes.len(), "consumed more than given");
+                if self.broker.is_stalled(connection) {
+                    self.clients[client.0]
+                        .unsent
+                        .extend_from_slice(&bytes[used..]);
+                }
+            }
         }
         self.pump();
+    }
+
+    /// Whether backpressure holds the client's input back.
+    pub fn is_stalled(&self, client: ClientHandle) -> bool {
+        self.clients[client.0]
+            .connection
+            .is_some_and(|c| self.broker.is_stalled(c))
+    }
+
+    /// Bytes the client wrote that the broker has not taken (it is stalled).
+    pub fn unsent_len(&self, client: ClientHandle) -> usize {
+        self.clients[client.0].unsent.len()
+    }
+
+    /// Feeds a resumed connection the bytes it held back.
+    fn resume(&mut self, connection: ConnectionId) {
+        let Some(client) = self
+            .clients
+            .iter_mut()
+            .find(|c| c.connection == Some(connection))
+        else {
+            return;
+        };
+        let unsent = core::mem::take(&mut client.unsent);
+        let used = self.broker.handle_bytes(connection, &unsent, self.now);
+        if self.broker.is_stalled(connection)
+            && let Some(client) = self
+                .clients
+                .iter_mut()
+                .find(|c| c.connection == Some(connection))
+        {
+            client.unsent = unsent[used..].to_vec();
+        }
     }
 
     /// Drains the broker's events: writes output to the clients, closes what it asks.
@@ -309,6 +356,7 @@ impl<S: BrokerStorage, H: Hooks> Sim<S, H> {
             match event {
                 Event::Transmit(connection) => self.drain(connection),
                 Event::Connected(_) => {}
+                Event::Resume(connection) => self.resume(connection),
                 Event::Close(connection, reason) => {
                     self.drain(connection);
                     if let Some(c) = self

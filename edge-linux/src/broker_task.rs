@@ -39,8 +39,13 @@
 //!   router, must replace this actor.
 //! - On shutdown, connections are flushed and closed without a DISCONNECT 0x8B (the core
 //!   has no host-initiated close yet) and without telling the core (its state is dropped).
-//! - Input backpressure is global: readers wait when the one input channel is full, rather
-//!   than the per-publisher slowing the issue asks for.
+//!
+//! ## Backpressure
+//! With [`fulmar_core::broker::OverflowPolicy::Backpressure`], the core refuses to take a
+//! PUBLISH whose subscriber's queue is full ([`Broker::is_stalled`]). The actor then keeps
+//! the unconsumed bytes, pauses that connection's reader ([`Room::input_allowed`]) so the
+//! socket is not read and TCP slows the publisher, and on [`Event::Resume`] feeds the held
+//! bytes again and lets the reader go on. Other connections are not affected.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -49,7 +54,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use fulmar_core::broker::{Broker, ConnectionId, Event, Growable};
 use fulmar_core::time::Instant;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 use tracing::{debug, info, warn};
 
 use crate::metrics::sys::SysTree;
@@ -97,6 +102,12 @@ pub(crate) struct Room {
     /// Set by the actor when it stopped at [`OUTPUT_BYTES`]: the writer reports
     /// [`Input::Drained`] once `queued` is down to half.
     pub(crate) wanted: AtomicBool,
+    /// Backpressure on input: set while the core holds this connection's next PUBLISH
+    /// back ([`Broker::is_stalled`]); the reader does not read meanwhile, so the kernel's
+    /// buffers fill and TCP slows the publisher down.
+    input_paused: AtomicBool,
+    /// Wakes the reader when `input_paused` is cleared.
+    input_resumed: Notify,
 }
 
 impl Room {
@@ -108,6 +119,24 @@ impl Room {
     /// Whether the writer is far enough behind the limit to take output again.
     fn drained(&self) -> bool {
         self.queued.load(Ordering::SeqCst) <= OUTPUT_BYTES / 2
+    }
+
+    /// Waits until the actor takes input from this connection again.
+    pub(crate) async fn input_allowed(&self) {
+        while self.input_paused.load(Ordering::SeqCst) {
+            // `notify_one` keeps a permit when nobody waits yet, so a resume between the
+            // check and this wait is not lost.
+            self.input_resumed.notified().await;
+        }
+    }
+
+    fn pause_input(&self) {
+        self.input_paused.store(true, Ordering::SeqCst);
+    }
+
+    fn resume_input(&self) {
+        self.input_paused.store(false, Ordering::SeqCst);
+        self.input_resumed.notify_one();
     }
 
     /// The writer wrote `n` bytes; returns whether it must report [`Input::Drained`].
@@ -230,6 +259,7 @@ impl Prepared {
             broker: self.broker,
             links: HashMap::new(),
             blocked: Vec::new(),
+            resumed: Vec::new(),
             clock: self.clock,
             buffer: self.buffer,
             store,
@@ -295,6 +325,9 @@ struct Peer {
     /// Output waiting for a commit to be durable, each chunk with the commit it waits for
     /// (0: none, it only waits behind earlier chunks). Already counted in the link's room.
     held: VecDeque<(u64, Vec<u8>)>,
+    /// The core stalled this connection's input (backpressure): bytes that still arrive
+    /// (read before the reader paused) wait in `unconsumed` until [`Event::Resume`].
+    stalled: bool,
 }
 
 /// A connection the core closed while output for it waited for a commit.
@@ -313,6 +346,8 @@ struct Actor {
     /// Connections whose output waits for their writer.
     blocked: Vec<ConnectionId>,
     clock: Clock,
+    /// Connections the core resumed ([`Event::Resume`]) whose held input is not fed yet.
+    resumed: Vec<ConnectionId>,
     /// Reused for every `poll_transmit`; large enough for the largest packet.
     buffer: Vec<u8>,
     metrics: Arc<Metrics>,
@@ -377,6 +412,7 @@ impl Actor {
                         // is bounded, so waiting for the whole batch would make it overflow.
                         self.pump(now);
                         self.resume_drained(now);
+                        self.resume_stalled(now);
                         self.settle().await;
                     }
                 }
@@ -388,6 +424,7 @@ impl Actor {
                     let now = self.now();
                     self.broker.handle_timeout(now);
                     self.pump(now);
+                    self.resume_stalled(now);
                     self.settle().await;
                     floor = tokio::time::Instant::now() + std::time::Duration::from_millis(1);
                 }
@@ -502,6 +539,7 @@ impl Actor {
                         unconsumed: Vec::new(),
                         blocked: false,
                         held: VecDeque::new(),
+                        stalled: false,
                     },
                 );
             }
@@ -530,6 +568,11 @@ impl Actor {
         let Some(peer) = self.links.get_mut(&id) else {
             return;
         };
+        if peer.stalled {
+            // Read before the reader paused: it waits with the held-back PUBLISH.
+            peer.unconsumed.extend_from_slice(&bytes);
+            return;
+        }
         let data = if peer.unconsumed.is_empty() {
             bytes
         } else {
@@ -549,10 +592,24 @@ impl Actor {
                     .broker
                     .handle_bytes(id, data.get(offset..).unwrap_or_default(), now);
             }
+            offset += used;
+            if self.broker.is_stalled(id) {
+                // Backpressure: a subscriber's queue is full. Stop reading this publisher
+                // until the core resumes it; its PUBLISH is neither taken nor acked.
+                if let Some(peer) = self.links.get_mut(&id) {
+                    debug!(
+                        conn = id.slot(),
+                        "input paused: a subscriber's queue is full"
+                    );
+                    peer.stalled = true;
+                    peer.link.room.pause_input();
+                }
+                self.pump(now);
+                break;
+            }
             if used == 0 {
                 break;
             }
-            offset += used;
             self.pump(now);
         }
         // The connection may have been closed meanwhile; then the rest is moot.
@@ -560,6 +617,24 @@ impl Actor {
             && let Some(rest) = data.get(offset..)
         {
             peer.unconsumed.extend_from_slice(rest);
+        }
+    }
+
+    /// Feeds every connection the core resumed the input it held back, and lets its
+    /// reader read again unless the core stalls it anew.
+    fn resume_stalled(&mut self, now: Instant) {
+        while let Some(id) = self.resumed.pop() {
+            let Some(peer) = self.links.get_mut(&id) else {
+                continue;
+            };
+            peer.stalled = false;
+            debug!(conn = id.slot(), "input resumes");
+            self.feed(id, Vec::new(), now);
+            if let Some(peer) = self.links.get(&id)
+                && !peer.stalled
+            {
+                peer.link.room.resume_input();
+            }
         }
     }
 
@@ -610,6 +685,7 @@ impl Actor {
                         );
                     }
                 }
+                Event::Resume(id) => self.resumed.push(id),
                 Event::Close(id, reason) => self.close(id, reason, now),
             }
         }

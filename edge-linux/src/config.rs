@@ -574,9 +574,10 @@ impl Config {
             max_queued_messages: l.max_queued_messages.get(),
             max_queued_bytes: l.max_queued_bytes.get(),
             overflow_policy: match l.overflow {
-                // The core has no backpressure policy yet; the lead is adding it. Until
-                // then a full queue drops the new message, as before.
-                Overflow::Backpressure | Overflow::DropNew => OverflowPolicy::DropNew,
+                // A full subscriber queue slows its publishers rather than dropping
+                // messages that were acknowledged (Mosquitto drops: DropNew).
+                Overflow::Backpressure => OverflowPolicy::Backpressure,
+                Overflow::DropNew => OverflowPolicy::DropNew,
                 Overflow::DropOldest => OverflowPolicy::DropOldest,
             },
             queue_qos0_offline: m.queue_qos0_offline,

@@ -59,7 +59,7 @@ pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, broker: BrokerHan
         done: &written,
     };
     tokio::join!(
-        read_loop(id, reader, &broker, &written),
+        read_loop(id, reader, &broker, &written, &room),
         writing.run(writer)
     );
 }
@@ -74,10 +74,16 @@ async fn read_loop(
     mut reader: OwnedReadHalf,
     broker: &BrokerHandle,
     written: &Notify,
+    room: &Room,
 ) {
     loop {
         tokio::select! {
-            ready = reader.readable() => {
+            // Backpressure: while the broker holds this publisher back, its socket is not
+            // read, so the kernel's buffers fill and TCP slows the client down.
+            ready = async {
+                room.input_allowed().await;
+                reader.readable().await
+            } => {
                 if let Err(error) = ready {
                     debug!(conn = id.slot(), %error, "read failed");
                     break;

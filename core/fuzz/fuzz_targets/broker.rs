@@ -9,7 +9,8 @@
 //!   version, and never exceeds the buffer it was given; a buffer too small for the next
 //!   packet gets `InsufficientSize` asking for more than it has, and once grown to that
 //!   size the packet fits (nothing is dropped or stalls);
-//! - `Event::Connected` names a connection the host holds;
+//! - `Event::Connected` and `Event::Resume` name a connection the host holds, and a
+//!   resumed connection is no longer stalled;
 //! - `poll_event` drains: a bounded number of events per operation;
 //! - `handle_timeout(poll_timeout())` moves the deadline forward (no timer that never
 //!   clears);
@@ -146,6 +147,13 @@ impl<S: BrokerStorage> Host<S> {
                     self.conns.iter().flatten().any(|c| c.id == id),
                     "Connected for a connection the host does not hold"
                 ),
+                Event::Resume(id) => {
+                    assert!(
+                        self.conns.iter().flatten().any(|c| c.id == id),
+                        "Resume for a connection the host does not hold"
+                    );
+                    assert!(!self.broker.is_stalled(id), "Resume of a stalled connection");
+                }
                 Event::Close(id, _) => {
                     self.drain(id);
                     self.broker.handle_disconnect(id, self.now);
@@ -494,7 +502,12 @@ fn config() -> Config {
 
 fuzz_target!(|ops: Vec<Op>| {
     let mut tiny = Host::<Tiny>::new(config());
-    let mut growable = Host::<Growable>::new(config());
+    // The growable broker slows publishers instead of dropping, so stalls and resumes
+    // run too.
+    let mut growable = Host::<Growable>::new(Config {
+        overflow_policy: fulmar_core::broker::OverflowPolicy::Backpressure,
+        ..config()
+    });
     for op in ops.iter().take(64) {
         tiny.apply(op);
         growable.apply(op);

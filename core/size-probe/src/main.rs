@@ -110,7 +110,7 @@ fn main() -> ! {
                         Ok(n) => black_box(&TX[..n]),
                     };
                 },
-                Event::Connected(conn) => {
+                Event::Connected(conn) | Event::Resume(conn) => {
                     black_box(conn);
                 }
                 Event::Close(conn, reason) => {

@@ -142,6 +142,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
             s.queue.queued_bytes -= bytes;
             s.queue.inflight += 1;
         }
+        self.dequeued(bridge.0);
         self.mark_message(bridge.0, found);
         let entry = self.queue.get(found)?;
         let message = self.messages.get(entry.message?)?;

@@ -16,6 +16,14 @@ pub enum OverflowPolicy {
     DropNew,
     /// Drop the oldest message not yet in flight to make room.
     DropOldest,
+    /// Slow the publisher instead of dropping: a PUBLISH that would overflow the queue of
+    /// a session that is online (or a bridge's) is not taken — not acknowledged, not
+    /// consumed from the input — until that queue has drained to half its limits
+    /// ([`super::Event::Resume`]). The host stops reading the publisher's socket meanwhile
+    /// ([`super::Broker::is_stalled`]), so TCP carries the pressure back to it. Sessions
+    /// that are offline cannot drain, so their overflow drops the new message (counted),
+    /// as [`OverflowPolicy::DropNew`] does: one absent subscriber never halts a publisher.
+    Backpressure,
 }
 
 /// Limits and options of a [`super::Broker`].

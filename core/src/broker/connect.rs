@@ -350,6 +350,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
                 request_problem_information: true,
                 persisted: false,
                 bridge: false,
+                stalled_publishers: 0,
             })
             .map_err(|_| quota_code())?;
         let hash = self.client_hash(client_id);
@@ -452,6 +453,8 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
             }
             None => {}
         }
+        // An offline queue drops instead of holding publishers back.
+        self.resume_stalled_on(handle);
         if publish_will_now {
             self.publish_will(handle, now);
         }
@@ -494,7 +497,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
         // A will has nobody to refuse to: with no room, the sessions it reaches are counted
         // as dropped.
         if self
-            .route_message(will.message, Some(SessionId(handle)), now)
+            .route_message(will.message, Some(SessionId(handle)), false, now)
             .is_err()
         {
             self.stats.messages_dropped += 1;
@@ -504,6 +507,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
 
     /// Ends a session: its due will goes out, its subscriptions and queue are dropped.
     pub(super) fn end_session(&mut self, handle: u32, now: Instant) {
+        self.resume_stalled_on(handle);
         self.mark_session_deleted(handle);
         let due_will = self
             .sessions

@@ -72,6 +72,11 @@ pub struct Connection {
     /// Close requested, with this reason; reported once through an event.
     pub(crate) close_reason: Option<crate::codec::ReasonCode>,
     pub(crate) close_reported: bool,
+    /// Backpressure: the session (handle) whose full queue holds this connection's next
+    /// PUBLISH back ([`super::OverflowPolicy::Backpressure`]).
+    pub(crate) stalled_on: Option<u32>,
+    /// The stall ended and no [`super::Event::Resume`] reported it yet.
+    pub(crate) resume_unreported: bool,
 }
 
 /// A topic alias the client set on this connection.

@@ -18,7 +18,9 @@
 //! bytes it did not consume for next time); then drain `poll_event`, and for each
 //! `Transmit` (or simply each connection with a writable socket) call `poll_transmit`
 //! until it returns 0; on `Close`, flush and close the socket, then `handle_disconnect`;
-//! sleep until `poll_timeout` or the next input.
+//! sleep until `poll_timeout` or the next input. With [`OverflowPolicy::Backpressure`],
+//! stop reading a connection while [`Broker::is_stalled`] says a subscriber's full queue
+//! holds its next PUBLISH back, and on [`Event::Resume`] pass its kept bytes again.
 //!
 //! ```
 //! use fulmar_core::broker::{Broker, Config, Event, Growable};
@@ -41,6 +43,7 @@
 //! ```
 
 mod auth;
+mod backpressure;
 mod bridge;
 mod config;
 mod connect;
@@ -88,6 +91,10 @@ pub enum Event {
     /// [`Broker::handle_disconnect`]. The reason is informational (for logs); any
     /// DISCONNECT or CONNACK carrying it is already part of the pending output.
     Close(ConnectionId, ReasonCode),
+    /// The connection was stalled by backpressure ([`OverflowPolicy::Backpressure`]) and
+    /// may go on: pass its unconsumed bytes to [`Broker::handle_bytes`] again and resume
+    /// reading its socket.
+    Resume(ConnectionId),
 }
 
 /// A message in a session's queue, as [`Broker::for_each_queued`] shows it.
@@ -468,6 +475,8 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
                 event_next: None,
                 close_reason: None,
                 close_reported: false,
+                stalled_on: None,
+                resume_unreported: false,
             })
             .map_err(|_| ConnectError::TooManyConnections)?;
         self.next_generation = generation.wrapping_add(1).max(1);
@@ -515,13 +524,18 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
             }
             match crate::codec::decode(rest, version, self.config.max_packet_size as usize) {
                 Ok((packet, used)) => {
-                    consumed += used;
-                    self.stats.packets_received += 1;
-                    self.stats.bytes_received += used as u64;
                     if let Some(c) = self.connection_mut(id) {
                         c.last_received = now;
                     }
                     self.handle_packet(id, &packet, now);
+                    if self.is_stalled(id) {
+                        // Backpressure: the PUBLISH was not taken and stays with the host
+                        // until [`Event::Resume`].
+                        return consumed;
+                    }
+                    consumed += used;
+                    self.stats.packets_received += 1;
+                    self.stats.bytes_received += used as u64;
                     handled += 1;
                 }
                 Err(DecodeError::Incomplete { .. }) => return consumed,
@@ -547,7 +561,9 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
         }
     }
 
-    /// A decoded packet arrived on a connection (for hosts that decode themselves).
+    /// A decoded packet arrived on a connection (for hosts that decode themselves). Under
+    /// [`OverflowPolicy::Backpressure`], check [`Broker::is_stalled`] afterwards: a stalled
+    /// PUBLISH was not taken and must be passed again after [`Event::Resume`].
     pub fn handle_packet(&mut self, id: ConnectionId, packet: &Packet<'_>, now: Instant) {
         let Some(conn) = self.connection(id) else {
             return;
@@ -656,10 +672,17 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
             if conn.connected_unreported {
                 conn.connected_unreported = false;
                 // Its output, if any, is reported next.
-                if conn.transmit_signalled {
+                if conn.transmit_signalled || conn.resume_unreported {
                     self.queue_event(slot);
                 }
                 return Some(Event::Connected(id));
+            }
+            if conn.resume_unreported && conn.phase != Phase::Closing {
+                conn.resume_unreported = false;
+                if conn.transmit_signalled {
+                    self.queue_event(slot);
+                }
+                return Some(Event::Resume(id));
             }
             if conn.transmit_signalled && conn.phase != Phase::Closing {
                 return Some(Event::Transmit(id));
@@ -755,6 +778,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
 
     /// Frees a connection's slot and everything chained to it.
     fn release_connection(&mut self, id: ConnectionId) {
+        self.unstall(id);
         let Some(conn) = self.connection(id) else {
             return;
         };

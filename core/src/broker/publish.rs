@@ -14,6 +14,15 @@ use crate::storage::{CapacityError, Storage};
 use crate::time::{Duration, Instant};
 use crate::topic::TopicName;
 
+/// Why a message was not routed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Refused {
+    /// No room in the broker's shared storage for the message or its deliveries.
+    Capacity,
+    /// Backpressure: `session` is online and its queue is full; the publisher waits.
+    Wait { session: u32 },
+}
+
 /// Properties set per delivery rather than stored with the message, and the Will Delay
 /// Interval, which a will's properties carry but a PUBLISH may not (5.0 §2.2.2.2, table
 /// 2-4: 0x18 belongs to the will only; a PUBLISH carrying it is malformed).
@@ -128,12 +137,12 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
             None,
             now,
         )?;
-        let routed = self.route_message(message, publisher, now);
+        let routed = self.route_message(message, publisher, false, now);
         if routed.is_ok() && retain {
             self.retain(message, payload.is_empty());
         }
         self.release_message(message);
-        routed
+        routed.map_err(|_| CapacityError)
     }
 
     pub(super) fn on_publish(&mut self, id: ConnectionId, publish: &Publish<'_>, now: Instant) {
@@ -225,7 +234,13 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
             match self.accept_publish(publish, topic_ref, Some(SessionId(session)), now) {
                 Ok(0) if v5 => code = ReasonCode::NoMatchingSubscribers,
                 Ok(_) => {}
-                Err(_) => {
+                Err(Refused::Wait { session: full }) => {
+                    // Not taken: neither acknowledged nor counted; the host passes it
+                    // again once `full` has drained.
+                    self.stats.messages_received -= 1;
+                    return self.stall(id, full);
+                }
+                Err(Refused::Capacity) => {
                     self.stats.messages_dropped += 1;
                     code = ReasonCode::QuotaExceeded;
                 }
@@ -259,19 +274,21 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
         topic: TopicRef<'_>,
         publisher: Option<SessionId>,
         now: Instant,
-    ) -> Result<usize, CapacityError> {
+    ) -> Result<usize, Refused> {
         let expiry = publish.properties.message_expiry_interval();
-        let message = self.store_message(
-            topic,
-            &publish.properties,
-            publish.payload,
-            publish.qos(),
-            publish.retain,
-            expiry,
-            now,
-        )?;
+        let message = self
+            .store_message(
+                topic,
+                &publish.properties,
+                publish.payload,
+                publish.qos(),
+                publish.retain,
+                expiry,
+                now,
+            )
+            .map_err(|_| Refused::Capacity)?;
         // Routed first: a message refused for lack of room must not become retained.
-        let routed = self.route_message(message, publisher, now);
+        let routed = self.route_message(message, publisher, true, now);
         if routed.is_ok() && publish.retain {
             self.purge_expired_retained(now);
             self.retain(message, publish.payload.is_empty());
@@ -388,12 +405,16 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
     /// how many sessions matched, queued or not: a copy dropped by a full queue or an
     /// offline QoS 0 subscriber still had a match, so the publisher must not be told 0x10
     /// No matching subscribers (5.0 §3.4.2.1: only when there are none).
+    /// `may_wait`: the message comes from a client that backpressure can stall
+    /// ([`OverflowPolicy::Backpressure`]); then nothing is queued if a draining session's
+    /// queue is full, and [`Refused::Wait`] names that session.
     pub(super) fn route_message(
         &mut self,
         message: u32,
         publisher: Option<SessionId>,
+        may_wait: bool,
         now: Instant,
-    ) -> Result<usize, CapacityError> {
+    ) -> Result<usize, Refused> {
         let Some(parts) = self
             .messages
             .get(message)
@@ -411,8 +432,16 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
         // Per-session queue limits are different: their overflow policy is configured.
         let routed = self.router.deliveries(&topic, publisher, &mut deliveries);
         let count = deliveries.as_slice().len();
+        let bytes = parts.payload.len();
+        let full = deliveries
+            .as_slice()
+            .iter()
+            .map(|d| d.session.0)
+            .find(|&s| may_wait && self.must_wait_for(s, bytes));
         let result = if routed.is_err() || !self.queue.has_room_for(count) {
-            Err(CapacityError)
+            Err(Refused::Capacity)
+        } else if let Some(session) = full {
+            Err(Refused::Wait { session })
         } else {
             for delivery in deliveries.as_slice() {
                 self.enqueue(message, delivery, false, now);
@@ -550,6 +579,9 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
             } else {
                 s.queue.inflight -= 1;
             }
+        }
+        if entry.state == DeliveryState::Queued {
+            self.dequeued(session);
         }
         if let Some(message) = entry.message {
             self.release_message(message);

@@ -549,6 +549,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
                         s.queue.queued_bytes -= bytes;
                         s.queue.inflight += 1;
                     }
+                    self.dequeued(session);
                 }
             }
             self.mark_message(session, h);

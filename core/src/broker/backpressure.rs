@@ -1,0 +1,95 @@
+//! Backpressure ([`OverflowPolicy::Backpressure`]): a publisher whose message cannot be
+//! queued for an online subscriber is stalled — its PUBLISH is neither acknowledged nor
+//! consumed — and resumed once that subscriber's queue has drained to half its limits.
+//!
+//! Why half: waking a stalled publisher costs it a retry (decode, store, route). Waking at
+//! the first free slot would let one slow subscriber trigger a retry from every stalled
+//! publisher per message it reads; at half, each publisher retries once per half-queue of
+//! progress.
+//!
+//! Only sessions that can drain hold a publisher back: online clients and bridges (whose
+//! host drains them). An offline session's full queue drops the new message, counted in
+//! [`super::Stats::messages_dropped`], so an absent subscriber never halts a publisher.
+
+use super::{Broker, BrokerStorage, ConnectionId, Hooks, OverflowPolicy};
+
+impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
+    /// Whether the connection is stalled by backpressure: its next PUBLISH waits for a
+    /// subscriber's queue to drain. The host stops reading its socket until
+    /// [`super::Event::Resume`], keeping the bytes [`Broker::handle_bytes`] did not consume.
+    pub fn is_stalled(&self, id: ConnectionId) -> bool {
+        self.connection(id).is_some_and(|c| c.stalled_on.is_some())
+    }
+
+    /// Whether queueing `bytes` more for `session` must wait under the backpressure
+    /// policy. An empty queue always takes a message, however large, so a message beyond
+    /// the byte limit cannot stall its publisher forever.
+    pub(super) fn must_wait_for(&self, session: u32, bytes: usize) -> bool {
+        if self.config.overflow_policy != OverflowPolicy::Backpressure {
+            return false;
+        }
+        let Some(s) = self.sessions.get(session) else {
+            return false;
+        };
+        let drains = s.connection.is_some() || s.bridge;
+        let queued = s.queue.queued as usize;
+        drains
+            && queued > 0
+            && (queued >= self.config.max_queued_messages
+                || s.queue.queued_bytes as usize + bytes > self.config.max_queued_bytes)
+    }
+
+    /// Holds connection `id` back until `session`'s queue drains.
+    pub(super) fn stall(&mut self, id: ConnectionId, session: u32) {
+        self.unstall(id);
+        if let Some(c) = self.connection_mut(id) {
+            c.stalled_on = Some(session);
+            if let Some(s) = self.sessions.get_mut(session) {
+                s.stalled_publishers += 1;
+            }
+        }
+    }
+
+    /// Forgets a connection's stall without reporting it (it is closing).
+    pub(super) fn unstall(&mut self, id: ConnectionId) {
+        let Some(session) = self.connection_mut(id).and_then(|c| c.stalled_on.take()) else {
+            return;
+        };
+        if let Some(s) = self.sessions.get_mut(session) {
+            s.stalled_publishers = s.stalled_publishers.saturating_sub(1);
+        }
+    }
+
+    /// A message left `session`'s queue (sent, dropped or handed to a bridge): resumes the
+    /// publishers waiting on it once the queue is down to half its limits.
+    pub(super) fn dequeued(&mut self, session: u32) {
+        let Some(s) = self.sessions.get(session) else {
+            return;
+        };
+        let drained = s.queue.queued as usize * 2 <= self.config.max_queued_messages
+            && s.queue.queued_bytes as usize * 2 <= self.config.max_queued_bytes;
+        if s.stalled_publishers > 0 && drained {
+            self.resume_stalled_on(session);
+        }
+    }
+
+    /// Resumes every publisher waiting on `session`: it drained, went offline or ended
+    /// (after which its queue no longer holds anyone back).
+    pub(super) fn resume_stalled_on(&mut self, session: u32) {
+        match self.sessions.get_mut(session) {
+            Some(s) if s.stalled_publishers > 0 => s.stalled_publishers = 0,
+            _ => return,
+        }
+        // A scan, but only when a stalled session drains: once per half-queue of progress.
+        for slot in 0..self.connections.handle_bound() {
+            let Some(c) = self.connections.get_mut(slot) else {
+                continue;
+            };
+            if c.stalled_on == Some(session) {
+                c.stalled_on = None;
+                c.resume_unreported = true;
+                self.queue_event(slot);
+            }
+        }
+    }
+}
