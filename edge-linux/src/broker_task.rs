@@ -57,6 +57,7 @@ use fulmar_core::time::Instant;
 use tokio::sync::{Notify, mpsc, oneshot};
 use tracing::{debug, info, warn};
 
+use crate::connection::Origin;
 use crate::metrics::sys::SysTree;
 use crate::metrics::{Metrics, Refusal};
 use crate::store::{self, Committer, Store, SyncPolicy};
@@ -152,7 +153,7 @@ pub(crate) enum Input {
     /// A transport connection was accepted; the actor answers with its id, or `None` when
     /// the core refuses it.
     Opened {
-        peer: SocketAddr,
+        origin: Origin,
         link: Link,
         reply: oneshot::Sender<Option<ConnectionId>>,
     },
@@ -180,10 +181,14 @@ pub(crate) struct BrokerHandle {
 
 impl BrokerHandle {
     /// Registers a new connection; `None` when the core refuses it or the actor is gone.
-    pub(crate) async fn open(&self, peer: SocketAddr, link: Link) -> Option<ConnectionId> {
+    pub(crate) async fn open(&self, origin: Origin, link: Link) -> Option<ConnectionId> {
         let (reply, answer) = oneshot::channel();
         self.inbox
-            .send(Input::Opened { peer, link, reply })
+            .send(Input::Opened {
+                origin,
+                link,
+                reply,
+            })
             .await
             .ok()?;
         answer.await.ok().flatten()
@@ -316,6 +321,10 @@ fn random_seed() -> u64 {
 struct Peer {
     link: Link,
     addr: SocketAddr,
+    /// The verified TLS client certificate's identity, when the listener takes it as the
+    /// username. Kept for the authentication hooks, which must see it in place of the
+    /// CONNECT's username (Mosquitto's `use_identity_as_username`).
+    identity: Option<String>,
     /// Bytes received but not consumed by the core yet: the start of a packet whose end
     /// has not arrived. The core refuses a packet larger than the maximum packet size as
     /// soon as its fixed header is in, so this stays below that size.
@@ -515,7 +524,12 @@ impl Actor {
 
     fn handle(&mut self, input: Input, now: Instant) {
         match input {
-            Input::Opened { peer, link, reply } => {
+            Input::Opened {
+                origin,
+                link,
+                reply,
+            } => {
+                let peer = origin.peer;
                 let id = match self.broker.handle_connect(now) {
                     Ok(id) => id,
                     Err(error) => {
@@ -530,12 +544,18 @@ impl Actor {
                     self.broker.handle_disconnect(id, now);
                     return;
                 }
-                debug!(%peer, conn = id.slot(), "connection opened");
+                debug!(
+                    %peer,
+                    conn = id.slot(),
+                    identity = origin.identity.as_deref(),
+                    "connection opened"
+                );
                 self.links.insert(
                     id,
                     Peer {
                         link,
                         addr: peer,
+                        identity: origin.identity,
                         unconsumed: Vec::new(),
                         blocked: false,
                         held: VecDeque::new(),
@@ -681,6 +701,7 @@ impl Actor {
                             peer = %peer.addr,
                             conn = id.slot(),
                             client = self.broker.connection_client_id(id).unwrap_or(""),
+                            identity = peer.identity.as_deref(),
                             "client connected"
                         );
                     }

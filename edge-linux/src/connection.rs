@@ -1,40 +1,78 @@
-//! One task per TCP connection: it moves bytes between the socket and the broker actor
-//! ([`crate::broker_task`]) and closes the socket gracefully.
+//! One task per connection: it moves bytes between a transport and the broker actor
+//! ([`crate::broker_task`]) and closes the transport gracefully.
+//!
+//! The driver knows nothing of TCP, TLS or WebSocket: it is generic over the two halves of
+//! a transport, [`Incoming`] (bytes in, in order, as they arrive) and [`Outgoing`] (bytes
+//! out, then a graceful close). [`crate::transport`] provides them for plain TCP, for any
+//! `AsyncRead + AsyncWrite` stream (TLS) and for WebSocket, and runs the handshakes before
+//! handing a connection to [`serve`].
 //!
 //! The task runs two loops side by side (joined, not spawned), so reading never waits for
 //! writing: a client that sends a lot while the broker answers a lot cannot deadlock
 //! against it.
-//! - The reader hands each read to the actor. It waits when the actor's input channel is
-//!   full, which is the backpressure on input for now (global, not per publisher).
+//! - The reader hands each read to the actor. It stops reading while the actor holds this
+//!   publisher back (its messages cannot be queued), and waits when the actor's input
+//!   channel is full.
 //! - The writer writes the chunks the actor sends, in order. When the actor lets the
 //!   connection go, the writer writes the last words (a CONNACK refusal, a DISCONNECT),
-//!   shuts the write side down (FIN) and tells the reader, which reads and discards until
-//!   the peer closes too, for at most [`LINGER`]. Closing a socket with unread input would
-//!   make the kernel send RST, and the peer could lose those last words.
+//!   closes its side (FIN; TLS close_notify; a WebSocket Close frame) and tells the reader,
+//!   which reads and discards until the peer closes too, for at most [`LINGER`]. Closing a
+//!   socket with unread input would make the kernel send RST, and the peer could lose
+//!   those last words.
 //!
-//! Not yet done: TLS and WebSocket transports (they will wrap the stream before this
-//! driver), write timeouts for peers that stop reading, per-IP rate limits.
+//! Not yet done: write timeouts for peers that stop reading, per-IP rate limits.
 
+use std::future::Future;
+use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use fulmar_core::broker::ConnectionId;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{Notify, mpsc, oneshot};
 use tracing::debug;
 
 use crate::broker_task::{BrokerHandle, Link, Room};
 
-/// Bytes asked of the socket per read.
-const READ_CHUNK: usize = 16 * 1024;
 /// How long a closed connection waits for the peer to close its side.
 pub(crate) const LINGER: Duration = Duration::from_secs(1);
 
-/// Serves one accepted TCP connection until it is closed, by either side.
-pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, broker: BrokerHandle) {
+/// The receiving half of a transport: the MQTT byte stream, in order, in pieces of any
+/// size (a piece may end in the middle of a packet or hold several).
+pub(crate) trait Incoming: Send {
+    /// The next bytes, waiting for them; `Ok(None)` once the peer has closed its side.
+    fn receive(&mut self) -> impl Future<Output = io::Result<Option<Vec<u8>>>> + Send;
+}
+
+/// The sending half of a transport.
+pub(crate) trait Outgoing: Send {
+    /// Sends `bytes` (one or more whole packets, or the start or rest of one), flushed:
+    /// once this returns they are on their way to the peer.
+    fn send(&mut self, bytes: Vec<u8>) -> impl Future<Output = io::Result<()>> + Send;
+
+    /// Closes the sending side gracefully: nothing is sent after this.
+    fn close(&mut self) -> impl Future<Output = io::Result<()>> + Send;
+}
+
+/// Who is on the other end of a connection, as far as the transport knows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Origin {
+    /// The peer's address.
+    pub(crate) peer: SocketAddr,
+    /// The identity of the peer's verified TLS client certificate (its subject CN or its
+    /// first subject alternative name), when the listener takes it as the username
+    /// (`identity_from_cert`).
+    pub(crate) identity: Option<String>,
+}
+
+/// Serves one connection, whose handshakes (if any) are done, until it is closed by
+/// either side.
+pub(crate) async fn serve(
+    origin: Origin,
+    incoming: impl Incoming,
+    outgoing: impl Outgoing,
+    broker: BrokerHandle,
+) {
     // Unbounded as a channel, bounded in bytes by `Room` (the actor stops adding).
     let (output, chunks) = mpsc::unbounded_channel();
     let (last_words, last) = oneshot::channel();
@@ -44,11 +82,11 @@ pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, broker: BrokerHan
         last_words,
         room: room.clone(),
     };
-    let Some(id) = broker.open(peer, link).await else {
+    let peer = origin.peer;
+    let Some(id) = broker.open(origin, link).await else {
         debug!(%peer, "connection not served");
         return;
     };
-    let (reader, writer) = stream.into_split();
     let written = Notify::new();
     let writing = Writer {
         id,
@@ -59,56 +97,41 @@ pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, broker: BrokerHan
         done: &written,
     };
     tokio::join!(
-        read_loop(id, reader, &broker, &written, &room),
-        writing.run(writer)
+        read_loop(id, incoming, &broker, &written, &room),
+        writing.run(outgoing)
     );
 }
 
-/// Reads until the peer closes, the socket fails, or the writer has closed the connection.
-///
-/// No buffer is held while the socket is idle: each read gets a fresh one, which is handed
-/// to the actor as it is (shrunk when the read was small), so an idle connection costs no
-/// read buffer and a busy one no copy.
+/// Reads until the peer closes, the transport fails, or the writer has closed the
+/// connection.
 async fn read_loop(
     id: ConnectionId,
-    mut reader: OwnedReadHalf,
+    mut incoming: impl Incoming,
     broker: &BrokerHandle,
     written: &Notify,
     room: &Room,
 ) {
     loop {
         tokio::select! {
-            // Backpressure: while the broker holds this publisher back, its socket is not
-            // read, so the kernel's buffers fill and TCP slows the client down.
-            ready = async {
+            // Backpressure: while the broker holds this publisher back, its transport is
+            // not read, so the kernel's buffers fill and TCP slows the client down.
+            received = async {
                 room.input_allowed().await;
-                reader.readable().await
-            } => {
-                if let Err(error) = ready {
-                    debug!(conn = id.slot(), %error, "read failed");
-                    break;
-                }
-                let mut buffer = Vec::with_capacity(READ_CHUNK);
-                match reader.try_read_buf(&mut buffer) {
-                    Ok(0) => break,
-                    Ok(n) => {
-                        if n < READ_CHUNK / 4 {
-                            buffer.shrink_to_fit();
-                        }
-                        if broker.bytes(id, buffer).await.is_err() {
-                            break;
-                        }
-                    }
-                    // Readiness was spurious; wait again.
-                    Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {}
-                    Err(error) => {
-                        debug!(conn = id.slot(), %error, "read failed");
+                incoming.receive().await
+            } => match received {
+                Ok(Some(bytes)) => {
+                    if broker.bytes(id, bytes).await.is_err() {
                         break;
                     }
                 }
-            }
+                Ok(None) => break,
+                Err(error) => {
+                    debug!(conn = id.slot(), %error, "read failed");
+                    break;
+                }
+            },
             () = written.notified() => {
-                linger(&mut reader).await;
+                linger(&mut incoming).await;
                 break;
             }
         }
@@ -117,14 +140,9 @@ async fn read_loop(
 }
 
 /// Reads and discards until the peer closes, for at most [`LINGER`].
-async fn linger(reader: &mut OwnedReadHalf) {
-    let mut buffer = vec![0u8; 4096];
+async fn linger(incoming: &mut impl Incoming) {
     let _ = tokio::time::timeout(LINGER, async {
-        while let Ok(n) = reader.read(&mut buffer).await {
-            if n == 0 {
-                break;
-            }
-        }
+        while let Ok(Some(_)) = incoming.receive().await {}
     })
     .await;
 }
@@ -140,8 +158,8 @@ struct Writer<'a> {
 }
 
 impl Writer<'_> {
-    async fn run(mut self, mut socket: OwnedWriteHalf) {
-        if let Err(error) = self.write_all(&mut socket).await {
+    async fn run(mut self, mut outgoing: impl Outgoing) {
+        if let Err(error) = self.write_all(&mut outgoing).await {
             debug!(conn = self.id.slot(), %error, "write failed");
         }
         // Dropping the receiver closes the channel: the actor learns the connection is gone
@@ -150,21 +168,22 @@ impl Writer<'_> {
         self.done.notify_one();
     }
 
-    async fn write_all(&mut self, socket: &mut OwnedWriteHalf) -> std::io::Result<()> {
+    async fn write_all(&mut self, outgoing: &mut impl Outgoing) -> io::Result<()> {
         while let Some(chunk) = self.chunks.recv().await {
-            socket.write_all(&chunk).await?;
+            let len = chunk.len();
+            outgoing.send(chunk).await?;
             // The actor stopped at its limit and waits for room: there is some now.
-            if self.room.written(chunk.len()) {
+            if self.room.written(len) {
                 self.broker.drained(self.id).await;
             }
         }
         // The actor let the connection go: its last words (sent before the channel
-        // closed), then FIN.
+        // closed), then the transport's close.
         if let Ok(last) = self.last.try_recv()
             && !last.is_empty()
         {
-            socket.write_all(&last).await?;
+            outgoing.send(last).await?;
         }
-        socket.shutdown().await
+        outgoing.close().await
     }
 }

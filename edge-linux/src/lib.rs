@@ -7,7 +7,10 @@
 //!   `FULMAR_…` variables, flags), and its mapping onto the core's configuration.
 //! - [`server`]: binds the listeners, accepts with a connection limit and TCP_NODELAY, and
 //!   shuts down gracefully.
-//! - `connection`: one task per connection moving bytes between its socket and the broker.
+//! - [`transport`]: what each listener speaks (MQTT over TCP, TLS, WebSocket, secure
+//!   WebSocket) and the handshakes that turn a TCP connection into an MQTT byte stream.
+//! - `connection`: one task per connection moving bytes between its transport and the
+//!   broker, generic over the transport.
 //! - `broker_task`: one task that owns the broker state machine (an actor), feeds it what
 //!   the connections read, and hands each connection what the broker transmits.
 //! - `rate_limit`: the per-address connection rate limit of the accept loop.
@@ -28,14 +31,13 @@
 //! ```
 //!
 //! ## State of this crate
-//! This is the first step of the edge broker: MQTT 3.1, 3.1.1 and 5.0 over plain TCP, with
-//! everything the core does (QoS 0/1/2, retained messages, wills, persistent sessions in
-//! memory, shared subscriptions, topic aliases). Deliberately not yet done:
+//! This is the first step of the edge broker: MQTT 3.1, 3.1.1 and 5.0 over TCP, TLS and
+//! WebSocket, with everything the core does (QoS 0/1/2, retained messages, wills,
+//! persistent sessions, shared subscriptions, topic aliases). Deliberately not yet done:
 //! - **Routing runs on one task** (`broker_task`): every connection's protocol work is
 //!   serialized there, so the broker uses one CPU core for it. The multi-core design
 //!   (sessions run by their connection tasks, a shared router) must replace it.
 //! - No authentication or ACL: anyone may connect (the startup log warns).
-//! - No TLS or WebSocket.
 
 pub mod bench;
 pub mod config;
@@ -44,6 +46,7 @@ pub mod metrics;
 pub mod server;
 pub mod shutdown;
 pub mod store;
+pub mod transport;
 
 mod broker_task;
 mod connection;

@@ -7,7 +7,7 @@
 //! Elasticsearch ingest without a parsing rule:
 //!
 //! ```text
-//! {"timestamp":"2026-01-01T00:00:00.000000Z","level":"INFO","message":"fulmar 0.1.0 listening on 0.0.0.0:1883 (MQTT over TCP)","target":"fulmar_edge::server"}
+//! {"timestamp":"2026-01-01T00:00:00.000000Z","level":"INFO","message":"fulmar 0.1.0 listening on 0.0.0.0:1883 (mqtt)","target":"fulmar_edge::server"}
 //! ```
 
 use std::io::IsTerminal;

@@ -5,7 +5,12 @@
 //! Before a connection is served it passes the per-address rate limit
 //! ([`crate::rate_limit`]) and the connection limit; both close it at once otherwise.
 //!
-//! Not yet done: TLS, WebSocket and MQTT-SN listeners.
+//! Each listener has an [`Acceptor`] for its protocol (plain MQTT, TLS, WebSocket, secure
+//! WebSocket; see [`crate::transport`]); the accept loop is the same for all of them, and
+//! every socket gets TCP_NODELAY before its handshakes, which run in the connection's
+//! task.
+//!
+//! Not yet done: MQTT-SN listeners.
 
 use std::future::Future;
 use std::io;
@@ -19,10 +24,11 @@ use tracing::{debug, error, info, warn};
 
 use crate::broker_task::{self, BrokerHandle};
 use crate::config::Config;
-use crate::connection::{self, LINGER};
+use crate::connection::LINGER;
 use crate::metrics::{self, Metrics, Refusal};
 use crate::rate_limit::{RateLimit, Verdict};
 use crate::store::{self, Store};
+use crate::transport::{self, Acceptor, Listener, Protocol};
 
 /// How long shutdown waits for connections to flush and close before giving up on them.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -42,6 +48,16 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    /// A listener's TLS or WebSocket settings are not usable (a certificate or key file
+    /// missing or invalid, say).
+    #[error("cannot set up the listener on {addr}: {source}")]
+    Listener {
+        /// The listener's address.
+        addr: SocketAddr,
+        /// What is wrong.
+        #[source]
+        source: transport::Error,
+    },
     /// The bound address of a listener could not be read back.
     #[error("cannot read the address of a listener: {0}")]
     LocalAddr(#[source] io::Error),
@@ -60,23 +76,43 @@ pub enum Error {
 #[derive(Debug)]
 pub struct Server {
     config: Config,
-    listeners: Vec<(TcpListener, SocketAddr)>,
+    listeners: Vec<Bound>,
     /// The Prometheus endpoint's listener, when configured.
     metrics_listener: Option<(TcpListener, SocketAddr)>,
     metrics: Arc<Metrics>,
     broker: broker_task::Prepared,
 }
 
+/// A bound MQTT listener.
+#[derive(Debug)]
+struct Bound {
+    listener: TcpListener,
+    /// Where it is bound (the real port where 0 was asked).
+    addr: SocketAddr,
+    protocol: Protocol,
+    acceptor: Arc<Acceptor>,
+}
+
 impl Server {
     /// Binds every listener of `config`, opens its store and restores the broker's state
     /// from it. Nothing is accepted until [`Server::run`].
     pub async fn bind(config: Config) -> Result<Self, Error> {
-        if config.listeners.tcp.is_empty() {
+        let wanted = transport::listeners(&config.listeners);
+        if wanted.is_empty() {
             return Err(Error::NoListener);
         }
-        let mut listeners = Vec::with_capacity(config.listeners.tcp.len());
-        for addr in config.listeners.tcp.iter().map(|l| l.addr) {
-            listeners.push(bind(addr).await?);
+        let mut listeners = Vec::with_capacity(wanted.len());
+        for Listener { addr, protocol } in wanted {
+            // Certificates first: a bad file fails before any port is taken.
+            let acceptor = Acceptor::new(&protocol, config.limits.max_packet_size)
+                .map_err(|source| Error::Listener { addr, source })?;
+            let (listener, addr) = bind(addr).await?;
+            listeners.push(Bound {
+                listener,
+                addr,
+                protocol,
+                acceptor: Arc::new(acceptor),
+            });
         }
         let metrics_listener = match config.metrics.listen {
             Some(addr) => Some(bind(addr).await?),
@@ -103,9 +139,22 @@ impl Server {
         self.metrics.clone()
     }
 
-    /// The addresses the listeners are bound to (with the real port where 0 was asked).
+    /// The addresses the MQTT listeners are bound to (with the real port where 0 was
+    /// asked): plain TCP first, then TLS, WebSocket and secure WebSocket.
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
-        self.listeners.iter().map(|(_, addr)| *addr).collect()
+        self.listeners.iter().map(|bound| bound.addr).collect()
+    }
+
+    /// Each MQTT listener's bound address and protocol, in the order of
+    /// [`Server::local_addrs`].
+    pub fn listeners(&self) -> Vec<Listener> {
+        self.listeners
+            .iter()
+            .map(|bound| Listener {
+                addr: bound.addr,
+                protocol: bound.protocol.clone(),
+            })
+            .collect()
     }
 
     /// Serves until `shutdown` completes, then stops accepting, flushes and closes every
@@ -124,9 +173,14 @@ impl Server {
         // Every connection task holds a clone; `recv` returns `None` once all are gone.
         let (tracker, mut all_done) = mpsc::channel::<()>(1);
 
-        let addrs: Vec<String> = self.listeners.iter().map(|(_, a)| a.to_string()).collect();
+        // One line, every listener: `127.0.0.1:1883 (mqtt), 127.0.0.1:8080 (ws /mqtt)`.
+        let addrs: Vec<String> = self
+            .listeners
+            .iter()
+            .map(|bound| format!("{} ({})", bound.addr, bound.protocol))
+            .collect();
         info!(
-            "fulmar {} listening on {} (MQTT over TCP)",
+            "fulmar {} listening on {}",
             env!("CARGO_PKG_VERSION"),
             addrs.join(", ")
         );
@@ -153,10 +207,11 @@ impl Server {
                 stopped.clone(),
             ));
         }
-        for (listener, addr) in self.listeners {
+        for bound in self.listeners {
             tokio::spawn(accept_loop(
-                listener,
-                addr,
+                bound.listener,
+                bound.addr,
+                bound.acceptor,
                 gate.clone(),
                 broker.clone(),
                 stopped.clone(),
@@ -243,6 +298,7 @@ impl Gate {
 async fn accept_loop(
     listener: TcpListener,
     addr: SocketAddr,
+    acceptor: Arc<Acceptor>,
     gate: Arc<Gate>,
     broker: BrokerHandle,
     mut stop: watch::Receiver<bool>,
@@ -257,8 +313,9 @@ async fn accept_loop(
         let broker = broker.clone();
         let tracker = tracker.clone();
         let serving = gate.metrics.serving();
+        let acceptor = acceptor.clone();
         tokio::spawn(async move {
-            connection::serve(stream, peer, broker).await;
+            acceptor.serve(stream, peer, broker).await;
             drop((permit, serving, tracker));
         });
     }

@@ -70,6 +70,29 @@ pub fn cargo_build_bin(package: &str, bin: &str) -> PathBuf {
     if !cfg!(debug_assertions) {
         command.arg("--release");
     }
+    // Cargo gives this test process the variables it sets for a crate (CARGO_MANIFEST_DIR,
+    // CARGO_PKG_NAME, ...). Some build scripts (ring's) ask to be re-run when those change,
+    // so passing them on would rebuild such crates on every test run and again on every
+    // plain `cargo build`.
+    for (key, _) in std::env::vars_os() {
+        let Some(key) = key.to_str() else { continue };
+        if key.starts_with("CARGO_PKG_")
+            || matches!(
+                key,
+                "CARGO_MANIFEST_DIR"
+                    | "CARGO_MANIFEST_PATH"
+                    | "CARGO_MANIFEST_LINKS"
+                    | "CARGO_CRATE_NAME"
+                    | "CARGO_BIN_NAME"
+                    | "CARGO_PRIMARY_PACKAGE"
+                    | "CARGO_TARGET_TMPDIR"
+                    | "CARGO_RUSTC_CURRENT_DIR"
+                    | "OUT_DIR"
+            )
+        {
+            command.env_remove(key);
+        }
+    }
     let output = command.output().expect("run cargo build");
     assert!(
         output.status.success(),
@@ -119,6 +142,8 @@ pub fn free_port() -> u16 {
 pub struct Fulmar {
     child: Child,
     addr: SocketAddr,
+    /// Every listener's address and protocol (`mqtt`, `mqtts`, `ws`, `wss`).
+    listeners: Vec<(SocketAddr, String)>,
     log: Arc<Mutex<String>>,
     /// The data directory made for this broker (unused when the test names its own);
     /// dropped after the process is killed (field order).
@@ -220,20 +245,21 @@ impl Fulmar {
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
-                let addr = listening_addr(&line);
+                let listeners = listening_addrs(&line);
                 {
                     let mut log = sink.lock().unwrap_or_else(|e| e.into_inner());
                     log.push_str(&line);
                     log.push('\n');
                 }
-                if let Some(addr) = addr {
-                    let _ = ready.send(addr);
+                if !listeners.is_empty() {
+                    let _ = ready.send(listeners);
                 }
             }
         });
         let mut broker = Self {
             child,
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            listeners: Vec::new(),
             log,
             data,
         };
@@ -241,7 +267,10 @@ impl Fulmar {
         // queued by the kernel, so there is nothing more to wait for (and no probe
         // connection that would count against --max-connections).
         match listening.recv_timeout(START_TIMEOUT) {
-            Ok(addr) => broker.addr = addr,
+            Ok(listeners) => {
+                broker.addr = listeners[0].0;
+                broker.listeners = listeners;
+            }
             Err(_) => panic!(
                 "fulmar did not report a listening address within {START_TIMEOUT:?}; log:\n{}",
                 broker.log()
@@ -253,6 +282,18 @@ impl Fulmar {
     /// The address the broker listens on.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The address of the first listener speaking `protocol` (`mqtt`, `mqtts`, `ws`, `wss`).
+    ///
+    /// # Panics
+    /// If there is none (the test did not ask for one).
+    pub fn listener(&self, protocol: &str) -> SocketAddr {
+        self.listeners
+            .iter()
+            .find(|(_, p)| p == protocol)
+            .map(|(addr, _)| *addr)
+            .unwrap_or_else(|| panic!("no {protocol} listener in {:?}", self.listeners))
     }
 
     /// The port the broker listens on (its host is 127.0.0.1).
@@ -274,6 +315,11 @@ impl Fulmar {
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Whether the process is still running.
@@ -314,11 +360,20 @@ impl Drop for Fulmar {
     }
 }
 
-/// The address in the broker's startup line
-/// (`fulmar 0.1.0 listening on 127.0.0.1:41234, ... (MQTT over TCP)`).
-fn listening_addr(line: &str) -> Option<SocketAddr> {
-    let rest = line.split(" listening on ").nth(1)?;
-    rest.split([',', ' ']).next()?.parse().ok()
+/// The listeners in the broker's startup line
+/// (`fulmar 0.1.0 listening on 127.0.0.1:41234 (mqtt), 127.0.0.1:8080 (ws /mqtt)`): each
+/// address with the first word of its protocol.
+fn listening_addrs(line: &str) -> Vec<(SocketAddr, String)> {
+    let Some(rest) = line.split(" listening on ").nth(1) else {
+        return Vec::new();
+    };
+    rest.split(", ")
+        .filter_map(|entry| {
+            let (addr, protocol) = entry.split_once(" (")?;
+            let protocol = protocol.split([' ', ')']).next()?;
+            Some((addr.parse().ok()?, protocol.to_owned()))
+        })
+        .collect()
 }
 
 /// Polls `condition` every few milliseconds until it holds.
@@ -422,12 +477,16 @@ mod tests {
     #[test]
     fn reads_the_listening_line() {
         let line = "2026-01-01T00:00:00Z  INFO fulmar_edge::server: fulmar 0.1.0 listening on \
-                    127.0.0.1:41234, [::1]:1883 (MQTT over TCP)";
+                    127.0.0.1:41234 (mqtt), [::1]:1883 (mqtt), 127.0.0.1:8080 (ws /mqtt)";
         assert_eq!(
-            listening_addr(line),
-            Some("127.0.0.1:41234".parse().unwrap())
+            listening_addrs(line),
+            [
+                ("127.0.0.1:41234".parse().unwrap(), "mqtt".to_owned()),
+                ("[::1]:1883".parse().unwrap(), "mqtt".to_owned()),
+                ("127.0.0.1:8080".parse().unwrap(), "ws".to_owned())
+            ]
         );
-        assert_eq!(listening_addr("nothing here"), None);
+        assert_eq!(listening_addrs("nothing here"), []);
     }
 
     #[test]

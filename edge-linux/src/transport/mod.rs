@@ -1,0 +1,215 @@
+//! Transports: what turns an accepted TCP connection into an MQTT byte stream for the
+//! connection driver ([`crate::connection`]).
+//!
+//! A listener speaks one [`Protocol`]:
+//! - `mqtt`: MQTT straight over TCP.
+//! - `mqtts`: MQTT over TLS (rustls, `ring` provider), optionally verifying client
+//!   certificates against a CA and taking a verified certificate's CN or SAN as the
+//!   username ([`tls`]).
+//! - `ws` / `wss`: MQTT over WebSocket, plain or inside TLS: an HTTP upgrade on one path
+//!   with the `mqtt` subprotocol, then binary frames carrying the byte stream ([`ws`]).
+//!
+//! Each accepted connection runs its handshakes in its own task, bounded by
+//! [`HANDSHAKE_TIMEOUT`], so a slow or hostile peer never holds up the accept loop or any
+//! other connection; a failed handshake closes that connection only. Certificates and keys
+//! are loaded when the listener is built, so a missing or bad file is an error at startup.
+//!
+//! The settings are the configuration's `listeners` entries ([`crate::config::Listeners`]).
+
+mod stream;
+pub(crate) mod tls;
+pub(crate) mod ws;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use tokio::net::TcpStream;
+use tracing::debug;
+
+use crate::broker_task::BrokerHandle;
+use crate::config::{Listeners, TlsListener, WsListener};
+use crate::connection::{self, Origin};
+use stream::{StreamIncoming, StreamOutgoing, TcpIncoming};
+
+/// How long a connection may take over its TLS and WebSocket handshakes.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One listener: where it listens and what it speaks there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listener {
+    /// The address to bind (port 0: any free port, reported in the startup log line).
+    pub addr: SocketAddr,
+    /// What connections to it speak, with the listener's settings.
+    pub protocol: Protocol,
+}
+
+/// What the connections to a listener speak.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Protocol {
+    /// MQTT over plain TCP (`listeners.tcp`).
+    Mqtt,
+    /// MQTT over TLS (`listeners.tls`).
+    Tls(TlsListener),
+    /// MQTT over WebSocket (`listeners.ws`).
+    Ws(WsListener),
+    /// MQTT over WebSocket over TLS (`listeners.wss`).
+    Wss(TlsListener),
+}
+
+impl fmt::Display for Protocol {
+    /// The short name the startup log line shows after each address.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Mqtt => f.write_str("mqtt"),
+            Self::Tls(_) => f.write_str("mqtts"),
+            Self::Ws(ws) => write!(f, "ws {}", ws.path),
+            Self::Wss(wss) => write!(f, "wss {}", wss.ws_path()),
+        }
+    }
+}
+
+/// Every listener of the configuration, plain TCP first, then TLS, WebSocket and secure
+/// WebSocket, each kind in the order given.
+pub fn listeners(config: &Listeners) -> Vec<Listener> {
+    let tcp = config.tcp.iter().map(|l| (l.addr, Protocol::Mqtt));
+    let tls = config
+        .tls
+        .iter()
+        .map(|l| (l.addr, Protocol::Tls(l.clone())));
+    let ws = config.ws.iter().map(|l| (l.addr, Protocol::Ws(l.clone())));
+    let wss = config
+        .wss
+        .iter()
+        .map(|l| (l.addr, Protocol::Wss(l.clone())));
+    tcp.chain(tls)
+        .chain(ws)
+        .chain(wss)
+        .map(|(addr, protocol)| Listener { addr, protocol })
+        .collect()
+}
+
+/// Why a listener could not be set up.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A PEM file could not be read or parsed.
+    #[error("cannot read the {what} from {path}: {source}")]
+    Pem {
+        /// What the file should hold.
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        #[source]
+        source: rustls::pki_types::pem::Error,
+    },
+    /// rustls refused the certificate chain, key or CA certificates.
+    #[error("TLS set-up failed: {0}")]
+    Tls(#[from] rustls::Error),
+    /// The client CA file cannot verify client certificates.
+    #[error("cannot verify client certificates with {path}: {source}")]
+    ClientCa {
+        /// The CA file.
+        path: PathBuf,
+        /// What rustls said.
+        #[source]
+        source: rustls::server::VerifierBuilderError,
+    },
+    /// Client certificates are required but no CA is given to verify them.
+    #[error("require_client_cert needs client_ca to verify client certificates")]
+    RequireWithoutCa,
+    /// A WebSocket path that is not an absolute path.
+    #[error("a WebSocket path must start with '/': {0:?}")]
+    WsPath(String),
+}
+
+/// How a listener turns accepted TCP connections into MQTT byte streams.
+#[derive(Debug)]
+pub(crate) enum Acceptor {
+    Mqtt,
+    Tls(tls::Tls),
+    Ws(ws::Ws),
+    Wss(tls::Tls, ws::Ws),
+}
+
+impl Acceptor {
+    /// Builds the acceptor of a listener, loading its certificates.
+    pub(crate) fn new(protocol: &Protocol, max_packet_size: u32) -> Result<Self, Error> {
+        Ok(match protocol {
+            Protocol::Mqtt => Self::Mqtt,
+            Protocol::Tls(tls) => Self::Tls(tls::Tls::new(tls)?),
+            Protocol::Ws(ws) => Self::Ws(ws::Ws::new(&ws.path, max_packet_size)?),
+            Protocol::Wss(wss) => Self::Wss(
+                tls::Tls::new(wss)?,
+                ws::Ws::new(wss.ws_path(), max_packet_size)?,
+            ),
+        })
+    }
+
+    /// Runs the handshakes of an accepted connection, then serves it until it closes.
+    pub(crate) async fn serve(&self, tcp: TcpStream, peer: SocketAddr, broker: BrokerHandle) {
+        let origin = Origin {
+            peer,
+            identity: None,
+        };
+        match self {
+            Self::Mqtt => {
+                let (reader, writer) = tcp.into_split();
+                let incoming = TcpIncoming::new(reader);
+                connection::serve(origin, incoming, StreamOutgoing(writer), broker).await;
+            }
+            Self::Tls(tls) => {
+                let Some((stream, identity)) = handshake(peer, tls.accept(tcp)).await else {
+                    return;
+                };
+                let (reader, writer) = tokio::io::split(stream);
+                let origin = Origin { identity, ..origin };
+                let (incoming, outgoing) = (StreamIncoming(reader), StreamOutgoing(writer));
+                connection::serve(origin, incoming, outgoing, broker).await;
+            }
+            Self::Ws(ws) => {
+                let Some(stream) = handshake(peer, ws.accept(tcp)).await else {
+                    return;
+                };
+                let (sink, stream) = stream.split();
+                let (incoming, outgoing) = (ws::WsIncoming(stream), ws::WsOutgoing(sink));
+                connection::serve(origin, incoming, outgoing, broker).await;
+            }
+            Self::Wss(tls, ws) => {
+                let handshakes = async {
+                    let (stream, identity) = tls.accept(tcp).await?;
+                    Ok((ws.accept(stream).await?, identity))
+                };
+                let Some((stream, identity)) = handshake(peer, handshakes).await else {
+                    return;
+                };
+                let (sink, stream) = stream.split();
+                let origin = Origin { identity, ..origin };
+                let (incoming, outgoing) = (ws::WsIncoming(stream), ws::WsOutgoing(sink));
+                connection::serve(origin, incoming, outgoing, broker).await;
+            }
+        }
+    }
+}
+
+/// Runs a connection's handshakes within [`HANDSHAKE_TIMEOUT`]; `None` (logged) when they
+/// fail or take too long, and the connection is dropped.
+async fn handshake<T>(
+    peer: SocketAddr,
+    handshakes: impl Future<Output = std::io::Result<T>>,
+) -> Option<T> {
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshakes).await {
+        Ok(Ok(done)) => Some(done),
+        Ok(Err(error)) => {
+            debug!(%peer, %error, "handshake failed");
+            None
+        }
+        Err(_) => {
+            debug!(%peer, "handshake timed out");
+            None
+        }
+    }
+}

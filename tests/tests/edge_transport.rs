@@ -1,0 +1,665 @@
+//! The `fulmar` binary's TLS, WebSocket and secure WebSocket listeners with real clients:
+//! `rumqttc` (rustls, WebSocket), `mosquitto_pub` / `mosquitto_sub` with `--cafile`, and a
+//! bare WebSocket client (tungstenite) for what the others cannot show: packets split
+//! across frames, several packets in one frame, the upgrade refusals and the close
+//! handshake on shutdown.
+//!
+//! Certificates (a CA, a server certificate for 127.0.0.1 and localhost, a client
+//! certificate with CN `alice`, and a second CA that signed nothing the broker trusts) are
+//! generated with rcgen when the test process starts. Each test starts its own broker on
+//! free loopback ports; every wait is bounded.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use fulmar_tests::{Fulmar, Lines, wait_until};
+
+/// How long any single expected thing (a message, a handshake, an exit) may take.
+const WAIT: Duration = Duration::from_secs(10);
+
+// --- certificates -----------------------------------------------------------------------
+
+/// PEM files of the test PKI, in a directory of their own.
+#[derive(Debug)]
+struct Pki {
+    dir: PathBuf,
+    ca: PathBuf,
+    server_cert: PathBuf,
+    server_key: PathBuf,
+    /// Signed by `ca`, CN `alice`.
+    client_cert: PathBuf,
+    client_key: PathBuf,
+    /// A CA that signed neither the server's certificate nor `stranger_cert`'s issuer.
+    other_ca: PathBuf,
+    /// Signed by `other_ca`, CN `mallory`.
+    stranger_cert: PathBuf,
+    stranger_key: PathBuf,
+}
+
+fn pki() -> &'static Pki {
+    static PKI: OnceLock<Pki> = OnceLock::new();
+    PKI.get_or_init(|| {
+        use rcgen::{
+            BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose,
+            IsCa, KeyPair, KeyUsagePurpose, SanType,
+        };
+        let dir = std::env::temp_dir().join(format!("fulmar-transport-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let write = |name: &str, pem: String| {
+            let path = dir.join(name);
+            std::fs::write(&path, pem).unwrap();
+            path
+        };
+        let ca = |cn: &str| {
+            let mut params = CertificateParams::default();
+            params.distinguished_name.push(DnType::CommonName, cn);
+            params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+            CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap()
+        };
+        let leaf = |issuer: &CertifiedIssuer<'_, KeyPair>,
+                    cn: &str,
+                    sans: Vec<SanType>,
+                    usage: ExtendedKeyUsagePurpose| {
+            let mut params = CertificateParams::default();
+            params.distinguished_name.push(DnType::CommonName, cn);
+            params.subject_alt_names = sans;
+            params.extended_key_usages = vec![usage];
+            let key = KeyPair::generate().unwrap();
+            let cert = params.signed_by(&key, issuer).unwrap();
+            (cert.pem(), key.serialize_pem())
+        };
+        let root = ca("Fulmar test CA");
+        let other = ca("Someone else's CA");
+        let (server_cert, server_key) = leaf(
+            &root,
+            "fulmar test broker",
+            vec![
+                SanType::IpAddress([127, 0, 0, 1].into()),
+                SanType::DnsName("localhost".try_into().unwrap()),
+            ],
+            ExtendedKeyUsagePurpose::ServerAuth,
+        );
+        let client = leaf(&root, "alice", vec![], ExtendedKeyUsagePurpose::ClientAuth);
+        let stranger = leaf(
+            &other,
+            "mallory",
+            vec![],
+            ExtendedKeyUsagePurpose::ClientAuth,
+        );
+        Pki {
+            dir: dir.clone(),
+            ca: write("ca.pem", root.pem()),
+            server_cert: write("server.pem", server_cert),
+            server_key: write("server.key", server_key),
+            client_cert: write("client.pem", client.0),
+            client_key: write("client.key", client.1),
+            other_ca: write("other-ca.pem", other.pem()),
+            stranger_cert: write("stranger.pem", stranger.0),
+            stranger_key: write("stranger.key", stranger.1),
+        }
+    })
+}
+
+fn path(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
+
+/// A broker with one listener of each kind, configured in a `fulmar.toml` as a user would
+/// (plain TCP comes from [`Fulmar::start_with`]'s `--listen`). `tls` adds keys to the TLS
+/// and secure WebSocket listeners; `ws_path` is the WebSocket listeners' path.
+fn broker_with(tls: &str, ws_path: &str) -> Fulmar {
+    static CONFIGS: AtomicUsize = AtomicUsize::new(0);
+    let pki = pki();
+    let (cert, key) = (path(&pki.server_cert), path(&pki.server_key));
+    let secure = format!("addr = \"127.0.0.1:0\"\ncert = \"{cert}\"\nkey = \"{key}\"\n{tls}\n");
+    let toml = format!(
+        "[[listeners.tls]]\n{secure}\n\
+         [[listeners.ws]]\naddr = \"127.0.0.1:0\"\npath = \"{ws_path}\"\n\n\
+         [[listeners.wss]]\n{secure}path = \"{ws_path}\"\n"
+    );
+    let n = CONFIGS.fetch_add(1, Ordering::Relaxed);
+    let file = pki.dir.join(format!("fulmar-{n}.toml"));
+    std::fs::write(&file, toml).unwrap();
+    Fulmar::start_with(&["--config", path(&file)])
+}
+
+/// [`broker_with`] without client certificates, WebSocket on `/mqtt`.
+fn broker() -> Fulmar {
+    broker_with("", "/mqtt")
+}
+
+/// [`broker_with`] requiring client certificates signed by the test CA, their CN the
+/// username.
+fn broker_requiring_client_certs() -> Fulmar {
+    let ca = path(&pki().ca);
+    broker_with(
+        &format!("client_ca = \"{ca}\"\nrequire_client_cert = true\nidentity_from_cert = \"cn\""),
+        "/mqtt",
+    )
+}
+
+// --- mosquitto_pub / mosquitto_sub over TLS ---------------------------------------------
+
+/// `-h 127.0.0.1 -p PORT` for the broker's TLS listener: the server certificate names
+/// 127.0.0.1, so mosquitto verifies the host name too.
+fn tls_target(broker: &Fulmar) -> Vec<String> {
+    let port = broker.listener("mqtts").port().to_string();
+    ["-h", "127.0.0.1", "-p", &port].map(str::to_owned).to_vec()
+}
+
+/// Starts `mosquitto_sub` over TLS and returns once its subscription is acknowledged.
+fn mosquitto_sub(broker: &Fulmar, args: &[&str]) -> Lines {
+    // stdbuf: line-buffered stdout, so each message arrives when it is printed.
+    let mut command = Command::new("stdbuf");
+    command
+        .args(["-oL", "mosquitto_sub"])
+        .args(tls_target(broker))
+        .args(["-d", "-F", "%t %p"])
+        .args(args);
+    let sub = Lines::spawn(command);
+    sub.expect_line(WAIT, |l| l.contains("received SUBACK"));
+    sub
+}
+
+/// Runs `mosquitto_pub` over TLS to completion and returns whether it succeeded.
+fn mosquitto_pub(broker: &Fulmar, args: &[&str]) -> bool {
+    let mut command = Command::new("mosquitto_pub");
+    command.args(tls_target(broker)).args(args);
+    let mut publisher = Lines::spawn(command);
+    publisher
+        .wait(WAIT)
+        .unwrap_or_else(|| panic!("mosquitto_pub {args:?} did not finish"))
+        .success()
+}
+
+/// The next message line of a [`mosquitto_sub`] (its debug lines skipped).
+fn next_message(sub: &Lines) -> String {
+    sub.expect_line(WAIT, |l| {
+        !l.starts_with("Client ") && !l.starts_with("Subscribed ")
+    })
+}
+
+#[test]
+fn mosquitto_clients_over_tls() {
+    let broker = broker();
+    let ca = path(&pki().ca);
+    let sub = mosquitto_sub(&broker, &["--cafile", ca, "-t", "tls/#", "-q", "1"]);
+    for qos in ["0", "1", "2"] {
+        let payload = format!("over tls at qos {qos}");
+        assert!(mosquitto_pub(
+            &broker,
+            &["--cafile", ca, "-t", "tls/m", "-q", qos, "-m", &payload]
+        ));
+        assert_eq!(next_message(&sub), format!("tls/m {payload}"));
+    }
+}
+
+#[test]
+fn a_required_client_certificate_is_checked_and_names_the_client() {
+    let pki = pki();
+    let broker = broker_requiring_client_certs();
+    let (ca, cert, key) = (path(&pki.ca), path(&pki.client_cert), path(&pki.client_key));
+    let sub = mosquitto_sub(
+        &broker,
+        &["--cafile", ca, "--cert", cert, "--key", key, "-t", "c/#"],
+    );
+    // No certificate, or one from a CA the broker does not trust: the handshake fails.
+    assert!(!mosquitto_pub(
+        &broker,
+        &["--cafile", ca, "-t", "c/x", "-m", "anonymous"]
+    ));
+    let (stranger, stranger_key) = (path(&pki.stranger_cert), path(&pki.stranger_key));
+    assert!(!mosquitto_pub(
+        &broker,
+        &[
+            "--cafile",
+            ca,
+            "--cert",
+            stranger,
+            "--key",
+            stranger_key,
+            "-t",
+            "c/x",
+            "-m",
+            "x"
+        ]
+    ));
+    // With alice's certificate it goes through, and only that message arrives.
+    assert!(mosquitto_pub(
+        &broker,
+        &[
+            "--cafile", ca, "--cert", cert, "--key", key, "-t", "c/x", "-m", "alice"
+        ]
+    ));
+    assert_eq!(next_message(&sub), "c/x alice");
+    // The broker knows who that was: the certificate's CN.
+    wait_until(WAIT, || {
+        broker
+            .log()
+            .lines()
+            .any(|l| l.contains("client connected") && l.contains("alice"))
+    });
+}
+
+#[test]
+fn bad_tls_clients_cost_only_their_own_connection() {
+    let pki = pki();
+    let broker = broker();
+    let ca = path(&pki.ca);
+    let sub = mosquitto_sub(&broker, &["--cafile", ca, "-t", "ok/#"]);
+    // A client that trusts another CA refuses the server's certificate.
+    assert!(!mosquitto_pub(
+        &broker,
+        &[
+            "--cafile",
+            path(&pki.other_ca),
+            "-t",
+            "ok/x",
+            "-m",
+            "wrong ca"
+        ]
+    ));
+    // Plain MQTT to the TLS port: not a TLS ClientHello, so the broker closes it.
+    let mut plain = TcpStream::connect(broker.listener("mqtts")).unwrap();
+    plain.set_read_timeout(Some(WAIT)).unwrap();
+    plain.write_all(&connect(4, "plain")).unwrap();
+    let mut answer = Vec::new();
+    // Whatever comes back (a TLS alert at most) is not a CONNACK, and then EOF.
+    let _ = plain.read_to_end(&mut answer);
+    assert!(!answer.starts_with(&[0x20]), "got {answer:02x?}");
+    // A silent socket holds its handshake slot only; the others are served meanwhile.
+    let _silent = TcpStream::connect(broker.listener("mqtts")).unwrap();
+    assert!(mosquitto_pub(
+        &broker,
+        &["--cafile", ca, "-t", "ok/x", "-m", "still fine"]
+    ));
+    assert_eq!(next_message(&sub), "ok/x still fine");
+}
+
+// --- rumqttc over TLS, WebSocket and secure WebSocket -----------------------------------
+
+mod rumqttc_clients {
+    use std::sync::Arc;
+
+    use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS, TlsConfiguration, Transport};
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    use tokio::sync::mpsc;
+    use tokio::time::timeout;
+
+    use super::*;
+
+    /// A rustls client configuration (ring provider) trusting the test CA, with alice's
+    /// certificate when `with_cert`.
+    fn tls_config(with_cert: bool) -> TlsConfiguration {
+        let pki = pki();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(CertificateDer::from_pem_file(&pki.ca).unwrap())
+            .unwrap();
+        let builder = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots);
+        let config = if with_cert {
+            let chain = vec![CertificateDer::from_pem_file(&pki.client_cert).unwrap()];
+            let key = PrivateKeyDer::from_pem_file(&pki.client_key).unwrap();
+            builder.with_client_auth_cert(chain, key).unwrap()
+        } else {
+            builder.with_no_client_auth()
+        };
+        TlsConfiguration::Rustls(Arc::new(config))
+    }
+
+    /// Options for one of the broker's listeners.
+    fn options(broker: &Fulmar, id: &str, protocol: &str, with_cert: bool) -> MqttOptions {
+        let addr = broker.listener(protocol);
+        let (host, transport) = match protocol {
+            "mqtt" => ("127.0.0.1".to_owned(), Transport::Tcp),
+            "mqtts" => (
+                "127.0.0.1".to_owned(),
+                Transport::tls_with_config(tls_config(with_cert)),
+            ),
+            "ws" => (format!("ws://{addr}/mqtt"), Transport::Ws),
+            "wss" => (
+                format!("wss://{addr}/mqtt"),
+                Transport::wss_with_config(tls_config(with_cert)),
+            ),
+            other => panic!("no such protocol {other}"),
+        };
+        let mut options = MqttOptions::new(id, host, addr.port());
+        options.set_transport(transport);
+        options.set_keep_alive(Duration::from_secs(30));
+        options.set_max_packet_size(1 << 20, 1 << 20);
+        options
+    }
+
+    /// A connected client whose received messages arrive on a channel.
+    struct Client {
+        client: AsyncClient,
+        messages: mpsc::UnboundedReceiver<(String, Vec<u8>)>,
+        task: tokio::task::JoinHandle<()>,
+    }
+
+    impl Client {
+        /// Connects and waits for the CONNACK.
+        async fn connect(options: MqttOptions) -> Self {
+            let (client, mut eventloop) = AsyncClient::new(options, 16);
+            let (connected, connack) = tokio::sync::oneshot::channel();
+            let (sender, messages) = mpsc::unbounded_channel();
+            let task = tokio::spawn(async move {
+                let mut connected = Some(connected);
+                loop {
+                    match eventloop.poll().await {
+                        Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                            if let Some(connected) = connected.take() {
+                                let _ = connected.send(());
+                            }
+                        }
+                        Ok(Event::Incoming(Packet::Publish(p))) => {
+                            let _ = sender.send((p.topic, p.payload.to_vec()));
+                        }
+                        Ok(_) => {}
+                        Err(error) => {
+                            eprintln!("event loop ended: {error}");
+                            return;
+                        }
+                    }
+                }
+            });
+            timeout(WAIT, connack)
+                .await
+                .expect("CONNACK in time")
+                .expect("connected");
+            Self {
+                client,
+                messages,
+                task,
+            }
+        }
+
+        async fn subscribe(&mut self, filter: &str) {
+            self.client
+                .subscribe(filter, QoS::ExactlyOnce)
+                .await
+                .unwrap();
+            // A message of its own, published after the SUBSCRIBE, proves the subscription
+            // is active.
+            let marker = format!("{filter}/ready")
+                .replace("#/", "")
+                .replace("+/", "");
+            self.client
+                .publish(&marker, QoS::AtLeastOnce, false, "ready")
+                .await
+                .unwrap();
+            let (topic, _) = self.message().await;
+            assert_eq!(topic, marker);
+        }
+
+        async fn message(&mut self) -> (String, Vec<u8>) {
+            timeout(WAIT, self.messages.recv())
+                .await
+                .expect("a message in time")
+                .expect("the event loop runs")
+        }
+    }
+
+    impl Drop for Client {
+        fn drop(&mut self) {
+            self.task.abort();
+        }
+    }
+
+    #[tokio::test]
+    async fn every_transport_reaches_every_other() {
+        let broker = broker();
+        let protocols = ["mqtt", "mqtts", "ws", "wss"];
+        let mut clients = Vec::new();
+        for protocol in protocols {
+            let mut client =
+                Client::connect(options(&broker, &format!("{protocol}-c"), protocol, false)).await;
+            client.subscribe(&format!("to/{protocol}/#")).await;
+            clients.push(client);
+        }
+        // Each publishes to each (itself included), at QoS 0, 1 and 2 in turn; payloads
+        // big enough to span several TLS records and WebSocket reads.
+        for (i, from) in protocols.iter().enumerate() {
+            for (j, to) in protocols.iter().enumerate() {
+                let qos = [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce][(i + j) % 3];
+                let payload = vec![b'a' + i as u8; 40_000 + j];
+                clients[i]
+                    .client
+                    .publish(format!("to/{to}/from/{from}"), qos, false, payload.clone())
+                    .await
+                    .unwrap();
+                let (topic, got) = clients[j].message().await;
+                assert_eq!(topic, format!("to/{to}/from/{from}"));
+                assert_eq!(got, payload, "{from} -> {to}");
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn client_certificates_over_tls_and_wss() {
+        let broker = broker_requiring_client_certs();
+        let mut watcher = Client::connect(options(&broker, "watcher", "mqtts", true)).await;
+        watcher.subscribe("cert/#").await;
+        let wss = Client::connect(options(&broker, "browser", "wss", true)).await;
+        wss.client
+            .publish("cert/wss", QoS::AtLeastOnce, false, "with a certificate")
+            .await
+            .unwrap();
+        assert_eq!(watcher.message().await.0, "cert/wss");
+        // Without a certificate neither TLS listener lets the client in.
+        for protocol in ["mqtts", "wss"] {
+            let (_client, mut eventloop) = AsyncClient::new(
+                options(&broker, &format!("{protocol}-anon"), protocol, false),
+                4,
+            );
+            let first = timeout(WAIT, eventloop.poll()).await.expect("an answer");
+            assert!(
+                first.is_err(),
+                "{protocol} without a certificate: {first:?}"
+            );
+        }
+    }
+}
+
+// --- a bare WebSocket client ------------------------------------------------------------
+
+mod websocket {
+    use tungstenite::client::IntoClientRequest;
+    use tungstenite::http::StatusCode;
+    use tungstenite::{Message, WebSocket};
+
+    use super::*;
+
+    /// An open WebSocket and the subprotocol the broker chose, or the HTTP status of the
+    /// broker's refusal.
+    type Upgrade = Result<(WebSocket<TcpStream>, Option<String>), StatusCode>;
+
+    /// Opens a WebSocket to `path` on the broker's `ws` listener, offering `protocols`.
+    fn open(broker: &Fulmar, path: &str, protocols: Option<&str>) -> Upgrade {
+        let addr = broker.listener("ws");
+        let mut request = format!("ws://{addr}{path}").into_client_request().unwrap();
+        if let Some(protocols) = protocols {
+            request
+                .headers_mut()
+                .insert("Sec-WebSocket-Protocol", protocols.parse().unwrap());
+        }
+        let stream = TcpStream::connect(addr).unwrap();
+        stream.set_read_timeout(Some(WAIT)).unwrap();
+        match tungstenite::client(request, stream) {
+            Ok((socket, response)) => {
+                let chosen = response
+                    .headers()
+                    .get("Sec-WebSocket-Protocol")
+                    .map(|v| v.to_str().unwrap().to_owned());
+                Ok((socket, chosen))
+            }
+            Err(tungstenite::HandshakeError::Failure(tungstenite::Error::Http(response))) => {
+                Err(response.status())
+            }
+            Err(error) => panic!("upgrade failed without an HTTP answer: {error}"),
+        }
+    }
+
+    fn refused_with(upgrade: Upgrade) -> StatusCode {
+        match upgrade {
+            Err(status) => status,
+            Ok(_) => panic!("upgrade accepted"),
+        }
+    }
+
+    #[test]
+    fn the_upgrade_needs_the_path_and_the_mqtt_subprotocol() {
+        let broker = broker();
+        assert_eq!(
+            refused_with(open(&broker, "/", Some("mqtt"))),
+            StatusCode::NOT_FOUND
+        );
+        assert_eq!(
+            refused_with(open(&broker, "/mqtt", None)),
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(
+            refused_with(open(&broker, "/mqtt", Some("chat, wamp"))),
+            StatusCode::BAD_REQUEST
+        );
+        let (_, chosen) = open(&broker, "/mqtt", Some("chat, mqtt")).unwrap();
+        assert_eq!(chosen.as_deref(), Some("mqtt"));
+        let (_, chosen) = open(&broker, "/mqtt", Some("mqttv3.1")).unwrap();
+        assert_eq!(chosen.as_deref(), Some("mqttv3.1"));
+        // Another path configured: that one only.
+        let custom = broker_with("", "/ws/mqtt");
+        assert_eq!(
+            refused_with(open(&custom, "/mqtt", Some("mqtt"))),
+            StatusCode::NOT_FOUND
+        );
+        open(&custom, "/ws/mqtt", Some("mqtt")).unwrap();
+    }
+
+    /// Reads frames until `count` whole MQTT packets have arrived; returns each packet's
+    /// bytes. Fails on a Close frame or a timeout.
+    fn packets(
+        socket: &mut WebSocket<TcpStream>,
+        count: usize,
+        stream: &mut Vec<u8>,
+    ) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        loop {
+            while let Some(len) = packet_len(stream) {
+                out.push(stream.drain(..len).collect());
+                if out.len() == count {
+                    return out;
+                }
+            }
+            match socket.read().expect("a frame") {
+                Message::Binary(bytes) => stream.extend_from_slice(&bytes),
+                Message::Ping(_) | Message::Pong(_) => {}
+                other => panic!("unexpected frame {other:?}"),
+            }
+        }
+    }
+
+    /// The length of the whole packet at the start of `bytes`, if it is all there.
+    fn packet_len(bytes: &[u8]) -> Option<usize> {
+        let mut remaining = 0usize;
+        for (i, byte) in bytes.iter().skip(1).take(4).enumerate() {
+            remaining |= usize::from(byte & 0x7f) << (7 * i);
+            if byte & 0x80 == 0 {
+                let total = 1 + i + 1 + remaining;
+                return (bytes.len() >= total).then_some(total);
+            }
+        }
+        None
+    }
+
+    #[test]
+    fn packets_and_frames_are_independent_and_shutdown_closes_cleanly() {
+        let mut broker = broker();
+        let (mut socket, _) = open(&broker, "/mqtt", Some("mqtt")).unwrap();
+        // An MQTT 5 CONNECT cut in two frames.
+        let hello = connect(5, "bare-ws");
+        let (head, tail) = hello.split_at(5);
+        socket.send(Message::binary(head.to_vec())).unwrap();
+        socket.send(Message::binary(tail.to_vec())).unwrap();
+        // SUBSCRIBE and PINGREQ in one frame.
+        let mut both = vec![0x82, 9, 0, 1, 0, 0, 3, b'a', b'/', b'b', 0];
+        both.extend_from_slice(&[0xc0, 0]);
+        socket.send(Message::binary(both)).unwrap();
+        let mut stream = Vec::new();
+        let answers = packets(&mut socket, 3, &mut stream);
+        let types: Vec<u8> = answers.iter().map(|p| p[0]).collect();
+        assert_eq!(
+            types,
+            [0x20, 0x90, 0xd0],
+            "CONNACK, SUBACK, PINGRESP: {answers:02x?}"
+        );
+        assert_eq!(answers[0][3], 0, "CONNACK reason: {answers:02x?}");
+        // Shutdown: DISCONNECT "server shutting down", then the WebSocket close handshake.
+        let signalled = Command::new("kill")
+            .args(["-TERM", &broker.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(signalled.success());
+        let disconnect = packets(&mut socket, 1, &mut stream).remove(0);
+        assert_eq!(disconnect[..1], [0xe0]);
+        assert_eq!(disconnect[2], 0x8b, "{disconnect:02x?}");
+        loop {
+            match socket.read() {
+                Ok(Message::Close(_)) => break,
+                Ok(Message::Ping(_) | Message::Pong(_)) => {}
+                other => panic!("expected a Close frame, got {other:?}"),
+            }
+        }
+        // Our side of the close handshake; then the broker ends the TCP connection.
+        let _ = socket.flush();
+        assert!(matches!(
+            socket.read(),
+            Err(tungstenite::Error::ConnectionClosed)
+        ));
+        assert_eq!(broker.terminate().and_then(|s| s.code()), Some(0));
+    }
+
+    #[test]
+    fn a_text_frame_closes_the_connection() {
+        // The WebSocket listener from the command line this time.
+        let broker = Fulmar::start_with(&["--ws-listen", "127.0.0.1:0"]);
+        let (mut socket, _) = open(&broker, "/mqtt", Some("mqtt")).unwrap();
+        socket.send(Message::binary(connect(4, "texter"))).unwrap();
+        let mut stream = Vec::new();
+        assert_eq!(packets(&mut socket, 1, &mut stream)[0][0], 0x20);
+        socket.send(Message::text("PINGREQ")).unwrap();
+        // [MQTT-6.0.0-1]: the broker closes the connection; nothing else comes back.
+        loop {
+            match socket.read() {
+                Ok(Message::Close(_)) | Err(_) => break,
+                Ok(Message::Ping(_) | Message::Pong(_)) => {}
+                Ok(other) => panic!("answered a text frame with {other:?}"),
+            }
+        }
+    }
+}
+
+/// A CONNECT with a clean session / clean start and keep-alive 60 s, for MQTT 3.1.1
+/// (`level` 4) or 5 (`level` 5, no properties).
+fn connect(level: u8, client_id: &str) -> Vec<u8> {
+    let id = client_id.as_bytes();
+    let mut body = vec![0, 4, b'M', b'Q', b'T', b'T', level, 0x02, 0, 60];
+    if level == 5 {
+        body.push(0);
+    }
+    body.extend_from_slice(&(id.len() as u16).to_be_bytes());
+    body.extend_from_slice(id);
+    let mut packet = vec![0x10, body.len() as u8];
+    packet.extend_from_slice(&body);
+    packet
+}
