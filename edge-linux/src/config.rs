@@ -673,6 +673,17 @@ impl Config {
                     "require_client_cert needs client_ca (the CA that signs client certificates)",
                 ));
             }
+            // Without a CA no certificate is asked for, so there would never be an identity.
+            let identity_without_ca = listeners
+                .iter()
+                .position(|l| l.identity_from_cert != CertIdentity::None && l.client_ca.is_none());
+            if let Some(i) = identity_without_ca {
+                return Err(Invalid::new(
+                    format!("listeners.{kind}.{i}.identity_from_cert"),
+                    "identity_from_cert needs client_ca: without it clients are not asked for a \
+                     certificate",
+                ));
+            }
         }
         if self.limits.max_queued_bytes.get() < self.limits.max_packet_size as usize {
             return Err(Invalid::new(
@@ -882,6 +893,11 @@ mod tests {
                     require_client_cert = true\n";
         let (line, column, message) = error_at(text);
         assert_eq!((line, column), (5, 23), "{message}");
+        assert!(message.contains("client_ca"), "{message}");
+        let text = "[[listeners.wss]]\naddr = \"0.0.0.0:8443\"\ncert = \"c\"\nkey = \"k\"\n\
+                    identity_from_cert = \"cn\"\n";
+        let (line, column, message) = error_at(text);
+        assert_eq!((line, column), (5, 22), "{message}");
         assert!(message.contains("client_ca"), "{message}");
         let (line, column, message) =
             error_at("data_dir = \"d\"\n[auth]\npassword_file = \"/nonexistent/passwd\"\n");

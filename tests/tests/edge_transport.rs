@@ -4,30 +4,28 @@
 //! across frames, several packets in one frame, the upgrade refusals and the close
 //! handshake on shutdown.
 //!
-//! Certificates (a CA, a server certificate for 127.0.0.1 and localhost, a client
-//! certificate with CN `alice`, and a second CA that signed nothing the broker trusts) are
-//! generated with rcgen when the test process starts. Each test starts its own broker on
-//! free loopback ports; every wait is bounded.
+//! Each test generates its certificates with rcgen (a CA, a server certificate for
+//! 127.0.0.1 and localhost, a client certificate with CN `alice`, and a second CA with a
+//! client certificate of its own that the broker does not trust) and starts its own broker
+//! on free loopback ports; every wait is bounded.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use fulmar_tests::{Fulmar, Lines, wait_until};
+use fulmar_tests::{DataDir, Fulmar, Lines, wait_until};
 
 /// How long any single expected thing (a message, a handshake, an exit) may take.
 const WAIT: Duration = Duration::from_secs(10);
 
 // --- certificates -----------------------------------------------------------------------
 
-/// PEM files of the test PKI, in a directory of their own.
+/// PEM files of a test PKI, in a directory of their own (removed when dropped).
 #[derive(Debug)]
 struct Pki {
-    dir: PathBuf,
+    dir: DataDir,
     ca: PathBuf,
     server_cert: PathBuf,
     server_key: PathBuf,
@@ -41,20 +39,15 @@ struct Pki {
     stranger_key: PathBuf,
 }
 
-fn pki() -> &'static Pki {
-    static PKI: OnceLock<Pki> = OnceLock::new();
-    PKI.get_or_init(|| {
+impl Pki {
+    /// Generates a fresh PKI (ECDSA P-256 keys: a few milliseconds).
+    fn new() -> Self {
         use rcgen::{
             BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose,
             IsCa, KeyPair, KeyUsagePurpose, SanType,
         };
-        let dir = std::env::temp_dir().join(format!("fulmar-transport-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let write = |name: &str, pem: String| {
-            let path = dir.join(name);
-            std::fs::write(&path, pem).unwrap();
-            path
-        };
+        let dir = DataDir::new("pki");
+        let write = |name: &str, pem: String| dir.write(name, &pem);
         let ca = |cn: &str| {
             let mut params = CertificateParams::default();
             params.distinguished_name.push(DnType::CommonName, cn);
@@ -93,7 +86,6 @@ fn pki() -> &'static Pki {
             ExtendedKeyUsagePurpose::ClientAuth,
         );
         Pki {
-            dir: dir.clone(),
             ca: write("ca.pem", root.pem()),
             server_cert: write("server.pem", server_cert),
             server_key: write("server.key", server_key),
@@ -102,44 +94,65 @@ fn pki() -> &'static Pki {
             other_ca: write("other-ca.pem", other.pem()),
             stranger_cert: write("stranger.pem", stranger.0),
             stranger_key: write("stranger.key", stranger.1),
+            dir,
         }
-    })
+    }
 }
 
 fn path(path: &Path) -> &str {
     path.to_str().unwrap()
 }
 
+/// A running broker with the PKI its certificates come from (dropped after the broker).
+#[derive(Debug)]
+struct Broker {
+    fulmar: Fulmar,
+    pki: Pki,
+}
+
+impl std::ops::Deref for Broker {
+    type Target = Fulmar;
+
+    fn deref(&self) -> &Fulmar {
+        &self.fulmar
+    }
+}
+
+impl std::ops::DerefMut for Broker {
+    fn deref_mut(&mut self) -> &mut Fulmar {
+        &mut self.fulmar
+    }
+}
+
 /// A broker with one listener of each kind, configured in a `fulmar.toml` as a user would
-/// (plain TCP comes from [`Fulmar::start_with`]'s `--listen`). `tls` adds keys to the TLS
-/// and secure WebSocket listeners; `ws_path` is the WebSocket listeners' path.
-fn broker_with(tls: &str, ws_path: &str) -> Fulmar {
-    static CONFIGS: AtomicUsize = AtomicUsize::new(0);
-    let pki = pki();
+/// (plain TCP comes from [`Fulmar::start_with`]'s `--listen`), with a fresh PKI. `tls`
+/// adds keys to the TLS and secure WebSocket listeners (`{ca}` stands for the CA file);
+/// `ws_path` is the WebSocket listeners' path.
+fn broker_with(tls: &str, ws_path: &str) -> Broker {
+    let pki = Pki::new();
     let (cert, key) = (path(&pki.server_cert), path(&pki.server_key));
+    let tls = tls.replace("{ca}", path(&pki.ca));
     let secure = format!("addr = \"127.0.0.1:0\"\ncert = \"{cert}\"\nkey = \"{key}\"\n{tls}\n");
     let toml = format!(
         "[[listeners.tls]]\n{secure}\n\
          [[listeners.ws]]\naddr = \"127.0.0.1:0\"\npath = \"{ws_path}\"\n\n\
          [[listeners.wss]]\n{secure}path = \"{ws_path}\"\n"
     );
-    let n = CONFIGS.fetch_add(1, Ordering::Relaxed);
-    let file = pki.dir.join(format!("fulmar-{n}.toml"));
-    std::fs::write(&file, toml).unwrap();
-    Fulmar::start_with(&["--config", path(&file)])
+    let file = pki.dir.write("fulmar.toml", &toml);
+    let fulmar = Fulmar::start_with(&["--config", path(&file)]);
+    Broker { fulmar, pki }
 }
 
 /// [`broker_with`] without client certificates, WebSocket on `/mqtt`.
-fn broker() -> Fulmar {
+fn broker() -> Broker {
     broker_with("", "/mqtt")
 }
 
 /// [`broker_with`] requiring client certificates signed by the test CA, their CN the
 /// username.
-fn broker_requiring_client_certs() -> Fulmar {
-    let ca = path(&pki().ca);
+fn broker_requiring_client_certs() -> Broker {
     broker_with(
-        &format!("client_ca = \"{ca}\"\nrequire_client_cert = true\nidentity_from_cert = \"cn\""),
+        "client_ca = \"{ca}\"\nrequire_client_cert = true\nidentity_from_cert = \"cn\"",
         "/mqtt",
     )
 }
@@ -188,7 +201,7 @@ fn next_message(sub: &Lines) -> String {
 #[test]
 fn mosquitto_clients_over_tls() {
     let broker = broker();
-    let ca = path(&pki().ca);
+    let ca = path(&broker.pki.ca);
     let sub = mosquitto_sub(&broker, &["--cafile", ca, "-t", "tls/#", "-q", "1"]);
     for qos in ["0", "1", "2"] {
         let payload = format!("over tls at qos {qos}");
@@ -202,8 +215,8 @@ fn mosquitto_clients_over_tls() {
 
 #[test]
 fn a_required_client_certificate_is_checked_and_names_the_client() {
-    let pki = pki();
     let broker = broker_requiring_client_certs();
+    let pki = &broker.pki;
     let (ca, cert, key) = (path(&pki.ca), path(&pki.client_cert), path(&pki.client_key));
     let sub = mosquitto_sub(
         &broker,
@@ -249,8 +262,8 @@ fn a_required_client_certificate_is_checked_and_names_the_client() {
 
 #[test]
 fn bad_tls_clients_cost_only_their_own_connection() {
-    let pki = pki();
     let broker = broker();
+    let pki = &broker.pki;
     let ca = path(&pki.ca);
     let sub = mosquitto_sub(&broker, &["--cafile", ca, "-t", "ok/#"]);
     // A client that trusts another CA refuses the server's certificate.
@@ -297,8 +310,7 @@ mod rumqttc_clients {
 
     /// A rustls client configuration (ring provider) trusting the test CA, with alice's
     /// certificate when `with_cert`.
-    fn tls_config(with_cert: bool) -> TlsConfiguration {
-        let pki = pki();
+    fn tls_config(pki: &Pki, with_cert: bool) -> TlsConfiguration {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut roots = rustls::RootCertStore::empty();
         roots
@@ -319,18 +331,18 @@ mod rumqttc_clients {
     }
 
     /// Options for one of the broker's listeners.
-    fn options(broker: &Fulmar, id: &str, protocol: &str, with_cert: bool) -> MqttOptions {
+    fn options(broker: &Broker, id: &str, protocol: &str, with_cert: bool) -> MqttOptions {
         let addr = broker.listener(protocol);
         let (host, transport) = match protocol {
             "mqtt" => ("127.0.0.1".to_owned(), Transport::Tcp),
             "mqtts" => (
                 "127.0.0.1".to_owned(),
-                Transport::tls_with_config(tls_config(with_cert)),
+                Transport::tls_with_config(tls_config(&broker.pki, with_cert)),
             ),
             "ws" => (format!("ws://{addr}/mqtt"), Transport::Ws),
             "wss" => (
                 format!("wss://{addr}/mqtt"),
-                Transport::wss_with_config(tls_config(with_cert)),
+                Transport::wss_with_config(tls_config(&broker.pki, with_cert)),
             ),
             other => panic!("no such protocol {other}"),
         };
