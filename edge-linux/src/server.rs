@@ -104,7 +104,7 @@ impl Server {
         let mut listeners = Vec::with_capacity(wanted.len());
         for Listener { addr, protocol } in wanted {
             // Certificates first: a bad file fails before any port is taken.
-            let acceptor = Acceptor::new(&protocol, config.limits.max_packet_size)
+            let acceptor = Acceptor::new(&protocol, &config.limits)
                 .map_err(|source| Error::Listener { addr, source })?;
             let (listener, addr) = bind(addr).await?;
             listeners.push(Bound {

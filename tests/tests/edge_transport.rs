@@ -13,7 +13,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use fulmar_tests::{DataDir, Fulmar, Lines, wait_until};
 
@@ -127,8 +127,8 @@ impl std::ops::DerefMut for Broker {
 /// A broker with one listener of each kind, configured in a `fulmar.toml` as a user would
 /// (plain TCP comes from [`Fulmar::start_with`]'s `--listen`), with a fresh PKI. `tls`
 /// adds keys to the TLS and secure WebSocket listeners (`{ca}` stands for the CA file);
-/// `ws_path` is the WebSocket listeners' path.
-fn broker_with(tls: &str, ws_path: &str) -> Broker {
+/// `ws_path` is the WebSocket listeners' path; `args` go on the command line.
+fn broker_with(tls: &str, ws_path: &str, args: &[&str]) -> Broker {
     let pki = Pki::new();
     let (cert, key) = (path(&pki.server_cert), path(&pki.server_key));
     let tls = tls.replace("{ca}", path(&pki.ca));
@@ -139,13 +139,15 @@ fn broker_with(tls: &str, ws_path: &str) -> Broker {
          [[listeners.wss]]\n{secure}path = \"{ws_path}\"\n"
     );
     let file = pki.dir.write("fulmar.toml", &toml);
-    let fulmar = Fulmar::start_with(&["--config", path(&file)]);
+    let mut all = vec!["--config", path(&file)];
+    all.extend_from_slice(args);
+    let fulmar = Fulmar::start_with(&all);
     Broker { fulmar, pki }
 }
 
 /// [`broker_with`] without client certificates, WebSocket on `/mqtt`.
 fn broker() -> Broker {
-    broker_with("", "/mqtt")
+    broker_with("", "/mqtt", &[])
 }
 
 /// [`broker_with`] requiring client certificates signed by the test CA, their CN the
@@ -154,6 +156,7 @@ fn broker_requiring_client_certs() -> Broker {
     broker_with(
         "client_ca = \"{ca}\"\nrequire_client_cert = true\nidentity_from_cert = \"cn\"",
         "/mqtt",
+        &[],
     )
 }
 
@@ -295,6 +298,28 @@ fn bad_tls_clients_cost_only_their_own_connection() {
     assert_eq!(next_message(&sub), "ok/x still fine");
 }
 
+#[test]
+fn sockets_stuck_before_connect_are_closed_after_the_connect_timeout() {
+    let broker = broker_with("", "/mqtt", &["--set", "limits.connect_timeout_secs=1"]);
+    let opened = Instant::now();
+    // Silent from the start, so stuck in the TLS handshake or the HTTP upgrade.
+    let silent: Vec<TcpStream> = ["mqtts", "ws", "wss"]
+        .into_iter()
+        .map(|protocol| TcpStream::connect(broker.listener(protocol)).unwrap())
+        .collect();
+    for mut socket in silent {
+        socket.set_read_timeout(Some(WAIT)).unwrap();
+        let mut rest = Vec::new();
+        // EOF (or a reset) when the broker closes it; a timeout error otherwise.
+        let _ = socket.read_to_end(&mut rest);
+        let waited = opened.elapsed();
+        assert!(
+            waited >= Duration::from_millis(900) && waited < WAIT,
+            "closed after {waited:?}"
+        );
+    }
+}
+
 // --- rumqttc over TLS, WebSocket and secure WebSocket -----------------------------------
 
 mod rumqttc_clients {
@@ -332,6 +357,16 @@ mod rumqttc_clients {
 
     /// Options for one of the broker's listeners.
     fn options(broker: &Broker, id: &str, protocol: &str, with_cert: bool) -> MqttOptions {
+        let (host, port, transport) = target(broker, protocol, with_cert);
+        let mut options = MqttOptions::new(id, host, port);
+        options.set_transport(transport);
+        options.set_keep_alive(Duration::from_secs(30));
+        options.set_max_packet_size(1 << 20, 1 << 20);
+        options
+    }
+
+    /// rumqttc's host, port and transport for one of the broker's listeners.
+    fn target(broker: &Broker, protocol: &str, with_cert: bool) -> (String, u16, Transport) {
         let addr = broker.listener(protocol);
         let (host, transport) = match protocol {
             "mqtt" => ("127.0.0.1".to_owned(), Transport::Tcp),
@@ -346,11 +381,7 @@ mod rumqttc_clients {
             ),
             other => panic!("no such protocol {other}"),
         };
-        let mut options = MqttOptions::new(id, host, addr.port());
-        options.set_transport(transport);
-        options.set_keep_alive(Duration::from_secs(30));
-        options.set_max_packet_size(1 << 20, 1 << 20);
-        options
+        (host, addr.port(), transport)
     }
 
     /// A connected client whose received messages arrive on a channel.
@@ -482,6 +513,45 @@ mod rumqttc_clients {
             );
         }
     }
+
+    #[tokio::test]
+    async fn mqtt_5_over_wss_to_tls() {
+        use rumqttc::v5::mqttbytes::QoS as QoS5;
+        use rumqttc::v5::mqttbytes::v5::Packet as Packet5;
+        use rumqttc::v5::{AsyncClient as Client5, Event as Event5, MqttOptions as Options5};
+
+        let broker = broker();
+        let connect = |id: &str, protocol: &str| {
+            let (host, port, transport) = target(&broker, protocol, false);
+            let mut options = Options5::new(id, host, port);
+            options.set_transport(transport);
+            Client5::new(options, 8)
+        };
+        let (sub, mut sub_loop) = connect("v5-sub", "mqtts");
+        let (publisher, mut pub_loop) = connect("v5-pub", "wss");
+        sub.subscribe("v5/#", QoS5::ExactlyOnce).await.unwrap();
+        let got = timeout(WAIT, async {
+            loop {
+                // Publish once the subscription is acknowledged; drive both event loops.
+                tokio::select! {
+                    event = sub_loop.poll() => match event.expect("subscriber connection") {
+                        Event5::Incoming(Packet5::SubAck(_)) => publisher
+                            .publish("v5/wss", QoS5::ExactlyOnce, false, "five")
+                            .await
+                            .unwrap(),
+                        Event5::Incoming(Packet5::Publish(p)) => return (p.topic, p.payload),
+                        _ => {}
+                    },
+                    event = pub_loop.poll() => {
+                        event.expect("publisher connection");
+                    }
+                }
+            }
+        })
+        .await
+        .expect("the message in time");
+        assert_eq!((&got.0[..], &got.1[..]), (&b"v5/wss"[..], &b"five"[..]));
+    }
 }
 
 // --- a bare WebSocket client ------------------------------------------------------------
@@ -550,7 +620,7 @@ mod websocket {
         let (_, chosen) = open(&broker, "/mqtt", Some("mqttv3.1")).unwrap();
         assert_eq!(chosen.as_deref(), Some("mqttv3.1"));
         // Another path configured: that one only.
-        let custom = broker_with("", "/ws/mqtt");
+        let custom = broker_with("", "/ws/mqtt", &[]);
         assert_eq!(
             refused_with(open(&custom, "/mqtt", Some("mqtt"))),
             StatusCode::NOT_FOUND

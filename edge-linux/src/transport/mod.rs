@@ -9,9 +9,10 @@
 //! - `ws` / `wss`: MQTT over WebSocket, plain or inside TLS: an HTTP upgrade on one path
 //!   with the `mqtt` subprotocol, then binary frames carrying the byte stream ([`ws`]).
 //!
-//! Each accepted connection runs its handshakes in its own task, bounded by
-//! [`HANDSHAKE_TIMEOUT`], so a slow or hostile peer never holds up the accept loop or any
-//! other connection; a failed handshake closes that connection only. Certificates and keys
+//! Each accepted connection runs its handshakes in its own task, bounded by the CONNECT
+//! timeout (`limits.connect_timeout_secs`: a socket that never gets as far as CONNECT is
+//! closed after it, whatever it is stuck on), so a slow or hostile peer never holds up the
+//! accept loop or any other connection; a failed handshake closes that connection only. Certificates and keys
 //! are loaded when the listener is built, so a missing or bad file is an error at startup.
 //!
 //! The settings are the configuration's `listeners` entries ([`crate::config::Listeners`]).
@@ -30,12 +31,9 @@ use tokio::net::TcpStream;
 use tracing::debug;
 
 use crate::broker_task::BrokerHandle;
-use crate::config::{Listeners, TlsListener, WsListener};
+use crate::config::{Limits, Listeners, TlsListener, WsListener};
 use crate::connection::{self, Origin};
 use stream::{StreamIncoming, StreamOutgoing, TcpIncoming};
-
-/// How long a connection may take over its TLS and WebSocket handshakes.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// One listener: where it listens and what it speaks there.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -128,7 +126,14 @@ pub enum Error {
 
 /// How a listener turns accepted TCP connections into MQTT byte streams.
 #[derive(Debug)]
-pub(crate) enum Acceptor {
+pub(crate) struct Acceptor {
+    kind: Kind,
+    /// How long the handshakes may take.
+    handshake_timeout: Duration,
+}
+
+#[derive(Debug)]
+enum Kind {
     Mqtt,
     Tls(tls::Tls),
     Ws(ws::Ws),
@@ -137,15 +142,21 @@ pub(crate) enum Acceptor {
 
 impl Acceptor {
     /// Builds the acceptor of a listener, loading its certificates.
-    pub(crate) fn new(protocol: &Protocol, max_packet_size: u32) -> Result<Self, Error> {
-        Ok(match protocol {
-            Protocol::Mqtt => Self::Mqtt,
-            Protocol::Tls(tls) => Self::Tls(tls::Tls::new(tls)?),
-            Protocol::Ws(ws) => Self::Ws(ws::Ws::new(&ws.path, max_packet_size)?),
-            Protocol::Wss(wss) => Self::Wss(
+    pub(crate) fn new(protocol: &Protocol, limits: &Limits) -> Result<Self, Error> {
+        let max_packet_size = limits.max_packet_size;
+        let kind = match protocol {
+            Protocol::Mqtt => Kind::Mqtt,
+            Protocol::Tls(tls) => Kind::Tls(tls::Tls::new(tls)?),
+            Protocol::Ws(ws) => Kind::Ws(ws::Ws::new(&ws.path, max_packet_size)?),
+            Protocol::Wss(wss) => Kind::Wss(
                 tls::Tls::new(wss)?,
                 ws::Ws::new(wss.ws_path(), max_packet_size)?,
             ),
+        };
+        let handshake_timeout = Duration::from_secs(u64::from(limits.connect_timeout_secs));
+        Ok(Self {
+            kind,
+            handshake_timeout,
         })
     }
 
@@ -155,14 +166,16 @@ impl Acceptor {
             peer,
             identity: None,
         };
-        match self {
-            Self::Mqtt => {
+        let timeout = self.handshake_timeout;
+        match &self.kind {
+            Kind::Mqtt => {
                 let (reader, writer) = tcp.into_split();
                 let incoming = TcpIncoming::new(reader);
                 connection::serve(origin, incoming, StreamOutgoing(writer), broker).await;
             }
-            Self::Tls(tls) => {
-                let Some((stream, identity)) = handshake(peer, tls.accept(tcp)).await else {
+            Kind::Tls(tls) => {
+                let Some((stream, identity)) = handshake(peer, timeout, tls.accept(tcp)).await
+                else {
                     return;
                 };
                 let (reader, writer) = tokio::io::split(stream);
@@ -170,20 +183,20 @@ impl Acceptor {
                 let (incoming, outgoing) = (StreamIncoming(reader), StreamOutgoing(writer));
                 connection::serve(origin, incoming, outgoing, broker).await;
             }
-            Self::Ws(ws) => {
-                let Some(stream) = handshake(peer, ws.accept(tcp)).await else {
+            Kind::Ws(ws) => {
+                let Some(stream) = handshake(peer, timeout, ws.accept(tcp)).await else {
                     return;
                 };
                 let (sink, stream) = stream.split();
                 let (incoming, outgoing) = (ws::WsIncoming(stream), ws::WsOutgoing(sink));
                 connection::serve(origin, incoming, outgoing, broker).await;
             }
-            Self::Wss(tls, ws) => {
+            Kind::Wss(tls, ws) => {
                 let handshakes = async {
                     let (stream, identity) = tls.accept(tcp).await?;
                     Ok((ws.accept(stream).await?, identity))
                 };
-                let Some((stream, identity)) = handshake(peer, handshakes).await else {
+                let Some((stream, identity)) = handshake(peer, timeout, handshakes).await else {
                     return;
                 };
                 let (sink, stream) = stream.split();
@@ -195,13 +208,14 @@ impl Acceptor {
     }
 }
 
-/// Runs a connection's handshakes within [`HANDSHAKE_TIMEOUT`]; `None` (logged) when they
-/// fail or take too long, and the connection is dropped.
+/// Runs a connection's handshakes within `timeout`; `None` (logged) when they fail or take
+/// too long, and the connection is dropped.
 async fn handshake<T>(
     peer: SocketAddr,
+    timeout: Duration,
     handshakes: impl Future<Output = std::io::Result<T>>,
 ) -> Option<T> {
-    match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshakes).await {
+    match tokio::time::timeout(timeout, handshakes).await {
         Ok(Ok(done)) => Some(done),
         Ok(Err(error)) => {
             debug!(%peer, %error, "handshake failed");
