@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use fulmar_tests::{Fulmar, Lines, fulmar_bin, wait_until};
 
+mod support;
+
 /// How long any single expected thing (a message, an acknowledgment, an exit) may take.
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -508,129 +510,10 @@ mod v311 {
 // --- rumqttc, MQTT 5.0 ------------------------------------------------------------------
 
 mod v5 {
-    use super::WAIT;
+    use crate::support::mqtt5::{Client, Options};
     use fulmar_tests::Fulmar;
-    use rumqttc::Outgoing;
     use rumqttc::v5::mqttbytes::QoS;
-    use rumqttc::v5::mqttbytes::v5::{ConnAck, ConnectReturnCode, LastWill, Packet};
-    use rumqttc::v5::{AsyncClient, Event, MqttOptions};
-    use tokio::sync::mpsc;
-    use tokio::time::timeout;
-
-    struct Client {
-        client: AsyncClient,
-        incoming: mpsc::UnboundedReceiver<Packet>,
-        task: tokio::task::JoinHandle<()>,
-    }
-
-    /// How a test client connects.
-    #[derive(Default)]
-    struct Options {
-        /// Keep the session (clean start off, session expiry 5 minutes).
-        persistent: bool,
-        will: Option<LastWill>,
-    }
-
-    impl Client {
-        async fn connect(broker: &Fulmar, id: &str, how: Options) -> (Self, ConnAck) {
-            let mut options = MqttOptions::new(id, "127.0.0.1", broker.port());
-            options
-                .set_keep_alive(std::time::Duration::from_secs(30))
-                // rumqttc's own default limit on incoming packets is small; announce 1 MiB.
-                .set_max_packet_size(Some(1 << 20));
-            if how.persistent {
-                options
-                    .set_clean_start(false)
-                    .set_session_expiry_interval(Some(300));
-            }
-            if let Some(will) = how.will {
-                options.set_last_will(will);
-            }
-            let (client, mut eventloop) = AsyncClient::new(options, 64);
-            let (forward, incoming) = mpsc::unbounded_channel();
-            let task = tokio::spawn(async move {
-                loop {
-                    match eventloop.poll().await {
-                        Ok(Event::Incoming(packet)) => {
-                            let _ = forward.send(packet);
-                        }
-                        Ok(Event::Outgoing(Outgoing::Disconnect)) | Err(_) => break,
-                        Ok(Event::Outgoing(_)) => {}
-                    }
-                }
-            });
-            let mut this = Self {
-                client,
-                incoming,
-                task,
-            };
-            let connack = match this.next().await {
-                Packet::ConnAck(ack) => ack,
-                other => panic!("{id}: expected CONNACK, got {other:?}"),
-            };
-            assert_eq!(connack.code, ConnectReturnCode::Success);
-            (this, connack)
-        }
-
-        async fn next(&mut self) -> Packet {
-            timeout(WAIT, self.incoming.recv())
-                .await
-                .expect("a packet in time")
-                .expect("the connection is open")
-        }
-
-        async fn until(&mut self, wanted: impl Fn(&Packet) -> bool) -> Packet {
-            loop {
-                let packet = self.next().await;
-                if wanted(&packet) {
-                    return packet;
-                }
-            }
-        }
-
-        async fn subscribe(&mut self, filter: &str, qos: QoS) {
-            self.client.subscribe(filter, qos).await.unwrap();
-            self.until(|p| matches!(p, Packet::SubAck(_))).await;
-        }
-
-        async fn publish(&mut self, topic: &str, payload: &str, qos: QoS, retain: bool) {
-            self.client
-                .publish(topic, qos, retain, payload.as_bytes().to_vec())
-                .await
-                .unwrap();
-            match qos {
-                QoS::AtMostOnce => {}
-                QoS::AtLeastOnce => {
-                    self.until(|p| matches!(p, Packet::PubAck(_))).await;
-                }
-                QoS::ExactlyOnce => {
-                    self.until(|p| matches!(p, Packet::PubComp(_))).await;
-                }
-            }
-        }
-
-        async fn message(&mut self) -> (String, String, QoS, bool) {
-            match self.until(|p| matches!(p, Packet::Publish(_))).await {
-                Packet::Publish(p) => (
-                    String::from_utf8_lossy(&p.topic).into_owned(),
-                    String::from_utf8_lossy(&p.payload).into_owned(),
-                    p.qos,
-                    p.retain,
-                ),
-                _ => unreachable!(),
-            }
-        }
-
-        async fn disconnect(self) {
-            self.client.disconnect().await.unwrap();
-            timeout(WAIT, self.task).await.unwrap().unwrap();
-        }
-
-        async fn kill(self) {
-            self.task.abort();
-            let _ = self.task.await;
-        }
-    }
+    use rumqttc::v5::mqttbytes::v5::LastWill;
 
     #[tokio::test]
     async fn qos_0_1_2_round_trip() {
