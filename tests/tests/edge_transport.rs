@@ -686,6 +686,14 @@ mod websocket {
             "CONNACK, SUBACK, PINGRESP: {answers:02x?}"
         );
         assert_eq!(answers[0][3], 0, "CONNACK reason: {answers:02x?}");
+        // A WebSocket ping is answered (proxies and some clients keep connections alive so).
+        socket
+            .send(Message::Ping(b"alive?".to_vec().into()))
+            .unwrap();
+        match socket.read().expect("a frame") {
+            Message::Pong(payload) => assert_eq!(&payload[..], b"alive?"),
+            other => panic!("expected a Pong, got {other:?}"),
+        }
         // Shutdown: DISCONNECT "server shutting down", then the WebSocket close handshake.
         let signalled = Command::new("kill")
             .args(["-TERM", &broker.pid().to_string()])
