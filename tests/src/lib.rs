@@ -26,6 +26,8 @@
 //! the port in between. [`free_port`] remains for tests that need a number up front (a
 //! restart on the same port).
 
+pub mod firmware;
+
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};

@@ -11,11 +11,13 @@
 //! - `libtest`: reading pass/fail counts out of libtest's output.
 //! - `report`: suite results and the summary table.
 //! - `size`: the `size` command (and suite): flash and RAM of the firmware broker.
+//! - `firmware`: the `qemu` command (boot the QEMU firmware) and the `firmware` suite.
 //!
 //! To add a subcommand (`qemu`, `dist`, `bench`), add a module and a row to
 //! [`COMMANDS`]; to add a suite to `cargo xtask test`, add a row to `test::SUITES`.
 
 mod exec;
+mod firmware;
 mod libtest;
 mod report;
 mod setup;
@@ -46,6 +48,12 @@ const COMMANDS: &[Command] = &[
         usage: "size",
         about: "build the firmware broker for thumbv7em and check its flash and RAM budget",
         run: size::main,
+    },
+    Command {
+        name: "qemu",
+        usage: "qemu [--mqtt-port PORT]",
+        about: "build the QEMU firmware and boot it, MQTT on 127.0.0.1:PORT, logs on stdout",
+        run: firmware::main,
     },
     Command {
         name: "help",
@@ -108,6 +116,10 @@ fn help(args: &[String]) -> ExitCode {
         }
         [name] if name == "size" => {
             print!("{}", size::help());
+            ExitCode::SUCCESS
+        }
+        [name] if name == "qemu" => {
+            print!("{}", firmware::help());
             ExitCode::SUCCESS
         }
         [name] if COMMANDS.iter().any(|c| c.name == name) => {

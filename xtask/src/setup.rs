@@ -41,6 +41,8 @@ fn ensure_all(ctx: &Ctx, installed: &mut Vec<String>) -> Result<(), String> {
     ensure_cxx(ctx, installed)?;
     ensure_mosquitto_clients(ctx, installed)?;
     ensure_systemd_analyze(ctx, installed)?;
+    // QEMU and defmt-print for the firmware's end-to-end tests and `cargo xtask qemu`.
+    crate::firmware::ensure_tools(ctx, installed)?;
     // Show the toolchains in the log: "works on my machine" usually means "different rustc".
     for args in [&["--version"][..], &["+nightly", "--version"]] {
         ctx.run(&mut ctx.command("rustc", args))?;

@@ -52,6 +52,11 @@ pub(crate) const SUITES: &[Suite] = &[
         run: nostd,
     },
     Suite {
+        name: "firmware",
+        about: "fmt, clippy and release build of the firmware workspace (edge-firmware/)",
+        run: crate::firmware::suite,
+    },
+    Suite {
         name: "size",
         about: "build core/size-probe for thumbv7em; fail if over 64 KiB flash or 40 KiB RAM",
         run: crate::size::suite,

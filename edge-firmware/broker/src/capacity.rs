@@ -1,0 +1,74 @@
+//! Build-time capacities of the firmware broker, and what each costs in RAM.
+//!
+//! Eight clients, 64 subscriptions, 32 retained messages and 2 KiB packets, plus
+//! [`SPARE_SOCKETS`] sockets beyond the client limit. embassy-net has no listen backlog: a
+//! client that connects while no socket is listening gets a TCP reset, so spare sockets
+//! keep listening when every client slot is taken (the extra client then gets a CONNACK
+//! refusal it can read) and while an old socket is still closing (a client reconnecting at
+//! once gets in).
+//!
+//! | state | capacity | RAM (bytes, approx.) |
+//! |---|---:|---:|
+//! | the broker (all of the below) | | 35 500 |
+//! | connections | [`SOCKETS`] | 10 × 88 |
+//! | sessions | [`CLIENTS`] | 8 × 130 |
+//! | subscriptions / trie nodes | [`SUBSCRIPTIONS`] / 96 | 64 × 32 + 96 × 56 |
+//! | message bytes (topics, payloads, properties) | 8 KiB | 8 192 |
+//! | per socket: TCP rings + receive buffer | [`SOCKET_RX`] + [`SOCKET_TX`] + [`PACKET`] | 10 × 4 608 |
+//!
+//! `cargo xtask size` measures the whole firmware (README, "Firmware").
+
+use fulmar_core::broker::Config;
+
+/// Clients that can hold a session at once.
+pub const CLIENTS: usize = 8;
+/// Sockets listening beyond [`CLIENTS`] (see the module documentation).
+pub const SPARE_SOCKETS: usize = 2;
+/// TCP sockets, and so broker connections and socket tasks.
+pub const SOCKETS: usize = CLIENTS + SPARE_SOCKETS;
+/// Subscriptions, all clients together.
+pub const SUBSCRIPTIONS: usize = 64;
+/// Retained messages.
+pub const RETAINED: usize = 32;
+/// Largest MQTT packet in either direction.
+pub const PACKET: usize = 2048;
+/// TCP receive ring of each socket.
+pub const SOCKET_RX: usize = 512;
+/// TCP transmit ring of each socket: holds the largest packet the broker sends, which
+/// may carry more properties than the one that brought it in (hence a margin).
+pub const SOCKET_TX: usize = PACKET + 256;
+/// The MQTT port.
+pub const MQTT_PORT: u16 = 1883;
+
+fulmar_core::fixed_broker_storage! {
+    /// The firmware broker's storage: [`SOCKETS`] connections, [`CLIENTS`] sessions,
+    /// [`SUBSCRIPTIONS`] subscriptions over 96 trie nodes (filters share their first
+    /// levels), topic levels and client identifiers up to 32 bytes, 64 messages (the 32
+    /// retained plus 32 queued or held as wills) over 8 KiB, queues of 64 entries in all.
+    pub struct Storage {
+        connections: SOCKETS, sessions: CLIENTS, subscriptions: SUBSCRIPTIONS,
+        topic_nodes: 96, share_groups: 4, text: 32, messages: 64, queue: 64,
+        controls: 40, inbound: 16, aliases: 16, retained: RETAINED, blob_bytes: 8192,
+        slots: 128, pending: 16, auth_scratch: 256,
+    }
+}
+
+/// The broker configuration that matches [`Storage`]: limits reached through the
+/// protocol's own answers (CONNACK refusals, quota reason codes) before storage runs out.
+pub fn config() -> Config {
+    Config {
+        max_connections: SOCKETS,
+        max_clients: CLIENTS,
+        max_sessions: CLIENTS,
+        max_packet_size: PACKET as u32,
+        max_subscriptions_per_client: 16,
+        max_inflight: 4,
+        receive_maximum: 2,
+        max_queued_messages: 8,
+        max_queued_bytes: 4096,
+        max_retained: RETAINED,
+        max_retained_bytes: 4096,
+        topic_alias_maximum: 2,
+        ..Config::default()
+    }
+}

@@ -1,0 +1,222 @@
+//! The broker in a `static`, and the loop each socket task runs.
+//!
+//! One [`State`] holds the broker and which socket slot serves which connection; every
+//! access takes it for one synchronous call (a critical section, microseconds), never
+//! across an `.await`. A board spawns [`SOCKETS`] tasks running [`serve_slot`], one per
+//! TCP socket: each accepts a client, feeds what it sends to `Broker::handle_bytes`, and
+//! writes what `Broker::poll_transmit` has for it. Output for other connections (a
+//! PUBLISH routed to them, a will, a keep-alive expiry) is announced by the broker's
+//! events; whichever task drains them wakes the slot concerned through its [`Signal`].
+//! Timers (keep-alive, connect timeout, message expiry) come from `Broker::poll_timeout`
+//! and an `embassy-time` timer in every waiting task.
+
+use core::cell::RefCell;
+
+use defmt::{info, warn};
+use embassy_futures::select::{Either3, select3};
+use embassy_net::Stack;
+use embassy_net::tcp::TcpSocket;
+use embassy_sync::blocking_mutex::Mutex;
+use embassy_sync::blocking_mutex::raw::CriticalSectionRawMutex;
+use embassy_sync::signal::Signal;
+use embassy_time::{Duration, Timer, with_timeout};
+use fulmar_core::broker::{AllowAll, Broker, ConnectionId, Event};
+
+use crate::capacity::{MQTT_PORT, PACKET, SOCKET_RX, SOCKET_TX, SOCKETS, Storage, config};
+
+/// The broker and the slot bookkeeping, behind one lock.
+struct State {
+    broker: Broker<Storage>,
+    /// The connection each socket slot serves.
+    owners: [Option<ConnectionId>; SOCKETS],
+    /// The broker asked to close the slot's connection (`Event::Close`).
+    closing: [bool; SOCKETS],
+}
+
+/// All zero bytes at build time (`Broker::unconfigured`): in `.bss`, never copied.
+static STATE: Mutex<CriticalSectionRawMutex, RefCell<State>> = Mutex::new(RefCell::new(State {
+    broker: Broker::unconfigured(AllowAll),
+    owners: [None; SOCKETS],
+    closing: [false; SOCKETS],
+}));
+
+/// Wakes a slot's task: the broker has output for its connection, or wants it closed.
+static WAKE: [Signal<CriticalSectionRawMutex, ()>; SOCKETS] = [const { Signal::new() }; SOCKETS];
+
+/// Configures the broker; call once, before spawning the socket tasks. `seed` keys its
+/// hash indexes: take it from the board's random source (or its unique id).
+pub fn start(seed: u64) {
+    let configured = with(|state| state.broker.configure(config(), seed));
+    info!(
+        "fulmar broker: {} clients, {} sockets, {} B packets, port {}, configured: {}",
+        crate::capacity::CLIENTS,
+        SOCKETS,
+        PACKET,
+        MQTT_PORT,
+        configured
+    );
+}
+
+fn with<R>(f: impl FnOnce(&mut State) -> R) -> R {
+    STATE.lock(|state| f(&mut state.borrow_mut()))
+}
+
+/// The core's clock: milliseconds of `embassy-time`.
+fn now() -> fulmar_core::time::Instant {
+    fulmar_core::time::Instant::from_millis(embassy_time::Instant::now().as_millis())
+}
+
+/// Drains the broker's events: marks connections to close and wakes their slots.
+fn dispatch(state: &mut State) {
+    while let Some(event) = state.broker.poll_event() {
+        let (conn, close) = match event {
+            Event::Transmit(conn) => (conn, false),
+            Event::Connected(conn) => {
+                if let Some(id) = state.broker.connection_client_id(conn) {
+                    info!("client {=str} connected", id);
+                }
+                continue;
+            }
+            Event::Close(conn, reason) => {
+                info!("closing {}: {}", conn, reason);
+                (conn, true)
+            }
+        };
+        if let Some(slot) = state.owners.iter().position(|o| *o == Some(conn)) {
+            state.closing[slot] |= close;
+            WAKE[slot].signal(());
+        }
+    }
+}
+
+/// Serves MQTT clients on socket slot `slot` (0 to [`SOCKETS`] − 1), one after another,
+/// forever. Run it in one task per slot.
+pub async fn serve_slot(stack: Stack<'static>, slot: usize) -> ! {
+    let mut rx_ring = [0u8; SOCKET_RX];
+    let mut tx_ring = [0u8; SOCKET_TX];
+    // Bytes of a packet not complete yet: the core consumes whole packets only.
+    let mut inbox = [0u8; PACKET];
+    loop {
+        let mut socket = TcpSocket::new(stack, &mut rx_ring, &mut tx_ring);
+        if let Err(e) = socket.accept(MQTT_PORT).await {
+            warn!("slot {}: accept failed: {}", slot, e);
+            continue;
+        }
+        socket.set_nagle_enabled(false);
+        let accepted = with(|state| {
+            let conn = state.broker.handle_connect(now()).ok()?;
+            state.owners[slot] = Some(conn);
+            state.closing[slot] = false;
+            Some(conn)
+        });
+        let Some(conn) = accepted else {
+            // Cannot happen with SOCKETS == max_connections; reset rather than hang.
+            warn!("slot {}: no broker connection left", slot);
+            close(&mut socket, false).await;
+            continue;
+        };
+        info!("slot {}: {} from {}", slot, conn, socket.remote_endpoint());
+        WAKE[slot].reset();
+        let graceful = run(&mut socket, slot, conn, &mut inbox).await;
+        with(|state| {
+            // An abrupt end (no DISCONNECT) publishes the client's will [MQTT-3.1.2-8].
+            state.broker.handle_disconnect(conn, now());
+            state.owners[slot] = None;
+            dispatch(state);
+        });
+        close(&mut socket, graceful).await;
+        info!("slot {}: {} closed", slot, conn);
+    }
+}
+
+/// Runs one connection until the broker closes it (`true`: close gracefully) or the
+/// client goes away (`false`).
+async fn run(
+    socket: &mut TcpSocket<'_>,
+    slot: usize,
+    conn: ConnectionId,
+    inbox: &mut [u8],
+) -> bool {
+    let mut filled = 0;
+    loop {
+        if write_output(socket, conn).await.is_err() {
+            return false;
+        }
+        if with(|state| state.closing[slot]) {
+            return true;
+        }
+        let deadline = with(|state| state.broker.poll_timeout()).map_or_else(
+            || embassy_time::Instant::now() + Duration::from_secs(3600),
+            |at| embassy_time::Instant::from_millis(at.as_millis()),
+        );
+        match select3(
+            socket.read(&mut inbox[filled..]),
+            WAKE[slot].wait(),
+            Timer::at(deadline),
+        )
+        .await
+        {
+            // End of stream or reset.
+            Either3::First(Ok(0) | Err(_)) => return false,
+            Either3::First(Ok(n)) => {
+                filled += n;
+                let used = with(|state| {
+                    let used = state.broker.handle_bytes(conn, &inbox[..filled], now());
+                    dispatch(state);
+                    used
+                });
+                inbox.copy_within(used..filled, 0);
+                filled -= used;
+                if filled == inbox.len() {
+                    // The core refuses packets over PACKET bytes before they fill the
+                    // buffer; if one ever did, the connection could not make progress.
+                    warn!("slot {}: receive buffer full without a whole packet", slot);
+                    return false;
+                }
+            }
+            Either3::Second(()) => {}
+            Either3::Third(()) => with(|state| {
+                state.broker.handle_timeout(now());
+                dispatch(state);
+            }),
+        }
+    }
+}
+
+/// Writes everything the broker has for `conn` into the socket, straight into its
+/// transmit ring. Fails when the socket is gone.
+async fn write_output(socket: &mut TcpSocket<'_>, conn: ConnectionId) -> Result<(), ()> {
+    loop {
+        let polled = socket
+            .write_with(
+                |buf| match with(|state| state.broker.poll_transmit(conn, buf, now())) {
+                    Ok(n) => (n, Ok(n)),
+                    Err(e) => (0, Err(e)),
+                },
+            )
+            .await
+            .map_err(|_| ())?;
+        match polled {
+            Ok(0) => return Ok(()),
+            Ok(_) => {}
+            // The next packet is larger than the ring's free contiguous room: once the
+            // ring has drained it starts over at its beginning, with room for a packet.
+            Err(_) if socket.send_queue() > 0 => socket.flush().await.map_err(|_| ())?,
+            Err(e) => {
+                warn!("packet larger than the transmit ring: {}", e);
+                return Err(());
+            }
+        }
+    }
+}
+
+/// Closes the socket: FIN after the last bytes (`graceful`) or reset, within bounded
+/// time, so the slot listens again soon.
+async fn close(socket: &mut TcpSocket<'_>, graceful: bool) {
+    if graceful {
+        socket.close();
+        let _ = with_timeout(Duration::from_secs(2), socket.flush()).await;
+    }
+    socket.abort();
+    let _ = with_timeout(Duration::from_millis(200), socket.flush()).await;
+}

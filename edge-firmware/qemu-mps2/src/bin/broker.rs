@@ -1,0 +1,88 @@
+//! The Fulmar broker firmware for the MPS2 AN386 under QEMU: MQTT on 10.0.2.15:1883 (QEMU's
+//! user-mode network; `cargo xtask qemu --mqtt-port PORT` forwards a host port to it),
+//! defmt logs over semihosting.
+#![no_std]
+#![no_main]
+
+use defmt::{error, info};
+use defmt_semihosting as _;
+use embassy_executor::Spawner;
+use embassy_net::{Ipv4Address, Ipv4Cidr, Runner, Stack, StackResources, StaticConfigV4};
+use fulmar_firmware::capacity::SOCKETS;
+use fulmar_qemu_mps2::lan9118::Lan9118;
+use fulmar_qemu_mps2::{irq, time};
+use static_cell::StaticCell;
+
+/// QEMU's user-mode network: the guest is 10.0.2.15, the host's gateway 10.0.2.2.
+const ADDRESS: Ipv4Address = Ipv4Address::new(10, 0, 2, 15);
+const GATEWAY: Ipv4Address = Ipv4Address::new(10, 0, 2, 2);
+
+defmt::timestamp!("{=u64:ms}", embassy_time::Instant::now().as_millis());
+
+#[embassy_executor::main]
+async fn main(spawner: Spawner) {
+    time::init();
+    let nic = match Lan9118::new() {
+        Ok(nic) => nic,
+        Err(e) => {
+            error!("LAN9118: {}", e);
+            semihosting::process::exit(1);
+        }
+    };
+    let mac = nic.mac();
+    info!("LAN9118 up, MAC {=[u8]:02x}", mac);
+    let seed = u64::from(nic.free_running_counter()) << 32
+        | u64::from(u32::from_le_bytes([mac[2], mac[3], mac[4], mac[5]]));
+    fulmar_firmware::server::start(seed);
+
+    let config = embassy_net::Config::ipv4_static(StaticConfigV4 {
+        address: Ipv4Cidr::new(ADDRESS, 24),
+        gateway: Some(GATEWAY),
+        dns_servers: Default::default(),
+    });
+    // One socket more than the broker's: embassy-net's own bookkeeping needs none, the
+    // spare keeps a margin for nothing else being added unnoticed.
+    static RESOURCES: StaticCell<StackResources<{ SOCKETS + 1 }>> = StaticCell::new();
+    let (stack, runner) =
+        embassy_net::new(nic, config, RESOURCES.init(StackResources::new()), seed);
+    spawner.spawn(net_task(runner).expect("one network task"));
+    for slot in 0..SOCKETS {
+        spawner.spawn(slot_task(stack, slot).expect("a task per socket"));
+    }
+    info!(
+        "listening on {}:{}",
+        ADDRESS,
+        fulmar_firmware::capacity::MQTT_PORT
+    );
+}
+
+#[embassy_executor::task]
+async fn net_task(mut runner: Runner<'static, Lan9118>) -> ! {
+    runner.run().await
+}
+
+#[embassy_executor::task(pool_size = SOCKETS)]
+async fn slot_task(stack: Stack<'static>, slot: usize) -> ! {
+    fulmar_firmware::server::serve_slot(stack, slot).await
+}
+
+// cortex-m-rt requires these handlers to be declared `unsafe fn`; their bodies are safe.
+#[allow(unsafe_code)]
+#[cortex_m_rt::exception]
+unsafe fn DefaultHandler(irqn: i16) {
+    irq::dispatch(irqn);
+}
+
+#[allow(unsafe_code)]
+#[cortex_m_rt::exception]
+unsafe fn HardFault(frame: &cortex_m_rt::ExceptionFrame) -> ! {
+    error!("hard fault at pc {=u32:#x}", frame.pc());
+    semihosting::process::exit(2)
+}
+
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
+    error!("panic: {}", defmt::Display2Format(info));
+    // Ends QEMU with a failure status, so a test or CI run sees the crash.
+    semihosting::process::exit(1)
+}

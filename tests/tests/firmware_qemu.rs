@@ -1,0 +1,394 @@
+//! The QEMU firmware (MPS2 AN386, LAN9118, embassy-net) with real clients from the host:
+//! `mosquitto_pub` / `mosquitto_sub` and `rumqttc`, MQTT 3.1.1 and 5.0, plus raw sockets
+//! where a test needs bytes no client library sends (abrupt closes, garbage, a packet over
+//! the firmware's 2 KiB limit).
+//!
+//! Each test boots its own board (`fulmar_tests::firmware::Board`, about a second) on a
+//! free loopback port; every wait is bounded.
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::TcpStream;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use fulmar_tests::Lines;
+use fulmar_tests::firmware::Board;
+
+/// How long any single expected thing (a message, an acknowledgment) may take. Generous:
+/// the board is emulated, on a CI machine shared with other jobs.
+const WAIT: Duration = Duration::from_secs(15);
+
+/// The firmware's client limit (`fulmar_firmware::capacity::CLIENTS`).
+const CLIENTS: usize = 8;
+
+// --- helpers ------------------------------------------------------------------------------
+
+/// mosquitto_sub's output format for tests that check the RETAIN flag as delivered.
+const WITH_RETAIN_FLAG: &str = "%r %t %p";
+
+/// `program -h 127.0.0.1 -p PORT` followed by `args` split at spaces.
+fn mosquitto(program: &str, board: &Board, args: &str) -> Command {
+    let mut command = Command::new(program);
+    command
+        .args(["-h", "127.0.0.1", "-p", &board.port().to_string()])
+        .args(args.split_whitespace());
+    command
+}
+
+/// `mosquitto_pub args...`, which must succeed.
+fn publish(board: &Board, args: &str) {
+    let status = mosquitto("mosquitto_pub", board, args)
+        .status()
+        .expect("run mosquitto_pub");
+    assert!(status.success(), "mosquitto_pub {args}: {status}");
+}
+
+/// Starts `mosquitto_sub args... -t ready/<tag> -v` (`-F` [`WITH_RETAIN_FLAG`] if
+/// `retain_flag`) and returns once it is subscribed: it has printed a message published to
+/// its `ready/<tag>` topic.
+fn subscribe(board: &Board, tag: &str, args: &str, retain_flag: bool) -> Lines {
+    let ready = format!("ready/{tag}");
+    let mut command = mosquitto("mosquitto_sub", board, args);
+    command.args(["-t", &ready, "-v"]);
+    if retain_flag {
+        command.args(["-F", WITH_RETAIN_FLAG]);
+    }
+    let sub = Lines::spawn(command);
+    let deadline = Instant::now() + WAIT;
+    loop {
+        publish(board, &format!("-t {ready} -m 1"));
+        if sub
+            .next_line(Duration::from_millis(500))
+            .is_some_and(|line| line.ends_with(&format!("{ready} 1")))
+        {
+            return sub;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "mosquitto_sub {args} never got ready"
+        );
+    }
+}
+
+/// The first message `mosquitto_sub args... -C 1 -F` [`WITH_RETAIN_FLAG`] prints, or an
+/// empty string if none comes within `-W` seconds (10 unless `args` say otherwise).
+fn first_message(board: &Board, args: &str) -> String {
+    let mut command = mosquitto("mosquitto_sub", board, args);
+    command.args(["-C", "1", "-F", WITH_RETAIN_FLAG]);
+    if !args.contains("-W") {
+        command.args(["-W", "10"]);
+    }
+    let output = command.output().expect("run mosquitto_sub");
+    String::from_utf8_lossy(&output.stdout)
+        .trim_end()
+        .to_owned()
+}
+
+/// A client on a raw socket, for what client libraries will not send.
+struct Raw {
+    stream: TcpStream,
+}
+
+/// A will: topic and message.
+type Will<'a> = Option<(&'a str, &'a str)>;
+
+impl Raw {
+    /// Connects and sends CONNECT (`version` 4 = 3.1.1, 5 = 5.0; keep alive 60 s);
+    /// returns the CONNACK's return / reason code.
+    fn connect(board: &Board, id: &str, version: u8, clean: bool, will: Will<'_>) -> (Self, u8) {
+        let stream = TcpStream::connect(board.addr()).expect("connect to the board");
+        stream.set_read_timeout(Some(WAIT)).unwrap();
+        let mut raw = Self { stream };
+        raw.send(&connect_packet(id, version, clean, will));
+        let (header, body) = raw.packet().expect("a CONNACK");
+        assert_eq!(header, 0x20, "expected CONNACK, got {header:#04x} {body:?}");
+        (raw, body[1])
+    }
+
+    fn send(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).expect("send to the board");
+    }
+
+    /// The next packet (first header byte, body), or `None` if the broker closed.
+    fn packet(&mut self) -> Option<(u8, Vec<u8>)> {
+        let mut header = [0u8; 1];
+        self.stream.read_exact(&mut header).ok()?;
+        let mut len = 0usize;
+        for shift in [0, 7, 14, 21] {
+            let mut byte = [0u8; 1];
+            self.stream.read_exact(&mut byte).ok()?;
+            len |= usize::from(byte[0] & 0x7F) << shift;
+            if byte[0] & 0x80 == 0 {
+                break;
+            }
+        }
+        let mut body = vec![0u8; len];
+        self.stream.read_exact(&mut body).ok()?;
+        Some((header[0], body))
+    }
+
+    /// Whether the broker closes the connection within [`WAIT`].
+    fn closed_by_broker(&mut self) -> bool {
+        let deadline = Instant::now() + WAIT;
+        let mut buf = [0u8; 256];
+        while Instant::now() < deadline {
+            match self.stream.read(&mut buf) {
+                Ok(0) => return true,
+                Ok(_) => {}
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+                Err(_) => return true,
+            }
+        }
+        false
+    }
+}
+
+fn string(out: &mut Vec<u8>, s: &str) {
+    out.extend_from_slice(&(s.len() as u16).to_be_bytes());
+    out.extend_from_slice(s.as_bytes());
+}
+
+/// A CONNECT packet (short enough for a one-byte remaining length).
+fn connect_packet(id: &str, version: u8, clean: bool, will: Will<'_>) -> Vec<u8> {
+    let mut body = Vec::new();
+    string(&mut body, "MQTT");
+    body.push(version);
+    let mut flags = if clean { 0x02 } else { 0 };
+    if will.is_some() {
+        flags |= 0x04;
+    }
+    body.push(flags);
+    body.extend_from_slice(&60u16.to_be_bytes());
+    if version == 5 {
+        body.push(0); // no CONNECT properties
+    }
+    string(&mut body, id);
+    if let Some((topic, message)) = will {
+        if version == 5 {
+            body.push(0); // no will properties
+        }
+        string(&mut body, topic);
+        string(&mut body, message);
+    }
+    assert!(body.len() < 128);
+    let mut packet = vec![0x10, body.len() as u8];
+    packet.extend(body);
+    packet
+}
+
+// --- tests --------------------------------------------------------------------------------
+
+#[test]
+fn mosquitto_clients_v311_and_v5_qos_0_1_2_retained_and_wildcards() {
+    let board = Board::boot();
+    publish(&board, "-V mqttv5 -q 1 -r -t sensors/a/temp -m 21.5");
+    // A new subscriber of either version gets the retained message at once, flagged.
+    for version in ["mqttv311", "mqttv5"] {
+        let args = format!("-V {version} -t sensors/+/temp");
+        assert_eq!(first_message(&board, &args), "1 sensors/a/temp 21.5");
+    }
+    let v311 = subscribe(
+        &board,
+        "v311",
+        "-V mqttv311 -q 2 -t sensors/+/temp -t alerts/#",
+        true,
+    );
+    let v5 = subscribe(&board, "v5", "-V mqttv5 -q 2 -t sensors/#", true);
+    publish(&board, "-V mqttv311 -q 0 -t sensors/b/temp -m q0");
+    publish(&board, "-V mqttv5 -q 1 -t sensors/c/temp -m q1");
+    publish(&board, "-V mqttv311 -q 2 -t alerts/x/y -m q2");
+    publish(&board, "-V mqttv5 -q 2 -t sensors/c/hum -m h");
+    // Live messages arrive with RETAIN 0, in order, and only where a filter matches (the
+    // subscriber's own retained copy came before its ready line).
+    for line in [
+        "0 sensors/b/temp q0",
+        "0 sensors/c/temp q1",
+        "0 alerts/x/y q2",
+    ] {
+        v311.expect_line(WAIT, |l| l == line);
+    }
+    for line in [
+        "0 sensors/b/temp q0",
+        "0 sensors/c/temp q1",
+        "0 sensors/c/hum h",
+    ] {
+        v5.expect_line(WAIT, |l| l == line);
+    }
+    assert_eq!(
+        v311.next_line(Duration::from_millis(500)),
+        None,
+        "sensors/c/hum matched sensors/+/temp"
+    );
+    // An empty retained message clears the retained one.
+    publish(&board, "-r -n -t sensors/a/temp");
+    assert_eq!(first_message(&board, "-t sensors/a/temp -W 2"), "");
+}
+
+#[test]
+fn rumqttc_v311_and_v5_clients_exchange_messages() {
+    use rumqttc::v5::mqttbytes::QoS as QoS5;
+    use rumqttc::{Event, Packet, QoS};
+
+    let board = Board::boot();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let mut options = rumqttc::MqttOptions::new("rq-v311", "127.0.0.1", board.port());
+        options.set_keep_alive(Duration::from_secs(30));
+        let (v311, mut v311_loop) = rumqttc::AsyncClient::new(options, 16);
+        let mut options = rumqttc::v5::MqttOptions::new("rq-v5", "127.0.0.1", board.port());
+        options.set_keep_alive(Duration::from_secs(30));
+        let (v5, mut v5_loop) = rumqttc::v5::AsyncClient::new(options, 16);
+
+        v311.subscribe("rq/to311", QoS::ExactlyOnce).await.unwrap();
+        v5.subscribe("rq/+", QoS5::AtLeastOnce).await.unwrap();
+        // Publish only once both SUBACKs are in, then wait for both deliveries.
+        let (mut acks, mut got311, mut got5) = (0, None, None);
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while got311.is_none() || got5.is_none() {
+            tokio::select! {
+                event = v311_loop.poll() => match event.expect("3.1.1 client connected") {
+                    Event::Incoming(Packet::SubAck(_)) => acks += 1,
+                    Event::Incoming(Packet::Publish(p)) => got311 = Some((p.topic, p.payload, p.qos)),
+                    _ => {}
+                },
+                event = v5_loop.poll() => match event.expect("5.0 client connected") {
+                    rumqttc::v5::Event::Incoming(rumqttc::v5::mqttbytes::v5::Packet::SubAck(_)) => acks += 1,
+                    rumqttc::v5::Event::Incoming(rumqttc::v5::mqttbytes::v5::Packet::Publish(p)) => {
+                        got5 = Some((p.topic, p.payload, p.qos));
+                    }
+                    _ => {}
+                },
+                () = tokio::time::sleep_until(deadline) => panic!("rumqttc exchange timed out: {got311:?} {got5:?}"),
+            }
+            if acks == 2 {
+                acks += 1;
+                v311.publish("rq/to5", QoS::AtLeastOnce, false, "from 3.1.1").await.unwrap();
+                v5.publish("rq/to311", QoS5::ExactlyOnce, false, "from 5.0").await.unwrap();
+            }
+        }
+        let (topic, payload, qos) = got311.unwrap();
+        assert_eq!((topic.as_str(), &payload[..], qos), ("rq/to311", &b"from 5.0"[..], QoS::ExactlyOnce));
+        let (topic, payload, qos) = got5.unwrap();
+        // The 5.0 client gets both publishes on rq/+; the first one it sees is either.
+        assert!(topic == "rq/to5" || topic == "rq/to311", "{topic:?}");
+        assert!(&payload[..] == b"from 3.1.1" || &payload[..] == b"from 5.0");
+        assert_eq!(qos, QoS5::AtLeastOnce);
+    });
+}
+
+#[test]
+fn will_on_abrupt_close_and_persistent_session_across_reconnect() {
+    let board = Board::boot();
+    let wills = subscribe(&board, "wills", "-t wills/#", false);
+    for version in [4, 5] {
+        let id = format!("dev-v{version}");
+        let topic = format!("wills/{id}");
+        let (raw, code) = Raw::connect(&board, &id, version, true, Some((&topic, "gone")));
+        assert_eq!(code, 0);
+        // No DISCONNECT: the socket just closes [MQTT-3.1.2-8].
+        drop(raw);
+        wills.expect_line(WAIT, |l| l == format!("{topic} gone"));
+    }
+
+    // A 3.1.1 session kept across a reconnect: a QoS 1 message published while the client
+    // is away is delivered when it comes back.
+    let args = "-V mqttv311 -c -i keeper -q 1 -t queued/#";
+    let mut keeper = subscribe(&board, "keeper", args, false);
+    keeper.kill();
+    publish(&board, "-q 1 -t queued/x -m while-away");
+    let back = Lines::spawn(mosquitto("mosquitto_sub", &board, &format!("{args} -v")));
+    back.expect_line(WAIT, |l| l == "queued/x while-away");
+}
+
+#[test]
+fn the_client_over_the_limit_gets_a_connack_refusal_and_the_others_keep_working() {
+    let board = Board::boot();
+    let mut clients: Vec<Raw> = (0..CLIENTS)
+        .map(|i| {
+            let (raw, code) = Raw::connect(&board, &format!("c{i}"), 4, true, None);
+            assert_eq!(code, 0, "client {i} refused");
+            raw
+        })
+        .collect();
+    // 3.1.1: return code 3, server unavailable; 5.0: 0x97, quota exceeded.
+    let (mut extra, code) = Raw::connect(&board, "extra311", 4, true, None);
+    assert_eq!(code, 3);
+    assert!(extra.closed_by_broker());
+    let (mut extra, code) = Raw::connect(&board, "extra5", 5, true, None);
+    assert_eq!(code, 0x97);
+    assert!(extra.closed_by_broker());
+    // The others are still served: PINGREQ → PINGRESP.
+    for client in &mut clients {
+        client.send(&[0xC0, 0]);
+        assert_eq!(client.packet(), Some((0xD0, Vec::new())));
+    }
+    // Two leave; two newcomers get in.
+    for mut client in clients.drain(..2) {
+        client.send(&[0xE0, 0]);
+        assert!(client.closed_by_broker());
+    }
+    let sub = subscribe(&board, "newcomer", "-t limit/t", false);
+    publish(&board, "-t limit/t -m in");
+    sub.expect_line(WAIT, |l| l == "limit/t in");
+}
+
+#[test]
+fn garbage_and_oversized_packets_close_only_that_client() {
+    let board = Board::boot();
+    let sub = subscribe(&board, "bystander", "-t calm/#", false);
+    let (mut bystander, code) = Raw::connect(&board, "raw-bystander", 5, true, None);
+    assert_eq!(code, 0);
+
+    // Not MQTT at all.
+    let mut garbage = TcpStream::connect(board.addr())
+        .map(|stream| Raw { stream })
+        .unwrap();
+    garbage.stream.set_read_timeout(Some(WAIT)).unwrap();
+    garbage.send(b"GET / HTTP/1.1\r\nHost: board\r\n\r\n");
+    assert!(
+        garbage.closed_by_broker(),
+        "garbage did not close the connection"
+    );
+
+    // A PUBLISH announcing 3000 bytes, over the firmware's 2 KiB packet limit.
+    let (mut big, code) = Raw::connect(&board, "oversized", 4, true, None);
+    assert_eq!(code, 0);
+    let mut publish_header = vec![0x30, 0xB8, 0x17];
+    publish_header.extend_from_slice(&[0u8; 64]);
+    big.send(&publish_header);
+    assert!(
+        big.closed_by_broker(),
+        "an oversized packet did not close the connection"
+    );
+
+    // Everyone else is still served.
+    publish(&board, "-t calm/after -m ok");
+    sub.expect_line(WAIT, |l| l == "calm/after ok");
+    bystander.send(&[0xC0, 0]);
+    assert_eq!(bystander.packet(), Some((0xD0, Vec::new())));
+}
+
+#[test]
+fn fifty_connect_disconnect_cycles_exhaust_no_socket() {
+    let mut board = Board::boot();
+    for i in 0..50 {
+        let (mut raw, code) =
+            Raw::connect(&board, &format!("cycle{i}"), 4 + (i % 2) as u8, true, None);
+        assert_eq!(code, 0, "cycle {i} refused");
+        raw.send(&[0xE0, 0]);
+        assert!(raw.closed_by_broker(), "cycle {i} not closed");
+    }
+    // Every client slot is still free.
+    let clients: Vec<Raw> = (0..CLIENTS)
+        .map(|i| {
+            let (raw, code) = Raw::connect(&board, &format!("after{i}"), 4, true, None);
+            assert_eq!(code, 0, "slot {i} leaked");
+            raw
+        })
+        .collect();
+    drop(clients);
+    assert!(board.is_running());
+}
