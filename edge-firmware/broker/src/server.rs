@@ -70,7 +70,9 @@ fn now() -> fulmar_core::time::Instant {
 fn dispatch(state: &mut State) {
     while let Some(event) = state.broker.poll_event() {
         let (conn, close) = match event {
-            Event::Transmit(conn) => (conn, false),
+            // Output to write, or (Resume) a publisher held back by a full subscriber
+            // queue may go on.
+            Event::Transmit(conn) | Event::Resume(conn) => (conn, false),
             Event::Connected(conn) => {
                 if let Some(id) = state.broker.connection_client_id(conn) {
                     info!("client {=str} connected", id);
@@ -142,37 +144,42 @@ async fn run(
         if write_output(socket, conn).await.is_err() {
             return false;
         }
-        if with(|state| state.closing[slot]) {
+        let (closing, stalled, deadline) = with(|state| {
+            (
+                state.closing[slot],
+                state.broker.is_stalled(conn),
+                state.broker.poll_timeout(),
+            )
+        });
+        if closing {
             return true;
         }
-        let deadline = with(|state| state.broker.poll_timeout()).map_or_else(
+        let deadline = deadline.map_or_else(
             || embassy_time::Instant::now() + Duration::from_secs(3600),
             |at| embassy_time::Instant::from_millis(at.as_millis()),
         );
-        match select3(
-            socket.read(&mut inbox[filled..]),
-            WAKE[slot].wait(),
-            Timer::at(deadline),
-        )
-        .await
-        {
+        // A connection stalled by backpressure (a subscriber's queue is full) is not read:
+        // TCP slows its publisher down until the broker resumes it.
+        let read = async {
+            if stalled {
+                core::future::pending().await
+            } else {
+                socket.read(&mut inbox[filled..]).await
+            }
+        };
+        match select3(read, WAKE[slot].wait(), Timer::at(deadline)).await {
             // End of stream or reset.
             Either3::First(Ok(0) | Err(_)) => return false,
             Either3::First(Ok(n)) => {
                 filled += n;
-                let used = with(|state| {
-                    let used = state.broker.handle_bytes(conn, &inbox[..filled], now());
-                    dispatch(state);
-                    used
-                });
-                inbox.copy_within(used..filled, 0);
-                filled -= used;
-                if filled == inbox.len() {
-                    // The core refuses packets over PACKET bytes before they fill the
-                    // buffer; if one ever did, the connection could not make progress.
+                if !feed(conn, inbox, &mut filled) {
                     warn!("slot {}: receive buffer full without a whole packet", slot);
                     return false;
                 }
+            }
+            // Resumed after a stall: the held bytes go in again.
+            Either3::Second(()) if stalled && filled > 0 => {
+                feed(conn, inbox, &mut filled);
             }
             Either3::Second(()) => {}
             Either3::Third(()) => with(|state| {
@@ -181,6 +188,22 @@ async fn run(
             }),
         }
     }
+}
+
+/// Passes the `filled` bytes of `inbox` to the broker and keeps what it did not consume
+/// (an incomplete packet, or one held back by backpressure) at the start. `false` if the
+/// buffer is full, nothing was consumed and nothing is held back: the core refuses packets
+/// over PACKET bytes before they fill it, so that would be a connection that cannot make
+/// progress.
+fn feed(conn: ConnectionId, inbox: &mut [u8], filled: &mut usize) -> bool {
+    let (used, stalled) = with(|state| {
+        let used = state.broker.handle_bytes(conn, &inbox[..*filled], now());
+        dispatch(state);
+        (used, state.broker.is_stalled(conn))
+    });
+    inbox.copy_within(used..*filled, 0);
+    *filled -= used;
+    *filled < inbox.len() || used > 0 || stalled
 }
 
 /// Writes everything the broker has for `conn` into the socket, straight into its
