@@ -362,3 +362,33 @@ fn the_systemd_unit_verifies() {
         .collect();
     assert!(ours.is_empty(), "systemd-analyze: {ours:#?}");
 }
+
+/// WebSocket listeners come from the file (with its path) and `--ws-listen` replaces them.
+#[test]
+fn websocket_listeners_from_the_file_and_the_flag() {
+    let dir = DataDir::new("ws-listeners");
+    let file = dir.write(
+        "fulmar.toml",
+        "[[listeners.ws]]\naddr = \"127.0.0.1:0\"\npath = \"/custom\"\n",
+    );
+    let file = file.to_str().unwrap();
+    let from_file = Fulmar::start_with(&["--config", file]);
+    let line = |broker: &Fulmar| {
+        let log = broker.log();
+        log.lines()
+            .find(|l| l.contains(" listening on "))
+            .map(str::to_owned)
+            .unwrap_or_else(|| panic!("no listening line in:\n{log}"))
+    };
+    assert!(
+        line(&from_file).contains("(ws /custom)"),
+        "{}",
+        line(&from_file)
+    );
+    drop(TcpStream::connect_timeout(&from_file.listener("ws"), WAIT).expect("ws listener"));
+
+    let from_flag = Fulmar::start_with(&["--config", file, "--ws-listen", "127.0.0.1:0"]);
+    let listening = line(&from_flag);
+    assert!(listening.contains("(ws /mqtt)"), "{listening}");
+    assert!(!listening.contains("/custom"), "{listening}");
+}
