@@ -335,6 +335,17 @@ impl Store {
     }
 }
 
+/// Whether `op` is about a retained `$SYS` topic. The broker republishes those itself
+/// (`metrics::sys`), so storing them would only wear the disk (an SD card, often) every
+/// `--sys-interval` and make every acknowledgement wait for those commits, and a restart
+/// would bring back the previous run's figures. Mosquitto does not store them either.
+fn regenerated(op: &PersistOp<'_>) -> bool {
+    let (PersistOp::Put { key, .. } | PersistOp::Delete { key }) = op else {
+        return false;
+    };
+    key.starts_with(b"R$SYS/")
+}
+
 /// The smallest key above every key that starts with `prefix`, if there is one.
 fn successor(prefix: &[u8]) -> Option<Vec<u8>> {
     let mut end = prefix.to_vec();
@@ -389,6 +400,7 @@ impl Committer {
     pub(crate) fn collect<S: BrokerStorage, H: Hooks>(&mut self, broker: &mut Broker<S, H>) {
         loop {
             match broker.poll_persist(&mut self.buf) {
+                Ok(Some(op)) if regenerated(&op) => {}
                 Ok(Some(op)) => {
                     let op = Op::of(op);
                     self.open_bytes += op.bytes();
@@ -513,6 +525,18 @@ mod tests {
         assert_eq!(successor(b"S\x02ab"), Some(b"S\x02ac".to_vec()));
         assert_eq!(successor(b"a\xff\xff"), Some(b"b".to_vec()));
         assert_eq!(successor(b"\xff"), None);
+    }
+
+    #[test]
+    fn sys_topics_are_not_stored() {
+        let put = |key: &'static [u8]| PersistOp::Put { key, value: b"v" };
+        assert!(regenerated(&put(b"R$SYS/broker/uptime")));
+        assert!(regenerated(&PersistOp::Delete {
+            key: b"R$SYS/broker/clients/connected"
+        }));
+        assert!(!regenerated(&put(b"Rsensors/$SYS/x")));
+        assert!(!regenerated(&put(b"S\x05$SYS/\x00")));
+        assert!(!regenerated(&PersistOp::Reset));
     }
 
     fn scratch(name: &str) -> PathBuf {
