@@ -9,7 +9,7 @@ mod common_broker;
 
 use common_broker::*;
 use fulmar_core::broker::{BrokerStorage, Config, ConnectError};
-use fulmar_core::codec::{Packet, ProtocolVersion, ReasonCode};
+use fulmar_core::codec::{Packet, ProtocolVersion, QoS, ReasonCode};
 use fulmar_core::sim::{Received, connect_packet};
 
 storage_tests!(
@@ -26,6 +26,7 @@ storage_tests!(
     session_present_v5,
     auth_hook_refuses_bad_password,
     auth_hook_refuses_unauthorized_client,
+    session_username_comes_from_the_hook,
     max_clients_refuses_with_quota_then_recovers,
     takeover_allowed_at_max_clients,
     max_connections_refuses_transport,
@@ -347,6 +348,69 @@ fn auth_hook_refuses_unauthorized_client<S: BrokerStorage>() {
             }]
         ));
         assert!(!sim.is_connected(c));
+    }
+}
+
+/// Hooks that run every session under the user name `device-7` (as a TLS host does with
+/// a client certificate's identity) and let only `device-7` subscribe; a CONNECT user name
+/// of `long` becomes one longer than any fixed storage holds.
+#[derive(Debug, Default)]
+struct Renamer;
+
+impl fulmar_core::broker::Hooks for Renamer {
+    fn session_username<'r>(
+        &'r mut self,
+        request: &fulmar_core::broker::ConnectRequest<'r>,
+    ) -> Option<&'r str> {
+        match request.username {
+            Some("long") => Some(LONG_NAME),
+            _ => Some("device-7"),
+        }
+    }
+
+    fn authorize_subscribe(
+        &mut self,
+        client: &fulmar_core::broker::ClientInfo<'_>,
+        _filter: &str,
+        _qos: QoS,
+    ) -> bool {
+        client.username == Some("device-7")
+    }
+}
+
+/// Longer than the `text` capacity of the fixed test storage.
+const LONG_NAME: &str = "a-user-name-longer-than-the-sixty-four-bytes-of-text-storage-here-ok";
+
+/// [`Hooks::session_username`]: authorization sees the name the hook gave, not the one in
+/// CONNECT (or none); a name the storage cannot hold is refused with 0x86, never dropped
+/// (which would make the client anonymous).
+fn session_username_comes_from_the_hook<S: BrokerStorage>() {
+    let mut sim = sim_with_hooks::<S, _>(Config::default(), Renamer);
+    for (version, id, username) in [(V3, "a", None), (V5, "b", Some("someone-else"))] {
+        let mut packet = connect_packet(version, id, true, 30);
+        packet.username = username;
+        let c = sim.connect_with(&packet);
+        assert!(sim.is_connected(c), "{version}");
+        assert_eq!(
+            sim.subscribe(c, "t", QOS0),
+            ReasonCode::Success,
+            "{version}"
+        );
+    }
+    let mut long = connect_packet(V5, "c", true, 30);
+    long.username = Some("long");
+    let c = sim.connect_with(&long);
+    if sim.is_connected(c) {
+        // Growable storage holds any name.
+        assert_eq!(sim.subscribe(c, "t", QOS0), ReasonCode::NotAuthorized);
+    } else {
+        assert!(matches!(
+            &sim.received(c)[..],
+            [Received::ConnAck {
+                code: ReasonCode::BadUserNameOrPassword,
+                ..
+            }]
+        ));
     }
 }
 

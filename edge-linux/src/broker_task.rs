@@ -57,6 +57,7 @@ use fulmar_core::time::Instant;
 use tokio::sync::{Notify, mpsc, oneshot};
 use tracing::{debug, info, warn};
 
+use crate::auth::{Admission, Auth, EdgeHooks};
 use crate::connection::Origin;
 use crate::metrics::sys::SysTree;
 use crate::metrics::{Metrics, Refusal};
@@ -177,9 +178,17 @@ pub(crate) struct Gone;
 pub(crate) struct BrokerHandle {
     inbox: mpsc::Sender<Input>,
     metrics: Arc<Metrics>,
+    auth: Arc<Auth>,
 }
 
 impl BrokerHandle {
+    /// How connection `id`'s first bytes get in: its credentials are checked on its own
+    /// task (see [`crate::auth`]). `identity`: its TLS client certificate's name, when the
+    /// listener takes that as the user name.
+    pub(crate) fn admission(&self, id: ConnectionId, identity: Option<String>) -> Admission {
+        Admission::new(self.auth.clone(), id, identity)
+    }
+
     /// Registers a new connection; `None` when the core refuses it or the actor is gone.
     pub(crate) async fn open(&self, origin: Origin, link: Link) -> Option<ConnectionId> {
         let (reply, answer) = oneshot::channel();
@@ -223,7 +232,8 @@ impl BrokerHandle {
 /// A broker state machine ready to run: restored from its store, if it has one.
 #[derive(Debug)]
 pub(crate) struct Prepared {
-    broker: Broker<Growable>,
+    broker: Broker<Growable, EdgeHooks>,
+    auth: Arc<Auth>,
     store: Option<Store>,
     clock: Clock,
     buffer: Vec<u8>,
@@ -234,16 +244,18 @@ pub(crate) struct Prepared {
 pub(crate) fn prepare(
     mut config: fulmar_core::broker::Config,
     store: Option<Store>,
+    auth: Arc<Auth>,
 ) -> Result<Prepared, store::Error> {
     config.persistence = store.is_some();
     let buffer = vec![0; config.max_packet_size as usize + TRANSMIT_MARGIN];
-    let mut broker = Broker::new(config, random_seed());
+    let mut broker = Broker::with_hooks(config, random_seed(), EdgeHooks::new(auth.clone()));
     let clock = Clock::start();
     if let Some(store) = &store {
         store.restore(&mut broker, clock.now())?;
     }
     Ok(Prepared {
         broker,
+        auth,
         store,
         clock,
         buffer,
@@ -251,6 +263,11 @@ pub(crate) fn prepare(
 }
 
 impl Prepared {
+    /// What decides who may connect and what they may do.
+    pub(crate) fn auth(&self) -> Arc<Auth> {
+        self.auth.clone()
+    }
+
     /// Starts the actor (and the store's writer thread) on the current runtime; it
     /// publishes `$SYS` every `sys_interval` (never when zero).
     pub(crate) fn spawn(
@@ -274,7 +291,12 @@ impl Prepared {
             sys: SysTree::new(sys_interval, self.clock.started),
         };
         let task = tokio::spawn(actor.run(receiver));
-        Ok((BrokerHandle { inbox, metrics }, task))
+        let handle = BrokerHandle {
+            inbox,
+            metrics,
+            auth: self.auth,
+        };
+        Ok((handle, task))
     }
 }
 
@@ -350,7 +372,7 @@ struct Parked {
 }
 
 struct Actor {
-    broker: Broker<Growable>,
+    broker: Broker<Growable, EdgeHooks>,
     links: HashMap<ConnectionId, Peer>,
     /// Connections whose output waits for their writer.
     blocked: Vec<ConnectionId>,

@@ -32,6 +32,7 @@ use fulmar_core::broker::ConnectionId;
 use tokio::sync::{Notify, mpsc, oneshot};
 use tracing::debug;
 
+use crate::auth::Admission;
 use crate::broker_task::{BrokerHandle, Link, Room};
 
 /// How long a closed connection waits for the peer to close its side.
@@ -83,10 +84,12 @@ pub(crate) async fn serve(
         room: room.clone(),
     };
     let peer = origin.peer;
+    let identity = origin.identity.clone();
     let Some(id) = broker.open(origin, link).await else {
         debug!(%peer, "connection not served");
         return;
     };
+    let admission = broker.admission(id, identity);
     let written = Notify::new();
     let writing = Writer {
         id,
@@ -97,7 +100,7 @@ pub(crate) async fn serve(
         done: &written,
     };
     tokio::join!(
-        read_loop(id, incoming, &broker, &written, &room),
+        read_loop(id, incoming, admission, &broker, &written, &room),
         writing.run(outgoing)
     );
 }
@@ -107,6 +110,7 @@ pub(crate) async fn serve(
 async fn read_loop(
     id: ConnectionId,
     mut incoming: impl Incoming,
+    mut admission: Admission,
     broker: &BrokerHandle,
     written: &Notify,
     room: &Room,
@@ -120,6 +124,10 @@ async fn read_loop(
                 incoming.receive().await
             } => match received {
                 Ok(Some(bytes)) => {
+                    // Held back until the first packet, when a CONNECT, is judged.
+                    let Some(bytes) = admission.admit(bytes).await else {
+                        continue;
+                    };
                     if broker.bytes(id, bytes).await.is_err() {
                         break;
                     }

@@ -3,6 +3,8 @@
 //! `quinn` drives `quinn-proto`, and is a library so `fulmar-bridge` can reuse it.
 //!
 //! ## Layout
+//! - [`auth`]: password file, ACL file and `fulmar passwd` (Mosquitto's formats), and the
+//!   core hooks that apply them, with password hashes checked off the broker task.
 //! - [`config`]: the schema of `fulmar.toml` ([`Config`]), where values come from (file,
 //!   `FULMAR_…` variables, flags), and its mapping onto the core's configuration.
 //! - [`server`]: binds the listeners, accepts with a connection limit and TCP_NODELAY, and
@@ -37,8 +39,8 @@
 //! - **Routing runs on one task** (`broker_task`): every connection's protocol work is
 //!   serialized there, so the broker uses one CPU core for it. The multi-core design
 //!   (sessions run by their connection tasks, a shared router) must replace it.
-//! - No authentication or ACL: anyone may connect (the startup log warns).
 
+pub mod auth;
 pub mod bench;
 pub mod config;
 pub mod logging;

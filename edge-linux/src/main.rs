@@ -46,6 +46,9 @@ enum Command {
         #[arg(value_name = "FILE")]
         file: PathBuf,
     },
+    /// Add a user to a password file, change their password, or delete them (Mosquitto's
+    /// format; see `fulmar passwd --help`).
+    Passwd(fulmar_edge::auth::passwd::PasswdArgs),
     /// Load generator for any MQTT broker: `conn`, `pub`, `sub`, `pubsub` (see `fulmar
     /// bench --help`).
     Bench(fulmar_edge::bench::BenchArgs),
@@ -57,6 +60,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run(&args),
         Command::CheckConfig { file } => check_config(&file),
         Command::Bench(args) => bench(args),
+        Command::Passwd(args) => passwd(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -71,8 +75,17 @@ fn main() -> ExitCode {
 fn check_config(file: &std::path::Path) -> anyhow::Result<()> {
     // The file alone: variables and flags are not part of what is checked.
     let config = config::load(Some(file), &[], |_| {})?;
+    // The files it names must be readable and well formed too (errors name file:line).
+    fulmar_edge::auth::Auth::load(&config.auth, config.limits.max_packet_size)?;
     println!("{}: OK", file.display());
     println!("{}", config::summary(&config));
+    Ok(())
+}
+
+/// `fulmar passwd`.
+fn passwd(args: &fulmar_edge::auth::passwd::PasswdArgs) -> anyhow::Result<()> {
+    let done = fulmar_edge::auth::passwd::run(args)?;
+    eprintln!("fulmar passwd: {done}");
     Ok(())
 }
 

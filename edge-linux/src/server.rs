@@ -22,6 +22,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tracing::{debug, error, info, warn};
 
+use crate::auth::{self, Auth};
 use crate::broker_task::{self, BrokerHandle};
 use crate::config::Config;
 use crate::connection::LINGER;
@@ -64,6 +65,9 @@ pub enum Error {
     /// No listener is configured.
     #[error("no listener configured: give at least one --listen address")]
     NoListener,
+    /// The password or ACL file cannot be read or has a bad line.
+    #[error(transparent)]
+    Auth(#[from] auth::Error),
     /// The store could not be opened or restored.
     #[error(transparent)]
     Store(#[from] store::Error),
@@ -101,6 +105,8 @@ impl Server {
         if wanted.is_empty() {
             return Err(Error::NoListener);
         }
+        // Files first: a bad line stops the broker before it listens.
+        let auth = Arc::new(Auth::load(&config.auth, config.limits.max_packet_size)?);
         let mut listeners = Vec::with_capacity(wanted.len());
         for Listener { addr, protocol } in wanted {
             // Certificates first: a bad file fails before any port is taken.
@@ -124,7 +130,7 @@ impl Server {
             warn!("persistence is off: sessions and retained messages are lost on exit");
             None
         };
-        let broker = broker_task::prepare(config.core(), store)?;
+        let broker = broker_task::prepare(config.core(), store, auth)?;
         Ok(Self {
             config,
             listeners,
@@ -161,6 +167,7 @@ impl Server {
     /// connection (waiting at most a few seconds for them) and returns.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
         let metrics = self.metrics;
+        let auth = self.broker.auth();
         let (broker, actor) = self
             .broker
             .spawn(
@@ -185,19 +192,7 @@ impl Server {
             addrs.join(", ")
         );
         info!("data directory: {}", self.config.data_dir.display());
-        if self.config.auth.anonymous_allowed() {
-            warn!(
-                "anonymous access is allowed: any client may connect, publish and subscribe. \
-                 To require passwords, create a password file (`fulmar passwd FILE USER`) and \
-                 set auth.password_file = \"FILE\" in the --config file (or \
-                 FULMAR_AUTH__PASSWORD_FILE=FILE)"
-            );
-        }
-        // Until the password and ACL files are wired into the broker (the security work),
-        // say loudly that they are not enforced rather than let a user believe they are.
-        if self.config.auth.password_file.is_some() || self.config.auth.acl_file.is_some() {
-            error!("auth.password_file / auth.acl_file are not enforced by this build yet");
-        }
+        auth.log_startup();
         if let Some((listener, addr)) = self.metrics_listener {
             info!("Prometheus metrics at http://{addr}/metrics");
             tokio::spawn(metrics::http::serve(

@@ -27,6 +27,7 @@
 //! restart on the same port).
 
 pub mod firmware;
+pub mod paho;
 
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener};

@@ -40,6 +40,8 @@ fn ensure_all(ctx: &Ctx, installed: &mut Vec<String>) -> Result<(), String> {
     ensure_cargo_fuzz(ctx, installed)?;
     ensure_cxx(ctx, installed)?;
     ensure_mosquitto_clients(ctx, installed)?;
+    ensure_mosquitto_passwd(ctx, installed)?;
+    ensure_paho(ctx, installed)?;
     ensure_systemd_analyze(ctx, installed)?;
     // QEMU and defmt-print for the firmware's end-to-end tests and `cargo xtask qemu`.
     crate::firmware::ensure_tools(ctx, installed)?;
@@ -203,6 +205,60 @@ fn ensure_systemd_analyze(ctx: &Ctx, installed: &mut Vec<String>) -> Result<(), 
         return Ok(());
     }
     installed.extend(ensure_debian_packages(ctx, &["systemd"])?);
+    Ok(())
+}
+
+/// `mosquitto_passwd` and the `mosquitto` broker (Debian package `mosquitto`): the
+/// authentication tests check that password files pass both ways between Mosquitto and
+/// fulmar.
+fn ensure_mosquitto_passwd(ctx: &Ctx, installed: &mut Vec<String>) -> Result<(), String> {
+    // Neither has a version flag that exits 0; that they start is what counts.
+    let present = ["mosquitto_passwd", "mosquitto"]
+        .iter()
+        .all(|tool| ctx.probe(&mut ctx.command(tool, ["--help"])).is_ok());
+    if present {
+        println!("setup: mosquitto_passwd and mosquitto: present");
+        return Ok(());
+    }
+    installed.extend(ensure_debian_packages(ctx, &["mosquitto"])?);
+    Ok(())
+}
+
+/// Where the Python client tests find paho-mqtt: a virtual environment (tests/src/paho.rs
+/// looks in the same place, unless `FULMAR_PYTHON` says otherwise).
+const PAHO_VENV: &str = ".cache/fulmar/venv";
+
+/// The Python MQTT client `paho-mqtt` in a virtual environment at `~/.cache/fulmar/venv`
+/// (Debian's Python refuses `pip install` outside one).
+fn ensure_paho(ctx: &Ctx, installed: &mut Vec<String>) -> Result<(), String> {
+    let home = std::env::var("HOME").map_err(|_| "HOME is not set; cannot place the venv")?;
+    let venv = format!("{home}/{PAHO_VENV}");
+    let python = format!("{venv}/bin/python");
+    let has_paho = |ctx: &Ctx| {
+        matches!(
+            ctx.probe(&mut ctx.command(&python, ["-c", "import paho.mqtt.client"])),
+            Ok(p) if p.success
+        )
+    };
+    if has_paho(ctx) {
+        println!("setup: paho-mqtt in {venv}: present");
+        return Ok(());
+    }
+    println!("setup: installing paho-mqtt into a virtual environment at {venv}");
+    let make = |ctx: &Ctx| ctx.run(&mut ctx.command("python3", ["-m", "venv", &venv]));
+    if make(ctx).is_err() {
+        // Debian ships venv (and ensurepip) separately from python3.
+        installed.extend(ensure_debian_packages(ctx, &["python3", "python3-venv"])?);
+        make(ctx)?;
+    }
+    let pip = format!("{venv}/bin/pip");
+    ctx.run(&mut ctx.command(&pip, ["install", "--quiet", "paho-mqtt>=2,<3"]))?;
+    if !has_paho(ctx) {
+        return Err(format!(
+            "paho-mqtt was installed but `{python} -c 'import paho.mqtt.client'` fails"
+        ));
+    }
+    installed.push("paho-mqtt (venv)".to_owned());
     Ok(())
 }
 

@@ -102,12 +102,14 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
             connect.client_id
         };
 
-        let decision = self.hooks.authenticate(&ConnectRequest {
+        let request = ConnectRequest {
+            connection: id,
             client_id,
             username: connect.username,
             password: connect.password,
             protocol,
-        });
+        };
+        let decision = self.hooks.authenticate(&request);
         if decision != ReasonCode::Success {
             let code = if decision.is_valid_for(crate::codec::PacketType::ConnAck)
                 && decision.is_error()
@@ -118,6 +120,17 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
             };
             return self.refuse(id, protocol, code, now);
         }
+        // Copied out at once: the hook's answer borrows the hooks. A name that does not fit
+        // the storage is refused rather than dropped, which would make the client anonymous
+        // to the authorization checks.
+        let Ok(username) = self
+            .hooks
+            .session_username(&request)
+            .map(Text::from_str)
+            .transpose()
+        else {
+            return self.refuse(id, protocol, ReasonCode::BadUserNameOrPassword, now);
+        };
 
         // The will is checked before anything changes, so a refusal leaves no trace.
         if let Some(will) = &connect.will {
@@ -134,7 +147,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
             }
             let client = super::ClientInfo {
                 client_id,
-                username: connect.username,
+                username: username.as_ref().map(Text::as_str),
             };
             if !self
                 .hooks
@@ -234,7 +247,6 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
             self.end_session_if_new(handle, session_present, now);
             return self.refuse(id, protocol, ReasonCode::QuotaExceeded, now);
         }
-        let username = connect.username.and_then(|u| Text::from_str(u).ok());
         let Some(session) = self.sessions.get_mut(handle) else {
             return;
         };

@@ -3,11 +3,16 @@
 //! The broker calls them synchronously; a host with slow checks (a database, a remote
 //! service) resolves them before it passes the bytes in, or caches answers.
 
+use super::ConnectionId;
 use crate::codec::{ProtocolVersion, QoS, ReasonCode};
 
 /// What a client presents in CONNECT.
 #[derive(Debug, Clone, Copy)]
 pub struct ConnectRequest<'a> {
+    /// The transport connection the CONNECT arrived on, so a host that checked the
+    /// credentials before handing the bytes in (off its broker task, say) can find its
+    /// verdict, or match what it knows about the transport (a TLS client certificate).
+    pub connection: ConnectionId,
     /// The client identifier (possibly assigned by the broker).
     pub client_id: &'a str,
     /// The user name, if any.
@@ -23,7 +28,7 @@ pub struct ConnectRequest<'a> {
 pub struct ClientInfo<'a> {
     /// The client identifier.
     pub client_id: &'a str,
-    /// The user name it authenticated with.
+    /// The user name its session runs under ([`Hooks::session_username`]).
     pub username: Option<&'a str>,
 }
 
@@ -34,6 +39,15 @@ pub trait Hooks {
     fn authenticate(&mut self, request: &ConnectRequest<'_>) -> ReasonCode {
         let _ = request;
         ReasonCode::Success
+    }
+
+    /// The user name the session of a client that [`Hooks::authenticate`] just accepted
+    /// runs under: what [`ClientInfo::username`] reports to the authorization checks.
+    /// The default keeps the one from CONNECT; a host may put another identity in its
+    /// place (the name in a TLS client certificate, as Mosquitto's
+    /// `use_identity_as_username` does) or drop it.
+    fn session_username<'r>(&'r mut self, request: &ConnectRequest<'r>) -> Option<&'r str> {
+        request.username
     }
 
     /// Whether `client` may publish to `topic`. A refusal answers QoS 1/2 with 0x87 Not
