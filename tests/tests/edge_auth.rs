@@ -114,7 +114,10 @@ fn mosquitto_passwd(args: &[&str]) {
 
 /// Starts fulmar with this password file, ACL file and more arguments.
 fn start(passwords: &Path, acl: Option<&Path>, more: &[&str]) -> Fulmar {
-    let mut args = vec!["--set".to_owned(), format!("auth.password_file={}", s(passwords))];
+    let mut args = vec![
+        "--set".to_owned(),
+        format!("auth.password_file={}", s(passwords)),
+    ];
     if let Some(acl) = acl {
         args.extend(["--set".to_owned(), format!("auth.acl_file={}", s(acl))]);
     }

@@ -235,12 +235,14 @@ impl Auth {
             ),
             _ if self.allow_anonymous => warn!(
                 "anonymous access is allowed: any client may connect, publish and subscribe. \
-                 To require passwords, create a password file with `fulmar passwd FILE USER` \
-                 and start with --password-file FILE (and an --acl-file to limit topics)"
+                 To require passwords, create a password file (`fulmar passwd FILE USER`) and \
+                 set auth.password_file = \"FILE\" in the --config file (or \
+                 FULMAR_AUTH__PASSWORD_FILE=FILE); auth.acl_file limits who uses which topics"
             ),
             _ => warn!(
-                "anonymous access is off and no password file is set: no client can connect \
-                 (except with a TLS client certificate taken as user name)"
+                "anonymous access is off (auth.allow_anonymous = false) and no \
+                 auth.password_file is set: no client can connect (except with a TLS client \
+                 certificate taken as user name)"
             ),
         }
         if self.passwords.is_some() && self.allow_anonymous {
