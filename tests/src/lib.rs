@@ -473,6 +473,42 @@ impl Drop for Lines {
     }
 }
 
+/// Starts `mosquitto_sub -d ARGS` against 127.0.0.1:`port` and returns once the broker has
+/// acknowledged its subscription; read messages with [`next_message`] (give `-F` to choose
+/// their format).
+pub fn mosquitto_sub(port: u16, args: &[&str]) -> Lines {
+    // mosquitto_sub block-buffers a piped stdout; stdbuf (coreutils) makes it line-buffered
+    // so each line arrives when it is printed.
+    let mut command = Command::new("stdbuf");
+    command
+        .args([
+            "-oL",
+            "mosquitto_sub",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+        ])
+        .arg("-d")
+        .args(args);
+    let sub = Lines::spawn(command);
+    sub.expect_line(SUB_WAIT, |l| l.contains("received SUBACK"));
+    sub
+}
+
+/// The next message line of a [`mosquitto_sub`] (its debug lines skipped).
+///
+/// # Panics
+/// If none comes within a few seconds.
+pub fn next_message(sub: &Lines) -> String {
+    sub.expect_line(SUB_WAIT, |l| {
+        !l.starts_with("Client ") && !l.starts_with("Subscribed ")
+    })
+}
+
+/// How long [`mosquitto_sub`] and [`next_message`] wait.
+const SUB_WAIT: Duration = Duration::from_secs(10);
+
 #[cfg(test)]
 mod tests {
     use super::*;

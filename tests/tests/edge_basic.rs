@@ -7,7 +7,7 @@
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use fulmar_tests::{Fulmar, Lines, fulmar_bin, wait_until};
+use fulmar_tests::{Fulmar, Lines, fulmar_bin, next_message, wait_until};
 
 mod support;
 
@@ -164,25 +164,8 @@ fn connections_beyond_the_limit_are_closed() {
 /// Starts `mosquitto_sub` printing `QOS RETAIN TOPIC PAYLOAD` per message and returns once
 /// the broker has acknowledged its subscription.
 fn mosquitto_sub(broker: &Fulmar, args: &[&str]) -> Lines {
-    // mosquitto_sub block-buffers a piped stdout; stdbuf (coreutils) makes it line-buffered
-    // so each line arrives when it is printed.
-    let mut command = Command::new("stdbuf");
-    command
-        .args(["-oL", "mosquitto_sub"])
-        .args(["-h", "127.0.0.1", "-p", &broker.port().to_string()])
-        .args(["-d", "-F", "%q %r %t %p"])
-        .args(args);
-    let sub = Lines::spawn(command);
-    sub.expect_line(WAIT, |l| l.contains("received SUBACK"));
-    sub
-}
-
-/// The next message line of a `mosquitto_sub` started by [`mosquitto_sub`] (debug lines
-/// skipped).
-fn next_message(sub: &Lines) -> String {
-    sub.expect_line(WAIT, |l| {
-        !l.starts_with("Client ") && !l.starts_with("Subscribed ")
-    })
+    let format = ["-F", "%q %r %t %p"];
+    fulmar_tests::mosquitto_sub(broker.port(), &[&format[..], args].concat())
 }
 
 /// Runs `mosquitto_pub` to completion.
