@@ -46,8 +46,14 @@ enum Command {
         #[arg(value_name = "FILE")]
         file: PathBuf,
     },
-    /// Add a user to a password file, change their password, or delete them (Mosquitto's
-    /// format; see `fulmar passwd --help`).
+    /// Add a user to a password file (created if missing), change their password, or delete
+    /// them.
+    ///
+    /// The file is in Mosquitto's format: `mosquitto_passwd` files work here, and the
+    /// PBKDF2-SHA512 hashes written here work in Mosquitto. The password is asked twice on
+    /// the terminal, without echo; when standard input is not a terminal its first line is
+    /// the password; -b or --password give it on the command line (visible to other local
+    /// users in `ps`).
     Passwd(fulmar_edge::auth::passwd::PasswdArgs),
     /// Load generator for any MQTT broker: `conn`, `pub`, `sub`, `pubsub` (see `fulmar
     /// bench --help`).

@@ -379,7 +379,8 @@ client.loop_stop()
     }
 }
 
-/// A startup with a bad file fails at once, naming the file and the line.
+/// A startup with a bad file fails at once, naming the file and the line; so does
+/// `fulmar check-config`.
 #[test]
 fn bad_files_stop_the_broker_with_the_line() {
     let scratch = Scratch::new("bad-files");
@@ -396,7 +397,7 @@ fn bad_files_stop_the_broker_with_the_line() {
         (
             "password_file",
             &missing,
-            "cannot read the password file".to_owned(),
+            format!("{} is not a readable file", s(&missing)),
         ),
     ] {
         let setting = format!("auth.{key}={}", s(file));
@@ -410,6 +411,17 @@ fn bad_files_stop_the_broker_with_the_line() {
             "{setting}: {message:?} not in {stderr}"
         );
     }
+    // `fulmar check-config` reads the files a configuration names too.
+    let config = scratch.write(
+        "fulmar.toml",
+        &format!("[auth]\nacl_file = {:?}\n", s(&acl)),
+    );
+    let mut command = Command::new(fulmar_bin());
+    command.args(["check-config", s(&config)]);
+    let output = run(command, "");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains(&format!("{}:3: ", s(&acl))), "{stderr}");
 }
 
 /// A CONNECT whose password hash takes seconds (5 million rounds) does not hold up the

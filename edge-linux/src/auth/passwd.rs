@@ -20,16 +20,6 @@ use super::password::{DEFAULT_ROUNDS, PasswordFile, PasswordHash, check_username
 
 /// The `fulmar passwd` command line.
 #[derive(Debug, Clone, clap::Args)]
-#[command(
-    about = "Add a user to a password file, change their password, or delete them",
-    long_about = "Add a user to a password file (created if missing), change their \
-                  password, or delete them. The file is in Mosquitto's format: \
-                  `mosquitto_passwd` files work here, and the PBKDF2-SHA512 hashes written \
-                  here work in Mosquitto.\n\n\
-                  The password is asked twice on the terminal, without echo; when standard \
-                  input is not a terminal its first line is the password; -b or --password \
-                  give it on the command line (visible to other local users in `ps`)."
-)]
 pub struct PasswdArgs {
     /// The password file.
     #[arg(value_name = "FILE")]
