@@ -263,6 +263,39 @@ fn a_required_client_certificate_is_checked_and_names_the_client() {
     });
 }
 
+/// The certificate's CN is the user name the password file and the ACL see: alice, who is
+/// not in the password file, gets in on her certificate alone, and the ACL's rules for
+/// user alice are what she may do (write `c/#`, not `d/#`).
+#[test]
+fn a_certificate_identity_is_the_user_name_for_auth_and_acl() {
+    let files = DataDir::new("cert-acl");
+    let passwords = files.write(
+        "passwords",
+        // bob / bob-pw, in Mosquitto's format (101 rounds): alice is not in it.
+        "bob:$7$101$Ama90RreflJ4oF08$X/q4w611owuhELZoAA8zyHmfVk3x2IR3m6Uo1t/DHuxG8omyjF58Eo9NZTBMvXiuPzk9aovyqbbUxunEaNBOlg==\n",
+    );
+    let acl = files.write("acl", "user alice\ntopic readwrite c/#\n");
+    let settings = [
+        format!("auth.password_file={}", path(&passwords)),
+        format!("auth.acl_file={}", path(&acl)),
+    ];
+    let broker = broker_with(
+        "client_ca = \"{ca}\"\nrequire_client_cert = true\nidentity_from_cert = \"cn\"",
+        "/mqtt",
+        &["--set", &settings[0], "--set", &settings[1]],
+    );
+    let pki = &broker.pki;
+    let (ca, cert, key) = (path(&pki.ca), path(&pki.client_cert), path(&pki.client_key));
+    let with_cert = ["--cafile", ca, "--cert", cert, "--key", key];
+    let sub = mosquitto_sub(&broker, &[&with_cert[..], &["-t", "c/#"]].concat());
+    for topic in ["d/x", "c/x"] {
+        let args = [&with_cert[..], &["-t", topic, "-m", topic]].concat();
+        assert!(mosquitto_pub(&broker, &args));
+    }
+    // d/x was not hers to write: the first message is c/x.
+    assert_eq!(next_message(&sub), "c/x c/x");
+}
+
 #[test]
 fn bad_tls_clients_cost_only_their_own_connection() {
     let broker = broker();
