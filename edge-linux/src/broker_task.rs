@@ -646,6 +646,7 @@ impl Actor {
                     peer.stalled = true;
                     peer.link.room.pause_input();
                 }
+                self.metrics.stalled();
                 self.pump(now);
                 break;
             }

@@ -319,3 +319,103 @@ fn json_log_lines_parse() {
         "a `client connected` line with its client field:\n{log}"
     );
 }
+
+/// With the default overflow policy (backpressure), a publisher to a subscriber that stops
+/// acknowledging is paused, not dropped: `/metrics` shows the stall and no drop, and once
+/// the subscriber acknowledges again every message arrives, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backpressure_shows_as_stalls_not_drops() {
+    use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+
+    let broker = Fulmar::start_with(&[
+        "--metrics-listen",
+        "127.0.0.1:0",
+        "--set",
+        "limits.max_queued_messages=10",
+        "--set",
+        "limits.max_inflight=5",
+    ]);
+    let addr = metrics_addr(&broker);
+
+    // A QoS 1 subscriber that acknowledges only when told to (manual acks).
+    let mut options = MqttOptions::new("slow-reader", "127.0.0.1", broker.port());
+    options
+        .set_keep_alive(Duration::from_secs(30))
+        .set_manual_acks(true);
+    let (client, mut eventloop) = AsyncClient::new(options, 256);
+    let (forward, mut publishes) = tokio::sync::mpsc::unbounded_channel();
+    let task = tokio::spawn(async move {
+        while let Ok(event) = eventloop.poll().await {
+            if let Event::Incoming(Packet::Publish(publish)) = event {
+                let _ = forward.send(publish);
+            }
+        }
+    });
+    client
+        .subscribe("obs/slow", QoS::AtLeastOnce)
+        .await
+        .expect("subscribe");
+    let scrape_blocking = move || tokio::task::spawn_blocking(move || scrape(addr, "/metrics"));
+    let deadline = Instant::now() + TIMEOUT;
+    while scrape_blocking().await.unwrap().get("fulmar_subscriptions") != 1.0 {
+        assert!(Instant::now() < deadline, "the subscription did not arrive");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // 100 QoS 1 messages: 5 in flight plus 10 queued fit, the rest must wait.
+    let count = 100;
+    let mut publisher = Command::new("mosquitto_pub")
+        .args(["-h", "127.0.0.1", "-p", &broker.port().to_string()])
+        .args(["-q", "1", "-t", "obs/slow", "-l"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn mosquitto_pub");
+    {
+        let mut stdin = publisher.stdin.take().expect("piped stdin");
+        let lines: String = (0..count).map(|i| format!("m{i}\n")).collect();
+        stdin.write_all(lines.as_bytes()).expect("write lines");
+    }
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let metrics = scrape_blocking().await.unwrap();
+        if metrics.get("fulmar_publisher_stalls_total") >= 1.0 {
+            assert_eq!(
+                metrics.get(r#"fulmar_messages_dropped_total{reason="queue_full"}"#),
+                0.0
+            );
+            assert!(metrics.get("fulmar_messages_received_total") < f64::from(count));
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no stall seen:\n{}",
+            metrics.text
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // Acknowledge from now on: everything arrives, in order, and the publisher finishes.
+    for i in 0..count {
+        let publish = tokio::time::timeout(TIMEOUT, publishes.recv())
+            .await
+            .expect("the next message in time")
+            .expect("the event loop runs");
+        assert_eq!(publish.payload.as_ref(), format!("m{i}").as_bytes());
+        client.ack(&publish).await.expect("ack");
+    }
+    let status = tokio::task::spawn_blocking(move || publisher.wait())
+        .await
+        .unwrap()
+        .expect("wait for mosquitto_pub");
+    assert!(status.success(), "mosquitto_pub: {status}");
+    let after = scrape_blocking().await.unwrap();
+    assert_eq!(
+        after.get("fulmar_messages_received_total"),
+        f64::from(count)
+    );
+    assert_eq!(
+        after.get(r#"fulmar_messages_dropped_total{reason="queue_full"}"#),
+        0.0
+    );
+    task.abort();
+}

@@ -5,7 +5,8 @@
 //! [`Metrics`] is shared (`Arc`) by every task. It holds two kinds of numbers:
 //! - **host counters**, kept by the runtime where things happen (the accept loop, the
 //!   connection handle, the broker actor): connections accepted and refused (by reason),
-//!   bytes read from and handed to sockets, CONNECTs accepted. Each is one relaxed atomic
+//!   bytes read from and handed to sockets, CONNECTs accepted, publishers paused by
+//!   backpressure. Each is one relaxed atomic
 //!   add on the hot path; nothing here takes a lock.
 //! - **the core's counters** ([`fulmar_core::broker::Stats`]), which live inside the broker
 //!   state machine. The task that owns the broker copies them in with
@@ -73,6 +74,8 @@ pub struct Metrics {
     open: AtomicU64,
     /// CONNECTs the broker accepted (a client session started).
     connects: AtomicU64,
+    /// Times a client's input was paused because a subscriber's queue was full.
+    stalls: AtomicU64,
     /// Bytes read from clients, before the broker parsed them.
     bytes_received: AtomicU64,
     /// Bytes handed to client sockets.
@@ -117,6 +120,7 @@ impl Metrics {
             refused: Default::default(),
             open: AtomicU64::new(0),
             connects: AtomicU64::new(0),
+            stalls: AtomicU64::new(0),
             bytes_received: AtomicU64::new(0),
             bytes_sent: AtomicU64::new(0),
             clients_maximum: AtomicU64::new(0),
@@ -145,6 +149,12 @@ impl Metrics {
     /// The broker accepted a CONNECT.
     pub fn connected(&self) {
         self.connects.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A client's input was paused: it published to a subscriber whose queue is full
+    /// (backpressure, instead of dropping the message).
+    pub fn stalled(&self) {
+        self.stalls.fetch_add(1, Ordering::Relaxed);
     }
 
     /// `n` bytes were read from a client.
@@ -191,6 +201,7 @@ impl Metrics {
                 .map(|why| (why, self.refused.get(why.index()).map_or(0, &get))),
             connections_open: get(&self.open),
             connects: get(&self.connects),
+            stalls: get(&self.stalls),
             bytes_received: get(&self.bytes_received),
             bytes_sent: get(&self.bytes_sent),
             clients_connected: get(&c.clients_connected),
@@ -235,6 +246,8 @@ pub struct Snapshot {
     pub connections_open: u64,
     /// CONNECTs accepted.
     pub connects: u64,
+    /// Times a client's input was paused by backpressure.
+    pub stalls: u64,
     /// Bytes read from clients.
     pub bytes_received: u64,
     /// Bytes handed to client sockets.

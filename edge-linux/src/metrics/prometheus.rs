@@ -158,6 +158,13 @@ pub fn render(s: &Snapshot) -> String {
         "PUBLISH packets sent to clients.",
         s.messages_sent,
     );
+    out.one(
+        "fulmar_publisher_stalls_total",
+        Counter,
+        "Times a client's input was paused (not read, not acknowledged) because a \
+         subscriber's queue was full: backpressure instead of a drop.",
+        s.stalls,
+    );
     out.labelled(
         "fulmar_messages_dropped_total",
         Counter,
