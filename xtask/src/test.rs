@@ -28,7 +28,7 @@ pub(crate) struct Suite {
 pub(crate) const SUITES: &[Suite] = &[
     Suite {
         name: "setup",
-        about: "install rustfmt, clippy, the embedded targets, nightly, cargo-fuzz, a C++ compiler, mosquitto-clients",
+        about: "install rustfmt, clippy, the embedded targets, nightly, cargo-fuzz, a C++ compiler, mosquitto-clients, mosquitto, paho-mqtt (venv)",
         run: setup::suite,
     },
     Suite {
