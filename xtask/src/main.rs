@@ -12,10 +12,12 @@
 //! - `report`: suite results and the summary table.
 //! - `size`: the `size` command (and suite): flash and RAM of the firmware broker.
 //! - `firmware`: the `qemu` command (boot the QEMU firmware) and the `firmware` suite.
+//! - `bench`: the `bench` command: fulmar, Mosquitto and rumqttd side by side.
 //!
 //! To add a subcommand (`qemu`, `dist`, `bench`), add a module and a row to
 //! [`COMMANDS`]; to add a suite to `cargo xtask test`, add a row to `test::SUITES`.
 
+mod bench;
 mod exec;
 mod firmware;
 mod libtest;
@@ -54,6 +56,12 @@ const COMMANDS: &[Command] = &[
         usage: "qemu [--mqtt-port PORT]",
         about: "build the QEMU firmware and boot it, MQTT on 127.0.0.1:PORT, logs on stdout",
         run: firmware::main,
+    },
+    Command {
+        name: "bench",
+        usage: "bench [OPTIONS]",
+        about: "load-test fulmar, Mosquitto and rumqttd side by side on loopback; print a table",
+        run: bench::main,
     },
     Command {
         name: "help",
@@ -120,6 +128,10 @@ fn help(args: &[String]) -> ExitCode {
         }
         [name] if name == "qemu" => {
             print!("{}", firmware::help());
+            ExitCode::SUCCESS
+        }
+        [name] if name == "bench" => {
+            print!("{}", bench::help());
             ExitCode::SUCCESS
         }
         [name] if COMMANDS.iter().any(|c| c.name == name) => {

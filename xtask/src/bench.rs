@@ -1,0 +1,976 @@
+//! `cargo xtask bench`: Fulmar side by side with Mosquitto and rumqttd, on loopback.
+//!
+//! Every scenario runs `fulmar bench pubsub` (or `conn`) from the release build against a
+//! fresh broker of each kind, one broker after the other, and the results land in one
+//! Markdown table with the ratios fulmar/Mosquitto and fulmar/rumqttd:
+//! - throughput: QoS 0 and QoS 1 fan-in (100 publishers -> 1 subscriber), fan-out
+//!   (1 -> 500) and point-to-point (500 pairs), with 64 B and 1 KiB payloads. Throughput
+//!   is messages *delivered to subscribers* per second; a cell with losses says so, since
+//!   for QoS 1 only a lossless rate counts;
+//! - p99 end-to-end latency at a fixed offered load every broker sustains;
+//! - memory per idle connection: VmRSS of the broker process with 10 000 idle
+//!   connections, minus its VmRSS before they opened, per connection.
+//!
+//! The peers: Mosquitto from the Debian package (`mosquitto`), with its defaults except
+//! persistence off, its own port and config file; rumqttd 0.20 from crates.io, installed
+//! with `cargo install` into `~/.cache/fulmar/tools`, with the config file written here.
+//! Brokers and the load tool run with the open-file limit raised to its hard limit.
+//!
+//! Not part of `cargo xtask test`: the numbers depend on the machine and take minutes.
+//! `tests/tests/bench_tool.rs` is the lean CI check of the load tool itself.
+
+use std::fmt::Write as _;
+use std::fs;
+use std::io::{BufRead, BufReader};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::USAGE_ERROR;
+use crate::exec::{Ctx, quote};
+use crate::setup;
+
+/// rumqttd release the peers are measured with.
+const RUMQTTD_VERSION: &str = "0.20.0";
+/// Seconds each throughput scenario publishes for, unless `--seconds` says otherwise.
+const DEFAULT_SECONDS: f64 = 3.0;
+/// Idle connections for the memory row, unless `--idle` says otherwise.
+const DEFAULT_IDLE: usize = 10_000;
+/// Runs of a lossy QoS 1 throughput scenario at a lower offered rate.
+const RATE_RETRIES: usize = 2;
+/// How long a broker gets to start listening.
+const START_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The brokers, in table order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Broker {
+    Fulmar,
+    Mosquitto,
+    Rumqttd,
+}
+
+const BROKERS: [Broker; 3] = [Broker::Fulmar, Broker::Mosquitto, Broker::Rumqttd];
+
+impl Broker {
+    fn name(self) -> &'static str {
+        match self {
+            Broker::Fulmar => "fulmar",
+            Broker::Mosquitto => "mosquitto",
+            Broker::Rumqttd => "rumqttd",
+        }
+    }
+}
+
+/// What a scenario measures, which decides how its cells read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Measure {
+    /// Delivered messages per second (higher is better).
+    Throughput,
+    /// p99 end-to-end latency (lower is better).
+    Latency,
+    /// Broker memory per idle connection (lower is better).
+    IdleMemory,
+}
+
+/// One row of the table.
+#[derive(Debug, Clone)]
+struct Scenario {
+    name: String,
+    measure: Measure,
+    /// Arguments of `fulmar bench` (without the port).
+    args: Vec<String>,
+}
+
+/// The options of `cargo xtask bench`.
+#[derive(Debug)]
+struct Options {
+    seconds: f64,
+    idle: usize,
+    /// Only scenarios whose name contains one of these.
+    only: Vec<String>,
+    brokers: Vec<Broker>,
+}
+
+/// `cargo xtask bench`.
+pub(crate) fn main(args: &[String]) -> ExitCode {
+    if args.iter().any(|a| a == "-h" || a == "--help") {
+        print!("{}", help());
+        return ExitCode::SUCCESS;
+    }
+    let options = match parse(args) {
+        Ok(options) => options,
+        Err(e) => {
+            eprintln!("error: {e}\n");
+            eprint!("{}", help());
+            return ExitCode::from(USAGE_ERROR);
+        }
+    };
+    let ctx = match Ctx::new() {
+        Ok(ctx) => ctx,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match run(&ctx, &options) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The text of `cargo xtask help bench`.
+pub(crate) fn help() -> String {
+    format!(
+        "usage: cargo xtask bench [--seconds S] [--idle N] [--only NAME,...] [--brokers B,...]\n\n\
+         Runs the same load scenarios (`fulmar bench`, release build) against fulmar, Mosquitto\n\
+         (Debian package, persistence off) and rumqttd {RUMQTTD_VERSION} (cargo install into\n\
+         ~/.cache/fulmar/tools) on loopback, a fresh broker per scenario, and prints one\n\
+         Markdown table with ratios (also written to <target>/bench/results.md).\n\n\
+         options:\n  \
+         --seconds S      seconds each throughput scenario publishes (default {DEFAULT_SECONDS})\n  \
+         --idle N         idle connections for the memory row (default {DEFAULT_IDLE})\n  \
+         --only NAMES     run only scenarios whose name contains one of NAMES (e.g. fan-in,idle)\n  \
+         --brokers NAMES  brokers to run, from fulmar,mosquitto,rumqttd (default all)\n"
+    )
+}
+
+fn parse(args: &[String]) -> Result<Options, String> {
+    let mut options = Options {
+        seconds: DEFAULT_SECONDS,
+        idle: DEFAULT_IDLE,
+        only: Vec::new(),
+        brokers: BROKERS.to_vec(),
+    };
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
+        let mut value = || args.next().ok_or_else(|| format!("`{arg}` needs a value"));
+        match arg.as_str() {
+            "--seconds" => {
+                options.seconds = value()?
+                    .parse()
+                    .ok()
+                    .filter(|s: &f64| *s > 0.0)
+                    .ok_or("--seconds needs a positive number")?;
+            }
+            "--idle" => {
+                options.idle = value()?
+                    .parse()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .ok_or("--idle needs a positive whole number")?;
+            }
+            "--only" => options.only = value()?.split(',').map(str::to_owned).collect(),
+            "--brokers" => {
+                options.brokers = value()?
+                    .split(',')
+                    .map(|name| {
+                        BROKERS
+                            .into_iter()
+                            .find(|b| b.name() == name)
+                            .ok_or_else(|| format!("unknown broker `{name}`"))
+                    })
+                    .collect::<Result<_, _>>()?;
+            }
+            other => return Err(format!("unknown argument `{other}`")),
+        }
+    }
+    Ok(options)
+}
+
+/// The scenarios, in table order.
+fn scenarios(options: &Options) -> Vec<Scenario> {
+    let seconds = options.seconds.to_string();
+    let mut all = Vec::new();
+    // (name, publishers, subscribers, publish topic, subscription filter)
+    let shapes = [
+        ("fan-in 100→1", 100, 1, "bench/in/%i", "bench/in/#"),
+        ("fan-out 1→500", 1, 500, "bench/out", "bench/out"),
+        ("p2p 500 pairs", 500, 500, "bench/p2p/%i", "bench/p2p/%i"),
+    ];
+    for size in [64, 1024] {
+        for qos in [0, 1] {
+            for (shape, publishers, subscribers, topic, filter) in shapes {
+                let label = if size == 64 { "64 B" } else { "1 KiB" };
+                all.push(Scenario {
+                    name: format!("QoS {qos} {shape}, {label}"),
+                    measure: Measure::Throughput,
+                    args: pubsub_args(publishers, subscribers, topic, filter, qos, size, &seconds),
+                });
+            }
+        }
+    }
+    // 10 pairs at 1000 msg/s each: 10k msg/s, far below what any of the three sustains.
+    let mut latency = pubsub_args(10, 10, "bench/lat/%i", "bench/lat/%i", 1, 64, &seconds);
+    latency.extend(["--rate", "1000"].map(str::to_owned));
+    all.push(Scenario {
+        name: "p99 latency, QoS 1 10 pairs × 1000 msg/s, 64 B".to_owned(),
+        measure: Measure::Latency,
+        args: latency,
+    });
+    all.push(Scenario {
+        name: format!("RSS per idle connection ({} connections)", options.idle),
+        measure: Measure::IdleMemory,
+        args: [
+            "conn",
+            "--count",
+            &options.idle.to_string(),
+            "--duration",
+            "2",
+        ]
+        .map(str::to_owned)
+        .to_vec(),
+    });
+    all.retain(|s| options.only.is_empty() || options.only.iter().any(|o| s.name.contains(o)));
+    all
+}
+
+fn pubsub_args(
+    publishers: usize,
+    subscribers: usize,
+    topic: &str,
+    filter: &str,
+    qos: u8,
+    size: usize,
+    seconds: &str,
+) -> Vec<String> {
+    [
+        "pubsub",
+        "--publishers",
+        &publishers.to_string(),
+        "--subscribers",
+        &subscribers.to_string(),
+        "--pub-topic",
+        topic,
+        "--sub-topic",
+        filter,
+        "--qos",
+        &qos.to_string(),
+        "--size",
+        &size.to_string(),
+        "--duration",
+        seconds,
+        "--drain-idle",
+        "2",
+    ]
+    .map(str::to_owned)
+    .to_vec()
+}
+
+/// What one scenario gave on one broker.
+#[derive(Debug, Clone, PartialEq)]
+enum Outcome {
+    /// The `result:` fields of `fulmar bench`, with the memory measurement for `conn`.
+    Measured(Vec<(String, String)>),
+    /// The run failed; why.
+    Failed(String),
+}
+
+impl Outcome {
+    fn field(&self, key: &str) -> Option<f64> {
+        match self {
+            Outcome::Measured(fields) => fields
+                .iter()
+                .find(|(k, _)| k == key)
+                .and_then(|(_, v)| v.parse().ok()),
+            Outcome::Failed(_) => None,
+        }
+    }
+
+    /// The number the ratio columns compare.
+    fn value(&self, measure: Measure) -> Option<f64> {
+        match measure {
+            Measure::Throughput => self.field("rate"),
+            Measure::Latency => self.field("p99_us"),
+            Measure::IdleMemory => self.field("rss_per_conn"),
+        }
+    }
+
+    /// The table cell.
+    fn cell(&self, measure: Measure) -> String {
+        let Outcome::Measured(_) = self else {
+            return "failed".to_owned();
+        };
+        let Some(value) = self.value(measure) else {
+            return "-".to_owned();
+        };
+        let mut cell = match measure {
+            Measure::Throughput => format!("{}/s", si(value)),
+            Measure::Latency => format!("{:.2} ms", value / 1000.0),
+            Measure::IdleMemory => format!(
+                "{:.2} KB ({:.1} MB)",
+                value / 1000.0,
+                self.field("rss_growth").unwrap_or(0.0) / 1e6
+            ),
+        };
+        if let Some(offered) = self.field("offered") {
+            let _ = write!(cell, " (at {}/s offered)", si(offered));
+        }
+        let lost = self.field("lost").unwrap_or(0.0);
+        let expected = self.field("expected").unwrap_or(0.0);
+        if lost > 0.0 && expected > 0.0 {
+            let share = lost * 100.0 / expected;
+            let _ = if share < 0.1 {
+                write!(cell, " ({lost} lost)")
+            } else {
+                write!(cell, " ({share:.0}% lost)")
+            };
+        }
+        for key in ["failed", "dropped", "errors"] {
+            let n = self.field(key).unwrap_or(0.0);
+            if n > 0.0 {
+                let _ = write!(cell, " ({n} {key})");
+            }
+        }
+        cell
+    }
+}
+
+/// `1234567.0` as `1.23M`.
+fn si(value: f64) -> String {
+    if value >= 1e6 {
+        format!("{:.2}M", value / 1e6)
+    } else if value >= 1e3 {
+        format!("{:.1}k", value / 1e3)
+    } else {
+        format!("{value:.0}")
+    }
+}
+
+/// `ours / theirs` as a ratio where above 1 means fulmar is better.
+fn ratio(measure: Measure, ours: Option<f64>, theirs: Option<f64>) -> String {
+    match (ours, theirs) {
+        (Some(ours), Some(theirs)) if ours > 0.0 && theirs > 0.0 => {
+            let better = match measure {
+                Measure::Throughput => ours / theirs,
+                Measure::Latency | Measure::IdleMemory => theirs / ours,
+            };
+            format!("{better:.2}×")
+        }
+        _ => "-".to_owned(),
+    }
+}
+
+fn run(ctx: &Ctx, options: &Options) -> Result<(), String> {
+    let dir = ctx.target_dir.join("bench");
+    fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let mut installed = Vec::new();
+    if options.brokers.contains(&Broker::Mosquitto) {
+        installed.extend(setup::ensure_debian_packages(ctx, &["mosquitto"])?);
+    }
+    let rumqttd = if options.brokers.contains(&Broker::Rumqttd) {
+        Some(ensure_rumqttd(ctx)?)
+    } else {
+        None
+    };
+    ctx.run(&mut ctx.cargo(["build", "--release", "-p", "fulmar-edge", "--bin", "fulmar"]))?;
+    let fulmar = ctx.target_dir.join("release").join("fulmar");
+    let bins = Bins {
+        fulmar,
+        rumqttd,
+        dir,
+    };
+
+    let scenarios = scenarios(options);
+    let mut rows: Vec<(Scenario, Vec<Outcome>)> = Vec::new();
+    let started = Instant::now();
+    for scenario in scenarios {
+        println!("\n==> {}", scenario.name);
+        let mut outcomes = Vec::new();
+        for &broker in &options.brokers {
+            let outcome = measure(&bins, broker, &scenario).unwrap_or_else(Outcome::Failed);
+            if let Outcome::Failed(why) = &outcome {
+                eprintln!("bench: {} on {}: {why}", scenario.name, broker.name());
+            }
+            println!(
+                "    {:<10} {}",
+                broker.name(),
+                outcome.cell(scenario.measure)
+            );
+            outcomes.push(outcome);
+        }
+        rows.push((scenario, outcomes));
+    }
+    let table = render(&options.brokers, &rows);
+    let text = format!(
+        "{}\n{table}\n(run took {:.0}s)\n",
+        machine(),
+        started.elapsed().as_secs_f64()
+    );
+    println!("\n{text}");
+    let out = bins.dir.join("results.md");
+    fs::write(&out, &text).map_err(|e| format!("cannot write {}: {e}", out.display()))?;
+    println!("written to {}", out.display());
+    Ok(())
+}
+
+/// The binaries and the scratch directory of a run.
+#[derive(Debug)]
+struct Bins {
+    fulmar: PathBuf,
+    rumqttd: Option<PathBuf>,
+    dir: PathBuf,
+}
+
+/// Runs `scenario` against `broker`. A QoS 1 throughput run that lost messages is run
+/// again at a lower offered rate (80 % of what was delivered), up to [`RATE_RETRIES`]
+/// times, so its row can show a lossless rate where there is one.
+fn measure(bins: &Bins, broker: Broker, scenario: &Scenario) -> Result<Outcome, String> {
+    let mut outcome = measure_once(bins, broker, scenario, &[])?;
+    if scenario.measure != Measure::Throughput || outcome.field("qos") != Some(1.0) {
+        return Ok(outcome);
+    }
+    for _ in 0..RATE_RETRIES {
+        let (Some(lost), Some(rate), Some(sent), Some(expected), Some(publishers)) = (
+            outcome.field("lost"),
+            outcome.field("rate"),
+            outcome.field("sent"),
+            outcome.field("expected"),
+            outcome.field("publishers"),
+        ) else {
+            break;
+        };
+        if lost == 0.0 || rate <= 0.0 || sent <= 0.0 || publishers <= 0.0 {
+            break;
+        }
+        // Deliveries per published message (the fan-out), to turn the delivered rate
+        // into a publish rate per publisher.
+        let fan = expected / sent;
+        let per_publisher = 0.8 * rate / fan / publishers;
+        println!(
+            "    {}: lost {lost}; again at {per_publisher:.1} msg/s per publisher",
+            broker.name()
+        );
+        let retry = measure_once(
+            bins,
+            broker,
+            scenario,
+            &["--rate".to_owned(), format!("{per_publisher:.3}")],
+        )?;
+        let Outcome::Measured(mut fields) = retry else {
+            break;
+        };
+        fields.push((
+            "offered".to_owned(),
+            format!("{:.0}", per_publisher * publishers * fan),
+        ));
+        outcome = Outcome::Measured(fields);
+    }
+    Ok(outcome)
+}
+
+/// Runs `scenario` once against a fresh `broker`, with `extra` arguments for the load
+/// tool.
+fn measure_once(
+    bins: &Bins,
+    broker: Broker,
+    scenario: &Scenario,
+    extra: &[String],
+) -> Result<Outcome, String> {
+    let port = free_port()?;
+    let mut running = start_broker(bins, broker, port)?;
+    let mut command = unlimited(&bins.fulmar);
+    command
+        .arg("bench")
+        .args(&scenario.args)
+        .args(extra)
+        .args(["--port", &port.to_string()]);
+    let outcome = if scenario.measure == Measure::IdleMemory {
+        measure_idle(&mut running, command)
+    } else {
+        let lines = run_bench(command, None)?;
+        Ok(result_fields(&lines))
+    };
+    running.stop();
+    outcome
+}
+
+/// Runs the `conn` scenario: the broker's VmRSS before, and while the connections are
+/// held (read once `fulmar bench conn` reports them all open).
+fn measure_idle(running: &mut Running, command: Command) -> Result<Outcome, String> {
+    std::thread::sleep(Duration::from_millis(500));
+    let before = vm_rss(running.child.id())?;
+    let pid = running.child.id();
+    let mut during = None;
+    let lines = run_bench(
+        command,
+        Some(&mut |line: &str| {
+            if line.starts_with("connected:") {
+                // Let the broker finish the last handshakes' work before reading.
+                std::thread::sleep(Duration::from_millis(500));
+                during = vm_rss(pid).ok();
+            }
+        }),
+    )?;
+    let Outcome::Measured(mut fields) = result_fields(&lines) else {
+        return Ok(result_fields(&lines));
+    };
+    let during = during.ok_or("could not read the broker's VmRSS with the connections open")?;
+    let connections: u64 = fields
+        .iter()
+        .find(|(k, _)| k == "connections")
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0);
+    if connections == 0 {
+        return Ok(Outcome::Failed("no connection opened".to_owned()));
+    }
+    let growth = during.saturating_sub(before);
+    fields.push(("rss_growth".to_owned(), growth.to_string()));
+    fields.push((
+        "rss_per_conn".to_owned(),
+        (growth as f64 / connections as f64).to_string(),
+    ));
+    Ok(Outcome::Measured(fields))
+}
+
+/// The `result:` line's fields, or the failure if there is none.
+fn result_fields(lines: &[String]) -> Outcome {
+    match lines.iter().find_map(|l| l.strip_prefix("result: ")) {
+        Some(result) => Outcome::Measured(
+            result
+                .split_whitespace()
+                .filter_map(|pair| pair.split_once('='))
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
+        ),
+        None => Outcome::Failed(format!(
+            "no result line; output: {}",
+            lines.last().map_or("(none)", String::as_str)
+        )),
+    }
+}
+
+/// Runs `fulmar bench`, echoing its output indented and handing each line to `on_line`,
+/// and returns the lines. Killed after a generous bound so a hung run cannot stall the
+/// whole comparison.
+fn run_bench(
+    mut command: Command,
+    mut on_line: Option<&mut dyn FnMut(&str)>,
+) -> Result<Vec<String>, String> {
+    let line = describe(&command);
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("could not start `{line}`: {e}"))?;
+    let stdout = child.stdout.take().ok_or("stdout was not captured")?;
+    let pid = child.id();
+    // A watchdog: scenarios take seconds; two minutes means something hangs.
+    let (done, finished) = std::sync::mpsc::channel::<()>();
+    let watchdog = std::thread::spawn(move || {
+        if finished.recv_timeout(Duration::from_secs(120)).is_err() {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+        }
+    });
+    let mut lines = Vec::new();
+    for text in BufReader::new(stdout).lines() {
+        let Ok(text) = text else { break };
+        println!("      {text}");
+        if let Some(on_line) = on_line.as_mut() {
+            on_line(&text);
+        }
+        lines.push(text);
+    }
+    let output = child
+        .wait_with_output()
+        .map_err(|e| format!("could not wait for `{line}`: {e}"))?;
+    let _ = done.send(());
+    let _ = watchdog.join();
+    if !output.status.success() {
+        return Err(format!(
+            "`{line}` failed ({}): {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        ));
+    }
+    Ok(lines)
+}
+
+/// A broker process, killed when dropped.
+#[derive(Debug)]
+struct Running {
+    child: Child,
+}
+
+impl Running {
+    fn stop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Starts `broker` on 127.0.0.1:`port` and waits until it accepts connections.
+fn start_broker(bins: &Bins, broker: Broker, port: u16) -> Result<Running, String> {
+    let mut command = match broker {
+        Broker::Fulmar => {
+            let mut command = unlimited(&bins.fulmar);
+            command.args([
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--log",
+                "warn",
+                "--max-connections",
+                "30000",
+            ]);
+            command
+        }
+        Broker::Mosquitto => {
+            let config = bins.dir.join("mosquitto.conf");
+            write_config(&config, &mosquitto_config(port))?;
+            let mut command = unlimited(Path::new("mosquitto"));
+            command.arg("-c").arg(&config);
+            command
+        }
+        Broker::Rumqttd => {
+            let bin = bins.rumqttd.as_ref().ok_or("rumqttd is not installed")?;
+            let config = bins.dir.join("rumqttd.toml");
+            write_config(&config, &rumqttd_config(port))?;
+            let mut command = unlimited(bin);
+            command.arg("--config").arg(&config);
+            command
+        }
+    };
+    let line = describe(&command);
+    let child = command
+        .current_dir(&bins.dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("could not start `{line}`: {e}"))?;
+    let mut running = Running { child };
+    let deadline = Instant::now() + START_TIMEOUT;
+    loop {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Ok(running);
+        }
+        if let Ok(Some(status)) = running.child.try_wait() {
+            return Err(format!("`{line}` exited at start ({status})"));
+        }
+        if Instant::now() > deadline {
+            return Err(format!("`{line}` did not listen within {START_TIMEOUT:?}"));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `program` run through `sh` with the open-file limit raised to its hard limit: 10 000
+/// connections need more than the usual soft limit of 1024, on both ends.
+fn unlimited(program: &Path) -> Command {
+    let mut command = Command::new("sh");
+    command
+        .args(["-c", r#"ulimit -n "$(ulimit -Hn)" && exec "$0" "$@""#])
+        .arg(program);
+    command
+}
+
+/// Mosquitto's configuration: the Debian defaults, except no persistence and our port.
+fn mosquitto_config(port: u16) -> String {
+    format!(
+        "# Written by cargo xtask bench: Mosquitto's defaults, persistence off.\n\
+         listener {port} 127.0.0.1\n\
+         allow_anonymous true\n\
+         persistence false\n\
+         log_dest stderr\n\
+         log_type error\n"
+    )
+}
+
+/// rumqttd's configuration: one MQTT 3.1.1 listener on our port; limits as in rumqttd's
+/// own example file, except room for the idle-connection row and no delay between
+/// accepts (the example waits 1 ms per connection).
+fn rumqttd_config(port: u16) -> String {
+    format!(
+        "# Written by cargo xtask bench.\n\
+         id = 0\n\n\
+         [router]\n\
+         id = 0\n\
+         max_connections = 30000\n\
+         max_outgoing_packet_count = 200\n\
+         max_segment_size = 104857600\n\
+         max_segment_count = 10\n\n\
+         [v4.1]\n\
+         name = \"v4-1\"\n\
+         listen = \"127.0.0.1:{port}\"\n\
+         next_connection_delay_ms = 0\n\
+         [v4.1.connections]\n\
+         connection_timeout_ms = 60000\n\
+         max_payload_size = 20480\n\
+         max_inflight_count = 100\n\
+         dynamic_filters = true\n"
+    )
+}
+
+fn write_config(path: &Path, text: &str) -> Result<(), String> {
+    fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+/// rumqttd, installed with `cargo install` into `~/.cache/fulmar/tools` if missing.
+fn ensure_rumqttd(ctx: &Ctx) -> Result<PathBuf, String> {
+    let home = std::env::var_os("HOME").ok_or("HOME is not set")?;
+    let root = Path::new(&home).join(".cache/fulmar/tools");
+    let bin = root.join("bin/rumqttd");
+    if bin.is_file() {
+        println!("bench: rumqttd: present ({})", bin.display());
+        return Ok(bin);
+    }
+    println!(
+        "bench: installing rumqttd {RUMQTTD_VERSION} into {}",
+        root.display()
+    );
+    // Not `--locked`: the lock file shipped with 0.20.0 pins metrics 0.22.1, which no
+    // longer compiles with current Rust; the newest semver-compatible dependencies do.
+    let mut install = ctx.command(
+        "cargo",
+        ["install", "rumqttd", "--version", RUMQTTD_VERSION, "--root"],
+    );
+    install.arg(&root);
+    // Its own target dir: the install must not invalidate the workspace's builds.
+    install.env("CARGO_TARGET_DIR", ctx.target_dir.join("rumqttd-install"));
+    ctx.run(&mut install)?;
+    if bin.is_file() {
+        Ok(bin)
+    } else {
+        Err(format!(
+            "cargo install reported success but {} is missing",
+            bin.display()
+        ))
+    }
+}
+
+/// A loopback port that was free a moment ago.
+fn free_port() -> Result<u16, String> {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| format!("cannot find a free port: {e}"))
+}
+
+/// Resident memory of process `pid`, in bytes (`VmRSS` of /proc/PID/status).
+fn vm_rss(pid: u32) -> Result<u64, String> {
+    let path = format!("/proc/{pid}/status");
+    let status = fs::read_to_string(&path).map_err(|e| format!("cannot read {path}: {e}"))?;
+    parse_vm_rss(&status).ok_or_else(|| format!("no VmRSS line in {path}"))
+}
+
+fn parse_vm_rss(status: &str) -> Option<u64> {
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// The command as a shell line, for messages.
+fn describe(command: &Command) -> String {
+    let mut line = quote(command.get_program());
+    for arg in command.get_args() {
+        line.push(' ');
+        line.push_str(&quote(arg));
+    }
+    line
+}
+
+/// What the numbers were measured on.
+fn machine() -> String {
+    let cpu = fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".to_owned());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let kernel = fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map_or_else(|_| "unknown".to_owned(), |k| k.trim().to_owned());
+    let mosquitto = Command::new("mosquitto")
+        .arg("-h")
+        .output()
+        .ok()
+        .and_then(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .next()
+                .map(str::to_owned)
+        })
+        .unwrap_or_else(|| "mosquitto (version unknown)".to_owned());
+    format!(
+        "Machine: {cores} cores ({cpu}), Linux {kernel}; {mosquitto}; rumqttd {RUMQTTD_VERSION}; \
+         brokers and load tool on the same cores, over loopback."
+    )
+}
+
+/// The Markdown table.
+fn render(brokers: &[Broker], rows: &[(Scenario, Vec<Outcome>)]) -> String {
+    let mut header: Vec<String> = vec!["scenario".to_owned()];
+    header.extend(brokers.iter().map(|b| b.name().to_owned()));
+    let others: Vec<(usize, Broker)> = brokers
+        .iter()
+        .copied()
+        .enumerate()
+        .filter(|(_, b)| *b != Broker::Fulmar)
+        .collect();
+    let ours = brokers.iter().position(|b| *b == Broker::Fulmar);
+    if ours.is_some() {
+        header.extend(
+            others
+                .iter()
+                .map(|(_, b)| format!("fulmar vs {}", b.name())),
+        );
+    }
+    let mut out = String::new();
+    let _ = writeln!(out, "| {} |", header.join(" | "));
+    let _ = writeln!(
+        out,
+        "|{}",
+        header
+            .iter()
+            .enumerate()
+            .map(|(i, _)| if i == 0 { "---|" } else { "---:|" })
+            .collect::<String>()
+    );
+    for (scenario, outcomes) in rows {
+        let mut cells = vec![scenario.name.clone()];
+        cells.extend(outcomes.iter().map(|o| o.cell(scenario.measure)));
+        if let Some(ours) = ours {
+            // A lossy QoS 1 rate is not a throughput; no ratio is drawn from it.
+            let usable = |o: &Outcome| {
+                let lossless = o.field("lost").unwrap_or(0.0) == 0.0;
+                let qos0 = o.field("qos") == Some(0.0);
+                o.value(scenario.measure)
+                    .filter(|_| scenario.measure != Measure::Throughput || lossless || qos0)
+            };
+            for (i, _) in &others {
+                cells.push(ratio(
+                    scenario.measure,
+                    usable(&outcomes[ours]),
+                    usable(&outcomes[*i]),
+                ));
+            }
+        }
+        let _ = writeln!(out, "| {} |", cells.join(" | "));
+    }
+    out.push_str(
+        "\nThroughput: messages delivered to subscribers per second (first publish to last \
+         delivery); a QoS 1 run that lost messages is re-run at 80 % of the rate it delivered \
+         (\"at N/s offered\"), twice at most, and a cell still lossy gets no ratio. Latency: p99 end to end; memory: VmRSS \
+         growth per idle connection. Ratios above 1× favour fulmar.\n",
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn measured(pairs: &[(&str, &str)]) -> Outcome {
+        Outcome::Measured(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn reads_vm_rss() {
+        let status = "Name:\tfulmar\nVmPeak:\t  9000 kB\nVmRSS:\t    5120 kB\nThreads:\t3\n";
+        assert_eq!(parse_vm_rss(status), Some(5120 * 1024));
+        assert_eq!(parse_vm_rss("Name:\tx\n"), None);
+    }
+
+    #[test]
+    fn cells_show_losses_and_ratios_skip_lossy_qos1() {
+        let ours = measured(&[
+            ("qos", "1"),
+            ("rate", "250000"),
+            ("lost", "0"),
+            ("expected", "9"),
+        ]);
+        let lossy = measured(&[
+            ("qos", "1"),
+            ("rate", "2000"),
+            ("lost", "99"),
+            ("expected", "100"),
+        ]);
+        assert_eq!(ours.cell(Measure::Throughput), "250.0k/s");
+        assert_eq!(lossy.cell(Measure::Throughput), "2.0k/s (99% lost)");
+        let rows = vec![(
+            Scenario {
+                name: "QoS 1 fan-in".to_owned(),
+                measure: Measure::Throughput,
+                args: Vec::new(),
+            },
+            vec![ours, lossy, Outcome::Failed("boom".to_owned())],
+        )];
+        let table = render(&BROKERS, &rows);
+        assert!(
+            table.contains("| QoS 1 fan-in | 250.0k/s | 2.0k/s (99% lost) | failed | - | - |"),
+            "{table}"
+        );
+    }
+
+    #[test]
+    fn ratios_favour_fulmar_above_one() {
+        assert_eq!(
+            ratio(Measure::Throughput, Some(200.0), Some(100.0)),
+            "2.00×"
+        );
+        assert_eq!(ratio(Measure::Latency, Some(500.0), Some(1000.0)), "2.00×");
+        assert_eq!(
+            ratio(Measure::IdleMemory, Some(2000.0), Some(1000.0)),
+            "0.50×"
+        );
+        assert_eq!(ratio(Measure::Latency, None, Some(1.0)), "-");
+    }
+
+    #[test]
+    fn options_parse_and_filter_scenarios() {
+        let args: Vec<String> = [
+            "--seconds",
+            "1.5",
+            "--only",
+            "fan-in,idle",
+            "--brokers",
+            "fulmar",
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        let options = parse(&args).unwrap();
+        assert_eq!(options.brokers, [Broker::Fulmar]);
+        let names: Vec<String> = scenarios(&options).into_iter().map(|s| s.name).collect();
+        assert_eq!(names.len(), 5, "{names:?}");
+        assert!(
+            names
+                .iter()
+                .all(|n| n.contains("fan-in") || n.contains("idle"))
+        );
+        assert!(parse(&["--brokers".to_owned(), "emqx".to_owned()]).is_err());
+        assert!(parse(&["--seconds".to_owned(), "0".to_owned()]).is_err());
+    }
+}
