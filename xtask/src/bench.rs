@@ -106,20 +106,7 @@ pub(crate) fn main(args: &[String]) -> ExitCode {
             return ExitCode::from(USAGE_ERROR);
         }
     };
-    let ctx = match Ctx::new() {
-        Ok(ctx) => ctx,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match run(&ctx, &options) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    crate::exec::with_ctx(|ctx| run(ctx, &options))
 }
 
 /// The text of `cargo xtask help bench`.

@@ -151,6 +151,18 @@ impl Ctx {
     }
 }
 
+/// Runs a command's body with a fresh [`Ctx`]: exit 0 when it succeeds, 1 with its error
+/// printed when it (or finding the workspace) fails.
+pub(crate) fn with_ctx(body: impl FnOnce(&Ctx) -> Result<(), String>) -> std::process::ExitCode {
+    match Ctx::new().and_then(|ctx| body(&ctx)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 /// What a [`Ctx::probe`] saw.
 #[derive(Debug)]
 pub(crate) struct Probe {

@@ -13,11 +13,13 @@
 //! - `size`: the `size` command (and suite): flash and RAM of the firmware broker.
 //! - `firmware`: the `qemu` command (boot the QEMU firmware) and the `firmware` suite.
 //! - `bench`: the `bench` command: fulmar, Mosquitto and rumqttd side by side.
+//! - `dist`: the `dist` command (static ARM binaries) and the `cross` suite (QEMU).
 //!
 //! To add a subcommand (`qemu`, `dist`, `bench`), add a module and a row to
 //! [`COMMANDS`]; to add a suite to `cargo xtask test`, add a row to `test::SUITES`.
 
 mod bench;
+mod dist;
 mod exec;
 mod firmware;
 mod libtest;
@@ -62,6 +64,12 @@ const COMMANDS: &[Command] = &[
         usage: "bench [OPTIONS]",
         about: "load-test fulmar, Mosquitto and rumqttd side by side on loopback; print a table",
         run: bench::main,
+    },
+    Command {
+        name: "dist",
+        usage: "dist [TARGET...]",
+        about: "build static fulmar binaries for aarch64 (musl) and armv7 into <target>/dist",
+        run: dist::main,
     },
     Command {
         name: "help",
@@ -128,6 +136,10 @@ fn help(args: &[String]) -> ExitCode {
         }
         [name] if name == "qemu" => {
             print!("{}", firmware::help());
+            ExitCode::SUCCESS
+        }
+        [name] if name == "dist" => {
+            print!("{}", dist::help());
             ExitCode::SUCCESS
         }
         [name] if name == "bench" => {

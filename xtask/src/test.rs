@@ -62,6 +62,11 @@ pub(crate) const SUITES: &[Suite] = &[
         run: crate::size::suite,
     },
     Suite {
+        name: "cross",
+        about: "build static fulmar for aarch64-musl and armv7 (cargo xtask dist); pub/sub through each under QEMU",
+        run: crate::dist::suite,
+    },
+    Suite {
         name: "fuzz",
         about: "run each core/fuzz target for FULMAR_FUZZ_SECONDS (default 30) on nightly",
         run: fuzz,
