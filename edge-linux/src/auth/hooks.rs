@@ -104,3 +104,40 @@ fn acl_client<'a>(client: &ClientInfo<'a>) -> Client<'a> {
         username: client.username,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::acl::Acl;
+    use crate::auth::{Auth, Settings};
+
+    fn client<'a>(username: Option<&'a str>) -> ClientInfo<'a> {
+        ClientInfo {
+            client_id: "c1",
+            username,
+        }
+    }
+
+    #[test]
+    fn nobody_publishes_to_sys_even_without_an_acl() {
+        let mut hooks = EdgeHooks::new(Arc::new(Auth::open()));
+        let anyone = client(None);
+        assert!(hooks.authorize_publish(&anyone, "a/b", QoS::AtMostOnce, false));
+        assert!(hooks.authorize_publish(&anyone, "$SYSTEM/x", QoS::AtMostOnce, false));
+        assert!(!hooks.authorize_publish(&anyone, "$SYS/broker/uptime", QoS::AtMostOnce, false));
+        assert!(!hooks.authorize_publish(&anyone, "$SYS", QoS::AtMostOnce, false));
+        assert!(hooks.authorize_subscribe(&anyone, "$SYS/#", QoS::AtMostOnce));
+    }
+
+    #[test]
+    fn a_shared_subscription_is_judged_by_its_filter() {
+        let acl = Acl::parse("user u\ntopic read s/#\n").unwrap();
+        let auth = Auth::with(&Settings::default(), None, Some(acl), 1024);
+        let mut hooks = EdgeHooks::new(Arc::new(auth));
+        let u = client(Some("u"));
+        assert!(hooks.authorize_subscribe(&u, "$share/g/s/+", QoS::AtMostOnce));
+        assert!(hooks.authorize_subscribe(&u, "s/x", QoS::AtMostOnce));
+        assert!(!hooks.authorize_subscribe(&u, "$share/s/other", QoS::AtMostOnce));
+        assert!(!hooks.authorize_subscribe(&client(None), "s/x", QoS::AtMostOnce));
+    }
+}
