@@ -10,7 +10,8 @@
 //!
 //! ## Slow hashes off the broker's task
 //! A password hash is slow on purpose ([`password::DEFAULT_ROUNDS`] rounds of SHA-512,
-//! about a second on a Raspberry Pi), and the core asks [`Hooks::authenticate`] from the
+//! by estimate around a second on a Raspberry Pi 4), and the core asks
+//! [`Hooks::authenticate`](fulmar_core::broker::Hooks::authenticate) from the
 //! task that runs the whole broker: hashing there would stall every client for as long.
 //! So the hook never hashes. Instead each connection's own task, which reads its bytes,
 //! holds them back until its first packet is complete (an `Admission`), decodes it with
@@ -39,7 +40,7 @@
 //! | `allow_anonymous = false`, no file | refused | refused (nothing to check against) |
 //!
 //! A client whose TLS listener takes the certificate's identity as its user name
-//! ([`Admission::new`]'s `identity`, like Mosquitto's `use_identity_as_username`) is
+//! (`Admission::new`'s `identity`, like Mosquitto's `use_identity_as_username`) is
 //! accepted under that name: the certificate, verified by the TLS layer, is the
 //! credential, and the CONNECT's user name and password are not used.
 //!
