@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use fulmar_tests::{DataDir, Fulmar, Lines, wait_until};
+use fulmar_tests::{DataDir, Fulmar, Lines, paho, wait_until};
 
 /// How long any single expected thing (a message, a handshake, an exit) may take.
 const WAIT: Duration = Duration::from_secs(10);
@@ -585,6 +585,56 @@ mod rumqttc_clients {
         .expect("the message in time");
         assert_eq!((&got.0[..], &got.1[..]), (&b"v5/wss"[..], &b"five"[..]));
     }
+}
+
+// --- paho-mqtt (Python) over WebSocket and secure WebSocket ------------------------------
+
+#[test]
+fn paho_over_websocket_and_secure_websocket() {
+    // paho's WebSocket transport offers the subprotocol `mqtt` and takes the path, as
+    // MQTT.js does in a browser.
+    const SCRIPT: &str = r#"
+import ssl, sys, threading
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+ws_port, wss_port, ca = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+got, subscribed = threading.Event(), threading.Event()
+def client(name, port, protocol, tls):
+    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=name, protocol=protocol,
+                    transport="websockets")
+    c.ws_set_options(path="/mqtt")
+    if tls:
+        c.tls_set(ca_certs=ca)
+    return c
+sub = client("paho-wss", wss_port, mqtt.MQTTv5, True)
+sub.on_connect = lambda c, u, f, reason, p: c.subscribe("paho/#", qos=1)
+sub.on_subscribe = lambda c, u, mid, reasons, p: subscribed.set()
+def on_message(c, u, message):
+    print(message.topic, message.payload.decode(), message.qos, flush=True)
+    got.set()
+sub.on_message = on_message
+sub.connect("127.0.0.1", wss_port)
+sub.loop_start()
+assert subscribed.wait(10), "no SUBACK over wss"
+pub = client("paho-ws", ws_port, mqtt.MQTTv311, False)
+pub.connect("127.0.0.1", ws_port)
+pub.loop_start()
+pub.publish("paho/ws", "from paho", qos=1).wait_for_publish(10)
+assert got.wait(10), "no message over wss"
+for c in (pub, sub):
+    c.disconnect()
+    c.loop_stop()
+"#;
+    let broker = broker();
+    let ws = broker.listener("ws").port().to_string();
+    let wss = broker.listener("wss").port().to_string();
+    let output = paho::run(SCRIPT, &[&ws, &wss, path(&broker.pki.ca)], WAIT);
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        "paho/ws from paho 1\n",
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
 
 // --- a bare WebSocket client ------------------------------------------------------------
