@@ -263,6 +263,46 @@ fn a_required_client_certificate_is_checked_and_names_the_client() {
     });
 }
 
+#[test]
+fn an_optional_client_certificate_is_verified_when_presented() {
+    // client_ca without require_client_cert: certificates are asked for, not required.
+    let broker = broker_with(
+        "client_ca = \"{ca}\"\nidentity_from_cert = \"cn\"",
+        "/mqtt",
+        &[],
+    );
+    let pki = &broker.pki;
+    let ca = path(&pki.ca);
+    let sub = mosquitto_sub(&broker, &["--cafile", ca, "-t", "o/#"]);
+    // None: fine. A valid one: fine, and it names the client. A foreign one: refused.
+    assert!(mosquitto_pub(
+        &broker,
+        &["--cafile", ca, "-t", "o/x", "-m", "none"]
+    ));
+    assert_eq!(next_message(&sub), "o/x none");
+    let (cert, key) = (path(&pki.client_cert), path(&pki.client_key));
+    let with_cert = ["--cafile", ca, "--cert", cert, "--key", key];
+    assert!(mosquitto_pub(
+        &broker,
+        &[&with_cert[..], &["-t", "o/x", "-m", "alice"]].concat()
+    ));
+    assert_eq!(next_message(&sub), "o/x alice");
+    let (stranger, stranger_key) = (path(&pki.stranger_cert), path(&pki.stranger_key));
+    let foreign = ["--cafile", ca, "--cert", stranger, "--key", stranger_key];
+    assert!(!mosquitto_pub(
+        &broker,
+        &[&foreign[..], &["-t", "o/x", "-m", "x"]].concat()
+    ));
+    assert!(
+        broker
+            .log()
+            .lines()
+            .any(|l| l.contains("client connected") && l.contains("\"alice\"")),
+        "{}",
+        broker.log()
+    );
+}
+
 /// The certificate's CN is the user name the password file and the ACL see: alice, who is
 /// not in the password file, gets in on her certificate alone, and the ACL's rules for
 /// user alice are what she may do (write `c/#`, not `d/#`).
