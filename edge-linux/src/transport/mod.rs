@@ -167,6 +167,9 @@ impl Acceptor {
             identity: None,
         };
         let timeout = self.handshake_timeout;
+        // The TLS and WebSocket arms are boxed: a task's future is as large as its largest
+        // state, and rustls's and tungstenite's states are kilobytes, which every plain
+        // TCP connection (the common, idle-heavy case) would otherwise carry.
         match &self.kind {
             Kind::Mqtt => {
                 let (reader, writer) = tcp.into_split();
@@ -174,35 +177,45 @@ impl Acceptor {
                 connection::serve(origin, incoming, StreamOutgoing(writer), broker).await;
             }
             Kind::Tls(tls) => {
-                let Some((stream, identity)) = handshake(peer, timeout, tls.accept(tcp)).await
-                else {
-                    return;
-                };
-                let (reader, writer) = tokio::io::split(stream);
-                let origin = Origin { identity, ..origin };
-                let (incoming, outgoing) = (StreamIncoming(reader), StreamOutgoing(writer));
-                connection::serve(origin, incoming, outgoing, broker).await;
+                Box::pin(async move {
+                    let Some((stream, identity)) = handshake(peer, timeout, tls.accept(tcp)).await
+                    else {
+                        return;
+                    };
+                    let (reader, writer) = tokio::io::split(stream);
+                    let origin = Origin { identity, ..origin };
+                    let (incoming, outgoing) = (StreamIncoming(reader), StreamOutgoing(writer));
+                    connection::serve(origin, incoming, outgoing, broker).await;
+                })
+                .await
             }
             Kind::Ws(ws) => {
-                let Some(stream) = handshake(peer, timeout, ws.accept(tcp)).await else {
-                    return;
-                };
-                let (sink, stream) = stream.split();
-                let (incoming, outgoing) = (ws::WsIncoming(stream), ws::WsOutgoing(sink));
-                connection::serve(origin, incoming, outgoing, broker).await;
+                Box::pin(async move {
+                    let Some(stream) = handshake(peer, timeout, ws.accept(tcp)).await else {
+                        return;
+                    };
+                    let (sink, stream) = stream.split();
+                    let (incoming, outgoing) = (ws::WsIncoming(stream), ws::WsOutgoing(sink));
+                    connection::serve(origin, incoming, outgoing, broker).await;
+                })
+                .await
             }
             Kind::Wss(tls, ws) => {
-                let handshakes = async {
-                    let (stream, identity) = tls.accept(tcp).await?;
-                    Ok((ws.accept(stream).await?, identity))
-                };
-                let Some((stream, identity)) = handshake(peer, timeout, handshakes).await else {
-                    return;
-                };
-                let (sink, stream) = stream.split();
-                let origin = Origin { identity, ..origin };
-                let (incoming, outgoing) = (ws::WsIncoming(stream), ws::WsOutgoing(sink));
-                connection::serve(origin, incoming, outgoing, broker).await;
+                Box::pin(async move {
+                    let handshakes = async {
+                        let (stream, identity) = tls.accept(tcp).await?;
+                        Ok((ws.accept(stream).await?, identity))
+                    };
+                    let Some((stream, identity)) = handshake(peer, timeout, handshakes).await
+                    else {
+                        return;
+                    };
+                    let (sink, stream) = stream.split();
+                    let origin = Origin { identity, ..origin };
+                    let (incoming, outgoing) = (ws::WsIncoming(stream), ws::WsOutgoing(sink));
+                    connection::serve(origin, incoming, outgoing, broker).await;
+                })
+                .await
             }
         }
     }
