@@ -58,7 +58,7 @@ pub(crate) const SUITES: &[Suite] = &[
     },
     Suite {
         name: "size",
-        about: "build core/size-probe for thumbv7em; fail if over 64 KiB flash or 40 KiB RAM",
+        about: "size of core/size-probe (fail if over 64 KiB flash or 40 KiB RAM) and of the QEMU firmware (fail if over 96 KiB flash)",
         run: crate::size::suite,
     },
     Suite {
