@@ -12,6 +12,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::free_port;
@@ -70,6 +71,10 @@ pub struct Board {
     child: Child,
     port: u16,
     log: PathBuf,
+    /// QEMU's working directory, where the firmware keeps its flash file.
+    state: PathBuf,
+    /// Whether `state` was made for this board (and goes when it is dropped).
+    owns_state: bool,
 }
 
 impl Board {
@@ -79,9 +84,29 @@ impl Board {
     /// If `qemu-system-arm` is missing or the broker does not answer within
     /// [`BOOT_TIMEOUT`].
     pub fn boot() -> Self {
+        static BOOTS: AtomicUsize = AtomicUsize::new(0);
+        let state = firmware_target_dir().join("qemu-state").join(format!(
+            "{}-{}",
+            std::process::id(),
+            BOOTS.fetch_add(1, Ordering::Relaxed)
+        ));
+        // A new board starts with erased flash.
+        let _ = std::fs::remove_dir_all(&state);
+        let mut board = Self::boot_in(&state);
+        board.owns_state = true;
+        board
+    }
+
+    /// Boots the firmware with `state` as QEMU's working directory: a board booted again in
+    /// the directory of an earlier one finds what that one persisted in its flash file.
+    ///
+    /// # Panics
+    /// As [`Board::boot`].
+    pub fn boot_in(state: &Path) -> Self {
         let elf = firmware_elf();
         let logs = firmware_target_dir().join("qemu-logs");
         std::fs::create_dir_all(&logs).expect("create the QEMU log directory");
+        std::fs::create_dir_all(state).expect("create the board's state directory");
         // QEMU binds the forwarded port itself: a port taken in the meantime makes it exit
         // at once, and another is tried.
         for _ in 0..5 {
@@ -90,6 +115,7 @@ impl Board {
             let out = std::fs::File::create(&log).expect("create the QEMU log");
             let child = Command::new("qemu-system-arm")
                 .args(qemu_args(elf, port))
+                .current_dir(state)
                 .stdin(Stdio::null())
                 .stdout(out)
                 .stderr(Stdio::inherit())
@@ -99,7 +125,13 @@ impl Board {
                         "cannot start qemu-system-arm ({e}); `cargo xtask test setup` installs it"
                     )
                 });
-            let mut board = Self { child, port, log };
+            let mut board = Self {
+                child,
+                port,
+                log,
+                state: state.to_owned(),
+                owns_state: false,
+            };
             if board.wait_ready() {
                 return board;
             }
@@ -133,6 +165,22 @@ impl Board {
         self.port
     }
 
+    /// QEMU's working directory, which holds the firmware's flash file.
+    pub fn state_dir(&self) -> &Path {
+        &self.state
+    }
+
+    /// The firmware's flash file (its persisted state) as it is now.
+    pub fn flash(&self) -> Vec<u8> {
+        std::fs::read(self.state.join("fulmar-flash.bin")).unwrap_or_default()
+    }
+
+    /// Cuts the power: kills QEMU (SIGKILL), leaving the flash file as it is.
+    pub fn power_off(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Whether QEMU is still running (the firmware exits it on a panic or fault).
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
@@ -163,6 +211,11 @@ impl Drop for Board {
                 self.log.display(),
                 self.decoded_log()
             );
+        } else {
+            let _ = std::fs::remove_file(&self.log);
+            if self.owns_state {
+                let _ = std::fs::remove_dir_all(&self.state);
+            }
         }
     }
 }

@@ -4,7 +4,7 @@
 //! the firmware's 2 KiB limit).
 //!
 //! Each test boots its own board (`fulmar_tests::firmware::Board`, about a second) on a
-//! free loopback port; every wait is bounded.
+//! free loopback port, with its own flash file; every wait is bounded.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
@@ -301,6 +301,29 @@ fn will_on_abrupt_close_and_persistent_session_across_reconnect() {
     publish(&board, "-q 1 -t queued/x -m while-away");
     let back = Lines::spawn(mosquitto("mosquitto_sub", &board, &format!("{args} -v")));
     back.expect_line(WAIT, |l| l == "queued/x while-away");
+}
+
+#[test]
+fn retained_messages_and_persistent_sessions_survive_a_restart() {
+    let mut first = Board::boot();
+    publish(&first, "-q 1 -r -t config/mode -m eco");
+    let args = "-V mqttv311 -c -i keeper -q 1 -t queued/#";
+    let mut keeper = subscribe(&first, "keeper", args, false);
+    keeper.kill();
+    publish(&first, "-q 1 -t queued/x -m before-restart");
+    // The firmware writes its flash file through semihosting; wait until both messages are
+    // in it, then cut the power.
+    let contains = |flash: &[u8], needle: &[u8]| flash.windows(needle.len()).any(|w| w == needle);
+    fulmar_tests::wait_until(WAIT, || {
+        let flash = first.flash();
+        contains(&flash, b"eco") && contains(&flash, b"before-restart")
+    });
+    first.power_off();
+
+    let board = Board::boot_in(first.state_dir());
+    assert_eq!(first_message(&board, "-t config/mode"), "1 config/mode eco");
+    let back = Lines::spawn(mosquitto("mosquitto_sub", &board, &format!("{args} -v")));
+    back.expect_line(WAIT, |l| l == "queued/x before-restart");
 }
 
 #[test]

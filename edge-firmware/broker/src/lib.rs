@@ -8,9 +8,12 @@
 //!   them.
 //! - [`server`]: the broker in a `static` and [`server::serve_slot`], the loop a board runs
 //!   in one task per TCP socket of its pool.
+//! - [`persist`]: retained messages and persistent sessions in NOR flash
+//!   (`sequential-storage`), restored at boot.
 //!
 //! [`Config`]: fulmar_core::broker::Config
 #![no_std]
 
 pub mod capacity;
+pub mod persist;
 pub mod server;

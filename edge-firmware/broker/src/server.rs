@@ -25,8 +25,8 @@ use fulmar_core::broker::{AllowAll, Broker, ConnectionId, Event};
 use crate::capacity::{MQTT_PORT, PACKET, SOCKET_RX, SOCKET_TX, SOCKETS, Storage, config};
 
 /// The broker and the slot bookkeeping, behind one lock.
-struct State {
-    broker: Broker<Storage>,
+pub(crate) struct State {
+    pub(crate) broker: Broker<Storage>,
     /// The connection each socket slot serves.
     owners: [Option<ConnectionId>; SOCKETS],
     /// The broker asked to close the slot's connection (`Event::Close`).
@@ -44,9 +44,14 @@ static STATE: Mutex<CriticalSectionRawMutex, RefCell<State>> = Mutex::new(RefCel
 static WAKE: [Signal<CriticalSectionRawMutex, ()>; SOCKETS] = [const { Signal::new() }; SOCKETS];
 
 /// Configures the broker; call once, before spawning the socket tasks. `seed` keys its
-/// hash indexes: take it from the board's random source (or its unique id).
-pub fn start(seed: u64) {
-    let configured = with(|state| state.broker.configure(config(), seed));
+/// hash indexes: take it from the board's random source (or its unique id). `persistent`:
+/// the board runs [`crate::persist::run`], so the broker tracks durable changes.
+pub fn start(seed: u64, persistent: bool) {
+    let config = fulmar_core::broker::Config {
+        persistence: persistent,
+        ..config()
+    };
+    let configured = with(|state| state.broker.configure(config, seed));
     info!(
         "fulmar broker: {} clients, {} sockets, {} B packets, port {}, configured: {}",
         crate::capacity::CLIENTS,
@@ -57,17 +62,19 @@ pub fn start(seed: u64) {
     );
 }
 
-fn with<R>(f: impl FnOnce(&mut State) -> R) -> R {
+pub(crate) fn with<R>(f: impl FnOnce(&mut State) -> R) -> R {
     STATE.lock(|state| f(&mut state.borrow_mut()))
 }
 
 /// The core's clock: milliseconds of `embassy-time`.
-fn now() -> fulmar_core::time::Instant {
+pub(crate) fn now() -> fulmar_core::time::Instant {
     fulmar_core::time::Instant::from_millis(embassy_time::Instant::now().as_millis())
 }
 
-/// Drains the broker's events: marks connections to close and wakes their slots.
+/// Drains the broker's events: marks connections to close and wakes their slots; and
+/// lets the persistence task look for durable changes.
 fn dispatch(state: &mut State) {
+    crate::persist::changed();
     while let Some(event) = state.broker.poll_event() {
         let (conn, close) = match event {
             // Output to write, or (Resume) a publisher held back by a full subscriber

@@ -1,6 +1,8 @@
 //! The Fulmar broker firmware for the MPS2 AN386 under QEMU: MQTT on 10.0.2.15:1883 (QEMU's
 //! user-mode network; `cargo xtask qemu --mqtt-port PORT` forwards a host port to it),
-//! defmt logs over semihosting.
+//! defmt logs over semihosting; with the `flash-persistence` feature (default), retained
+//! messages and persistent sessions in `fulmar-flash.bin` in QEMU's working directory
+//! (semihosting file I/O), restored at boot.
 #![no_std]
 #![no_main]
 
@@ -9,6 +11,8 @@ use defmt_semihosting as _;
 use embassy_executor::Spawner;
 use embassy_net::{Ipv4Address, Ipv4Cidr, Runner, Stack, StackResources, StaticConfigV4};
 use fulmar_firmware::capacity::SOCKETS;
+#[cfg(feature = "flash-persistence")]
+use fulmar_firmware::persist;
 use fulmar_qemu_mps2::lan9118::Lan9118;
 use fulmar_qemu_mps2::{irq, time};
 use static_cell::StaticCell;
@@ -33,16 +37,17 @@ async fn main(spawner: Spawner) {
     info!("LAN9118 up, MAC {=[u8]:02x}", mac);
     let seed = u64::from(nic.free_running_counter()) << 32
         | u64::from(u32::from_le_bytes([mac[2], mac[3], mac[4], mac[5]]));
-    fulmar_firmware::server::start(seed);
+    fulmar_firmware::server::start(seed, cfg!(feature = "flash-persistence"));
+    #[cfg(feature = "flash-persistence")]
+    start_persistence(&spawner).await;
 
     let config = embassy_net::Config::ipv4_static(StaticConfigV4 {
         address: Ipv4Cidr::new(ADDRESS, 24),
         gateway: Some(GATEWAY),
         dns_servers: Default::default(),
     });
-    // One socket more than the broker's: embassy-net's own bookkeeping needs none, the
-    // spare keeps a margin for nothing else being added unnoticed.
-    static RESOURCES: StaticCell<StackResources<{ SOCKETS + 1 }>> = StaticCell::new();
+    // One socket slot per TCP socket (static addressing: no DHCP or DNS socket).
+    static RESOURCES: StaticCell<StackResources<SOCKETS>> = StaticCell::new();
     let (stack, runner) =
         embassy_net::new(nic, config, RESOURCES.init(StackResources::new()), seed);
     spawner.spawn(net_task(runner).expect("one network task"));
@@ -54,6 +59,29 @@ async fn main(spawner: Spawner) {
         ADDRESS,
         fulmar_firmware::capacity::MQTT_PORT
     );
+}
+
+/// Restores the persisted sessions and retained messages (before any client connects) and
+/// starts writing changes to the flash file.
+#[cfg(feature = "flash-persistence")]
+async fn start_persistence(spawner: &Spawner) {
+    use fulmar_qemu_mps2::flash::{self, FileFlash};
+
+    #[embassy_executor::task]
+    async fn persist_task(store: persist::Map<FileFlash>) -> ! {
+        persist::run(store).await
+    }
+
+    match FileFlash::open()
+        .ok()
+        .and_then(|f| persist::open(f, 0..flash::SIZE))
+    {
+        Some(mut store) => {
+            persist::restore(&mut store).await;
+            spawner.spawn(persist_task(store).expect("one persistence task"));
+        }
+        None => defmt::warn!("no flash file: nothing will be persisted"),
+    }
 }
 
 #[embassy_executor::task]
