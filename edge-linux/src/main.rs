@@ -83,6 +83,7 @@ fn check_config(file: &std::path::Path) -> anyhow::Result<()> {
     let config = config::load(Some(file), &[], |_| {})?;
     // The files it names must be readable and well formed too (errors name file:line).
     fulmar_edge::auth::Auth::load(&config.auth, config.limits.max_packet_size)?;
+    Server::check_listeners(&config)?;
     println!("{}: OK", file.display());
     println!("{}", config::summary(&config));
     Ok(())

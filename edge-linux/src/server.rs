@@ -41,7 +41,7 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 #[non_exhaustive]
 pub enum Error {
     /// A listener could not be bound (address in use, no permission, no such address).
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}")]
     Bind {
         /// The address asked for.
         addr: SocketAddr,
@@ -51,7 +51,7 @@ pub enum Error {
     },
     /// A listener's TLS or WebSocket settings are not usable (a certificate or key file
     /// missing or invalid, say).
-    #[error("cannot set up the listener on {addr}: {source}")]
+    #[error("cannot set up the listener on {addr}")]
     Listener {
         /// The listener's address.
         addr: SocketAddr,
@@ -60,7 +60,7 @@ pub enum Error {
         source: transport::Error,
     },
     /// The bound address of a listener could not be read back.
-    #[error("cannot read the address of a listener: {0}")]
+    #[error("cannot read the address of a listener")]
     LocalAddr(#[source] io::Error),
     /// No listener is configured.
     #[error("no listener configured: give at least one --listen address")]
@@ -72,7 +72,7 @@ pub enum Error {
     #[error(transparent)]
     Store(#[from] store::Error),
     /// A thread the broker needs could not be started.
-    #[error("cannot start a thread: {0}")]
+    #[error("cannot start a thread")]
     Thread(#[source] io::Error),
 }
 
@@ -98,6 +98,17 @@ struct Bound {
 }
 
 impl Server {
+    /// Loads every listener's certificates and keys the way [`Server::bind`] does, without
+    /// binding anything: `fulmar check-config` reports a certificate that does not parse or
+    /// a key that does not match it.
+    pub fn check_listeners(config: &Config) -> Result<(), Error> {
+        for Listener { addr, protocol } in transport::listeners(&config.listeners) {
+            Acceptor::new(&protocol, &config.limits)
+                .map_err(|source| Error::Listener { addr, source })?;
+        }
+        Ok(())
+    }
+
     /// Binds every listener of `config`, opens its store and restores the broker's state
     /// from it. Nothing is accepted until [`Server::run`].
     pub async fn bind(config: Config) -> Result<Self, Error> {

@@ -160,6 +160,36 @@ fn broker_requiring_client_certs() -> Broker {
     )
 }
 
+#[test]
+fn check_config_loads_the_certificates() {
+    let pki = Pki::new();
+    let check = |cert: &Path, key: &Path| {
+        let toml = format!(
+            "[[listeners.tls]]\naddr = \"127.0.0.1:8883\"\ncert = \"{}\"\nkey = \"{}\"\n",
+            path(cert),
+            path(key)
+        );
+        let file = pki.dir.write("check.toml", &toml);
+        Command::new(fulmar_tests::fulmar_bin())
+            .args(["check-config", path(&file)])
+            .output()
+            .unwrap()
+    };
+    let good = check(&pki.server_cert, &pki.server_key);
+    assert!(good.status.success(), "{good:?}");
+    // A key that is not the certificate's, and a "certificate" that is a key: refused, with
+    // the listener's address (and the file, when the file is the problem).
+    let mismatched = check(&pki.server_cert, &pki.client_key);
+    assert!(!mismatched.status.success(), "{mismatched:?}");
+    assert!(String::from_utf8_lossy(&mismatched.stderr).contains("127.0.0.1:8883"));
+    let not_a_cert = check(&pki.server_key, &pki.server_key);
+    let stderr = String::from_utf8_lossy(&not_a_cert.stderr);
+    assert!(
+        !not_a_cert.status.success() && stderr.contains(path(&pki.server_key)),
+        "{stderr}"
+    );
+}
+
 // --- mosquitto_pub / mosquitto_sub over TLS ---------------------------------------------
 
 /// `-h 127.0.0.1 -p PORT` for the broker's TLS listener: the server certificate names

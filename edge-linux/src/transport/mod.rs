@@ -94,7 +94,7 @@ pub fn listeners(config: &Listeners) -> Vec<Listener> {
 #[non_exhaustive]
 pub enum Error {
     /// A PEM file could not be read or parsed.
-    #[error("cannot read the {what} from {path}: {source}")]
+    #[error("cannot read the {what} from {}", path.display())]
     Pem {
         /// What the file should hold.
         what: &'static str,
@@ -105,10 +105,10 @@ pub enum Error {
         source: rustls::pki_types::pem::Error,
     },
     /// rustls refused the certificate chain, key or CA certificates.
-    #[error("TLS set-up failed: {0}")]
+    #[error("the TLS certificate, key or CA is not usable")]
     Tls(#[from] rustls::Error),
     /// The client CA file cannot verify client certificates.
-    #[error("cannot verify client certificates with {path}: {source}")]
+    #[error("cannot verify client certificates with {}", path.display())]
     ClientCa {
         /// The CA file.
         path: PathBuf,
