@@ -299,6 +299,15 @@ impl Fulmar {
             .unwrap_or_else(|| panic!("no {protocol} listener in {:?}", self.listeners))
     }
 
+    /// The addresses of every listener speaking `protocol`, in the broker's order.
+    pub fn listeners_of(&self, protocol: &str) -> Vec<SocketAddr> {
+        self.listeners
+            .iter()
+            .filter(|(_, p)| p == protocol)
+            .map(|(addr, _)| *addr)
+            .collect()
+    }
+
     /// The port the broker listens on (its host is 127.0.0.1).
     pub fn port(&self) -> u16 {
         self.addr.port()

@@ -10,7 +10,7 @@
 //! on free loopback ports; every wait is bounded.
 
 use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -722,7 +722,11 @@ mod websocket {
 
     /// Opens a WebSocket to `path` on the broker's `ws` listener, offering `protocols`.
     fn open(broker: &Fulmar, path: &str, protocols: Option<&str>) -> Upgrade {
-        let addr = broker.listener("ws");
+        open_at(broker.listener("ws"), path, protocols)
+    }
+
+    /// Opens a WebSocket to `path` on the listener at `addr`, offering `protocols`.
+    fn open_at(addr: SocketAddr, path: &str, protocols: Option<&str>) -> Upgrade {
         let mut request = format!("ws://{addr}{path}").into_client_request().unwrap();
         if let Some(protocols) = protocols {
             request
@@ -874,9 +878,12 @@ mod websocket {
 
     #[test]
     fn a_text_frame_closes_the_connection() {
-        // The WebSocket listener from the command line this time.
-        let broker = Fulmar::start_with(&["--ws-listen", "127.0.0.1:0"]);
-        let (mut socket, _) = open(&broker, "/mqtt", Some("mqtt")).unwrap();
+        // Two WebSocket listeners from the command line this time; both serve.
+        let broker = Fulmar::start_with(&["--ws-listen", "127.0.0.1:0,127.0.0.1:0"]);
+        let listeners = broker.listeners_of("ws");
+        assert_eq!(listeners.len(), 2, "{listeners:?}");
+        open_at(listeners[0], "/mqtt", Some("mqtt")).unwrap();
+        let (mut socket, _) = open_at(listeners[1], "/mqtt", Some("mqtt")).unwrap();
         socket.send(Message::binary(connect(4, "texter"))).unwrap();
         let mut stream = Vec::new();
         assert_eq!(packets(&mut socket, 1, &mut stream)[0][0], 0x20);
