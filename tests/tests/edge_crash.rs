@@ -530,3 +530,31 @@ fn kill_9_loses_nothing_acknowledged_with_group_commit() {
 fn kill_9_loses_nothing_acknowledged_with_a_sync_per_input() {
     crash_loses_nothing_acknowledged("always");
 }
+
+/// With `--sync none` nothing is made durable while running (for up to a second), so a
+/// message acknowledged a moment before SIGTERM survives only if the graceful stop closes
+/// the store (last durable commit) before the process exits.
+#[test]
+fn sigterm_commits_what_sync_none_had_not() {
+    let data = DataDir::new("sigterm");
+    let args = ["--data-dir", data.arg(), "--sync", "none"];
+    let mut broker = Fulmar::start_with(&args);
+    publish_acked(
+        broker.addr(),
+        "sigterm-retainer",
+        "retained/sigterm",
+        b"42",
+        true,
+    );
+    let status = broker.terminate().expect("fulmar exits after SIGTERM");
+    assert!(status.success(), "{status:?}");
+    drop(broker);
+
+    let broker = Fulmar::start_with(&args);
+    let (mut conn, _) = Conn::open(broker.addr(), "sigterm-late", true);
+    conn.subscribe("retained/sigterm");
+    match conn.recv(WAIT) {
+        Ok(Some(In::Publish(p))) => assert!(p.retain && p.payload == b"42", "{p:?}"),
+        other => panic!("the retained message did not survive SIGTERM: {other:?}"),
+    }
+}
