@@ -10,7 +10,7 @@
 //!
 //! ## Slow hashes off the broker's task
 //! A password hash is slow on purpose ([`password::DEFAULT_ROUNDS`] rounds of SHA-512,
-//! by estimate around a second on a Raspberry Pi 4), and the core asks
+//! 0.11 s on a server core, several times that on a Raspberry Pi 4), and the core asks
 //! [`Hooks::authenticate`](fulmar_core::broker::Hooks::authenticate) from the
 //! task that runs the whole broker: hashing there would stall every client for as long.
 //! So the hook never hashes. Instead each connection's own task, which reads its bytes,
