@@ -84,19 +84,72 @@ const FEED_STEP: usize = 4 * 1024;
 /// properties: subscription identifiers, topic alias, message expiry).
 const TRANSMIT_MARGIN: usize = 1024;
 
-/// What a connection task gives the actor when it opens.
+/// The actor's end of a connection's output: chunks go into the connection's [`Room`],
+/// where its writer takes them. Dropping it (or [`Link::finish`]) tells the writer that
+/// nothing more comes, so no path that forgets a connection can leave its writer waiting.
 #[derive(Debug)]
 pub(crate) struct Link {
-    /// Output chunks for the writer; bounded by [`Room`], not by the channel.
-    pub(crate) output: mpsc::UnboundedSender<Vec<u8>>,
-    /// The last bytes to write before closing, sent just before `output` is dropped.
-    pub(crate) last_words: oneshot::Sender<Vec<u8>>,
-    /// How much output waits for the writer.
+    /// How much output waits for the writer, and the output itself.
     pub(crate) room: Arc<Room>,
 }
 
+impl Link {
+    /// Whether the writer is gone (its transport failed).
+    fn is_closed(&self) -> bool {
+        self.room.lock_output().writer_gone
+    }
+
+    /// Hands a chunk to the writer; `Err` when the writer is gone.
+    fn send(&self, chunk: Vec<u8>) -> Result<(), Vec<u8>> {
+        {
+            let mut output = self.room.lock_output();
+            if output.writer_gone {
+                return Err(chunk);
+            }
+            output.chunks.push_back(chunk);
+        }
+        self.room.output_ready.notify_one();
+        Ok(())
+    }
+
+    /// The last bytes to write (a CONNACK refusal, a DISCONNECT), after which the writer
+    /// closes the transport.
+    fn finish(self, last: Vec<u8>) {
+        self.room.lock_output().last = Some(last);
+        // `Drop` marks the end.
+    }
+}
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        self.room.lock_output().finished = true;
+        self.room.output_ready.notify_one();
+    }
+}
+
+/// What [`Room::next_output`] gives the writer.
+#[derive(Debug)]
+pub(crate) enum Output {
+    /// Bytes to write (every chunk queued, joined into one write).
+    Bytes(Vec<u8>),
+    /// The actor let the connection go: write these last bytes, then close.
+    Last(Vec<u8>),
+}
+
+/// Output between the actor and a connection's writer.
+#[derive(Debug, Default)]
+pub(crate) struct OutputQueue {
+    chunks: std::collections::VecDeque<Vec<u8>>,
+    last: Option<Vec<u8>>,
+    /// The actor dropped its [`Link`]: no more chunks come.
+    finished: bool,
+    /// The writer stopped (its transport failed or closed).
+    writer_gone: bool,
+}
+
 /// The output a connection's writer has not written yet, shared by the actor (which adds)
-/// and the writer (which subtracts).
+/// and the writer (which subtracts). Held by both ends of a connection: small, because an
+/// idle connection costs this and little more (no channel allocations).
 #[derive(Debug, Default)]
 pub(crate) struct Room {
     /// Bytes sent to the writer and not yet written to the socket.
@@ -110,6 +163,10 @@ pub(crate) struct Room {
     input_paused: AtomicBool,
     /// Wakes the reader when `input_paused` is cleared.
     input_resumed: Notify,
+    /// Chunks for the writer, in order.
+    output: std::sync::Mutex<OutputQueue>,
+    /// Wakes the writer when output arrives or the actor lets the connection go.
+    output_ready: Notify,
 }
 
 impl Room {
@@ -139,6 +196,44 @@ impl Room {
     fn resume_input(&self) {
         self.input_paused.store(false, Ordering::SeqCst);
         self.input_resumed.notify_one();
+    }
+
+    fn lock_output(&self) -> std::sync::MutexGuard<'_, OutputQueue> {
+        // Nothing panics while holding the lock; a poisoned queue is still consistent.
+        self.output
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The writer's next output, waiting for it. Chunks queued while the writer was busy
+    /// are joined into one write: one system call (and one TLS record or WebSocket frame)
+    /// for many small packets.
+    pub(crate) async fn next_output(&self) -> Output {
+        loop {
+            {
+                let mut output = self.lock_output();
+                if let Some(first) = output.chunks.pop_front() {
+                    let mut bytes = first;
+                    while let Some(more) = output.chunks.pop_front() {
+                        bytes.extend_from_slice(&more);
+                    }
+                    return Output::Bytes(bytes);
+                }
+                if output.finished {
+                    return Output::Last(output.last.take().unwrap_or_default());
+                }
+            }
+            // `notify_one` keeps a permit, so output added since the check is not missed.
+            self.output_ready.notified().await;
+        }
+    }
+
+    /// The writer stopped: the actor's next [`Link::send`] fails, and it lets the
+    /// connection go.
+    pub(crate) fn writer_gone(&self) {
+        let mut output = self.lock_output();
+        output.writer_gone = true;
+        output.chunks.clear();
     }
 
     /// The writer wrote `n` bytes; returns whether it must report [`Input::Drained`].
@@ -535,7 +630,7 @@ impl Actor {
         for mut parked in ready {
             // Everything of a parked connection waits for commits up to `until`.
             release_held(&mut parked.peer, u64::MAX);
-            let _ = parked.peer.link.last_words.send(parked.last);
+            parked.peer.link.finish(parked.last);
         }
     }
 
@@ -761,7 +856,7 @@ impl Actor {
         }
         let room = &peer.link.room;
         loop {
-            if peer.link.output.is_closed() {
+            if peer.link.is_closed() {
                 return Flush::WriterGone;
             }
             // Room first, bytes second: output never leaves the core without a place to go.
@@ -800,7 +895,7 @@ impl Actor {
                     self.holding.push(id);
                 }
                 peer.held.push_back((hold.unwrap_or(0), bytes.to_vec()));
-            } else if peer.link.output.send(bytes.to_vec()).is_err() {
+            } else if peer.link.send(bytes.to_vec()).is_err() {
                 return Flush::WriterGone;
             }
         }
@@ -831,7 +926,7 @@ impl Actor {
             } else {
                 // The writer writes what its channel holds, then these, then closes: the
                 // channel closes when `peer` is dropped here.
-                let _ = peer.link.last_words.send(last);
+                peer.link.finish(last);
             }
         }
         self.broker.handle_disconnect(id, now);
@@ -904,7 +999,7 @@ impl Actor {
         self.release();
         for (mut peer, last) in last_words {
             release_held(&mut peer, u64::MAX);
-            let _ = peer.link.last_words.send(last);
+            peer.link.finish(last);
         }
         if let Some(store) = self.store.take() {
             store.close().await;
@@ -931,7 +1026,7 @@ fn release_held(peer: &mut Peer, durable: u64) -> bool {
         let Some((_, chunk)) = peer.held.pop_front() else {
             break;
         };
-        if peer.link.output.send(chunk).is_err() {
+        if peer.link.send(chunk).is_err() {
             return false;
         }
     }

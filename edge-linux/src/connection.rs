@@ -29,11 +29,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fulmar_core::broker::ConnectionId;
-use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::sync::Notify;
 use tracing::debug;
 
 use crate::auth::Admission;
-use crate::broker_task::{BrokerHandle, Link, Room};
+use crate::broker_task::{BrokerHandle, Link, Output, Room};
 
 /// How long a closed connection waits for the peer to close its side.
 pub(crate) const LINGER: Duration = Duration::from_secs(1);
@@ -74,15 +74,9 @@ pub(crate) async fn serve(
     outgoing: impl Outgoing,
     broker: BrokerHandle,
 ) {
-    // Unbounded as a channel, bounded in bytes by `Room` (the actor stops adding).
-    let (output, chunks) = mpsc::unbounded_channel();
-    let (last_words, last) = oneshot::channel();
+    // Output is bounded in bytes by `Room` (the actor stops adding).
     let room = Arc::new(Room::default());
-    let link = Link {
-        output,
-        last_words,
-        room: room.clone(),
-    };
+    let link = Link { room: room.clone() };
     let peer = origin.peer;
     let identity = origin.identity.clone();
     let Some(id) = broker.open(origin, link).await else {
@@ -93,8 +87,6 @@ pub(crate) async fn serve(
     let written = Notify::new();
     let writing = Writer {
         id,
-        chunks,
-        last,
         room: &room,
         broker: &broker,
         done: &written,
@@ -158,40 +150,42 @@ async fn linger(incoming: &mut impl Incoming) {
 /// The writing half of a connection task.
 struct Writer<'a> {
     id: ConnectionId,
-    chunks: mpsc::UnboundedReceiver<Vec<u8>>,
-    last: oneshot::Receiver<Vec<u8>>,
     room: &'a Room,
     broker: &'a BrokerHandle,
     done: &'a Notify,
 }
 
 impl Writer<'_> {
-    async fn run(mut self, mut outgoing: impl Outgoing) {
+    async fn run(self, mut outgoing: impl Outgoing) {
         if let Err(error) = self.write_all(&mut outgoing).await {
             debug!(conn = self.id.slot(), %error, "write failed");
         }
-        // Dropping the receiver closes the channel: the actor learns the connection is gone
-        // even if the reader is still waiting on a silent peer.
-        drop(self.chunks);
+        // The actor learns the connection is gone even if the reader is still waiting on
+        // a silent peer.
+        self.room.writer_gone();
         self.done.notify_one();
     }
 
-    async fn write_all(&mut self, outgoing: &mut impl Outgoing) -> io::Result<()> {
-        while let Some(chunk) = self.chunks.recv().await {
-            let len = chunk.len();
-            outgoing.send(chunk).await?;
-            // The actor stopped at its limit and waits for room: there is some now.
-            if self.room.written(len) {
-                self.broker.drained(self.id).await;
+    async fn write_all(&self, outgoing: &mut impl Outgoing) -> io::Result<()> {
+        loop {
+            match self.room.next_output().await {
+                Output::Bytes(bytes) => {
+                    let len = bytes.len();
+                    outgoing.send(bytes).await?;
+                    // The actor stopped at its limit and waits for room: there is some now.
+                    if self.room.written(len) {
+                        self.broker.drained(self.id).await;
+                    }
+                }
+                // The actor let the connection go: its last words, then the transport's
+                // close.
+                Output::Last(last) => {
+                    if !last.is_empty() {
+                        outgoing.send(last).await?;
+                    }
+                    return outgoing.close().await;
+                }
             }
         }
-        // The actor let the connection go: its last words (sent before the channel
-        // closed), then the transport's close.
-        if let Ok(last) = self.last.try_recv()
-            && !last.is_empty()
-        {
-            outgoing.send(last).await?;
-        }
-        outgoing.close().await
     }
 }

@@ -238,10 +238,13 @@ fn zero_config_keeps_data_in_fulmar_data_and_warns_about_anonymous_access() {
     let broker = Fulmar::start_command(command);
     drop(connect(broker.addr()));
     assert!(cwd.path().join("fulmar-data").is_dir(), "{}", broker.log());
+    // The warning may follow the line `start` waits for.
+    let warned = |l: &str| l.contains("WARN") && l.contains("anonymous access is allowed");
+    fulmar_tests::wait_until(WAIT, || broker.log().lines().any(warned));
     let log = broker.log();
     let warning = log
         .lines()
-        .find(|l| l.contains("WARN") && l.contains("anonymous access is allowed"))
+        .find(|l| warned(l))
         .unwrap_or_else(|| panic!("no anonymous-access warning in:\n{log}"));
     assert!(warning.contains("auth.password_file"), "{warning}");
 }
