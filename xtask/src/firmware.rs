@@ -20,6 +20,9 @@ pub(crate) const TARGET: &str = "thumbv7em-none-eabihf";
 const QEMU_BOARD: &str = "edge-firmware/qemu-mps2";
 /// Its binary.
 const QEMU_BIN: &str = "fulmar-qemu-mps2";
+/// The NUCLEO-H743ZI board crate (built in CI, flashed with probe-rs by hand) and binary.
+const STM32_BOARD: &str = "edge-firmware/stm32-h743";
+const STM32_BIN: &str = "fulmar-stm32-h743";
 /// MQTT port on the host when `--mqtt-port` is not given.
 const DEFAULT_MQTT_PORT: u16 = 1883;
 /// The Debian package with `qemu-system-arm`.
@@ -146,10 +149,24 @@ fn ensure_defmt_print(ctx: &Ctx, installed: &mut Vec<String>) -> Result<(), Stri
 /// Builds the QEMU firmware in release mode (with `extra` cargo arguments, such as
 /// `--no-default-features`) and returns its ELF.
 pub(crate) fn build_qemu_firmware(ctx: &Ctx, extra: &[&str]) -> Result<PathBuf, String> {
-    let target_dir = firmware_target_dir(ctx);
     let args = [&["build", "--release"][..], extra].concat();
     ctx.run(&mut firmware_cargo(ctx, &args))?;
-    Ok(target_dir.join(TARGET).join("release").join(QEMU_BIN))
+    Ok(firmware_target_dir(ctx)
+        .join(TARGET)
+        .join("release")
+        .join(QEMU_BIN))
+}
+
+/// Builds the NUCLEO-H743ZI firmware in release mode and returns its ELF.
+pub(crate) fn build_stm32_firmware(ctx: &Ctx) -> Result<PathBuf, String> {
+    let mut build = firmware_cargo(ctx, &["build", "--release"]);
+    // From its own folder: its .cargo/config.toml (probe-rs runner) applies.
+    build.current_dir(ctx.root.join(STM32_BOARD));
+    ctx.run(&mut build)?;
+    Ok(firmware_target_dir(ctx)
+        .join(TARGET)
+        .join("release")
+        .join(STM32_BIN))
 }
 
 /// Where firmware builds go: their own directory, since the firmware is its own workspace
@@ -167,8 +184,8 @@ fn firmware_cargo(ctx: &Ctx, args: &[&str]) -> Command {
     command
 }
 
-/// The `firmware` suite: formatting, clippy (with and without flash persistence) and a
-/// release build of the firmware workspace.
+/// The `firmware` suite: formatting, clippy (with and without flash persistence) and
+/// release builds of the QEMU and NUCLEO-H743ZI firmware.
 pub(crate) fn suite(ctx: &Ctx) -> SuiteResult {
     let mut result = SuiteResult::default();
     let mut installed = Vec::new();
@@ -184,6 +201,7 @@ pub(crate) fn suite(ctx: &Ctx) -> SuiteResult {
         result.check(ctx.run(&mut firmware_cargo(ctx, &args)));
     }
     result.check(build_qemu_firmware(ctx, &[]).map(|_| ()));
+    result.check(build_stm32_firmware(ctx).map(|_| ()));
     result
 }
 

@@ -158,6 +158,24 @@ pub(crate) fn suite(ctx: &Ctx) -> SuiteResult {
             Err(e) => result.fail(e),
         }
     }
+    // The NUCLEO-H743ZI firmware: reported (embassy-stm32's HAL and Ethernet driver weigh
+    // more than the LAN9118 driver; see README).
+    let stm32 = crate::firmware::build_stm32_firmware(ctx).and_then(|elf| measure_elf(ctx, &elf));
+    match stm32 {
+        Ok(mut report) => {
+            report.title = "NUCLEO-H743ZI firmware (edge-firmware/stm32-h743)".to_owned();
+            report.flash_goal = FIRMWARE_FLASH_GOAL;
+            report.ram_goal = FIRMWARE_RAM_GOAL;
+            print!("{}", report.render());
+            println!("(goals reported, not enforced: see README)");
+            notes.push(format!(
+                "NUCLEO-H743ZI: flash {} B, RAM {} B",
+                report.flash(),
+                report.ram()
+            ));
+        }
+        Err(e) => result.fail(e),
+    }
     if !installed.is_empty() {
         notes.push(format!("installed: {}", installed.join(", ")));
     }

@@ -9,13 +9,11 @@
 use defmt::{error, info};
 use defmt_semihosting as _;
 use embassy_executor::Spawner;
-use embassy_net::{Ipv4Address, Ipv4Cidr, Runner, Stack, StackResources, StaticConfigV4};
-use fulmar_firmware::capacity::SOCKETS;
+use embassy_net::Ipv4Address;
 #[cfg(feature = "flash-persistence")]
 use fulmar_firmware::persist;
 use fulmar_qemu_mps2::lan9118::Lan9118;
 use fulmar_qemu_mps2::{irq, time};
-use static_cell::StaticCell;
 
 /// QEMU's user-mode network: the guest is 10.0.2.15, the host's gateway 10.0.2.2.
 const ADDRESS: Ipv4Address = Ipv4Address::new(10, 0, 2, 15);
@@ -41,24 +39,7 @@ async fn main(spawner: Spawner) {
     #[cfg(feature = "flash-persistence")]
     start_persistence(&spawner).await;
 
-    let config = embassy_net::Config::ipv4_static(StaticConfigV4 {
-        address: Ipv4Cidr::new(ADDRESS, 24),
-        gateway: Some(GATEWAY),
-        dns_servers: Default::default(),
-    });
-    // One socket slot per TCP socket (static addressing: no DHCP or DNS socket).
-    static RESOURCES: StaticCell<StackResources<SOCKETS>> = StaticCell::new();
-    let (stack, runner) =
-        embassy_net::new(nic, config, RESOURCES.init(StackResources::new()), seed);
-    spawner.spawn(net_task(runner).expect("one network task"));
-    for slot in 0..SOCKETS {
-        spawner.spawn(slot_task(stack, slot).expect("a task per socket"));
-    }
-    info!(
-        "listening on {}:{}",
-        ADDRESS,
-        fulmar_firmware::capacity::MQTT_PORT
-    );
+    fulmar_firmware::spawn_network!(spawner, Lan9118, nic, ADDRESS, GATEWAY, seed);
 }
 
 /// Restores the persisted sessions and retained messages (before any client connects) and
@@ -82,16 +63,6 @@ async fn start_persistence(spawner: &Spawner) {
         }
         None => defmt::warn!("no flash file: nothing will be persisted"),
     }
-}
-
-#[embassy_executor::task]
-async fn net_task(mut runner: Runner<'static, Lan9118>) -> ! {
-    runner.run().await
-}
-
-#[embassy_executor::task(pool_size = SOCKETS)]
-async fn slot_task(stack: Stack<'static>, slot: usize) -> ! {
-    fulmar_firmware::server::serve_slot(stack, slot).await
 }
 
 // cortex-m-rt requires these handlers to be declared `unsafe fn`; their bodies are safe.

@@ -1,0 +1,91 @@
+//! The Fulmar broker firmware for the NUCLEO-H743ZI: MQTT on port 1883 of 192.168.1.50/24
+//! (gateway 192.168.1.1; change [`ADDRESS`] and [`GATEWAY`] for your network), the board's
+//! RMII Ethernet (LAN8742A PHY) through embassy-stm32's driver, defmt logs over RTT. The
+//! broker state is in RAM only on this board (no flash persistence yet).
+#![no_std]
+#![no_main]
+
+use defmt_rtt as _;
+use embassy_executor::Spawner;
+use embassy_net::Ipv4Address;
+use embassy_stm32::eth::{Ethernet, GenericPhy, PacketQueue, Sma};
+use embassy_stm32::peripherals::{ETH, ETH_SMA};
+use embassy_stm32::rng::Rng;
+use embassy_stm32::{Config, bind_interrupts, eth, peripherals, rng};
+use panic_probe as _;
+use static_cell::StaticCell;
+
+/// The board's address; static, so the broker is reachable at a known place.
+const ADDRESS: Ipv4Address = Ipv4Address::new(192, 168, 1, 50);
+const GATEWAY: Ipv4Address = Ipv4Address::new(192, 168, 1, 1);
+/// A locally administered MAC address.
+const MAC: [u8; 6] = [0x02, 0x00, 0x00, 0xF0, 0x1A, 0x00];
+
+bind_interrupts!(struct Irqs {
+    ETH => eth::InterruptHandler;
+    RNG => rng::InterruptHandler<peripherals::RNG>;
+});
+
+type Device = Ethernet<'static, ETH, GenericPhy<Sma<'static, ETH_SMA>>>;
+
+defmt::timestamp!("{=u64:ms}", embassy_time::Instant::now().as_millis());
+
+#[embassy_executor::main]
+async fn main(spawner: Spawner) {
+    let p = embassy_stm32::init(clocks());
+    // The hardware RNG seeds the broker's hash indexes and the TCP sequence numbers.
+    let mut rng = Rng::new(p.RNG, Irqs);
+    let seed = rng.next_u64();
+    fulmar_firmware::server::start(seed, false);
+
+    // NUCLEO-H743ZI RMII pins (UM2407): REF_CLK PA1, CRS_DV PA7, RXD0 PC4, RXD1 PC5,
+    // TXD0 PG13, TXD1 PB13, TX_EN PG11; MDIO PA2, MDC PC1.
+    static PACKETS: StaticCell<PacketQueue<4, 4>> = StaticCell::new();
+    let device = Ethernet::new(
+        PACKETS.init(PacketQueue::new()),
+        p.ETH,
+        Irqs,
+        p.PA1,
+        p.PA7,
+        p.PC4,
+        p.PC5,
+        p.PG13,
+        p.PB13,
+        p.PG11,
+        MAC,
+        p.ETH_SMA,
+        p.PA2,
+        p.PC1,
+    );
+    fulmar_firmware::spawn_network!(spawner, Device, device, ADDRESS, GATEWAY, seed);
+}
+
+/// 400 MHz from the internal oscillator (the Nucleo has no crystal fitted on HSE by
+/// default), HSI48 for the RNG.
+fn clocks() -> Config {
+    use embassy_stm32::rcc::{
+        AHBPrescaler, APBPrescaler, HSIPrescaler, Pll, PllDiv, PllMul, PllPreDiv, PllSource,
+        Sysclk, VoltageScale,
+    };
+    let mut config = Config::default();
+    config.rcc.hsi = Some(HSIPrescaler::DIV1);
+    config.rcc.csi = true;
+    config.rcc.hsi48 = Some(Default::default());
+    config.rcc.pll1 = Some(Pll {
+        source: PllSource::HSI,
+        prediv: PllPreDiv::DIV4,
+        mul: PllMul::MUL50,
+        divp: Some(PllDiv::DIV2),
+        divq: None,
+        divr: None,
+        fracn: None,
+    });
+    config.rcc.sys = Sysclk::PLL1_P;
+    config.rcc.ahb_pre = AHBPrescaler::DIV2;
+    config.rcc.apb1_pre = APBPrescaler::DIV2;
+    config.rcc.apb2_pre = APBPrescaler::DIV2;
+    config.rcc.apb3_pre = APBPrescaler::DIV2;
+    config.rcc.apb4_pre = APBPrescaler::DIV2;
+    config.rcc.voltage_scale = VoltageScale::Scale1;
+    config
+}
