@@ -13,6 +13,7 @@ use common_broker::*;
 use fulmar_core::broker::{BrokerStorage, Config};
 use fulmar_core::codec::{Packet, Properties, Property, ProtocolVersion, ReasonCode};
 use fulmar_core::sim::{ClientHandle, Received, Sim, connect_packet};
+use fulmar_core::time::Duration;
 use fulmar_core::topic::TopicLimits;
 
 storage_tests!(
@@ -26,6 +27,7 @@ storage_tests!(
     pseudo_random_bytes_never_hurt_others,
     partial_packets_wait_for_more_bytes,
     retained_store_bounded,
+    retained_bytes_freed_by_replace_clear_and_expiry,
 );
 
 mod capacity {
@@ -602,4 +604,45 @@ fn retained_store_bounded<S: BrokerStorage>() {
     let mut got = payloads(&sim.received(late));
     got.sort();
     assert_eq!(got, ["tres", "uno"]);
+}
+
+/// The retained byte budget counts what is retained now: replacing, clearing and expiry
+/// give bytes back, so the budget never fills up with messages that are gone.
+fn retained_bytes_freed_by_replace_clear_and_expiry<S: BrokerStorage>() {
+    let mut sim = sim::<S>(Config {
+        max_retained_bytes: 64,
+        ..Config::default()
+    });
+    let p = sim.connect(V5, "p", true, 0);
+    let retained_now = |sim: &mut Sim<S>| {
+        let late = sim.connect(V5, "late", true, 0);
+        sim.subscribe(late, "r/#", QOS0);
+        let mut got = payloads(&sim.received(late));
+        got.sort();
+        sim.disconnect(late, ReasonCode::Success);
+        got
+    };
+    // 40 bytes, replaced ten times by 40 bytes: never more than 40 held.
+    for _ in 0..10 {
+        sim.publish(p, "r/a", &[b'a'; 40], QOS0, true);
+    }
+    assert_eq!(retained_now(&mut sim).len(), 1);
+    // Cleared: the next 60 bytes fit.
+    sim.publish(p, "r/a", b"", QOS0, true);
+    sim.publish(p, "r/b", &[b'b'; 60], QOS0, true);
+    assert_eq!(
+        retained_now(&mut sim),
+        [String::from_utf8(vec![b'b'; 60]).unwrap()]
+    );
+    // Expired after 1 s: its bytes are free again for another 60.
+    sim.publish(p, "r/b", b"", QOS0, true);
+    let expiry = [Property::MessageExpiryInterval(1)];
+    let expiring = Properties::new(&expiry);
+    sim.publish_with(p, "r/c", &[b'c'; 60], QOS0, true, expiring);
+    sim.advance(Duration::from_secs(2));
+    sim.publish(p, "r/d", &[b'd'; 60], QOS0, true);
+    assert_eq!(
+        retained_now(&mut sim),
+        [String::from_utf8(vec![b'd'; 60]).unwrap()]
+    );
 }

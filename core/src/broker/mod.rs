@@ -232,6 +232,12 @@ pub struct Broker<S: BrokerStorage, H: Hooks = AllowAll> {
     inbound: Slab<InboundId, S::Inbound>,
     aliases: Slab<Alias, S::Aliases>,
     retained: Slab<u32, S::Retained>,
+    /// Payload bytes of the retained messages (against `Config::max_retained_bytes`),
+    /// kept as messages are retained and released rather than summed per publish.
+    retained_bytes: usize,
+    /// No retained message expires before this (it may be earlier than the real first
+    /// expiry after removals, which costs one needless scan); `None`: none expires.
+    retained_expiry: Option<Instant>,
     retained_index: crate::index::Index<S::Slots>,
     client_index: crate::index::Index<S::Slots>,
     deliveries: S::Deliveries,
@@ -294,6 +300,8 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
             inbound: Slab::new(),
             aliases: Slab::new(),
             retained: Slab::new(),
+            retained_bytes: 0,
+            retained_expiry: None,
             retained_index: crate::index::Index::new(),
             client_index: crate::index::Index::new(),
             deliveries: <S::Deliveries as crate::storage::Storage<crate::router::Delivery>>::EMPTY,

@@ -303,15 +303,21 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
     /// §3.3.2.3.3: an expired message is no longer delivered), so they stop counting
     /// against the retained limits.
     pub(super) fn purge_expired_retained(&mut self, now: Instant) {
+        // Called on every retained publish and subscribe: the scan runs only once
+        // something may have expired, not per call.
+        if self.retained_expiry.is_none_or(|at| at > now) {
+            return;
+        }
+        self.retained_expiry = None;
         for slot in 0..self.retained.handle_bound() {
             let Some(&message) = self.retained.get(slot) else {
                 continue;
             };
-            let expired = self
-                .messages
-                .get(message)
-                .is_some_and(|m| m.expires_at.is_some_and(|at| at <= now));
-            if !expired {
+            let Some(at) = self.messages.get(message).and_then(|m| m.expires_at) else {
+                continue;
+            };
+            if at > now {
+                self.retained_expiry = Some(self.retained_expiry.map_or(at, |e| e.min(at)));
                 continue;
             }
             self.mark_retained_topic_of(message);
@@ -324,8 +330,18 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
                 self.retained_index.remove(hash, |h| h == slot);
             }
             self.retained.remove(slot);
-            self.release_message(message);
+            self.unretain(message);
         }
+    }
+
+    /// Releases a message that stopped being retained.
+    fn unretain(&mut self, message: u32) {
+        let len = self
+            .messages
+            .get(message)
+            .map_or(0, |m| m.payload_len(&self.blobs));
+        self.retained_bytes = self.retained_bytes.saturating_sub(len);
+        self.release_message(message);
     }
 
     /// Marks the retained topic of `message` as changed for persistence; the marker keeps
@@ -357,23 +373,20 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
             && let Some(old) = self.retained.remove(slot)
         {
             self.retained_index.remove(hash, |h| h == slot);
-            self.release_message(old);
+            self.unretain(old);
         }
         if clear {
             return;
         }
-        let payload_len = self
+        let Some((payload_len, expires_at)) = self
             .messages
             .get(message)
-            .map_or(0, |m| m.payload_len(&self.blobs));
-        let retained_bytes: usize = self
-            .retained
-            .iter()
-            .filter_map(|(_, m)| self.messages.get(*m))
-            .map(|m| m.payload_len(&self.blobs))
-            .sum();
+            .map(|m| (m.payload_len(&self.blobs), m.expires_at))
+        else {
+            return;
+        };
         if self.retained.len() >= self.config.max_retained
-            || retained_bytes + payload_len > self.config.max_retained_bytes
+            || self.retained_bytes + payload_len > self.config.max_retained_bytes
         {
             return;
         }
@@ -386,6 +399,10 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
         }
         if let Some(m) = self.messages.get_mut(message) {
             m.refs += 1;
+        }
+        self.retained_bytes += payload_len;
+        if let Some(at) = expires_at {
+            self.retained_expiry = Some(self.retained_expiry.map_or(at, |e| e.min(at)));
         }
     }
 
