@@ -1,9 +1,10 @@
 //! `kill -9` in the middle of QoS 1 and QoS 2 streams loses nothing the broker
 //! acknowledged (architecture invariant 1).
 //!
-//! Two publishers stream numbered messages (QoS 1 on `crash/q1`, QoS 2 on `crash/q2`) to two
-//! persistent MQTT 3.1.1 sessions (clean session 0) subscribed to `crash/#`: one connected
-//! while the streams run, one offline. The broker is killed with SIGKILL mid-stream and
+//! Two MQTT 3.1.1 publishers stream numbered messages (QoS 1 on `crash/q1`, QoS 2 on
+//! `crash/q2`) to two persistent sessions subscribed to `crash/#` (3.1.1 with clean session
+//! 0 under `--sync batch`, 5.0 with a Session Expiry Interval under `--sync always`): one
+//! connected while the streams run, one offline. The broker is killed with SIGKILL mid-stream and
 //! started again on the same data directory. Then every message a publisher saw
 //! acknowledged (PUBACK, or PUBREC for QoS 2: the broker owns the message from then on)
 //! must reach both subscribers, first deliveries in publish order, QoS 2 ones exactly once;
@@ -11,9 +12,9 @@
 //! just before the crash must still be there.
 //!
 //! The clients are small raw MQTT clients on `fulmar_core::codec` rather than a library:
-//! the test must see every packet identifier and DUP flag, and must answer a PUBREL for an
-//! identifier it already released with PUBCOMP, as [MQTT-4.3.3-11] allows a broker
-//! recovering from a crash to send.
+//! the test must see every packet identifier and DUP flag, and must answer every PUBREL with
+//! PUBCOMP (§4.3.3), also one for an identifier it already released, which a broker
+//! recovering from a crash may send again.
 
 use std::collections::{BTreeSet, HashSet};
 use std::io::{ErrorKind, Read, Write};
@@ -24,8 +25,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use fulmar_core::codec::{
-    Ack, ConnectPacket, Disconnect, List, Packet, PacketId, Properties, ProtocolVersion, Publish,
-    QoS, QoSPid, ReasonCode, Subscribe, Subscription, SubscriptionOptions, decode,
+    Ack, ConnectPacket, Disconnect, List, Packet, PacketId, Properties, Property, ProtocolVersion,
+    Publish, QoS, QoSPid, ReasonCode, Subscribe, Subscription, SubscriptionOptions, decode,
 };
 use fulmar_tests::{DataDir, Fulmar};
 
@@ -67,22 +68,43 @@ struct Received {
 struct Conn {
     stream: TcpStream,
     buf: Vec<u8>,
+    version: ProtocolVersion,
 }
 
 impl Conn {
-    /// Connects as `client_id`; returns the connection and CONNACK's session present flag.
+    /// Connects as `client_id` with MQTT 3.1.1; returns the connection and CONNACK's
+    /// session present flag.
     fn open(addr: SocketAddr, client_id: &str, clean: bool) -> (Self, bool) {
+        Self::open_as(addr, client_id, clean, V311)
+    }
+
+    /// Connects as `client_id` speaking `version`. A session that is not clean is kept
+    /// for an hour after the connection ends in 5.0 (Session Expiry Interval), for ever in
+    /// 3.1.1 (clean session 0).
+    fn open_as(
+        addr: SocketAddr,
+        client_id: &str,
+        clean: bool,
+        version: ProtocolVersion,
+    ) -> (Self, bool) {
         let stream = TcpStream::connect(addr).expect("connect to the broker");
         stream.set_nodelay(true).unwrap();
         let mut conn = Self {
             stream,
             buf: Vec::new(),
+            version,
+        };
+        let expiry = [Property::SessionExpiryInterval(3600)];
+        let properties = if version == ProtocolVersion::V5 && !clean {
+            List::new(&expiry)
+        } else {
+            Properties::empty()
         };
         let connect = fulmar_core::codec::Connect {
-            protocol: V311,
+            protocol: version,
             clean_start: clean,
             keep_alive: 0,
-            properties: Properties::empty(),
+            properties,
             client_id,
             will: None,
             username: None,
@@ -100,8 +122,8 @@ impl Conn {
     }
 
     fn send(&mut self, packet: &Packet<'_>) -> std::io::Result<()> {
-        let mut out = vec![0; packet.encoded_len(V311)];
-        let n = packet.encode(V311, &mut out).expect("encode");
+        let mut out = vec![0; packet.encoded_len(self.version)];
+        let n = packet.encode(self.version, &mut out).expect("encode");
         self.stream.write_all(&out[..n])
     }
 
@@ -154,7 +176,7 @@ impl Conn {
     fn recv(&mut self, timeout: Duration) -> std::io::Result<Option<In>> {
         let deadline = Instant::now() + timeout;
         loop {
-            match decode(&self.buf, V311, 1 << 20) {
+            match decode(&self.buf, self.version, 1 << 20) {
                 Ok((packet, used)) => {
                     let packet = own(&packet);
                     self.buf.drain(..used);
@@ -213,9 +235,10 @@ fn own(packet: &Packet<'_>) -> In {
 }
 
 /// A persistent subscriber: the client side of its session outlives its connections.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Subscriber {
     id: String,
+    version: ProtocolVersion,
     /// QoS 2 packet identifiers received and not released yet: a PUBLISH with one of them
     /// is the broker re-sending, not a new message ([MQTT-4.3.3-10], method B).
     unreleased: HashSet<u16>,
@@ -224,11 +247,18 @@ struct Subscriber {
 }
 
 impl Subscriber {
-    fn new(id: &str) -> Self {
+    fn new(id: &str, version: ProtocolVersion) -> Self {
         Self {
             id: id.to_owned(),
-            ..Self::default()
+            version,
+            unreleased: HashSet::new(),
+            deliveries: Vec::new(),
         }
+    }
+
+    /// Connects to its session (never clean); returns CONNACK's session present flag.
+    fn connect(&self, addr: SocketAddr) -> (Conn, bool) {
+        Conn::open_as(addr, &self.id, false, self.version)
     }
 
     /// Handles one packet; returns whether the connection still works.
@@ -417,21 +447,21 @@ fn wanted(topic: &str, seqs: &[u32]) -> Vec<(String, u32)> {
     seqs.iter().map(|s| (topic.to_owned(), *s)).collect()
 }
 
-/// Runs the whole scenario with `--sync policy`.
-fn crash_loses_nothing_acknowledged(sync: &str) {
+/// Runs the whole scenario with `--sync policy`, the subscribers speaking `version`.
+fn crash_loses_nothing_acknowledged(sync: &str, version: ProtocolVersion) {
     let data = DataDir::new("crash");
     let mut broker = Fulmar::start_with(&["--data-dir", data.arg(), "--sync", sync]);
     let addr = broker.addr();
 
     // The offline subscriber's session: subscribed, then gone while the streams run.
-    let mut offline = Subscriber::new("crash-offline");
-    let (mut conn, present) = Conn::open(addr, &offline.id, false);
+    let mut offline = Subscriber::new("crash-offline", version);
+    let (mut conn, present) = offline.connect(addr);
     assert!(!present);
     conn.subscribe("crash/#");
     conn.disconnect();
 
-    let mut online = Subscriber::new("crash-online");
-    let (mut conn, _) = Conn::open(addr, &online.id, false);
+    let mut online = Subscriber::new("crash-online", version);
+    let (mut conn, _) = online.connect(addr);
     conn.subscribe("crash/#");
     let online_task = thread::spawn(move || {
         online.until_closed(conn);
@@ -478,7 +508,7 @@ fn crash_loses_nothing_acknowledged(sync: &str) {
     all.extend(wanted("crash/q2", &acked_q2));
 
     // The online subscriber comes back to its session and gets the rest.
-    let (mut conn, present) = Conn::open(addr, &online.id, false);
+    let (mut conn, present) = online.connect(addr);
     assert!(present, "{}: session lost", online.id);
     online.until_has(&mut conn, &all);
     // Its subscription survived: a message published after the restart arrives, without
@@ -488,7 +518,7 @@ fn crash_loses_nothing_acknowledged(sync: &str) {
     online.until_has(&mut conn, &after);
     conn.disconnect();
 
-    let (mut conn, present) = Conn::open(addr, &offline.id, false);
+    let (mut conn, present) = offline.connect(addr);
     assert!(present, "{}: session lost", offline.id);
     all.extend(after);
     offline.until_has(&mut conn, &all);
@@ -523,12 +553,12 @@ fn crash_loses_nothing_acknowledged(sync: &str) {
 
 #[test]
 fn kill_9_loses_nothing_acknowledged_with_group_commit() {
-    crash_loses_nothing_acknowledged("batch");
+    crash_loses_nothing_acknowledged("batch", V311);
 }
 
 #[test]
-fn kill_9_loses_nothing_acknowledged_with_a_sync_per_input() {
-    crash_loses_nothing_acknowledged("always");
+fn kill_9_loses_nothing_acknowledged_with_a_sync_per_input_to_v5_sessions() {
+    crash_loses_nothing_acknowledged("always", ProtocolVersion::V5);
 }
 
 /// With `--sync none` nothing is made durable while running (for up to a second), so a
