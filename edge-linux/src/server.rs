@@ -204,6 +204,7 @@ impl Server {
         );
         info!("data directory: {}", self.config.data_dir.display());
         auth.log_startup();
+        tokio::spawn(auth.clone().reload_on_hangup());
         if let Some((listener, addr)) = self.metrics_listener {
             info!("Prometheus metrics at http://{addr}/metrics");
             tokio::spawn(metrics::http::serve(

@@ -292,6 +292,60 @@ fn fulmar_passwd_round_trip_also_in_mosquitto() {
     );
 }
 
+/// SIGHUP reloads both files, as in Mosquitto: a user added with `fulmar passwd` gets in,
+/// a changed password is checked anew (the old one was remembered, and is forgotten), new
+/// ACL rules apply; a broken file on reload is reported and the old rules stay.
+#[tokio::test]
+async fn sighup_reloads_the_password_and_acl_files() {
+    use rumqttc::v5::mqttbytes::v5::PubAckReason::{
+        NoMatchingSubscribers as Accepted, NotAuthorized,
+    };
+    let scratch = Scratch::new("sighup");
+    let file = quick_passwords(&scratch);
+    let acl = scratch.write("acl", "user alice\ntopic a/#\n");
+    let broker = start(&file, Some(&acl), &[]);
+    let port = broker.port();
+    let hangup = |reloads: usize| {
+        let pid = broker.pid().to_string();
+        let sent = Command::new("kill").args(["-HUP", &pid]).status().unwrap();
+        assert!(sent.success());
+        fulmar_tests::wait_until(WAIT, || broker.log().matches("SIGHUP:").count() >= reloads);
+    };
+    let old = Some(("alice", "alice-pw"));
+    let new = Some(("alice", "new-pw"));
+    assert_eq!(
+        v5::publish(port, "a", old, &["a/1", "b/1"]).await,
+        [Accepted, NotAuthorized]
+    );
+    assert_eq!(mosquitto_pub(port, &["-u", "carol", "-P", "carol-pw"]), 4);
+
+    let f = s(&file);
+    fulmar_passwd(&["--iterations", QUICK, "-b", f, "carol", "carol-pw"], "");
+    fulmar_passwd(&["--iterations", QUICK, "-b", f, "alice", "new-pw"], "");
+    std::fs::write(&acl, "user alice\ntopic b/#\n").unwrap();
+    hangup(1);
+    assert!(
+        broker
+            .log()
+            .contains("SIGHUP: password and ACL files reloaded")
+    );
+    assert_eq!(mosquitto_pub(port, &["-u", "carol", "-P", "carol-pw"]), 0);
+    assert_eq!(mosquitto_pub(port, &["-u", "alice", "-P", "alice-pw"]), 4);
+    assert_eq!(
+        v5::publish(port, "a", new, &["a/1", "b/1"]).await,
+        [NotAuthorized, Accepted]
+    );
+
+    std::fs::write(&acl, "user alice\ntopic a/#/b\n").unwrap();
+    hangup(2);
+    assert!(
+        broker.log().contains("SIGHUP: reload failed"),
+        "{}",
+        broker.log()
+    );
+    assert_eq!(v5::publish(port, "a", new, &["b/1"]).await, [Accepted]);
+}
+
 /// rumqttc sees 3.1.1 return codes 4 and 5, and 5.0 reason codes 0x86 and 0x87.
 #[tokio::test]
 async fn rumqttc_v311_and_v5_refusals() {

@@ -81,9 +81,7 @@ impl Hooks for EdgeHooks {
         if topic == "$SYS" || topic.starts_with("$SYS/") {
             return false;
         }
-        self.auth
-            .acl()
-            .is_none_or(|acl| acl.may_publish(acl_client(client), topic))
+        self.auth.may_publish(acl_client(client), topic)
     }
 
     fn authorize_subscribe(&mut self, client: &ClientInfo<'_>, filter: &str, _qos: QoS) -> bool {
@@ -92,9 +90,7 @@ impl Hooks for EdgeHooks {
             .strip_prefix("$share/")
             .and_then(|rest| rest.split_once('/'))
             .map_or(filter, |(_, filter)| filter);
-        self.auth
-            .acl()
-            .is_none_or(|acl| acl.may_subscribe(acl_client(client), filter))
+        self.auth.may_subscribe(acl_client(client), filter)
     }
 }
 

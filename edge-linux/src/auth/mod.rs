@@ -44,6 +44,11 @@
 //! accepted under that name: the certificate, verified by the TLS layer, is the
 //! credential, and the CONNECT's user name and password are not used.
 //!
+//! ## Reloading
+//! SIGHUP re-reads both files ([`Auth::reload`]); the rules are swapped whole behind a
+//! lock that each check takes only to clone an `Arc`, and remembered passwords are
+//! forgotten. A file with a bad line leaves the previous rules in place.
+//!
 //! ## What they may do
 //! With no ACL file every client may publish and subscribe to everything, except that no
 //! client may publish to `$SYS/…` (the broker's own topics). With an ACL file, what it
@@ -59,14 +64,14 @@ mod hooks;
 use std::collections::HashMap;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use fulmar_core::broker::ConnectionId;
 use fulmar_core::codec::ReasonCode;
 use sha2::{Digest, Sha512};
 use tokio::sync::Semaphore;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 pub(crate) use admission::Admission;
 pub use hooks::EdgeHooks;
@@ -156,12 +161,20 @@ struct Verdict {
     at: Instant,
 }
 
+/// What the files say, replaced whole when they are read again ([`Auth::reload`]).
+#[derive(Debug, Default)]
+struct Files {
+    passwords: Option<PasswordFile>,
+    acl: Option<Acl>,
+    /// Counts reloads: a password checked against an older generation is not remembered.
+    generation: u64,
+}
+
 /// Everything authentication and authorization know, shared by the hooks (on the broker
 /// task) and the admissions (on the connection tasks).
 #[derive(Debug)]
 pub struct Auth {
-    passwords: Option<PasswordFile>,
-    acl: Option<Acl>,
+    files: RwLock<Arc<Files>>,
     allow_anonymous: bool,
     password_file: Option<PathBuf>,
     acl_file: Option<PathBuf>,
@@ -183,17 +196,61 @@ impl Auth {
     /// # Errors
     /// When a file cannot be read, or has a bad line (its number is in the error).
     pub fn load(settings: &Settings, max_packet_size: u32) -> Result<Self, Error> {
-        let passwords = settings
-            .password_file
-            .as_deref()
-            .map(|path| load_file(path, "password file", PasswordFile::parse))
-            .transpose()?;
-        let acl = settings
-            .acl_file
-            .as_deref()
-            .map(|path| load_file(path, "ACL file", Acl::parse))
-            .transpose()?;
+        let (passwords, acl) = read_files(
+            settings.password_file.as_deref(),
+            settings.acl_file.as_deref(),
+        )?;
         Ok(Self::with(settings, passwords, acl, max_packet_size))
+    }
+
+    /// Reads the files again and puts their rules in place at once for every later
+    /// CONNECT, PUBLISH and SUBSCRIBE (what is already subscribed stays); remembered
+    /// passwords are forgotten. On error the previous rules stay.
+    ///
+    /// # Errors
+    /// When a file cannot be read, or has a bad line.
+    pub fn reload(&self) -> Result<(), Error> {
+        let (passwords, acl) = read_files(self.password_file.as_deref(), self.acl_file.as_deref())?;
+        {
+            let mut files = self.files.write().unwrap_or_else(PoisonError::into_inner);
+            let generation = files.generation + 1;
+            *files = Arc::new(Files {
+                passwords,
+                acl,
+                generation,
+            });
+        }
+        self.verified
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+        Ok(())
+    }
+
+    /// Reloads the files on every SIGHUP, as Mosquitto does, logging the outcome; runs
+    /// until the runtime stops.
+    pub async fn reload_on_hangup(self: Arc<Self>) {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut hangups = match signal(SignalKind::hangup()) {
+            Ok(hangups) => hangups,
+            Err(error) => {
+                warn!(%error, "cannot listen for SIGHUP: the auth files cannot be reloaded");
+                return;
+            }
+        };
+        while hangups.recv().await.is_some() {
+            if self.password_file.is_none() && self.acl_file.is_none() {
+                info!("SIGHUP: no password or ACL file to reload");
+                continue;
+            }
+            match self.reload() {
+                Ok(()) => {
+                    let users = self.files().passwords.as_ref().map_or(0, PasswordFile::len);
+                    info!(users, "SIGHUP: password and ACL files reloaded");
+                }
+                Err(error) => error!(%error, "SIGHUP: reload failed; the previous rules stay"),
+            }
+        }
     }
 
     /// Allows everything, as a broker with no settings does.
@@ -214,8 +271,11 @@ impl Auth {
         let cpus = std::thread::available_parallelism().map_or(1, usize::from);
         Self {
             allow_anonymous: settings.anonymous_allowed(),
-            passwords,
-            acl,
+            files: RwLock::new(Arc::new(Files {
+                passwords,
+                acl,
+                generation: 0,
+            })),
             password_file: settings.password_file.clone(),
             acl_file: settings.acl_file.clone(),
             max_packet_size: max_packet_size as usize,
@@ -228,7 +288,8 @@ impl Auth {
 
     /// Logs what the settings mean, with a warning for every open door.
     pub fn log_startup(&self) {
-        match (&self.password_file, &self.passwords) {
+        let files = self.files();
+        match (&self.password_file, &files.passwords) {
             (Some(path), Some(file)) => info!(
                 users = file.len(),
                 "clients authenticate with the password file {}",
@@ -246,16 +307,16 @@ impl Auth {
                  certificate taken as user name)"
             ),
         }
-        if self.passwords.is_some() && self.allow_anonymous {
+        if files.passwords.is_some() && self.allow_anonymous {
             warn!(
                 "anonymous access is allowed alongside the password file (allow_anonymous = \
                  true): clients without a user name connect unchecked"
             );
         }
-        match (&self.acl_file, &self.acl) {
+        match (&self.acl_file, &files.acl) {
             (Some(path), Some(_)) => {
                 info!("topic access follows the ACL file {}", path.display());
-                if self.passwords.is_none() {
+                if files.passwords.is_none() {
                     warn!(
                         "the ACL file's user rules trust unchecked user names: without a \
                          password file any client can claim any user name"
@@ -268,7 +329,15 @@ impl Auth {
 
     /// Whether CONNECTs need a password hash checked, so admissions must hold them.
     fn checks_passwords(&self) -> bool {
-        self.passwords.is_some()
+        self.password_file.is_some()
+    }
+
+    /// What the files say now.
+    fn files(&self) -> Arc<Files> {
+        self.files
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// The decision for `credentials` if it needs no password hash, else `None`.
@@ -283,13 +352,13 @@ impl Auth {
                 Decision::refuse(ReasonCode::NotAuthorized)
             });
         };
-        let Some(_) = &self.passwords else {
+        if !self.checks_passwords() {
             return Some(if self.allow_anonymous {
                 Decision::accept(Some(username))
             } else {
                 Decision::refuse(ReasonCode::NotAuthorized)
             });
-        };
+        }
         let Some(password) = credentials.password else {
             return Some(Decision::refuse(ReasonCode::BadUserNameOrPassword));
         };
@@ -307,8 +376,9 @@ impl Auth {
         if let Some(decision) = self.quick(credentials) {
             return decision;
         }
+        let files = self.files();
         let (Some(file), Some(username), Some(password)) =
-            (&self.passwords, credentials.username, credentials.password)
+            (&files.passwords, credentials.username, credentials.password)
         else {
             return Decision::refuse(ReasonCode::NotAuthorized);
         };
@@ -316,10 +386,13 @@ impl Auth {
             return Decision::refuse(ReasonCode::BadUserNameOrPassword);
         }
         if let Some(digest) = self.cache_digest(username, password) {
-            self.verified
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .insert(username.to_owned(), digest);
+            let mut verified = self.verified.lock().unwrap_or_else(PoisonError::into_inner);
+            // Checked under the cache's lock, which a reload takes to clear the cache
+            // after it replaced the files: a password of a file replaced meanwhile is not
+            // remembered.
+            if self.files().generation == files.generation {
+                verified.insert(username.to_owned(), digest);
+            }
         }
         Decision::accept(Some(username))
     }
@@ -393,10 +466,35 @@ impl Auth {
         (verdict.connect_username.as_deref() == username).then_some(verdict.decision)
     }
 
-    /// The ACL, if one is set.
-    fn acl(&self) -> Option<&Acl> {
-        self.acl.as_ref()
+    /// Whether the ACL (if any) lets `client` publish to `topic`.
+    fn may_publish(&self, client: acl::Client<'_>, topic: &str) -> bool {
+        self.files()
+            .acl
+            .as_ref()
+            .is_none_or(|acl| acl.may_publish(client, topic))
     }
+
+    /// Whether the ACL (if any) lets `client` subscribe to `filter`.
+    fn may_subscribe(&self, client: acl::Client<'_>, filter: &str) -> bool {
+        self.files()
+            .acl
+            .as_ref()
+            .is_none_or(|acl| acl.may_subscribe(client, filter))
+    }
+}
+
+/// Reads both files (each if named).
+fn read_files(
+    password_file: Option<&Path>,
+    acl_file: Option<&Path>,
+) -> Result<(Option<PasswordFile>, Option<Acl>), Error> {
+    let passwords = password_file
+        .map(|path| load_file(path, "password file", PasswordFile::parse))
+        .transpose()?;
+    let acl = acl_file
+        .map(|path| load_file(path, "ACL file", Acl::parse))
+        .transpose()?;
+    Ok((passwords, acl))
 }
 
 /// Reads and parses one file, turning a bad line into an error that names file and line.
@@ -534,6 +632,49 @@ mod tests {
             Some(Decision::accept(Some("alice")))
         );
         assert_eq!(auth.claim(a, Some("alice")), None);
+    }
+
+    #[test]
+    fn a_reload_replaces_the_rules_and_forgets_remembered_passwords() {
+        let dir = std::env::temp_dir().join(format!("fulmar-reload-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (passwords, acl) = (dir.join("passwords"), dir.join("acl"));
+        std::fs::write(&passwords, user_line("alice", "one")).unwrap();
+        std::fs::write(&acl, "user alice\ntopic a\n").unwrap();
+        let settings = Settings {
+            password_file: Some(passwords.clone()),
+            acl_file: Some(acl.clone()),
+            allow_anonymous: None,
+        };
+        let auth = Auth::load(&settings, 1024).unwrap();
+        let alice = acl::Client {
+            client_id: "c",
+            username: Some("alice"),
+        };
+        assert_eq!(
+            auth.decide(creds(Some("alice"), Some("one"))).code,
+            ReasonCode::Success
+        );
+        assert!(auth.may_publish(alice, "a") && !auth.may_publish(alice, "b"));
+
+        std::fs::write(&passwords, user_line("alice", "two")).unwrap();
+        std::fs::write(&acl, "user alice\ntopic b\n").unwrap();
+        auth.reload().unwrap();
+        assert_eq!(
+            auth.decide(creds(Some("alice"), Some("one"))).code,
+            ReasonCode::BadUserNameOrPassword
+        );
+        assert_eq!(
+            auth.decide(creds(Some("alice"), Some("two"))).code,
+            ReasonCode::Success
+        );
+        assert!(!auth.may_publish(alice, "a") && auth.may_publish(alice, "b"));
+
+        // A broken file: an error, and the rules stay.
+        std::fs::write(&acl, "topics b\n").unwrap();
+        assert!(auth.reload().is_err());
+        assert!(auth.may_publish(alice, "b"));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
