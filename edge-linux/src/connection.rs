@@ -67,11 +67,12 @@ pub(crate) struct Origin {
 }
 
 /// Serves one connection, whose handshakes (if any) are done, until it is closed by
-/// either side.
+/// either side. The halves are borrowed: a transport may have more to do once both are
+/// finished (a WebSocket over TLS ends its TLS session after the close handshake).
 pub(crate) async fn serve(
     origin: Origin,
-    incoming: impl Incoming,
-    outgoing: impl Outgoing,
+    incoming: &mut impl Incoming,
+    outgoing: &mut impl Outgoing,
     broker: BrokerHandle,
 ) {
     // Output is bounded in bytes by `Room` (the actor stops adding).
@@ -101,7 +102,7 @@ pub(crate) async fn serve(
 /// connection.
 async fn read_loop(
     id: ConnectionId,
-    mut incoming: impl Incoming,
+    incoming: &mut impl Incoming,
     mut admission: Admission,
     broker: &BrokerHandle,
     written: &Notify,
@@ -131,7 +132,7 @@ async fn read_loop(
                 }
             },
             () = written.notified() => {
-                linger(&mut incoming).await;
+                linger(incoming).await;
                 break;
             }
         }
@@ -156,8 +157,8 @@ struct Writer<'a> {
 }
 
 impl Writer<'_> {
-    async fn run(self, mut outgoing: impl Outgoing) {
-        if let Err(error) = self.write_all(&mut outgoing).await {
+    async fn run(self, outgoing: &mut impl Outgoing) {
+        if let Err(error) = self.write_all(outgoing).await {
             debug!(conn = self.id.slot(), %error, "write failed");
         }
         // The actor learns the connection is gone even if the reader is still waiting on

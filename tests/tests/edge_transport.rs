@@ -17,6 +17,8 @@ use std::time::{Duration, Instant};
 
 use fulmar_tests::{DataDir, Fulmar, Lines, paho, wait_until};
 
+mod support;
+
 /// How long any single expected thing (a message, a handshake, an exit) may take.
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -619,56 +621,49 @@ mod rumqttc_clients {
 
     #[tokio::test]
     async fn mqtt_5_over_wss_to_tls() {
+        use rumqttc::v5::MqttOptions as Options5;
         use rumqttc::v5::mqttbytes::QoS as QoS5;
-        use rumqttc::v5::mqttbytes::v5::Packet as Packet5;
-        use rumqttc::v5::{AsyncClient as Client5, Event as Event5, MqttOptions as Options5};
+        use support::mqtt5::Client as Client5;
 
         let broker = broker();
         let connect = |id: &str, protocol: &str| {
             let (host, port, transport) = target(&broker, protocol, false);
             let mut options = Options5::new(id, host, port);
             options.set_transport(transport);
-            Client5::new(options, 8)
+            Client5::connect_options(options)
         };
-        let (sub, mut sub_loop) = connect("v5-sub", "mqtts");
-        let (publisher, mut pub_loop) = connect("v5-pub", "wss");
-        sub.subscribe("v5/#", QoS5::ExactlyOnce).await.unwrap();
-        let got = timeout(WAIT, async {
-            loop {
-                // Publish once the subscription is acknowledged; drive both event loops.
-                tokio::select! {
-                    event = sub_loop.poll() => match event.expect("subscriber connection") {
-                        Event5::Incoming(Packet5::SubAck(_)) => publisher
-                            .publish("v5/wss", QoS5::ExactlyOnce, false, "five")
-                            .await
-                            .unwrap(),
-                        Event5::Incoming(Packet5::Publish(p)) => return (p.topic, p.payload),
-                        _ => {}
-                    },
-                    event = pub_loop.poll() => {
-                        event.expect("publisher connection");
-                    }
-                }
-            }
-        })
-        .await
-        .expect("the message in time");
-        assert_eq!((&got.0[..], &got.1[..]), (&b"v5/wss"[..], &b"five"[..]));
+        let (mut sub, _) = connect("v5-sub", "mqtts").await;
+        let (mut publisher, _) = connect("v5-pub", "wss").await;
+        sub.subscribe("v5/#", QoS5::ExactlyOnce).await;
+        publisher
+            .publish("v5/wss", "five", QoS5::ExactlyOnce, false)
+            .await;
+        assert_eq!(
+            sub.message().await,
+            (
+                "v5/wss".to_owned(),
+                "five".to_owned(),
+                QoS5::ExactlyOnce,
+                false
+            )
+        );
+        publisher.disconnect().await;
+        sub.disconnect().await;
     }
 }
 
 // --- paho-mqtt (Python) over WebSocket and secure WebSocket ------------------------------
 
 #[test]
-fn paho_over_websocket_and_secure_websocket() {
+fn paho_over_websocket_and_secure_websocket_and_shutdown() {
     // paho's WebSocket transport offers the subprotocol `mqtt` and takes the path, as
     // MQTT.js does in a browser.
     const SCRIPT: &str = r#"
-import ssl, sys, threading
+import os, signal, ssl, sys, threading
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
-ws_port, wss_port, ca = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
-got, subscribed = threading.Event(), threading.Event()
+ws_port, wss_port, ca, broker = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+got, subscribed, told = threading.Event(), threading.Event(), threading.Event()
 def client(name, port, protocol, tls):
     c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=name, protocol=protocol,
                     transport="websockets")
@@ -691,20 +686,29 @@ pub.connect("127.0.0.1", ws_port)
 pub.loop_start()
 pub.publish("paho/ws", "from paho", qos=1).wait_for_publish(10)
 assert got.wait(10), "no message over wss"
+# The broker shuts down: the MQTT 5 client over wss is told why (0x8B = 139), through the
+# WebSocket and TLS layers.
+def on_disconnect(c, u, flags, reason, p):
+    print("wss disconnect", reason.value, flush=True)
+    told.set()
+sub.on_disconnect = on_disconnect
+os.kill(broker, signal.SIGTERM)
+assert told.wait(10), "no disconnect over wss"
 for c in (pub, sub):
-    c.disconnect()
     c.loop_stop()
 "#;
-    let broker = broker();
+    let mut broker = broker();
     let ws = broker.listener("ws").port().to_string();
     let wss = broker.listener("wss").port().to_string();
-    let output = paho::run(SCRIPT, &[&ws, &wss, path(&broker.pki.ca)], WAIT);
+    let pid = broker.pid().to_string();
+    let output = paho::run(SCRIPT, &[&ws, &wss, path(&broker.pki.ca), &pid], WAIT);
     assert_eq!(
         String::from_utf8_lossy(&output.stdout),
-        "paho/ws from paho 1\n",
+        "paho/ws from paho 1\nwss disconnect 139\n",
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
+    assert_eq!(broker.terminate().and_then(|s| s.code()), Some(0));
 }
 
 // --- a bare WebSocket client ------------------------------------------------------------

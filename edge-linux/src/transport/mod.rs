@@ -26,7 +26,6 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use futures_util::StreamExt;
 use tokio::net::TcpStream;
 use tracing::debug;
 
@@ -173,8 +172,9 @@ impl Acceptor {
         match &self.kind {
             Kind::Mqtt => {
                 let (reader, writer) = tcp.into_split();
-                let incoming = TcpIncoming::new(reader);
-                connection::serve(origin, incoming, StreamOutgoing(writer), broker).await;
+                let (mut incoming, mut outgoing) =
+                    (TcpIncoming::new(reader), StreamOutgoing(writer));
+                connection::serve(origin, &mut incoming, &mut outgoing, broker).await;
             }
             Kind::Tls(tls) => {
                 Box::pin(async move {
@@ -184,8 +184,9 @@ impl Acceptor {
                     };
                     let (reader, writer) = tokio::io::split(stream);
                     let origin = Origin { identity, ..origin };
-                    let (incoming, outgoing) = (StreamIncoming(reader), StreamOutgoing(writer));
-                    connection::serve(origin, incoming, outgoing, broker).await;
+                    let mut incoming = StreamIncoming(reader);
+                    let mut outgoing = StreamOutgoing(writer);
+                    connection::serve(origin, &mut incoming, &mut outgoing, broker).await;
                 })
                 .await
             }
@@ -194,9 +195,7 @@ impl Acceptor {
                     let Some(stream) = handshake(peer, timeout, ws.accept(tcp)).await else {
                         return;
                     };
-                    let (sink, stream) = stream.split();
-                    let (incoming, outgoing) = (ws::WsIncoming(stream), ws::WsOutgoing(sink));
-                    connection::serve(origin, incoming, outgoing, broker).await;
+                    ws::serve(origin, stream, broker).await;
                 })
                 .await
             }
@@ -210,10 +209,8 @@ impl Acceptor {
                     else {
                         return;
                     };
-                    let (sink, stream) = stream.split();
                     let origin = Origin { identity, ..origin };
-                    let (incoming, outgoing) = (ws::WsIncoming(stream), ws::WsOutgoing(sink));
-                    connection::serve(origin, incoming, outgoing, broker).await;
+                    ws::serve(origin, stream, broker).await;
                 })
                 .await
             }

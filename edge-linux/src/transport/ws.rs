@@ -4,13 +4,15 @@
 //! Frames and packets are independent: a packet may span frames and a frame may hold
 //! several packets, so incoming frame payloads are handed to the driver as a byte stream,
 //! and each chunk the broker transmits goes out as one binary frame. Closing sends a
-//! WebSocket Close frame (the close handshake) before the TCP connection ends.
+//! WebSocket Close frame (the close handshake); once it is answered (or the linger time is
+//! over) the server ends the stream under it first, as RFC 6455 §7.1.1 asks: TLS
+//! close_notify for a secure WebSocket, then FIN.
 
 use std::io;
 
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode, header};
@@ -18,7 +20,23 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{self, Message};
 
 use super::Error;
-use crate::connection::{Incoming, Outgoing};
+use crate::broker_task::BrokerHandle;
+use crate::connection::{self, Incoming, LINGER, Origin, Outgoing};
+
+/// Serves a WebSocket connection whose upgrade is done, then ends the stream under it.
+pub(crate) async fn serve<S>(origin: Origin, stream: WebSocketStream<S>, broker: BrokerHandle)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let (sink, stream) = stream.split();
+    let (mut incoming, mut outgoing) = (WsIncoming(stream), WsOutgoing(sink));
+    connection::serve(origin, &mut incoming, &mut outgoing, broker).await;
+    // Without this the TLS session of a secure WebSocket would end without close_notify,
+    // which clients report as a truncated stream.
+    if let Ok(mut stream) = incoming.0.reunite(outgoing.0) {
+        let _ = tokio::time::timeout(LINGER, stream.get_mut().shutdown()).await;
+    }
+}
 
 /// The subprotocols accepted, in order of preference: `mqtt` is the registered name
 /// ([MQTT-6.0.0-3]: the client includes it, [MQTT-6.0.0-4]: the server selects it);
