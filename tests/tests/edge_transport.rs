@@ -711,6 +711,65 @@ for c in (pub, sub):
     assert_eq!(broker.terminate().and_then(|s| s.code()), Some(0));
 }
 
+#[test]
+fn wss_shutdown_ends_with_the_close_handshake_and_close_notify() {
+    // A bare client on Python's ssl module, which tells a TLS session that ends with
+    // close_notify (recv returns b"") from one that is cut (SSLEOFError).
+    const SCRIPT: &str = r#"
+import base64, os, signal, socket, ssl, sys
+port, ca, broker = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+tls = ssl.create_default_context(cafile=ca)
+s = tls.wrap_socket(socket.create_connection(("127.0.0.1", port)), server_hostname="127.0.0.1",
+                    suppress_ragged_eofs=False)
+s.settimeout(10)
+key = base64.b64encode(os.urandom(16)).decode()
+s.sendall(("GET /mqtt HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+           "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n"
+           "Sec-WebSocket-Protocol: mqtt\r\n\r\n" % key).encode())
+buf = b""
+while b"\r\n\r\n" not in buf:
+    buf += s.recv(1024)
+buf = buf.split(b"\r\n\r\n", 1)[1]
+def send(opcode, payload):
+    mask = os.urandom(4)
+    s.sendall(bytes([0x80 | opcode, 0x80 | len(payload)]) + mask
+              + bytes(b ^ mask[i % 4] for i, b in enumerate(payload)))
+def frame():
+    global buf
+    while True:
+        if len(buf) >= 2 and len(buf) >= 2 + (buf[1] & 0x7f):
+            n = buf[1] & 0x7f
+            opcode, payload, buf = buf[0] & 0x0f, buf[2:2 + n], buf[2 + n:]
+            return opcode, payload
+        more = s.recv(1024)
+        if not more:
+            raise EOFError
+        buf += more
+send(2, bytes([0x10, 16, 0, 4]) + b"MQTT" + bytes([5, 2, 0, 60, 0, 0, 3]) + b"raw")
+print("connack", frame()[1][:1].hex(), flush=True)
+os.kill(broker, signal.SIGTERM)
+print("disconnect", frame()[1].hex(), flush=True)
+opcode, reason = frame()
+print("close frame", opcode == 8, flush=True)
+send(8, reason)
+try:
+    print("end", "clean" if s.recv(1024) == b"" else "data", flush=True)
+except ssl.SSLEOFError:
+    print("end", "cut without close_notify", flush=True)
+"#;
+    let mut broker = broker();
+    let port = broker.listener("wss").port().to_string();
+    let pid = broker.pid().to_string();
+    let output = paho::run(SCRIPT, &[&port, path(&broker.pki.ca), &pid], WAIT);
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        "connack 20\ndisconnect e0018b\nclose frame True\nend clean\n",
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(broker.terminate().and_then(|s| s.code()), Some(0));
+}
+
 // --- a bare WebSocket client ------------------------------------------------------------
 
 mod websocket {
