@@ -23,6 +23,10 @@ const QEMU_BIN: &str = "fulmar-qemu-mps2";
 /// The NUCLEO-H743ZI board crate (built in CI, flashed with probe-rs by hand) and binary.
 const STM32_BOARD: &str = "edge-firmware/stm32-h743";
 const STM32_BIN: &str = "fulmar-stm32-h743";
+/// The ESP32-C3 board crate (its own workspace: another target), its target and binary.
+const ESP32C3_BOARD: &str = "edge-firmware/esp32c3";
+const ESP32C3_TARGET: &str = "riscv32imc-unknown-none-elf";
+const ESP32C3_BIN: &str = "fulmar-esp32c3";
 /// MQTT port on the host when `--mqtt-port` is not given.
 const DEFAULT_MQTT_PORT: u16 = 1883;
 /// The Debian package with `qemu-system-arm`.
@@ -157,16 +161,26 @@ pub(crate) fn build_qemu_firmware(ctx: &Ctx, extra: &[&str]) -> Result<PathBuf, 
         .join(QEMU_BIN))
 }
 
+/// Builds the ESP32-C3 firmware in release mode and returns its ELF.
+pub(crate) fn build_esp32c3_firmware(ctx: &Ctx) -> Result<PathBuf, String> {
+    build_board(ctx, ESP32C3_BOARD, ESP32C3_TARGET, ESP32C3_BIN)
+}
+
 /// Builds the NUCLEO-H743ZI firmware in release mode and returns its ELF.
 pub(crate) fn build_stm32_firmware(ctx: &Ctx) -> Result<PathBuf, String> {
+    build_board(ctx, STM32_BOARD, TARGET, STM32_BIN)
+}
+
+/// `cargo build --release` in a board's folder (so its `.cargo/config.toml` applies), and
+/// the path of its binary `bin` built for `target`.
+fn build_board(ctx: &Ctx, board: &str, target: &str, bin: &str) -> Result<PathBuf, String> {
     let mut build = firmware_cargo(ctx, &["build", "--release"]);
-    // From its own folder: its .cargo/config.toml (probe-rs runner) applies.
-    build.current_dir(ctx.root.join(STM32_BOARD));
+    build.current_dir(ctx.root.join(board));
     ctx.run(&mut build)?;
     Ok(firmware_target_dir(ctx)
-        .join(TARGET)
+        .join(target)
         .join("release")
-        .join(STM32_BIN))
+        .join(bin))
 }
 
 /// Where firmware builds go: their own directory, since the firmware is its own workspace
@@ -185,11 +199,15 @@ fn firmware_cargo(ctx: &Ctx, args: &[&str]) -> Command {
 }
 
 /// The `firmware` suite: formatting, clippy (with and without flash persistence) and
-/// release builds of the QEMU and NUCLEO-H743ZI firmware.
+/// release builds of the QEMU, NUCLEO-H743ZI and ESP32-C3 firmware.
 pub(crate) fn suite(ctx: &Ctx) -> SuiteResult {
     let mut result = SuiteResult::default();
     let mut installed = Vec::new();
-    result.check(setup::ensure_targets(ctx, &[TARGET], &mut installed));
+    result.check(setup::ensure_targets(
+        ctx,
+        &[TARGET, ESP32C3_TARGET],
+        &mut installed,
+    ));
     let clippy = ["clippy", "--release", "--workspace", "--all-targets"];
     let deny = ["--", "-D", "warnings"];
     for args in [
@@ -202,6 +220,16 @@ pub(crate) fn suite(ctx: &Ctx) -> SuiteResult {
     }
     result.check(build_qemu_firmware(ctx, &[]).map(|_| ()));
     result.check(build_stm32_firmware(ctx).map(|_| ()));
+    // The ESP32-C3 crate is a workspace of its own: formatting and lints there too.
+    for args in [
+        vec!["fmt", "--", "--check"],
+        [&clippy[..2], &["--all-targets"][..], &deny[..]].concat(),
+    ] {
+        let mut command = firmware_cargo(ctx, &args);
+        command.current_dir(ctx.root.join(ESP32C3_BOARD));
+        result.check(ctx.run(&mut command));
+    }
+    result.check(build_esp32c3_firmware(ctx).map(|_| ()));
     result
 }
 

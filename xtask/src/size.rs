@@ -127,7 +127,8 @@ pub(crate) fn suite(ctx: &Ctx) -> SuiteResult {
     ] {
         let firmware = crate::firmware::build_qemu_firmware(ctx, features).and_then(|elf| {
             let mut report = measure_elf(ctx, &elf)?;
-            report.title = format!("QEMU board firmware, {what} (edge-firmware/qemu-mps2)");
+            report.title =
+                format!("QEMU board firmware, {what} (edge-firmware/qemu-mps2, {TARGET})");
             report.flash_goal = FIRMWARE_FLASH_GOAL;
             report.ram_goal = FIRMWARE_RAM_GOAL;
             Ok(report)
@@ -160,21 +161,33 @@ pub(crate) fn suite(ctx: &Ctx) -> SuiteResult {
     }
     // The NUCLEO-H743ZI firmware: reported (embassy-stm32's HAL and Ethernet driver weigh
     // more than the LAN9118 driver; see README).
-    let stm32 = crate::firmware::build_stm32_firmware(ctx).and_then(|elf| measure_elf(ctx, &elf));
-    match stm32 {
-        Ok(mut report) => {
-            report.title = "NUCLEO-H743ZI firmware (edge-firmware/stm32-h743)".to_owned();
-            report.flash_goal = FIRMWARE_FLASH_GOAL;
-            report.ram_goal = FIRMWARE_RAM_GOAL;
-            print!("{}", report.render());
-            println!("(goals reported, not enforced: see README)");
-            notes.push(format!(
-                "NUCLEO-H743ZI: flash {} B, RAM {} B",
-                report.flash(),
-                report.ram()
-            ));
+    // The ESP32-C3 likewise (its Wi-Fi driver alone is most of its flash).
+    let boards: [(&str, BuildFn); 2] = [
+        (
+            "NUCLEO-H743ZI (thumbv7em-none-eabihf)",
+            crate::firmware::build_stm32_firmware,
+        ),
+        (
+            "ESP32-C3 (riscv32imc-unknown-none-elf)",
+            crate::firmware::build_esp32c3_firmware,
+        ),
+    ];
+    for (board, build) in boards {
+        match build(ctx).and_then(|elf| measure_elf(ctx, &elf)) {
+            Ok(mut report) => {
+                report.title = format!("{board} firmware");
+                report.flash_goal = FIRMWARE_FLASH_GOAL;
+                report.ram_goal = FIRMWARE_RAM_GOAL;
+                print!("{}", report.render());
+                println!("(goals reported, not enforced: see README)");
+                notes.push(format!(
+                    "{board}: flash {} B, RAM {} B",
+                    report.flash(),
+                    report.ram()
+                ));
+            }
+            Err(e) => result.fail(e),
         }
-        Err(e) => result.fail(e),
     }
     if !installed.is_empty() {
         notes.push(format!("installed: {}", installed.join(", ")));
@@ -182,6 +195,9 @@ pub(crate) fn suite(ctx: &Ctx) -> SuiteResult {
     result.note = notes.join("; ");
     result
 }
+
+/// Builds a board's firmware and returns its ELF.
+type BuildFn = fn(&Ctx) -> Result<PathBuf, String>;
 
 /// Sections and largest statics of a built firmware, and its goals.
 #[derive(Debug)]
@@ -247,7 +263,7 @@ impl Report {
                 .collect();
             format!("{}\n", padded.join(" | ").trim_end())
         };
-        let mut out = format!("\n{} ({TARGET}):\n\n", self.title);
+        let mut out = format!("\n{}:\n\n", self.title);
         out.push_str(&line(header));
         let rule: Vec<String> = widths.iter().map(|w| "-".repeat(*w)).collect();
         out.push_str(&format!("{}\n", rule.join("-+-")));
@@ -320,7 +336,7 @@ fn measure_elf(ctx: &Ctx, elf: &Path) -> Result<Report, String> {
         Vec::new()
     };
     Ok(Report {
-        title: "firmware broker size, core/size-probe".to_owned(),
+        title: format!("firmware broker size, core/size-probe ({TARGET})"),
         flash_goal: FLASH_GOAL,
         ram_goal: RAM_GOAL,
         sections,

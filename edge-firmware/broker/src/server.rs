@@ -251,14 +251,26 @@ async fn close(socket: &mut TcpSocket<'_>, graceful: bool) {
     let _ = with_timeout(Duration::from_millis(200), socket.flush()).await;
 }
 
+/// A static IPv4 configuration: `address`/24 behind `gateway`, no DNS.
+pub fn static_ipv4(
+    address: embassy_net::Ipv4Address,
+    gateway: embassy_net::Ipv4Address,
+) -> embassy_net::Config {
+    embassy_net::Config::ipv4_static(embassy_net::StaticConfigV4 {
+        address: embassy_net::Ipv4Cidr::new(address, 24),
+        gateway: Some(gateway),
+        dns_servers: Default::default(),
+    })
+}
+
 /// Starts a board's network and broker: an embassy-net stack on `$device` (a value of the
-/// `embassy-net-driver` type `$driver`) with the static IPv4 address `$address`/24 and
-/// gateway `$gateway`, its runner task, and one [`serve_slot`] task per socket. Expands in
-/// the board's `main` (after [`start`]), since embassy tasks cannot be generic; the board
-/// depends on `embassy-executor`, `embassy-net` and `static_cell`.
+/// `embassy-net-driver` type `$driver`) configured by `$config` (an `embassy_net::Config`,
+/// such as [`static_ipv4`]), its runner task, and one [`serve_slot`] task per socket.
+/// Expands in the board's `main` (after [`start`]), since embassy tasks cannot be generic;
+/// the board depends on `embassy-executor`, `embassy-net` and `static_cell`.
 #[macro_export]
 macro_rules! spawn_network {
-    ($spawner:expr, $driver:ty, $device:expr, $address:expr, $gateway:expr, $seed:expr) => {{
+    ($spawner:expr, $driver:ty, $device:expr, $config:expr, $seed:expr) => {{
         use $crate::capacity::SOCKETS;
 
         #[::embassy_executor::task]
@@ -271,20 +283,17 @@ macro_rules! spawn_network {
             $crate::server::serve_slot(stack, slot).await
         }
 
-        let config = ::embassy_net::Config::ipv4_static(::embassy_net::StaticConfigV4 {
-            address: ::embassy_net::Ipv4Cidr::new($address, 24),
-            gateway: Some($gateway),
-            dns_servers: Default::default(),
-        });
-        // One socket slot per TCP socket (static addressing: no DHCP or DNS socket).
-        static RESOURCES: ::static_cell::StaticCell<::embassy_net::StackResources<SOCKETS>> =
-            ::static_cell::StaticCell::new();
+        // One socket slot per TCP socket, and one for DHCP.
+        static RESOURCES: ::static_cell::StaticCell<
+            ::embassy_net::StackResources<{ SOCKETS + 1 }>,
+        > = ::static_cell::StaticCell::new();
         let resources = RESOURCES.init(::embassy_net::StackResources::new());
-        let (stack, runner) = ::embassy_net::new($device, config, resources, $seed);
+        let (stack, runner) = ::embassy_net::new($device, $config, resources, $seed);
         $spawner.spawn(net_task(runner).expect("one network task"));
         for slot in 0..SOCKETS {
             $spawner.spawn(slot_task(stack, slot).expect("a task per socket"));
         }
-        ::defmt::info!("listening on {}:{}", $address, $crate::capacity::MQTT_PORT);
+        ::defmt::info!("MQTT on port {}", $crate::capacity::MQTT_PORT);
+        stack
     }};
 }

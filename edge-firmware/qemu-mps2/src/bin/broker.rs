@@ -39,7 +39,9 @@ async fn main(spawner: Spawner) {
     #[cfg(feature = "flash-persistence")]
     start_persistence(&spawner).await;
 
-    fulmar_firmware::spawn_network!(spawner, Lan9118, nic, ADDRESS, GATEWAY, seed);
+    let config = fulmar_firmware::server::static_ipv4(ADDRESS, GATEWAY);
+    let _stack = fulmar_firmware::spawn_network!(spawner, Lan9118, nic, config, seed);
+    defmt::info!("address {}", ADDRESS);
 }
 
 /// Restores the persisted sessions and retained messages (before any client connects) and

@@ -57,7 +57,9 @@ async fn main(spawner: Spawner) {
         p.PA2,
         p.PC1,
     );
-    fulmar_firmware::spawn_network!(spawner, Device, device, ADDRESS, GATEWAY, seed);
+    let config = fulmar_firmware::server::static_ipv4(ADDRESS, GATEWAY);
+    let _stack = fulmar_firmware::spawn_network!(spawner, Device, device, config, seed);
+    defmt::info!("address {}", ADDRESS);
 }
 
 /// 400 MHz from the internal oscillator (the Nucleo has no crystal fitted on HSE by
