@@ -40,6 +40,9 @@ static STATE: Mutex<CriticalSectionRawMutex, RefCell<State>> = Mutex::new(RefCel
     closing: [false; SOCKETS],
 }));
 
+/// Longest a connection's pending output may take to enter its socket.
+const OUTPUT_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Wakes a slot's task: the broker has output for its connection, or wants it closed.
 static WAKE: [Signal<CriticalSectionRawMutex, ()>; SOCKETS] = [const { Signal::new() }; SOCKETS];
 
@@ -148,7 +151,12 @@ async fn run(
 ) -> bool {
     let mut filled = 0;
     loop {
-        if write_output(socket, conn).await.is_err() {
+        // A client that stops reading cannot hold its slot: its output must drain within
+        // OUTPUT_TIMEOUT (the broker's queues are a few KB), or it is cut off.
+        if !matches!(
+            with_timeout(OUTPUT_TIMEOUT, write_output(socket, conn)).await,
+            Ok(Ok(()))
+        ) {
             return false;
         }
         let (closing, stalled, deadline) = with(|state| {
