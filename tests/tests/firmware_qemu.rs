@@ -96,10 +96,15 @@ impl Raw {
     /// Connects and sends CONNECT (`version` 4 = 3.1.1, 5 = 5.0; keep alive 60 s);
     /// returns the CONNACK's return / reason code.
     fn connect(board: &Board, id: &str, version: u8, clean: bool, will: Will<'_>) -> (Self, u8) {
+        Self::connect_with(board, &connect_packet(id, version, clean, will))
+    }
+
+    /// Connects and sends `connect`; returns the CONNACK's return / reason code.
+    fn connect_with(board: &Board, connect: &[u8]) -> (Self, u8) {
         let stream = TcpStream::connect(board.addr()).expect("connect to the board");
         stream.set_read_timeout(Some(WAIT)).unwrap();
         let mut raw = Self { stream };
-        raw.send(&connect_packet(id, version, clean, will));
+        raw.send(connect);
         let (header, body) = raw.packet().expect("a CONNACK");
         assert_eq!(header, 0x20, "expected CONNACK, got {header:#04x} {body:?}");
         (raw, body[1])
@@ -324,6 +329,26 @@ fn retained_messages_and_persistent_sessions_survive_a_restart() {
     assert_eq!(first_message(&board, "-t config/mode"), "1 config/mode eco");
     let back = Lines::spawn(mosquitto("mosquitto_sub", &board, &format!("{args} -v")));
     back.expect_line(WAIT, |l| l == "queued/x before-restart");
+}
+
+#[test]
+fn a_silent_client_is_closed_after_one_and_a_half_keep_alives_and_its_will_published() {
+    let board = Board::boot();
+    let wills = subscribe(&board, "silent", "-t wills/#", false);
+    let mut connect = connect_packet("silent", 4, true, Some(("wills/silent", "timed out")));
+    // Keep alive 1 s (bytes 10..12: after the fixed header, "MQTT", level and flags).
+    connect[10..12].copy_from_slice(&1u16.to_be_bytes());
+    let started = Instant::now();
+    let (mut silent, code) = Raw::connect_with(&board, &connect);
+    assert_eq!(code, 0);
+    // No PINGREQ: after 1.5 s the broker closes [MQTT-3.1.2-24] and publishes the will.
+    assert!(silent.closed_by_broker());
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(1400) && waited < Duration::from_secs(5),
+        "closed after {waited:?}, not at 1.5 keep-alives"
+    );
+    wills.expect_line(WAIT, |l| l == "wills/silent timed out");
 }
 
 #[test]
