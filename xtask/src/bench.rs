@@ -11,6 +11,9 @@
 //! - memory per idle connection: VmRSS of the broker process with 10 000 idle
 //!   connections, minus its VmRSS before they opened, per connection.
 //!
+//! fulmar runs twice: with persistence off (`fulmar`, like the peers) and with durable
+//! persistence on (`fulmar+disk`: `--sync batch`, a fresh data directory per run).
+//!
 //! The peers: Mosquitto from the Debian package (`mosquitto`), with its defaults except
 //! persistence off, its own port and config file; rumqttd 0.20 from crates.io, installed
 //! with `cargo install` into `~/.cache/fulmar/tools`, with the config file written here.
@@ -45,17 +48,34 @@ const START_TIMEOUT: Duration = Duration::from_secs(20);
 /// The brokers, in table order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Broker {
+    /// Persistence off, like the peers.
     Fulmar,
+    /// Persistence on with the default group commit (`--sync batch`), in a fresh data
+    /// directory per run.
+    FulmarDurable,
     Mosquitto,
     Rumqttd,
 }
 
-const BROKERS: [Broker; 3] = [Broker::Fulmar, Broker::Mosquitto, Broker::Rumqttd];
+const BROKERS: [Broker; 4] = [
+    Broker::Fulmar,
+    Broker::FulmarDurable,
+    Broker::Mosquitto,
+    Broker::Rumqttd,
+];
+
+/// The ratio columns: (ours, theirs).
+const COMPARISONS: [(Broker, Broker); 3] = [
+    (Broker::Fulmar, Broker::Mosquitto),
+    (Broker::Fulmar, Broker::Rumqttd),
+    (Broker::FulmarDurable, Broker::Mosquitto),
+];
 
 impl Broker {
     fn name(self) -> &'static str {
         match self {
             Broker::Fulmar => "fulmar",
+            Broker::FulmarDurable => "fulmar+disk",
             Broker::Mosquitto => "mosquitto",
             Broker::Rumqttd => "rumqttd",
         }
@@ -121,7 +141,7 @@ pub(crate) fn help() -> String {
          --seconds S      seconds each throughput scenario publishes (default {DEFAULT_SECONDS})\n  \
          --idle N         idle connections for the memory row (default {DEFAULT_IDLE})\n  \
          --only NAMES     run only scenarios whose name contains one of NAMES (e.g. fan-in,idle)\n  \
-         --brokers NAMES  brokers to run, from fulmar,mosquitto,rumqttd (default all)\n"
+         --brokers NAMES  brokers to run, from fulmar,fulmar+disk,mosquitto,rumqttd (default all)\n"
     )
 }
 
@@ -614,7 +634,7 @@ impl Drop for Running {
 /// Starts `broker` on 127.0.0.1:`port` and waits until it accepts connections.
 fn start_broker(bins: &Bins, broker: Broker, port: u16) -> Result<Running, String> {
     let mut command = match broker {
-        Broker::Fulmar => {
+        Broker::Fulmar | Broker::FulmarDurable => {
             let mut command = unlimited(&bins.fulmar);
             command.args([
                 "--listen",
@@ -624,6 +644,15 @@ fn start_broker(bins: &Bins, broker: Broker, port: u16) -> Result<Running, Strin
                 "--max-connections",
                 "30000",
             ]);
+            if broker == Broker::Fulmar {
+                command.args(["--persistence", "false"]);
+            } else {
+                // A fresh directory: a run must not replay the previous run's state.
+                let data = bins.dir.join(format!("fulmar-data-{port}"));
+                let _ = fs::remove_dir_all(&data);
+                command.args(["--persistence", "true", "--sync", "batch", "--data-dir"]);
+                command.arg(data);
+            }
             command
         }
         Broker::Mosquitto => {
@@ -816,20 +845,19 @@ fn machine() -> String {
 fn render(brokers: &[Broker], rows: &[(Scenario, Vec<Outcome>)]) -> String {
     let mut header: Vec<String> = vec!["scenario".to_owned()];
     header.extend(brokers.iter().map(|b| b.name().to_owned()));
-    let others: Vec<(usize, Broker)> = brokers
+    let columns: Vec<(usize, usize)> = COMPARISONS
         .iter()
-        .copied()
-        .enumerate()
-        .filter(|(_, b)| *b != Broker::Fulmar)
+        .filter_map(|(ours, theirs)| {
+            let ours = brokers.iter().position(|b| b == ours)?;
+            let theirs = brokers.iter().position(|b| b == theirs)?;
+            Some((ours, theirs))
+        })
         .collect();
-    let ours = brokers.iter().position(|b| *b == Broker::Fulmar);
-    if ours.is_some() {
-        header.extend(
-            others
-                .iter()
-                .map(|(_, b)| format!("fulmar vs {}", b.name())),
-        );
-    }
+    header.extend(
+        columns
+            .iter()
+            .map(|&(o, t)| format!("{} vs {}", brokers[o].name(), brokers[t].name())),
+    );
     let mut out = String::new();
     let _ = writeln!(out, "| {} |", header.join(" | "));
     let _ = writeln!(
@@ -844,21 +872,19 @@ fn render(brokers: &[Broker], rows: &[(Scenario, Vec<Outcome>)]) -> String {
     for (scenario, outcomes) in rows {
         let mut cells = vec![scenario.name.clone()];
         cells.extend(outcomes.iter().map(|o| o.cell(scenario.measure)));
-        if let Some(ours) = ours {
-            // A lossy QoS 1 rate is not a throughput; no ratio is drawn from it.
-            let usable = |o: &Outcome| {
-                let lossless = o.field("lost").unwrap_or(0.0) == 0.0;
-                let qos0 = o.field("qos") == Some(0.0);
-                o.value(scenario.measure)
-                    .filter(|_| scenario.measure != Measure::Throughput || lossless || qos0)
-            };
-            for (i, _) in &others {
-                cells.push(ratio(
-                    scenario.measure,
-                    usable(&outcomes[ours]),
-                    usable(&outcomes[*i]),
-                ));
-            }
+        // A lossy QoS 1 rate is not a throughput; no ratio is drawn from it.
+        let usable = |o: &Outcome| {
+            let lossless = o.field("lost").unwrap_or(0.0) == 0.0;
+            let qos0 = o.field("qos") == Some(0.0);
+            o.value(scenario.measure)
+                .filter(|_| scenario.measure != Measure::Throughput || lossless || qos0)
+        };
+        for &(o, t) in &columns {
+            cells.push(ratio(
+                scenario.measure,
+                usable(&outcomes[o]),
+                usable(&outcomes[t]),
+            ));
         }
         let _ = writeln!(out, "| {} |", cells.join(" | "));
     }
@@ -915,7 +941,8 @@ mod tests {
             },
             vec![ours, lossy, Outcome::Failed("boom".to_owned())],
         )];
-        let table = render(&BROKERS, &rows);
+        let brokers = [Broker::Fulmar, Broker::Mosquitto, Broker::Rumqttd];
+        let table = render(&brokers, &rows);
         assert!(
             table.contains("| QoS 1 fan-in | 250.0k/s | 2.0k/s (99% lost) | failed | - | - |"),
             "{table}"
