@@ -136,16 +136,20 @@ impl Client {
         }
     }
 
-    /// Sends DISCONNECT and closes the connection, ignoring errors: the run is over.
+    /// Sends DISCONNECT and closes the connection, ignoring errors: the run is over. A
+    /// broker that no longer reads gets a second, then the socket is simply dropped.
     pub(crate) async fn disconnect(mut self) {
         self.out.clear();
-        if self
-            .push(&Packet::Disconnect(Disconnect::default()))
-            .is_ok()
-        {
-            let _ = self.flush().await;
-        }
-        let _ = self.stream.shutdown().await;
+        let goodbye = async {
+            if self
+                .push(&Packet::Disconnect(Disconnect::default()))
+                .is_ok()
+            {
+                let _ = self.flush().await;
+            }
+            let _ = self.stream.shutdown().await;
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(1), goodbye).await;
     }
 
     /// Encodes `packet` at the end of the output buffer.

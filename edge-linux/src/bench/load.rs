@@ -28,7 +28,7 @@ const BATCH_BYTES: usize = 64 * 1024;
 /// How long publishers wait for their last acknowledgments after the run.
 const ACK_GRACE: Duration = Duration::from_secs(10);
 /// The longest a `pubsub` run waits for deliveries after publishing, however busy.
-const DRAIN_LIMIT: Duration = Duration::from_secs(60);
+const DRAIN_LIMIT: Duration = Duration::from_secs(30);
 
 /// What each publisher sends.
 #[derive(Debug, Clone)]
@@ -155,6 +155,8 @@ async fn publish_loop(
             return Ok(());
         }
         let due = |next_send: Instant| plan.interval.is_none() || next_send <= Instant::now();
+        // Messages encoded into this batch; they count as sent once written.
+        let mut batch = 0;
         while sending && inflight < window && due(next_send) && client.out.len() < BATCH_BYTES {
             let qos_pid = match plan.qos {
                 QoS::AtMostOnce => QoSPid::AtMostOnce,
@@ -165,7 +167,7 @@ async fn publish_loop(
                 sent_nanos: wall_nanos(),
                 run: plan.run,
                 publisher: index,
-                seq: result.sent,
+                seq: result.sent + batch,
             }
             .write(&mut payload);
             client.push(&Packet::Publish(Publish {
@@ -176,7 +178,7 @@ async fn publish_loop(
                 properties: Properties::empty(),
                 payload: &payload,
             }))?;
-            result.sent += 1;
+            batch += 1;
             if plan.qos != QoS::AtMostOnce {
                 inflight += 1;
             }
@@ -189,6 +191,7 @@ async fn publish_loop(
             next_ping = now + plan.ping_every;
         }
         client.flush().await?;
+        result.sent += batch;
 
         let may_send = sending && inflight < window;
         let got = if may_send && due(next_send) {
@@ -390,9 +393,11 @@ fn spawn_publishers(
         tasks.spawn(async move {
             let mut result = Published::default();
             let publisher = u32::try_from(index).unwrap_or(u32::MAX);
-            if let Err(e) =
-                publish_loop(&mut client, &topic, publisher, &plan, deadline, &mut result).await
-            {
+            // A broker that stops reading (backpressure) must not hold the run forever;
+            // whatever was not written by then was never sent.
+            let publishing =
+                publish_loop(&mut client, &topic, publisher, &plan, deadline, &mut result);
+            if let Ok(Err(e)) = tokio::time::timeout_at(deadline + ACK_GRACE, publishing).await {
                 result.error = Some(e);
             }
             client.disconnect().await;
