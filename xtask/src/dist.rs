@@ -231,7 +231,7 @@ pub(crate) fn suite(ctx: &Ctx) -> SuiteResult {
     for target in TARGETS {
         let checked = build(ctx, target, &mut installed).and_then(|binary| {
             installed.extend(setup::ensure_debian_packages(ctx, &["qemu-user"])?);
-            round_trip(target, &binary)
+            round_trip(target, &binary, &ctx.target_dir.join("cross-data"))
         });
         match checked {
             Ok(()) => passed += 1,
@@ -250,8 +250,12 @@ pub(crate) fn suite(ctx: &Ctx) -> SuiteResult {
 }
 
 /// Starts `binary` under QEMU and sends one QoS 1 message through it from the host's
-/// `mosquitto_pub` to its `mosquitto_sub`.
-fn round_trip(target: Target, binary: &Path) -> Result<(), String> {
+/// `mosquitto_pub` to its `mosquitto_sub`. The broker keeps its (persistent) state in a
+/// fresh directory under `data_root`, so the embedded store runs on the target too and
+/// nothing is written into the clone.
+fn round_trip(target: Target, binary: &Path, data_root: &Path) -> Result<(), String> {
+    let data = data_root.join(target.triple);
+    let _ = fs::remove_dir_all(&data);
     let port = TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -265,6 +269,8 @@ fn round_trip(target: Target, binary: &Path) -> Result<(), String> {
     let broker = Command::new(target.qemu)
         .arg(binary)
         .args(["--listen", &format!("127.0.0.1:{port}"), "--log", "info"])
+        .arg("--data-dir")
+        .arg(&data)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
