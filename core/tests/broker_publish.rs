@@ -28,6 +28,7 @@ storage_tests!(
     receive_maximum_limits_outbound_inflight,
     v3_inflight_window_from_config,
     server_receive_maximum_inbound,
+    receive_maximum_does_not_apply_to_3_1_1,
     retained_set_replace_clear,
     retained_flag_on_normal_delivery,
     retain_handling_options,
@@ -367,6 +368,30 @@ fn server_receive_maximum_inbound<S: BrokerStorage>() {
     sim.publish(c, "t", b"4", QOS2, false).unwrap();
     assert_closed_with(&mut sim, c, V5, ReasonCode::ReceiveMaximumExceeded);
     assert!(sim.is_connected(other));
+}
+
+/// The server's Receive Maximum is a 5.0 limit ([MQTT-3.3.4-7]): a 3.1.1 client was never
+/// told it, so more unacknowledged QoS 2 PUBLISHes than that are served, not refused.
+fn receive_maximum_does_not_apply_to_3_1_1<S: BrokerStorage>() {
+    let mut sim = sim::<S>(Config {
+        receive_maximum: 2,
+        ..Config::default()
+    });
+    let c = sim.connect(V3, "p", true, 0);
+    let pids: Vec<_> = (0..5)
+        .filter_map(|i| sim.publish(c, "t", format!("m{i}").as_bytes(), QOS2, false))
+        .collect();
+    let recs = sim
+        .received(c)
+        .iter()
+        .filter(|r| matches!(r, Received::PubRec(_, ReasonCode::Success)))
+        .count();
+    assert_eq!(recs, 5);
+    assert!(sim.is_connected(c));
+    for pid in pids {
+        sim.send(c, &Packet::PubRel(Ack::new(pid)));
+    }
+    assert_eq!(sim.received(c).len(), 5, "five PUBCOMPs");
 }
 
 /// Retained messages: 3.1.1 [MQTT-3.3.1-5] / 5.0 [MQTT-3.3.1-5]: stored, replacing the

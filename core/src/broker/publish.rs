@@ -216,7 +216,10 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
             }
             let pending = self.sessions.get(session).map_or(0, |s| s.inbound_len);
             // [MQTT-3.3.4-7]: more unacknowledged QoS 2 PUBLISHes than our Receive Maximum.
-            if pending >= self.config.receive_maximum {
+            // A 5.0 rule: a 3.x client was never told a limit, so it is only bounded by
+            // its packet identifiers and the broker's storage (a full store closes it
+            // below, like any quota).
+            if v5 && pending >= self.config.receive_maximum {
                 return self.close(id, ReasonCode::ReceiveMaximumExceeded, now);
             }
         }
