@@ -27,18 +27,19 @@
 //! store's own thread. Output is tagged with the commit it depends on
 //! ([`Committer::hold_until`]) and waits in [`Peer::held`] until that commit is durable, so
 //! no PUBACK, PUBREC or PUBCOMP leaves before the state it acknowledges is on disk, and no
-//! QoS 2 delivery leaves before its packet identifier is. Held output counts against the
+//! QoS 2 delivery leaves before its packet identifier is
+//! ([`Broker::transmit_needs_durability`]); a chunk of QoS 0/1 deliveries only waits behind
+//! earlier held output of its connection, to keep the order. Held output counts against the
 //! connection's [`OUTPUT_BYTES`] like output in the writer's channel. A connection the core
 //! closes while its output is held is parked until the commit ends, then gets its output
 //! and last words in order.
 //!
 //! ## Deliberately not yet done
-//! - **This serializes all routing on one task, so the broker uses one core for protocol
-//!   work** (connection tasks only move bytes). That is acceptable for this first step
-//!   only: the multi-core design, with sessions run by their connection tasks and a shared
-//!   router, must replace this actor.
-//! - On shutdown, connections are flushed and closed without a DISCONNECT 0x8B (the core
-//!   has no host-initiated close yet) and without telling the core (its state is dropped).
+//! - **Protocol work (decode, route, queue, encode) is serialized on this one task**;
+//!   connection tasks do the socket, TLS and WebSocket work on every core. Measured, the
+//!   serialized part is about a fifth of the broker's CPU (README, "Runtime"), so it is
+//!   not the limit on two cores; sharding sessions over several core brokers is the step
+//!   for more, and needs cross-shard forwarding from the core first.
 //!
 //! ## Backpressure
 //! With [`fulmar_core::broker::OverflowPolicy::Backpressure`], the core refuses to take a
@@ -882,11 +883,14 @@ impl Actor {
             room.queued.fetch_add(n, Ordering::SeqCst);
             self.metrics.sent(n);
             // Transmitting changes durable state too (a QoS 2 delivery's packet identifier):
-            // the chunk waits for everything polled up to now.
+            // a chunk that holds an acknowledgement, a PUBREL or a QoS 2 delivery waits for
+            // everything polled up to now. QoS 0/1 deliveries need not wait (the core says
+            // which is which), so a persistent subscriber is not held to the disk's pace.
+            let needs_durability = self.broker.transmit_needs_durability();
             let hold = match &mut self.store {
                 Some(store) => {
                     store.collect(&mut self.broker);
-                    store.hold_until()
+                    store.hold_until().filter(|_| needs_durability)
                 }
                 None => None,
             };

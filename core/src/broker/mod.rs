@@ -235,6 +235,9 @@ pub struct Broker<S: BrokerStorage, H: Hooks = AllowAll> {
     /// Payload bytes of the retained messages (against `Config::max_retained_bytes`),
     /// kept as messages are retained and released rather than summed per publish.
     retained_bytes: usize,
+    /// What the last `poll_transmit` wrote must wait for durable state (see
+    /// [`Broker::transmit_needs_durability`]).
+    transmit_needs_durability: bool,
     /// No retained message expires before this (it may be earlier than the real first
     /// expiry after removals, which costs one needless scan); `None`: none expires.
     retained_expiry: Option<Instant>,
@@ -301,6 +304,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
             aliases: Slab::new(),
             retained: Slab::new(),
             retained_bytes: 0,
+            transmit_needs_durability: false,
             retained_expiry: None,
             retained_index: crate::index::Index::new(),
             client_index: crate::index::Index::new(),

@@ -152,6 +152,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
         let session = conn.session;
         let phase = conn.phase;
         let mut written = 0;
+        self.transmit_needs_durability = false;
 
         // Control packets.
         while let Some(handle) = self.connection(id).and_then(|c| c.controls_head) {
@@ -164,6 +165,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
                 Ok(n) => {
                     written += n;
                     self.stats.packets_sent += 1;
+                    self.transmit_needs_durability |= !matches!(kind, ControlKind::PingResp);
                 }
                 Err(EncodeError::InsufficientSize { .. }) if written > 0 => {
                     return Ok(self.sent(written));
@@ -202,6 +204,16 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
             c.transmit_signalled = false;
         }
         Ok(self.sent(written))
+    }
+
+    /// Whether the bytes the last [`Broker::poll_transmit`] wrote must wait until the
+    /// persistence ops polled so far ([`Broker::poll_persist`]) are durable: they hold an
+    /// acknowledgement (PUBACK, PUBREC, PUBCOMP, SUBACK, UNSUBACK), a CONNACK, a PUBREL or
+    /// a QoS 2 delivery, whose state a crash must not take back (Invariant 1,
+    /// ARCHITECTURE.md). QoS 0 and QoS 1 deliveries (and PINGRESP) need not wait: a crash
+    /// can at worst make a QoS 1 message be sent again, which QoS 1 allows (§4.3.2).
+    pub fn transmit_needs_durability(&self) -> bool {
+        self.transmit_needs_durability
     }
 
     fn sent(&mut self, bytes: usize) -> usize {
@@ -361,7 +373,10 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
                 let Some(pid) = entry.packet_id else { break };
                 let packet = Packet::PubRel(Ack::new(pid));
                 match packet.encode(version, &mut out[written..]) {
-                    Ok(n) => written += n,
+                    Ok(n) => {
+                        written += n;
+                        self.transmit_needs_durability = true;
+                    }
                     Err(EncodeError::InsufficientSize { required }) if written == 0 => {
                         return Err(required);
                     }
@@ -522,6 +537,10 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
                 }
                 Err(_) => break,
             }
+            // A QoS 2 delivery's packet identifier must be stored before the subscriber
+            // sees it: sent again under another identifier after a crash, it would arrive
+            // twice.
+            self.transmit_needs_durability |= entry.qos == QoS::ExactlyOnce;
             self.stats.packets_sent += 1;
             self.stats.messages_sent += 1;
             resend_done(&mut awaiting_resend);
