@@ -33,12 +33,15 @@
 //! ```
 //!
 //! ## State of this crate
-//! This is the first step of the edge broker: MQTT 3.1, 3.1.1 and 5.0 over TCP, TLS and
-//! WebSocket, with everything the core does (QoS 0/1/2, retained messages, wills,
-//! persistent sessions, shared subscriptions, topic aliases). Deliberately not yet done:
-//! - **Routing runs on one task** (`broker_task`): every connection's protocol work is
-//!   serialized there, so the broker uses one CPU core for it. The multi-core design
-//!   (sessions run by their connection tasks, a shared router) must replace it.
+//! MQTT 3.1, 3.1.1 and 5.0 over TCP, TLS and WebSocket, with everything the core does
+//! (QoS 0/1/2, retained messages, wills, persistent sessions, shared subscriptions, topic
+//! aliases, backpressure), persistence with durable acknowledgements, password and ACL
+//! files, `$SYS` and Prometheus. Deliberately not yet done:
+//! - **Protocol work runs on one task** (`broker_task`); socket, TLS and WebSocket work
+//!   runs on every core in the connection tasks. Measured, the serialized part is about a
+//!   fifth of the broker's CPU under fan-in, but it dominates fan-out (encoding and queue
+//!   walks in the core): sharding sessions over several core brokers, with cross-shard
+//!   forwarding the core does not offer yet, is the next step.
 
 pub mod auth;
 pub mod bench;
