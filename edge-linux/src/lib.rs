@@ -19,7 +19,7 @@
 //! - [`shutdown`]: SIGINT / SIGTERM.
 //! - [`metrics`]: the counters, `$SYS/broker/...` topics and the Prometheus endpoint.
 //! - [`logging`]: `tracing` output, for people or as JSON lines.
-//! - [`bench`]: `fulmar bench`, the load generator (any MQTT broker).
+//! - [`bench`](mod@bench): `fulmar bench`, the load generator (any MQTT broker).
 //! - [`store`]: persistence in redb under the data directory, restored at start, with the
 //!   group commit that holds acknowledgements until what they acknowledge is durable.
 //!

@@ -3,9 +3,9 @@
 //! task per connection, and on shutdown stop accepting and wait for every connection task.
 //!
 //! Before a connection is served it passes the per-address rate limit
-//! ([`crate::rate_limit`]) and the connection limit; both close it at once otherwise.
+//! (`crate::rate_limit`) and the connection limit; both close it at once otherwise.
 //!
-//! Each listener has an [`Acceptor`] for its protocol (plain MQTT, TLS, WebSocket, secure
+//! Each listener has an `Acceptor` for its protocol (plain MQTT, TLS, WebSocket, secure
 //! WebSocket; see [`crate::transport`]); the accept loop is the same for all of them, and
 //! every socket gets TCP_NODELAY before its handshakes, which run in the connection's
 //! task.

@@ -11,10 +11,10 @@
 //! A PUBACK or PUBREC tells a publisher it may forget its message, so it may leave only
 //! once what the broker did with the message is on disk (architecture invariant 1). The
 //! broker actor therefore tags every chunk of output with the commit that must be durable
-//! before it leaves ([`Committer::hold_until`]): the commit holding every op polled before
+//! before it leaves (`Committer::hold_until`): the commit holding every op polled before
 //! the chunk was produced. Output that depends on nothing unsaved leaves at once.
 //!
-//! Commits run on a thread of their own ([`Store::start`]), never on the runtime, and at
+//! Commits run on a thread of their own (`Store::start`), never on the runtime, and at
 //! most one is in flight: the ops of every input handled meanwhile wait in the next batch,
 //! which starts as soon as the current one is durable. That is the group commit of
 //! [`SyncPolicy::Batch`]: under load one fsync covers many inputs, and no acknowledgement

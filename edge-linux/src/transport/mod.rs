@@ -1,13 +1,13 @@
 //! Transports: what turns an accepted TCP connection into an MQTT byte stream for the
-//! connection driver ([`crate::connection`]).
+//! connection driver (`crate::connection`).
 //!
 //! A listener speaks one [`Protocol`]:
 //! - `mqtt`: MQTT straight over TCP.
 //! - `mqtts`: MQTT over TLS (rustls, `ring` provider), optionally verifying client
 //!   certificates against a CA and taking a verified certificate's CN or SAN as the
-//!   username ([`tls`]).
+//!   username (`tls`).
 //! - `ws` / `wss`: MQTT over WebSocket, plain or inside TLS: an HTTP upgrade on one path
-//!   with the `mqtt` subprotocol, then binary frames carrying the byte stream ([`ws`]).
+//!   with the `mqtt` subprotocol, then binary frames carrying the byte stream (`ws`).
 //!
 //! Each accepted connection runs its handshakes in its own task, bounded by the CONNECT
 //! timeout (`limits.connect_timeout_secs`: a socket that never gets as far as CONNECT is
