@@ -1,4 +1,4 @@
-//! Backpressure ([`OverflowPolicy::Backpressure`]): a publisher whose message cannot be
+//! Backpressure ([`super::OverflowPolicy::Backpressure`]): a publisher whose message cannot be
 //! queued for an online subscriber is stalled — its PUBLISH is neither acknowledged nor
 //! consumed — and resumed once that subscriber's queue has drained to half its limits.
 //!
@@ -11,7 +11,7 @@
 //! host drains them). An offline session's full queue drops the new message, counted in
 //! [`super::Stats::messages_dropped`], so an absent subscriber never halts a publisher.
 
-use super::{Broker, BrokerStorage, ConnectionId, Hooks, OverflowPolicy};
+use super::{Broker, BrokerStorage, ConnectionId, Hooks};
 
 impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
     /// Whether the connection is stalled by backpressure: its next PUBLISH waits for a
@@ -21,13 +21,10 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
         self.connection(id).is_some_and(|c| c.stalled_on.is_some())
     }
 
-    /// Whether queueing `bytes` more for `session` must wait under the backpressure
-    /// policy. An empty queue always takes a message, however large, so a message beyond
-    /// the byte limit cannot stall its publisher forever.
+    /// Whether queueing `bytes` more for `session` must wait, under the backpressure
+    /// policy (the caller checks that it applies). An empty queue always takes a message,
+    /// however large, so a message beyond the byte limit cannot stall its publisher forever.
     pub(super) fn must_wait_for(&self, session: u32, bytes: usize) -> bool {
-        if self.config.overflow_policy != OverflowPolicy::Backpressure {
-            return false;
-        }
         let Some(s) = self.sessions.get(session) else {
             return false;
         };

@@ -280,7 +280,7 @@ impl<S: BrokerStorage> Broker<S, AllowAll> {
     ///
     /// `const`: a fixed-capacity broker can be built at compile time in a `static`
     /// (`static_cell::ConstStaticCell`, a `static` mutex), with no stack copy of its
-    /// storage; a firmware sets the seed from its random source with [`Broker::reseed`]
+    /// storage; a firmware sets the seed from its random source with [`Broker::configure`]
     /// before accepting connections.
     pub const fn new(config: Config, seed: u64) -> Self {
         Self::with_hooks(config, seed, AllowAll)

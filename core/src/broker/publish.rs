@@ -453,11 +453,16 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
         let routed = self.router.deliveries(&topic, publisher, &mut deliveries);
         let count = deliveries.as_slice().len();
         let bytes = parts.payload.len();
-        let full = deliveries
-            .as_slice()
-            .iter()
-            .map(|d| d.session.0)
-            .find(|&s| may_wait && self.must_wait_for(s, bytes));
+        // Decided once per message, not per delivery: most configurations never wait.
+        let full = if may_wait && self.config.overflow_policy == OverflowPolicy::Backpressure {
+            deliveries
+                .as_slice()
+                .iter()
+                .map(|d| d.session.0)
+                .find(|&s| self.must_wait_for(s, bytes))
+        } else {
+            None
+        };
         let result = if routed.is_err() || !self.queue.has_room_for(count) {
             Err(Refused::Capacity)
         } else if let Some(session) = full {
