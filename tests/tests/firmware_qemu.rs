@@ -440,3 +440,83 @@ fn fifty_connect_disconnect_cycles_exhaust_no_socket() {
     drop(clients);
     assert!(board.is_running());
 }
+
+/// MQTT's variable byte integer (§1.5.5), for packets longer than 127 bytes.
+fn var_int(mut value: usize, out: &mut Vec<u8>) {
+    loop {
+        let byte = (value % 128) as u8;
+        value /= 128;
+        out.push(if value > 0 { byte | 0x80 } else { byte });
+        if value == 0 {
+            return;
+        }
+    }
+}
+
+#[test]
+fn packets_near_2_kib_cross_the_board_both_ways_from_several_clients_at_once() {
+    let board = Board::boot();
+    // A 5.0 subscriber at QoS 1 on a raw socket, reading each PUBLISH whole.
+    let (mut sub, code) = Raw::connect(&board, "big-sub", 5, true, None);
+    assert_eq!(code, 0);
+    let mut body = vec![0, 1, 0]; // packet identifier 1, no properties
+    string(&mut body, "big/#");
+    body.push(1);
+    let mut subscribe = vec![0x82, body.len() as u8];
+    subscribe.extend(body);
+    sub.send(&subscribe);
+    assert_eq!(sub.packet(), Some((0x90, vec![0, 1, 0, 1])));
+
+    // Three 3.1.1 publishers, one more than the board has buffers for packets larger than
+    // a socket's own (capacity.rs), each with a QoS 1 PUBLISH of 2 012 bytes (the limit is
+    // 2 048) sent in two halves: all three are incomplete at once.
+    const PAYLOAD: usize = 2000;
+    let mut publishers: Vec<(Raw, Vec<u8>, Vec<u8>)> = (0..3u8)
+        .map(|i| {
+            let (raw, code) = Raw::connect(&board, &format!("big-pub{i}"), 4, true, None);
+            assert_eq!(code, 0);
+            let payload: Vec<u8> = (0..PAYLOAD)
+                .map(|j| (j * 7 + usize::from(i)) as u8)
+                .collect();
+            let mut body = Vec::new();
+            string(&mut body, &format!("big/{i}"));
+            body.extend_from_slice(&[0, 1]);
+            body.extend_from_slice(&payload);
+            let mut packet = vec![0x32];
+            var_int(body.len(), &mut packet);
+            packet.extend(body);
+            (raw, packet, payload)
+        })
+        .collect();
+    for (raw, packet, _) in &mut publishers {
+        raw.send(&packet[..1000]);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    for (raw, packet, _) in &mut publishers {
+        raw.send(&packet[1000..]);
+    }
+    for (raw, _, _) in &mut publishers {
+        assert_eq!(raw.packet(), Some((0x40, vec![0, 1])), "no PUBACK");
+    }
+
+    // The subscriber gets each payload whole (topic, packet identifier, no properties).
+    let mut received: Vec<(String, Vec<u8>)> = (0..3)
+        .map(|_| {
+            let (header, body) = sub.packet().expect("a PUBLISH");
+            assert_eq!(header, 0x32, "expected a QoS 1 PUBLISH");
+            let topic_len = usize::from(u16::from_be_bytes([body[0], body[1]]));
+            let topic = String::from_utf8(body[2..2 + topic_len].to_vec()).unwrap();
+            let pid = &body[2 + topic_len..4 + topic_len];
+            assert_eq!(body[4 + topic_len], 0, "unexpected properties");
+            let mut puback = vec![0x40, 2];
+            puback.extend_from_slice(pid);
+            sub.send(&puback);
+            (topic, body[5 + topic_len..].to_vec())
+        })
+        .collect();
+    received.sort();
+    for (i, (topic, payload)) in received.iter().enumerate() {
+        assert_eq!(topic, &format!("big/{i}"));
+        assert!(payload == &publishers[i].2, "payload of big/{i} differs");
+    }
+}

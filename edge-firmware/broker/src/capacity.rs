@@ -14,7 +14,8 @@
 //! | sessions | [`CLIENTS`] | 8 × 130 |
 //! | subscriptions / trie nodes | [`SUBSCRIPTIONS`] / 96 | 64 × 32 + 96 × 56 |
 //! | message bytes (topics, payloads, properties) | 8 KiB | 8 192 |
-//! | per socket: TCP rings + receive buffer | [`SOCKET_RX`] + [`SOCKET_TX`] + [`PACKET`] | 10 × 4 608 |
+//! | per socket: TCP rings + inbox | [`SOCKET_RX`] + [`SOCKET_TX`] + [`INBOX`] | 10 × 3 072 |
+//! | shared buffers for larger received packets | [`LARGE_BUFFERS`] × [`PACKET`] | 2 × 2 048 |
 //!
 //! `cargo xtask size` measures the whole firmware (README, "Firmware").
 
@@ -34,6 +35,14 @@ pub const RETAINED: usize = 32;
 pub const PACKET: usize = 2048;
 /// TCP receive ring of each socket.
 pub const SOCKET_RX: usize = 512;
+/// Each socket's own buffer for received bytes the core has not consumed yet (a packet not
+/// complete yet, or one held back by backpressure). Most packets fit; a larger one is
+/// assembled in one of the [`LARGE_BUFFERS`] shared buffers.
+pub const INBOX: usize = 256;
+/// Buffers of [`PACKET`] bytes shared by all sockets, each lent to one socket while a
+/// packet larger than [`INBOX`] arrives. A socket that needs one while all are lent stops
+/// reading (TCP slows its client down) until one comes back.
+pub const LARGE_BUFFERS: usize = 2;
 /// TCP transmit ring of each socket: holds the largest packet the broker sends, which
 /// may carry more properties than the one that brought it in (hence a margin).
 pub const SOCKET_TX: usize = PACKET + 256;

@@ -7,7 +7,8 @@
 //! - [`capacity`]: every capacity, chosen at build time, and the [`Config`] that matches
 //!   them.
 //! - [`server`]: the broker in a `static` and [`server::serve_slot`], the loop a board runs
-//!   in one task per TCP socket of its pool.
+//!   in one task per TCP socket of its pool; `inbox` holds what each socket received and
+//!   the core has not consumed yet.
 //! - [`persist`]: retained messages and persistent sessions in NOR flash
 //!   (`sequential-storage`), restored at boot.
 //!
@@ -15,5 +16,6 @@
 #![no_std]
 
 pub mod capacity;
+mod inbox;
 pub mod persist;
 pub mod server;

@@ -23,6 +23,7 @@ use embassy_time::{Duration, Timer, with_timeout};
 use fulmar_core::broker::{AllowAll, Broker, ConnectionId, Event};
 
 use crate::capacity::{MQTT_PORT, PACKET, SOCKET_RX, SOCKET_TX, SOCKETS, Storage, config};
+use crate::inbox::{self, Inbox};
 
 /// The broker and the slot bookkeeping, behind one lock.
 pub(crate) struct State {
@@ -55,6 +56,7 @@ pub fn start(seed: u64, persistent: bool) {
         ..config()
     };
     let configured = with(|state| state.broker.configure(config, seed));
+    inbox::init();
     info!(
         "fulmar broker: {} clients, {} sockets, {} B packets, port {}, configured: {}",
         crate::capacity::CLIENTS,
@@ -107,7 +109,7 @@ pub async fn serve_slot(stack: Stack<'static>, slot: usize) -> ! {
     let mut rx_ring = [0u8; SOCKET_RX];
     let mut tx_ring = [0u8; SOCKET_TX];
     // Bytes of a packet not complete yet: the core consumes whole packets only.
-    let mut inbox = [0u8; PACKET];
+    let mut inbox = Inbox::new();
     loop {
         let mut socket = TcpSocket::new(stack, &mut rx_ring, &mut tx_ring);
         if let Err(e) = socket.accept(MQTT_PORT).await {
@@ -130,6 +132,7 @@ pub async fn serve_slot(stack: Stack<'static>, slot: usize) -> ! {
         info!("slot {}: {} from {}", slot, conn, socket.remote_endpoint());
         WAKE[slot].reset();
         let graceful = run(&mut socket, slot, conn, &mut inbox).await;
+        inbox.clear();
         with(|state| {
             // An abrupt end (no DISCONNECT) publishes the client's will [MQTT-3.1.2-8].
             state.broker.handle_disconnect(conn, now());
@@ -147,9 +150,8 @@ async fn run(
     socket: &mut TcpSocket<'_>,
     slot: usize,
     conn: ConnectionId,
-    inbox: &mut [u8],
+    inbox: &mut Inbox,
 ) -> bool {
-    let mut filled = 0;
     loop {
         // A client that stops reading cannot hold its slot: its output must drain within
         // OUTPUT_TIMEOUT (the broker's queues are a few KB), or it is cut off.
@@ -173,30 +175,42 @@ async fn run(
             || embassy_time::Instant::now() + Duration::from_secs(3600),
             |at| embassy_time::Instant::from_millis(at.as_millis()),
         );
+        // A large buffer held by a packet that does not complete goes back (inbox.rs).
+        let hold = inbox.large_deadline().filter(|_| !stalled);
+        let deadline = hold.map_or(deadline, |hold| hold.min(deadline));
         // A connection stalled by backpressure (a subscriber's queue is full) is not read:
-        // TCP slows its publisher down until the broker resumes it.
+        // TCP slows its publisher down until the broker resumes it. Neither is one whose
+        // packet does not fit its inbox, until a large buffer is free.
+        let need_large = !stalled && !inbox.is_large() && inbox.is_full();
         let read = async {
             if stalled {
                 core::future::pending().await
+            } else if need_large {
+                Input::Large(inbox::borrow().await)
             } else {
-                socket.read(&mut inbox[filled..]).await
+                Input::Read(socket.read(inbox.room()).await)
             }
         };
         match select3(read, WAKE[slot].wait(), Timer::at(deadline)).await {
             // End of stream or reset.
-            Either3::First(Ok(0) | Err(_)) => return false,
-            Either3::First(Ok(n)) => {
-                filled += n;
-                if !feed(conn, inbox, &mut filled) {
+            Either3::First(Input::Read(Ok(0) | Err(_))) => return false,
+            Either3::First(Input::Read(Ok(n))) => {
+                inbox.add(n);
+                if !feed(conn, inbox) {
                     warn!("slot {}: receive buffer full without a whole packet", slot);
                     return false;
                 }
             }
+            Either3::First(Input::Large(large)) => inbox.use_large(large),
             // Resumed after a stall: the held bytes go in again.
-            Either3::Second(()) if stalled && filled > 0 => {
-                feed(conn, inbox, &mut filled);
+            Either3::Second(()) if stalled && !inbox.is_empty() => {
+                feed(conn, inbox);
             }
             Either3::Second(()) => {}
+            Either3::Third(()) if hold.is_some_and(|h| embassy_time::Instant::now() >= h) => {
+                warn!("slot {}: a large packet did not complete in time", slot);
+                return false;
+            }
             Either3::Third(()) => with(|state| {
                 state.broker.handle_timeout(now());
                 dispatch(state);
@@ -205,20 +219,27 @@ async fn run(
     }
 }
 
-/// Passes the `filled` bytes of `inbox` to the broker and keeps what it did not consume
-/// (an incomplete packet, or one held back by backpressure) at the start. `false` if the
-/// buffer is full, nothing was consumed and nothing is held back: the core refuses packets
-/// over PACKET bytes before they fill it, so that would be a connection that cannot make
-/// progress.
-fn feed(conn: ConnectionId, inbox: &mut [u8], filled: &mut usize) -> bool {
+/// What a socket task waited for besides its wake signal and timer.
+enum Input {
+    /// Bytes read into the inbox, 0 at the end of the stream.
+    Read(Result<usize, embassy_net::tcp::Error>),
+    /// A large buffer for a packet that does not fit the inbox.
+    Large(inbox::Large),
+}
+
+/// Passes the bytes held in `inbox` to the broker and keeps what it did not consume (an
+/// incomplete packet, or one held back by backpressure). `false` if a large buffer is
+/// full, nothing was consumed and nothing is held back: the core refuses packets over
+/// PACKET bytes before they fill it, so that would be a connection that cannot make
+/// progress. (A full small inbox asks for a large buffer instead.)
+fn feed(conn: ConnectionId, inbox: &mut Inbox) -> bool {
     let (used, stalled) = with(|state| {
-        let used = state.broker.handle_bytes(conn, &inbox[..*filled], now());
+        let used = state.broker.handle_bytes(conn, inbox.bytes(), now());
         dispatch(state);
         (used, state.broker.is_stalled(conn))
     });
-    inbox.copy_within(used..*filled, 0);
-    *filled -= used;
-    *filled < inbox.len() || used > 0 || stalled
+    inbox.consume(used);
+    !(inbox.is_large() && inbox.is_full()) || used > 0 || stalled
 }
 
 /// Writes everything the broker has for `conn` into the socket, straight into its
