@@ -123,6 +123,9 @@ pub struct Session<T> {
     pub(crate) persisted: bool,
     /// A bridge's session: no network client, drained by the host (`Broker::bridge_next`).
     pub(crate) bridge: bool,
+    /// A stand-in for another shard of the same process (`Broker::peer_open`): drained by
+    /// the host, never persisted.
+    pub(crate) peer: bool,
     /// Publishers stalled on this session's full queue (backpressure), woken when it drains.
     pub(crate) stalled_publishers: u32,
 }

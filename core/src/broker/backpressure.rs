@@ -28,7 +28,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
         let Some(s) = self.sessions.get(session) else {
             return false;
         };
-        let drains = s.connection.is_some() || s.bridge;
+        let drains = s.connection.is_some() || s.bridge || s.peer;
         let queued = s.queue.queued as usize;
         drains
             && queued > 0
@@ -77,6 +77,8 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
             Some(s) if s.stalled_publishers > 0 => s.stalled_publishers = 0,
             _ => return,
         }
+        #[cfg(feature = "alloc")]
+        self.resume_peers_on(session);
         // A scan, but only when a stalled session drains: once per half-queue of progress.
         for slot in 0..self.connections.handle_bound() {
             let Some(c) = self.connections.get_mut(slot) else {

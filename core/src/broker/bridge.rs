@@ -90,6 +90,10 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
         if !existed && let Some(s) = self.sessions.get_mut(bridge.0) {
             s.subscriptions += 1;
         }
+        #[cfg(feature = "alloc")]
+        if !existed {
+            self.note_interest(bridge.0, filter, true);
+        }
         self.mark_subscription(bridge.0, filter);
         Ok(())
     }
@@ -111,39 +115,10 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
     /// The oldest queued message not yet handed out, to forward upstream. It stays queued
     /// until [`Broker::bridge_ack`]; expired messages are dropped on the way.
     pub fn bridge_next(&mut self, bridge: BridgeId, now: Instant) -> Option<BridgeMessage<'_>> {
-        let mut prev = None;
-        let mut cursor = self.sessions.get(bridge.0).filter(|s| s.bridge)?.queue.head;
-        let found = loop {
-            let h = cursor?;
-            let entry = self.queue.get(h)?;
-            let next = entry.next;
-            if entry.state == DeliveryState::Queued {
-                let expired = entry
-                    .message
-                    .and_then(|m| self.messages.get(m))
-                    .is_none_or(|m| m.expires_at.is_some_and(|at| at <= now));
-                if expired {
-                    self.stats.messages_expired += 1;
-                    self.unlink_entry(bridge.0, prev, h);
-                    cursor = next;
-                    continue;
-                }
-                break h;
-            }
-            prev = Some(h);
-            cursor = next;
-        };
-        let bytes = self.queue.get(found).map_or(0, |e| e.bytes);
-        if let Some(entry) = self.queue.get_mut(found) {
-            entry.state = DeliveryState::AwaitingPubAck;
+        if !self.sessions.get(bridge.0).is_some_and(|s| s.bridge) {
+            return None;
         }
-        if let Some(s) = self.sessions.get_mut(bridge.0) {
-            s.queue.queued -= 1;
-            s.queue.queued_bytes -= bytes;
-            s.queue.inflight += 1;
-        }
-        self.dequeued(bridge.0);
-        self.mark_message(bridge.0, found);
+        let found = self.take_next_for_host(bridge.0, now)?;
         let entry = self.queue.get(found)?;
         let message = self.messages.get(entry.message?)?;
         let parts = message.parts(&self.blobs)?;
@@ -158,10 +133,54 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
 
     /// Upstream has the message `token`: forget it.
     pub fn bridge_ack(&mut self, bridge: BridgeId, token: u64) -> bool {
+        self.ack_for_host(bridge.0, token)
+    }
+
+    /// Marks the oldest queued entry of a host-drained session (a bridge's, a peer
+    /// shard's) as handed out and returns it; expired messages are dropped on the way.
+    pub(super) fn take_next_for_host(&mut self, session: u32, now: Instant) -> Option<u32> {
+        let mut prev = None;
+        let mut cursor = self.sessions.get(session)?.queue.head;
+        let found = loop {
+            let h = cursor?;
+            let entry = self.queue.get(h)?;
+            let next = entry.next;
+            if entry.state == DeliveryState::Queued {
+                let expired = entry
+                    .message
+                    .and_then(|m| self.messages.get(m))
+                    .is_none_or(|m| m.expires_at.is_some_and(|at| at <= now));
+                if expired {
+                    self.stats.messages_expired += 1;
+                    self.unlink_entry(session, prev, h);
+                    cursor = next;
+                    continue;
+                }
+                break h;
+            }
+            prev = Some(h);
+            cursor = next;
+        };
+        let bytes = self.queue.get(found).map_or(0, |e| e.bytes);
+        if let Some(entry) = self.queue.get_mut(found) {
+            entry.state = DeliveryState::AwaitingPubAck;
+        }
+        if let Some(s) = self.sessions.get_mut(session) {
+            s.queue.queued -= 1;
+            s.queue.queued_bytes -= bytes;
+            s.queue.inflight += 1;
+        }
+        self.dequeued(session);
+        self.mark_message(session, found);
+        Some(found)
+    }
+
+    /// Forgets the handed-out entry `token` of a host-drained session.
+    pub(super) fn ack_for_host(&mut self, session: u32, token: u64) -> bool {
         let mut prev = None;
         let mut cursor = self
             .sessions
-            .get(bridge.0)
+            .get(session)
             .map(|s| s.queue.head)
             .unwrap_or(None);
         while let Some(h) = cursor {
@@ -169,7 +188,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
                 return false;
             };
             if entry.seq == token && entry.state != DeliveryState::Queued {
-                self.unlink_entry(bridge.0, prev, h);
+                self.unlink_entry(session, prev, h);
                 return true;
             }
             prev = Some(h);

@@ -157,11 +157,12 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
             }
         }
 
-        // A bridge's session is the broker's own: no network client may take it over.
+        // A bridge's or a peer shard's session is the broker's own: no network client may
+        // take it over.
         if self
             .find_session(client_id)
             .and_then(|h| self.sessions.get(h))
-            .is_some_and(|s| s.bridge)
+            .is_some_and(|s| s.bridge || s.peer)
         {
             return self.refuse(id, protocol, ReasonCode::ClientIdentifierNotValid, now);
         }
@@ -362,6 +363,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
                 request_problem_information: true,
                 persisted: false,
                 bridge: false,
+                peer: false,
                 stalled_publishers: 0,
             })
             .map_err(|_| quota_code())?;
@@ -531,6 +533,8 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
         } else if let Some(will) = self.sessions.get_mut(handle).and_then(|s| s.will.take()) {
             self.release_message(will.message);
         }
+        #[cfg(feature = "alloc")]
+        self.note_interest_gone(handle);
         self.router.unsubscribe_all(SessionId(handle));
         let Some(session) = self.sessions.get(handle) else {
             return;

@@ -52,6 +52,8 @@ mod hooks;
 mod message;
 mod persistence;
 mod publish;
+#[cfg(feature = "alloc")]
+mod shard;
 mod storage;
 mod subscribe;
 mod timers;
@@ -65,6 +67,8 @@ pub use hooks::{
 };
 pub use message::Message;
 pub use persistence::{PendingChange, PersistOp};
+#[cfg(feature = "alloc")]
+pub use shard::{Forward, ForwardError, ForwardScope, InterestChange, PeerId};
 pub use storage::BrokerStorage;
 #[cfg(feature = "alloc")]
 pub use storage::Growable;
@@ -259,6 +263,9 @@ pub struct Broker<S: BrokerStorage, H: Hooks = AllowAll> {
     /// Method and data blobs for the CONNACK of the CONNECT being processed.
     connack_auth: Option<(crate::blob::BlobId, Option<crate::blob::BlobId>)>,
     stats: Stats,
+    /// Set when this broker is one shard of several (`alloc` only).
+    #[cfg(feature = "alloc")]
+    shard: Option<alloc::boxed::Box<shard::ShardState>>,
 }
 
 impl<S: BrokerStorage, H: Hooks> core::fmt::Debug for Broker<S, H> {
@@ -320,6 +327,8 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
             auth_replay: None,
             connack_auth: None,
             stats: Stats::ZERO,
+            #[cfg(feature = "alloc")]
+            shard: None,
         }
     }
 

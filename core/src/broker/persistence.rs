@@ -170,7 +170,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
     fn session_is_durable(&self, session: u32) -> bool {
         self.sessions
             .get(session)
-            .is_some_and(|s| s.expiry_interval != 0)
+            .is_some_and(|s| s.expiry_interval != 0 && !s.peer)
     }
 
     fn mark(&mut self, change: Change) {
@@ -669,6 +669,10 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
                     .map_err(|_| PersistError::Capacity)?;
                 if !existed && let Some(s) = self.sessions.get_mut(h) {
                     s.subscriptions += 1;
+                }
+                #[cfg(feature = "alloc")]
+                if !existed {
+                    self.note_interest(h, filter, true);
                 }
             }
             Key::Message(client_id, seq) => {

@@ -8,7 +8,7 @@ use super::{Broker, BrokerStorage, ClientInfo, ConnectionId, Hooks, OverflowPoli
 use crate::blob::BlobStore;
 use crate::codec::properties::{filtered_len, write_filtered};
 use crate::codec::{Ack, PacketId, Properties, Property, Publish, QoS, ReasonCode};
-use crate::router::{Delivery, SessionId};
+use crate::router::{Delivery, Scope, SessionId};
 use crate::session::{DeliveryState, InboundId, QueueEntry};
 use crate::storage::{CapacityError, Storage};
 use crate::time::{Duration, Instant};
@@ -16,7 +16,7 @@ use crate::topic::TopicName;
 
 /// Why a message was not routed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Refused {
+pub(crate) enum Refused {
     /// No room in the broker's shared storage for the message or its deliveries.
     Capacity,
     /// Backpressure: `session` is online and its queue is full; the publisher waits.
@@ -97,6 +97,8 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
             let blob = message.blob;
             self.messages.remove(handle);
             self.blobs.remove(blob);
+            #[cfg(feature = "alloc")]
+            self.forget_stamp(handle);
         }
     }
 
@@ -363,6 +365,14 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
 
     pub(super) fn retain(&mut self, message: u32, clear: bool) {
         self.mark_retained_topic_of(message);
+        #[cfg(feature = "alloc")]
+        self.stamp_retained(message);
+        self.retain_unpersisted(message, clear);
+    }
+
+    /// [`Broker::retain`] without reporting it for persistence (a replica of a change
+    /// another shard persists).
+    pub(super) fn retain_unpersisted(&mut self, message: u32, clear: bool) {
         let Some(parts) = self
             .messages
             .get(message)
@@ -435,6 +445,28 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
         may_wait: bool,
         now: Instant,
     ) -> Result<usize, Refused> {
+        let mut deliveries = core::mem::take(&mut self.deliveries);
+        let result = self
+            .route_into(message, publisher, Scope::All, &mut deliveries)
+            .and_then(|bytes| self.queue_deliveries(message, &deliveries, may_wait, bytes, now));
+        #[cfg(feature = "alloc")]
+        if result.is_ok() && self.messages.get(message).is_some_and(|m| m.retain) {
+            self.replicate_retained(message, deliveries.as_slice(), now);
+        }
+        deliveries.truncate(0);
+        self.deliveries = deliveries;
+        result
+    }
+
+    /// The deliveries of a stored message into `out`; returns its payload size.
+    pub(super) fn route_into(
+        &self,
+        message: u32,
+        publisher: Option<SessionId>,
+        scope: Scope<'_>,
+        out: &mut S::Deliveries,
+    ) -> Result<usize, Refused> {
+        out.truncate(0);
         let Some(parts) = self
             .messages
             .get(message)
@@ -445,14 +477,26 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
         let Ok(topic) = TopicName::new(parts.topic, &crate::topic::TopicLimits::DEFAULT) else {
             return Ok(0);
         };
-        let mut deliveries = core::mem::take(&mut self.deliveries);
         // Invariant 1 (ARCHITECTURE.md): an acknowledged message reaches every matching
         // subscription. If the storage cannot hold a copy for each, none is queued and the
         // caller refuses the message (0x97) instead of acknowledging a partial delivery.
         // Per-session queue limits are different: their overflow policy is configured.
-        let routed = self.router.deliveries(&topic, publisher, &mut deliveries);
+        self.router
+            .deliveries_scoped(&topic, publisher, scope, out)
+            .map_err(|_| Refused::Capacity)?;
+        Ok(parts.payload.len())
+    }
+
+    /// Queues a message for each of `deliveries`, or for none (see [`Refused`]).
+    pub(super) fn queue_deliveries(
+        &mut self,
+        message: u32,
+        deliveries: &S::Deliveries,
+        may_wait: bool,
+        bytes: usize,
+        now: Instant,
+    ) -> Result<usize, Refused> {
         let count = deliveries.as_slice().len();
-        let bytes = parts.payload.len();
         // Decided once per message, not per delivery: most configurations never wait.
         let full = if may_wait && self.config.overflow_policy == OverflowPolicy::Backpressure {
             deliveries
@@ -463,7 +507,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
         } else {
             None
         };
-        let result = if routed.is_err() || !self.queue.has_room_for(count) {
+        if !self.queue.has_room_for(count) {
             Err(Refused::Capacity)
         } else if let Some(session) = full {
             Err(Refused::Wait { session })
@@ -472,10 +516,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
                 self.enqueue(message, delivery, false, now);
             }
             Ok(count)
-        };
-        deliveries.truncate(0);
-        self.deliveries = deliveries;
-        result
+        }
     }
 
     /// Queues `message` for one session. `retained`: sent because of a new subscription,
@@ -502,6 +543,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
         // A bridge forwards QoS 0 too: its host is always there to drain the queue.
         if online.is_none()
             && !session.bridge
+            && !session.peer
             && qos == QoS::AtMostOnce
             && !self.config.queue_qos0_offline
         {
@@ -828,7 +870,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
 /// Where the topic of a message being stored comes from: the packet, or the blob a topic
 /// alias points at.
 #[derive(Debug, Clone, Copy)]
-pub(super) enum TopicRef<'t> {
+pub(crate) enum TopicRef<'t> {
     Str(&'t str),
     Blob(crate::blob::BlobId),
 }

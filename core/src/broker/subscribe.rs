@@ -111,6 +111,10 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
         if !existed && let Some(s) = self.sessions.get_mut(session) {
             s.subscriptions += 1;
         }
+        #[cfg(feature = "alloc")]
+        if !existed {
+            self.note_interest(session, subscription.filter, true);
+        }
         self.mark_subscription(session, subscription.filter);
         // §3.8.4: retained messages per Retain Handling; never to shared subscriptions
         // (§4.8.2).
@@ -181,6 +185,8 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
                         s.subscriptions -= 1;
                     }
                     self.mark_subscription(session, filter);
+                    #[cfg(feature = "alloc")]
+                    self.note_interest(session, filter, false);
                     ReasonCode::Success
                 }
                 // 5.0 §3.11.3: nothing to remove is still answered, with 0x11.

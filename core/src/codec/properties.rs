@@ -361,6 +361,18 @@ pub(crate) fn read_properties<'a>(
 ) -> Result<Properties<'a>, DecodeError> {
     let len = r.var_int()? as usize;
     let bytes = r.bytes(len)?;
+    check_block(bytes, scope)
+}
+
+/// Properties a broker of this process stored and passed on (a shard's forwarded copy,
+/// see `broker::shard`): the content of a PUBLISH's property block, checked again.
+#[cfg(feature = "alloc")]
+pub(crate) fn publish_properties_from_wire(bytes: &[u8]) -> Result<Properties<'_>, DecodeError> {
+    check_block(bytes, Scope::PUBLISH)
+}
+
+/// Checks a property block's content (see [`read_properties`]).
+fn check_block(bytes: &[u8], scope: Scope) -> Result<Properties<'_>, DecodeError> {
     let mut block = Reader::new(bytes);
     // One bit per identifier seen; identifiers are all below 64.
     let mut seen: u64 = 0;

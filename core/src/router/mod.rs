@@ -254,6 +254,8 @@ impl fmt::Debug for Link {
 pub struct Group<T> {
     name: T,
     node: u32,
+    /// [`share_key`] of the group: the same in every broker that has it.
+    key: u32,
     members: Link,
     count: u32,
     /// The member round-robin picks next.
@@ -402,7 +404,8 @@ impl<S: RouterStorage> Router<S> {
             None => Owner::Node(node),
             Some(name) => match self.find_group(node, name) {
                 Some(group) => Owner::Group(group),
-                None => match self.add_group(node, name) {
+                None => match self.add_group(node, name, share_key(name, filter.filter().as_str()))
+                {
                     Ok(group) => Owner::Group(group),
                     Err(e) => {
                         self.prune(node);
@@ -578,12 +581,24 @@ impl<S: RouterStorage> Router<S> {
         &self,
         topic: &TopicName<'_>,
         publisher: Option<SessionId>,
+        emit: impl FnMut(Match),
+    ) {
+        self.route_scoped(topic, publisher, Scope::All, emit);
+    }
+
+    /// [`Router::route`] limited to the subscriptions `scope` admits.
+    pub fn route_scoped(
+        &self,
+        topic: &TopicName<'_>,
+        publisher: Option<SessionId>,
+        scope: Scope<'_>,
         mut emit: impl FnMut(Match),
     ) {
         let Some(root) = self.root else { return };
         let ctx = Walk {
             topic: topic.as_str(),
             publisher,
+            scope,
         };
         self.walk(root, Some(topic.as_str()), true, &ctx, &mut emit);
     }
@@ -597,9 +612,20 @@ impl<S: RouterStorage> Router<S> {
         publisher: Option<SessionId>,
         out: &mut D,
     ) -> Result<(), CapacityError> {
+        self.deliveries_scoped(topic, publisher, Scope::All, out)
+    }
+
+    /// [`Router::deliveries`] limited to the subscriptions `scope` admits.
+    pub fn deliveries_scoped<D: Storage<Delivery>>(
+        &self,
+        topic: &TopicName<'_>,
+        publisher: Option<SessionId>,
+        scope: Scope<'_>,
+        out: &mut D,
+    ) -> Result<(), CapacityError> {
         out.truncate(0);
         let mut result = Ok(());
-        self.route(topic, publisher, |m| {
+        self.route_scoped(topic, publisher, scope, |m| {
             if result.is_err() {
                 return;
             }
@@ -661,13 +687,18 @@ impl<S: RouterStorage> Router<S> {
     }
 
     fn emit_node(&self, node: &Node<S::Text>, ctx: &Walk<'_>, emit: &mut impl FnMut(Match)) {
-        let mut cursor = node.subs.get();
+        let (plain, only_group, is_local) = match ctx.scope {
+            Scope::All => (true, None, None),
+            Scope::Forwarded { group, is_local } => (group.is_none(), group, Some(is_local)),
+        };
+        let mut cursor = if plain { node.subs.get() } else { None };
         while let Some(handle) = cursor {
             let Some(sub) = self.subs.get(handle) else {
                 break;
             };
+            let admitted = is_local.is_none_or(|local| local(sub.session));
             // [MQTT-3.8.3-3]: no-local subscriptions do not receive their own messages.
-            if !(sub.options.no_local && Some(sub.session) == ctx.publisher) {
+            if admitted && !(sub.options.no_local && Some(sub.session) == ctx.publisher) {
                 emit(Match {
                     session: sub.session,
                     options: sub.options,
@@ -677,12 +708,23 @@ impl<S: RouterStorage> Router<S> {
             }
             cursor = sub.next.get();
         }
-        let mut groups = node.groups.get();
+        let mut groups = if matches!(ctx.scope, Scope::Forwarded { group: None, .. }) {
+            None
+        } else {
+            node.groups.get()
+        };
         while let Some(handle) = groups {
             let Some(group) = self.groups.get(handle) else {
                 break;
             };
-            if let Some(sub) = self.pick_member(group, ctx).and_then(|h| self.subs.get(h)) {
+            let picked = match (only_group, is_local) {
+                (Some(key), Some(local)) if key == group.key => {
+                    self.pick_local_member(group, local)
+                }
+                (Some(_), _) => None,
+                _ => self.pick_member(group, ctx),
+            };
+            if let Some(sub) = picked.and_then(|h| self.subs.get(h)) {
                 emit(Match {
                     session: sub.session,
                     options: sub.options,
@@ -724,6 +766,31 @@ impl<S: RouterStorage> Router<S> {
             }
             ShareStrategy::HashTopic => nth(hash_key(self.seed, 0, ctx.topic.as_bytes()) % count),
         }
+    }
+
+    /// The member of `group` that receives a forwarded message: the next one, round robin,
+    /// among those `is_local` admits (the forwarding broker chose this broker for the
+    /// group; which of its members gets the message is this broker's choice).
+    fn pick_local_member(
+        &self,
+        group: &Group<S::Text>,
+        is_local: &dyn Fn(SessionId) -> bool,
+    ) -> Option<u32> {
+        let start = group.next_pick.get().get().or(group.members.get())?;
+        let mut cursor = start;
+        for _ in 0..group.count.max(1) {
+            let sub = self.subs.get(cursor)?;
+            let after = sub.next.get().or(group.members.get());
+            if is_local(sub.session) {
+                group.next_pick.set(after.into());
+                return Some(cursor);
+            }
+            cursor = after?;
+            if cursor == start {
+                break;
+            }
+        }
+        None
     }
 
     fn level_hash(&self, parent: u32, level: &str) -> u32 {
@@ -853,11 +920,12 @@ impl<S: RouterStorage> Router<S> {
         None
     }
 
-    fn add_group(&mut self, node: u32, name: &str) -> Result<u32, RouterError> {
+    fn add_group(&mut self, node: u32, name: &str, key: u32) -> Result<u32, RouterError> {
         let head = self.nodes.get(node).and_then(|n| n.groups.get());
         let handle = self.groups.insert(Group {
             name: Text::from_str(name)?,
             node,
+            key,
             members: Link::NONE,
             count: 0,
             next_pick: Cell::new(Link::NONE),
@@ -1028,9 +1096,51 @@ impl<S: RouterStorage> Router<S> {
 }
 
 /// What a match walk needs besides the trie.
+/// Which subscriptions a route reports.
+#[derive(Clone, Copy)]
+pub enum Scope<'a> {
+    /// Every matching subscription: a message published to this broker.
+    All,
+    /// A message another broker of the same process (a shard) routed already, which
+    /// forwarded it here for this broker's own sessions (`is_local`): with `group: None`,
+    /// their plain subscriptions; with `Some(key)`, only the share group of that
+    /// [`share_key`], whose member the other broker chose to be here.
+    Forwarded {
+        /// The share group this copy is for.
+        group: Option<u32>,
+        /// Whether a session is this broker's own (not another broker's stand-in).
+        is_local: &'a dyn Fn(SessionId) -> bool,
+    },
+}
+
+impl fmt::Debug for Scope<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::All => f.write_str("All"),
+            Self::Forwarded { group, .. } => {
+                f.debug_struct("Forwarded").field("group", group).finish()
+            }
+        }
+    }
+}
+
+/// Largest value a subscription identifier may take (5.0 §3.8.2.1.2: a variable byte
+/// integer of 1 to 268,435,455).
+pub const SUBSCRIPTION_ID_MAX: u32 = 268_435_455;
+
+/// A share group's key, the same in every broker of a process (unlike the router's keyed
+/// hashes): brokers that forward messages to each other name groups by it. Always a valid
+/// subscription identifier below [`SUBSCRIPTION_ID_MAX`], which stays free as a marker.
+pub fn share_key(group: &str, filter: &str) -> u32 {
+    const SEED: u64 = 0x5348_4152_455f_4b45;
+    let h = hash_key(SEED, hash_key(SEED, 0, group.as_bytes()), filter.as_bytes());
+    h % (SUBSCRIPTION_ID_MAX - 1) + 1
+}
+
 struct Walk<'t> {
     topic: &'t str,
     publisher: Option<SessionId>,
+    scope: Scope<'t>,
 }
 
 /// Merges the plain deliveries of each session into one (sorted by session), keeping

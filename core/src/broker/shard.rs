@@ -1,0 +1,489 @@
+//! Shards: several brokers in one process, each owning some of the sessions, that forward
+//! messages to each other so that together they behave as one broker. This is how a host
+//! spreads protocol work over CPU cores without one lock or one thread for routing.
+//!
+//! Every broker stands in for each of the others with a **peer**: a session with no
+//! network client, like a bridge's, that subscribes to what the other broker's own
+//! sessions subscribe to. The host learns those subscriptions from
+//! [`Broker::poll_interest`] (every local subscription added or removed, filter text
+//! included) and tells the other brokers with [`Broker::peer_subscribe`] and
+//! [`Broker::peer_unsubscribe`] (it counts per filter, so each filter is announced once).
+//! A message published here is then routed as usual; the copies that land in a peer's
+//! queue are what the other broker must see. The host takes them with
+//! [`Broker::peer_next`], hands them to the other broker, which routes them to its own
+//! sessions only with [`Broker::forward_publish`], and releases them with
+//! [`Broker::peer_ack`] once that broker took them (and, with persistence, made them
+//! durable).
+//!
+//! What makes the brokers one:
+//! - **Shared subscriptions** ([MQTT-4.8.2-2]: each message to one member of a group): a
+//!   peer is one member of each group the other broker has members in, so the publishing
+//!   broker chooses once, among its own members and the peers. A copy forwarded for a
+//!   group names it by [`crate::router::share_key`], and the receiving broker delivers it
+//!   only to that group, to one of its own members.
+//! - **Retained messages**: every broker keeps all of them, so a new subscription is served
+//!   locally. A retained PUBLISH goes to every peer (a retain-only copy where no
+//!   subscription asked for it). Two shards may change the same topic at the same time, so
+//!   each change carries a stamp (a Lamport clock and the shard's index): every broker
+//!   keeps the change with the highest stamp, and all end with the same message. Only
+//!   the broker the PUBLISH arrived at persists it.
+//! - **Acknowledgements**: a peer's queue is an online session's for backpressure, so a
+//!   publisher is slowed when another broker cannot take more. The host holds back a
+//!   PUBACK or PUBREC until every peer has taken what was queued before it
+//!   ([`Broker::peer_oldest`], [`Broker::last_seq`]), so an acknowledged message is in
+//!   every broker that has a subscriber for it.
+//! - **Backpressure on forwarded messages**: [`Broker::forward_publish`] refuses a copy
+//!   whose local subscriber's queue is full, under
+//!   [`super::OverflowPolicy::Backpressure`]; the host keeps it (and what the same peer
+//!   sent after it) and tries again once [`Broker::peer_stalled`] says so.
+//!
+//! Needs the `alloc` feature: the stand-ins and stamps live on the heap.
+
+use alloc::boxed::Box;
+use alloc::collections::{BTreeMap, VecDeque};
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use super::publish::{Refused, TopicRef};
+use super::{Broker, BrokerStorage, Hooks};
+use crate::codec::{QoS, ReasonCode, SubscriptionOptions};
+use crate::router::{Delivery, SUBSCRIPTION_ID_MAX, Scope, SessionId, SubscriptionId};
+use crate::session::NEVER_EXPIRES;
+use crate::storage::Storage;
+use crate::time::Instant;
+use crate::topic::SubscriptionFilter;
+
+/// Handle of a peer, from [`Broker::peer_open`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PeerId(pub(crate) u32);
+
+/// Why a copy is forwarded: which of the receiving broker's subscriptions it is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ForwardScope {
+    /// Its sessions' plain subscriptions (and, if retained, its retained store).
+    Plain,
+    /// One member of the share group with this [`crate::router::share_key`].
+    Group(u32),
+    /// No subscription: a retained message every broker must hold.
+    RetainOnly,
+}
+
+/// A message for another broker, from [`Broker::peer_next`]; the same fields go to its
+/// [`Broker::forward_publish`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Forward<'b> {
+    /// Pass to [`Broker::peer_ack`] once the other broker took it.
+    pub token: u64,
+    /// Topic name.
+    pub topic: &'b str,
+    /// 5.0 properties in wire form (user properties, content type, response topic,
+    /// correlation data, payload format), without those set per delivery.
+    pub properties: &'b [u8],
+    /// Payload.
+    pub payload: &'b [u8],
+    /// QoS as published.
+    pub qos: QoS,
+    /// RETAIN as published.
+    pub retain: bool,
+    /// Seconds left of the Message Expiry Interval, if it has one.
+    pub expiry: Option<u32>,
+    /// Which subscriptions it is for.
+    pub scope: ForwardScope,
+    /// For a retained message, the order of its change (see the module docs); else 0.
+    pub stamp: u64,
+}
+
+/// A subscription of this broker's own sessions appeared or went, from
+/// [`Broker::poll_interest`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InterestChange {
+    /// The filter as subscribed, with any `$share/{group}/` prefix.
+    pub filter: String,
+    /// Added (else removed).
+    pub added: bool,
+}
+
+/// Why [`Broker::forward_publish`] did not take a copy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ForwardError {
+    /// A local subscriber's queue is full (backpressure): keep the copy, and every later
+    /// one from the same peer, until [`Broker::peer_stalled`] is `false`.
+    Stalled,
+    /// No room for the message; it is dropped here (counted), like a local PUBLISH the
+    /// storage cannot hold.
+    Capacity,
+    /// Not a peer of this broker, or malformed properties.
+    Invalid,
+}
+
+/// Marks a retain-only copy among a queue entry's identifiers (no share key takes it).
+const RETAIN_ONLY: u32 = SUBSCRIPTION_ID_MAX;
+
+/// What a sharded broker keeps beyond a plain one.
+#[derive(Debug, Default)]
+pub(crate) struct ShardState {
+    /// This broker's index among the shards (the low byte of its stamps).
+    index: u8,
+    /// Lamport clock of retained changes.
+    clock: u64,
+    /// Peers, by session handle; the session a forwarded copy from it waits on.
+    peers: BTreeMap<u32, Option<u32>>,
+    /// Local subscription changes the host has not taken yet.
+    interest: VecDeque<InterestChange>,
+    /// Stamp of the last change kept per retained topic (clears included, so an older
+    /// change arriving later cannot bring a cleared message back).
+    topic_stamps: BTreeMap<String, u64>,
+    /// Stamps of retained messages still stored, by message handle (for their copies).
+    message_stamps: BTreeMap<u32, u64>,
+}
+
+impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
+    /// Makes this broker shard `index` of several (see the [module docs](self)): from now
+    /// on its local subscription changes are reported by [`Broker::poll_interest`] and
+    /// retained changes are stamped. Call before any client connects.
+    pub fn enable_sharding(&mut self, index: u8) {
+        self.shard = Some(Box::new(ShardState {
+            index,
+            ..ShardState::default()
+        }));
+    }
+
+    /// Opens the stand-in for another shard. `name` must be unique and not a client's.
+    pub fn peer_open(&mut self, name: &str, now: Instant) -> Result<PeerId, ReasonCode> {
+        if self.shard.is_none() || self.find_session(name).is_some() {
+            return Err(ReasonCode::ClientIdentifierNotValid);
+        }
+        let handle = self.create_session(name)?;
+        if let Some(s) = self.sessions.get_mut(handle) {
+            s.expiry_interval = NEVER_EXPIRES;
+            s.disconnected_at = Some(now);
+            s.peer = true;
+        }
+        if let Some(shard) = &mut self.shard {
+            shard.peers.insert(handle, None);
+        }
+        Ok(PeerId(handle))
+    }
+
+    /// The other shard's sessions subscribe to `filter` (plain or `$share/...`).
+    pub fn peer_subscribe(&mut self, peer: PeerId, filter: &str) -> Result<(), ReasonCode> {
+        let parsed = SubscriptionFilter::parse(filter, &self.config.topic_limits)
+            .map_err(|_| ReasonCode::TopicFilterInvalid)?;
+        // QoS 2 and Retain As Published: the other broker applies its subscribers' own
+        // options. A group stand-in carries the group's key, which its copies then name.
+        let options = SubscriptionOptions {
+            retain_as_published: true,
+            ..SubscriptionOptions::qos(QoS::ExactlyOnce)
+        };
+        let identifier = parsed.group().and_then(|group| {
+            SubscriptionId::new(crate::router::share_key(group, parsed.filter().as_str()))
+        });
+        let existed = self
+            .router
+            .subscribe(SessionId(peer.0), &parsed, options, identifier)
+            .map_err(|_| ReasonCode::QuotaExceeded)?;
+        if !existed && let Some(s) = self.sessions.get_mut(peer.0) {
+            s.subscriptions += 1;
+        }
+        Ok(())
+    }
+
+    /// The other shard's sessions no longer subscribe to `filter`.
+    pub fn peer_unsubscribe(&mut self, peer: PeerId, filter: &str) -> bool {
+        let Ok(parsed) = SubscriptionFilter::parse(filter, &self.config.topic_limits) else {
+            return false;
+        };
+        let removed = self.router.unsubscribe(SessionId(peer.0), &parsed);
+        if removed && let Some(s) = self.sessions.get_mut(peer.0) {
+            s.subscriptions -= 1;
+        }
+        removed
+    }
+
+    /// The oldest copy for `peer` not handed out yet; it stays queued until
+    /// [`Broker::peer_ack`]. Expired messages are dropped on the way.
+    pub fn peer_next(&mut self, peer: PeerId, now: Instant) -> Option<Forward<'_>> {
+        let found = self.take_next_for_host(peer.0, now)?;
+        let entry = self.queue.get(found)?;
+        let handle = entry.message?;
+        let message = self.messages.get(handle)?;
+        let parts = message.parts(&self.blobs)?;
+        let scope = match entry.identifiers.first().map(|id| id.get()) {
+            Some(RETAIN_ONLY) => ForwardScope::RetainOnly,
+            Some(key) => ForwardScope::Group(key),
+            None => ForwardScope::Plain,
+        };
+        let stamp = self
+            .shard
+            .as_ref()
+            .and_then(|s| s.message_stamps.get(&handle).copied())
+            .unwrap_or(0);
+        Some(Forward {
+            token: entry.seq,
+            topic: parts.topic,
+            properties: parts.properties,
+            payload: parts.payload,
+            qos: message.qos,
+            retain: message.retain,
+            expiry: message.expires_at.map(|at| {
+                let ms = at.as_millis().saturating_sub(now.as_millis());
+                u32::try_from(ms.div_ceil(1000)).unwrap_or(u32::MAX).max(1)
+            }),
+            scope,
+            stamp,
+        })
+    }
+
+    /// The other shard took copy `token`: forget it.
+    pub fn peer_ack(&mut self, peer: PeerId, token: u64) -> bool {
+        self.ack_for_host(peer.0, token)
+    }
+
+    /// The sequence number of the oldest copy for `peer` not acknowledged yet; `None`
+    /// when it has everything. Compare with [`Broker::last_seq`] taken when an
+    /// acknowledgement was produced: once every peer's oldest is above it (or `None`),
+    /// every copy the acknowledged message caused has been taken.
+    pub fn peer_oldest(&self, peer: PeerId) -> Option<u64> {
+        let head = self.sessions.get(peer.0)?.queue.head?;
+        self.queue.get(head).map(|e| e.seq)
+    }
+
+    /// The sequence number of the newest delivery queued so far, to any session.
+    pub fn last_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// Copies waiting for `peer` or handed out and not acknowledged.
+    pub fn peer_backlog(&self, peer: PeerId) -> usize {
+        self.sessions
+            .get(peer.0)
+            .map_or(0, |s| s.queue.len as usize)
+    }
+
+    /// Whether a copy from `peer` waits for a local subscriber's queue to drain
+    /// ([`ForwardError::Stalled`]).
+    pub fn peer_stalled(&self, peer: PeerId) -> bool {
+        self.shard
+            .as_ref()
+            .and_then(|s| s.peers.get(&peer.0).copied().flatten())
+            .is_some()
+    }
+
+    /// The next change in this broker's own subscriptions, for the other shards.
+    pub fn poll_interest(&mut self) -> Option<InterestChange> {
+        self.shard.as_mut()?.interest.pop_front()
+    }
+
+    /// Routes a copy another shard forwarded (see [`Forward`]) to this broker's own
+    /// sessions, and keeps it if it is the newest change of a retained topic. Returns how
+    /// many sessions it was queued for.
+    pub fn forward_publish(
+        &mut self,
+        from: PeerId,
+        forward: &Forward<'_>,
+        now: Instant,
+    ) -> Result<usize, ForwardError> {
+        if !self.is_peer(from.0) {
+            return Err(ForwardError::Invalid);
+        }
+        let properties = crate::codec::properties::publish_properties_from_wire(forward.properties)
+            .map_err(|_| ForwardError::Invalid)?;
+        let message = self
+            .store_message(
+                TopicRef::Str(forward.topic),
+                &properties,
+                forward.payload,
+                forward.qos,
+                forward.retain,
+                forward.expiry,
+                now,
+            )
+            .map_err(|_| {
+                self.stats.messages_dropped += 1;
+                ForwardError::Capacity
+            })?;
+        let group = match forward.scope {
+            ForwardScope::Plain => Some(None),
+            ForwardScope::Group(key) => Some(Some(key)),
+            ForwardScope::RetainOnly => None,
+        };
+        let routed = match group {
+            Some(group) => self.route_forwarded(message, group, now),
+            None => Ok(0),
+        };
+        match routed {
+            Ok(_) => {
+                // A group's copy is one of several: the plain or retain-only copy carries
+                // the retained change.
+                if forward.retain && !matches!(forward.scope, ForwardScope::Group(_)) {
+                    self.apply_forwarded_retained(message, forward, now);
+                }
+            }
+            Err(Refused::Wait { session }) => {
+                if let Some(shard) = &mut self.shard {
+                    shard.peers.insert(from.0, Some(session));
+                }
+                if let Some(s) = self.sessions.get_mut(session) {
+                    s.stalled_publishers += 1;
+                }
+            }
+            Err(Refused::Capacity) => self.stats.messages_dropped += 1,
+        }
+        self.release_message(message);
+        routed.map_err(|refused| match refused {
+            Refused::Wait { .. } => ForwardError::Stalled,
+            Refused::Capacity => ForwardError::Capacity,
+        })
+    }
+
+    /// Routes a forwarded message to local sessions only: plain subscriptions, or the one
+    /// share group `group` names.
+    fn route_forwarded(
+        &mut self,
+        message: u32,
+        group: Option<u32>,
+        now: Instant,
+    ) -> Result<usize, Refused> {
+        let Some(shard) = self.shard.as_ref() else {
+            return Ok(0);
+        };
+        let peers = &shard.peers;
+        let is_local = |s: SessionId| !peers.contains_key(&s.0);
+        let scope = Scope::Forwarded {
+            group,
+            is_local: &is_local,
+        };
+        let mut deliveries = core::mem::take(&mut self.deliveries);
+        let routed = self.route_into(message, None, scope, &mut deliveries);
+        let result =
+            routed.and_then(|bytes| self.queue_deliveries(message, &deliveries, true, bytes, now));
+        deliveries.truncate(0);
+        self.deliveries = deliveries;
+        result
+    }
+
+    /// Keeps a forwarded retained change if its stamp is the newest for its topic.
+    fn apply_forwarded_retained(&mut self, message: u32, forward: &Forward<'_>, _now: Instant) {
+        let Some(shard) = self.shard.as_mut() else {
+            return;
+        };
+        shard.clock = shard.clock.max(forward.stamp >> 8);
+        let newer = shard
+            .topic_stamps
+            .get(forward.topic)
+            .is_none_or(|&kept| forward.stamp > kept);
+        if !newer {
+            return;
+        }
+        shard
+            .topic_stamps
+            .insert(String::from(forward.topic), forward.stamp);
+        shard.message_stamps.insert(message, forward.stamp);
+        // The broker it was published to persists it; this copy is only a replica.
+        self.retain_unpersisted(message, forward.payload.is_empty());
+    }
+
+    /// A local retained change: stamps it (see the module docs).
+    pub(super) fn stamp_retained(&mut self, message: u32) {
+        let Some(topic) = self
+            .messages
+            .get(message)
+            .and_then(|m| m.parts(&self.blobs))
+            .map(|p| String::from(p.topic))
+        else {
+            return;
+        };
+        let Some(shard) = self.shard.as_mut() else {
+            return;
+        };
+        shard.clock += 1;
+        let stamp = (shard.clock << 8) | u64::from(shard.index);
+        shard.topic_stamps.insert(topic, stamp);
+        shard.message_stamps.insert(message, stamp);
+    }
+
+    /// Queues a retain-only copy of a local retained change for every peer that did not
+    /// get a plain copy of it: every shard holds every retained message.
+    pub(super) fn replicate_retained(&mut self, message: u32, routed: &[Delivery], now: Instant) {
+        let Some(shard) = self.shard.as_ref() else {
+            return;
+        };
+        let missing: Vec<u32> = shard
+            .peers
+            .keys()
+            .copied()
+            .filter(|p| !routed.iter().any(|d| d.session.0 == *p && !d.shared))
+            .collect();
+        for peer in missing {
+            let mut identifiers = heapless::Vec::new();
+            if let Some(mark) = SubscriptionId::new(RETAIN_ONLY) {
+                let _ = identifiers.push(mark);
+            }
+            let delivery = Delivery {
+                session: SessionId(peer),
+                qos: QoS::ExactlyOnce,
+                retain_as_published: true,
+                identifiers,
+                shared: false,
+            };
+            self.enqueue(message, &delivery, false, now);
+        }
+    }
+
+    /// A message was freed: its stamp goes with it.
+    pub(super) fn forget_stamp(&mut self, message: u32) {
+        if let Some(shard) = self.shard.as_mut() {
+            shard.message_stamps.remove(&message);
+        }
+    }
+
+    /// Whether `session` stands in for another shard.
+    pub(super) fn is_peer(&self, session: u32) -> bool {
+        self.shard
+            .as_ref()
+            .is_some_and(|s| s.peers.contains_key(&session))
+    }
+
+    /// Reports a local subscription change to the host (sharded brokers only).
+    pub(super) fn note_interest(&mut self, session: u32, filter: &str, added: bool) {
+        if self.shard.is_none() || self.is_peer(session) {
+            return;
+        }
+        if let Some(shard) = self.shard.as_mut() {
+            shard.interest.push_back(InterestChange {
+                filter: String::from(filter),
+                added,
+            });
+        }
+    }
+
+    /// Reports every subscription of an ending session as removed.
+    pub(super) fn note_interest_gone(&mut self, session: u32) {
+        if self.shard.is_none() || self.is_peer(session) {
+            return;
+        }
+        let mut scratch = alloc::vec![0u8; self.config.max_packet_size as usize];
+        let mut gone = Vec::new();
+        self.router
+            .for_each_subscription(SessionId(session), &mut scratch, |filter, _, _| {
+                gone.push(InterestChange {
+                    filter: String::from(filter),
+                    added: false,
+                });
+            });
+        if let Some(shard) = self.shard.as_mut() {
+            shard.interest.extend(gone);
+        }
+    }
+
+    /// A drained session releases the peers whose copies waited on it.
+    pub(super) fn resume_peers_on(&mut self, session: u32) {
+        if let Some(shard) = self.shard.as_mut() {
+            for waiting in shard.peers.values_mut() {
+                if *waiting == Some(session) {
+                    *waiting = None;
+                }
+            }
+        }
+    }
+}
