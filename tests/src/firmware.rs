@@ -77,6 +77,9 @@ pub struct Board {
     owns_state: bool,
 }
 
+/// The uplink configuration file the board reads at boot, in its state directory.
+pub const UPLINK_CONF: &str = "fulmar-uplink.conf";
+
 impl Board {
     /// Boots the firmware and waits until its broker answers a CONNECT.
     ///
@@ -84,6 +87,20 @@ impl Board {
     /// If `qemu-system-arm` is missing or the broker does not answer within
     /// [`BOOT_TIMEOUT`].
     pub fn boot() -> Self {
+        Self::boot_fresh(None)
+    }
+
+    /// Boots the firmware with its bridge uplink configured by `config` (the text of
+    /// [`UPLINK_CONF`]), its connections to 10.0.2.100:1883 relayed to
+    /// `127.0.0.1:uplink_port`, and waits until its broker answers a CONNECT.
+    ///
+    /// # Panics
+    /// As [`Board::boot`].
+    pub fn boot_with_uplink(uplink_port: u16, config: &str) -> Self {
+        Self::boot_fresh(Some((uplink_port, config)))
+    }
+
+    fn boot_fresh(uplink: Option<(u16, &str)>) -> Self {
         static BOOTS: AtomicUsize = AtomicUsize::new(0);
         let state = firmware_target_dir().join("qemu-state").join(format!(
             "{}-{}",
@@ -92,7 +109,11 @@ impl Board {
         ));
         // A new board starts with erased flash.
         let _ = std::fs::remove_dir_all(&state);
-        let mut board = Self::boot_in(&state);
+        std::fs::create_dir_all(&state).expect("create the board's state directory");
+        if let Some((_, config)) = uplink {
+            std::fs::write(state.join(UPLINK_CONF), config).expect("write the uplink config");
+        }
+        let mut board = Self::start(&state, uplink.map(|(port, _)| port));
         board.owns_state = true;
         board
     }
@@ -103,6 +124,19 @@ impl Board {
     /// # Panics
     /// As [`Board::boot`].
     pub fn boot_in(state: &Path) -> Self {
+        Self::start(state, None)
+    }
+
+    /// [`Board::boot_in`] with the uplink relayed to `127.0.0.1:uplink_port` (its
+    /// configuration is the [`UPLINK_CONF`] already in `state`).
+    ///
+    /// # Panics
+    /// As [`Board::boot`].
+    pub fn boot_in_with_uplink(state: &Path, uplink_port: u16) -> Self {
+        Self::start(state, Some(uplink_port))
+    }
+
+    fn start(state: &Path, uplink_port: Option<u16>) -> Self {
         let elf = firmware_elf();
         let logs = firmware_target_dir().join("qemu-logs");
         std::fs::create_dir_all(&logs).expect("create the QEMU log directory");
@@ -114,7 +148,7 @@ impl Board {
             let log = logs.join(format!("{port}.defmt"));
             let out = std::fs::File::create(&log).expect("create the QEMU log");
             let child = Command::new("qemu-system-arm")
-                .args(qemu_args(elf, port))
+                .args(qemu_args(elf, port, uplink_port))
                 .current_dir(state)
                 .stdin(Stdio::null())
                 .stdout(out)
@@ -221,13 +255,21 @@ impl Drop for Board {
 }
 
 /// The QEMU command line (`edge-firmware/qemu-mps2/qemu-args`, which `cargo xtask qemu`
-/// uses too) for `elf` with MQTT on host port `port`.
-fn qemu_args(elf: &Path, port: u16) -> Vec<String> {
+/// uses too) for `elf` with MQTT on host port `port` and, with `uplink_port`, the board's
+/// uplink connections (to 10.0.2.100:1883) relayed by `socat` to that host port.
+fn qemu_args(elf: &Path, port: u16, uplink_port: Option<u16>) -> Vec<String> {
     let (port, elf) = (port.to_string(), elf.display().to_string());
+    let uplink = uplink_port.map_or(String::new(), |up| {
+        format!(",guestfwd=tcp:10.0.2.100:1883-cmd:socat -lf /dev/null STDIO TCP:127.0.0.1:{up}")
+    });
     include_str!("../../edge-firmware/qemu-mps2/qemu-args")
         .lines()
         .filter(|line| !line.is_empty() && !line.starts_with('#'))
-        .map(|arg| arg.replace("{port}", &port).replace("{elf}", &elf))
+        .map(|arg| {
+            arg.replace("{port}", &port)
+                .replace("{uplink}", &uplink)
+                .replace("{elf}", &elf)
+        })
         .collect()
 }
 

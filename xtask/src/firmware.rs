@@ -3,8 +3,10 @@
 //!
 //! The QEMU board is the Arm MPS2 AN386 (`edge-firmware/qemu-mps2`, Cortex-M4F) under
 //! Debian's `qemu-system-arm`, its LAN9118 NIC on QEMU's user-mode network with the MQTT
-//! port forwarded to the host (`restrict=on`: the guest reaches nothing else). Its logs are
-//! defmt frames on semihosting stdout, decoded by `defmt-print` against the ELF.
+//! port forwarded to the host (`restrict=on`: the guest reaches nothing else but, with
+//! `--uplink-port`, an upstream broker on the host through QEMU's `guestfwd` and `socat`).
+//! Its logs are defmt frames on semihosting stdout, decoded by `defmt-print` against the
+//! ELF.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
@@ -29,32 +31,51 @@ const ESP32C3_TARGET: &str = "riscv32imc-unknown-none-elf";
 const ESP32C3_BIN: &str = "fulmar-esp32c3";
 /// MQTT port on the host when `--mqtt-port` is not given.
 const DEFAULT_MQTT_PORT: u16 = 1883;
-/// The Debian package with `qemu-system-arm`.
-const QEMU_PACKAGE: &str = "qemu-system-arm";
+/// The Debian packages with `qemu-system-arm` and `socat` (which relays the board's uplink
+/// connections to the host).
+const QEMU_PACKAGES: [&str; 2] = ["qemu-system-arm", "socat"];
+/// The uplink configuration file the QEMU board reads at boot, in QEMU's working directory.
+const UPLINK_CONF: &str = "fulmar-uplink.conf";
+/// What `--uplink-port` writes to [`UPLINK_CONF`] when there is none: 10.0.2.100:1883 is
+/// where QEMU relays the board's uplink to the host port.
+const DEFAULT_UPLINK_CONF: &str = "upstream 10.0.2.100:1883\nclient-id fulmar-qemu\n\
+                                   up sensors/# 1\ndown commands/# 1\n";
 
 /// The QEMU command line that boots `elf` with the board's MQTT port on
-/// `127.0.0.1:mqtt_port` (`edge-firmware/qemu-mps2/qemu-args`, shared with the tests).
-pub(crate) fn qemu_args(elf: &Path, mqtt_port: u16) -> Vec<String> {
+/// `127.0.0.1:mqtt_port` and, with `uplink_port`, its uplink relayed to
+/// `127.0.0.1:uplink_port` (`edge-firmware/qemu-mps2/qemu-args`, shared with the tests).
+pub(crate) fn qemu_args(elf: &Path, mqtt_port: u16, uplink_port: Option<u16>) -> Vec<String> {
+    let uplink = uplink_port.map_or(String::new(), |port| {
+        format!(",guestfwd=tcp:10.0.2.100:1883-cmd:socat -lf /dev/null STDIO TCP:127.0.0.1:{port}")
+    });
     include_str!("../../edge-firmware/qemu-mps2/qemu-args")
         .lines()
         .filter(|line| !line.is_empty() && !line.starts_with('#'))
         .map(|arg| {
             arg.replace("{port}", &mqtt_port.to_string())
+                .replace("{uplink}", &uplink)
                 .replace("{elf}", &elf.display().to_string())
         })
         .collect()
 }
 
-/// `cargo xtask qemu [--mqtt-port PORT]`.
+/// The ports `cargo xtask qemu` was given.
+#[derive(Debug, PartialEq, Eq)]
+struct Ports {
+    mqtt: u16,
+    uplink: Option<u16>,
+}
+
+/// `cargo xtask qemu [--mqtt-port PORT] [--uplink-port PORT]`.
 pub(crate) fn main(args: &[String]) -> ExitCode {
-    let port = match parse_port(args) {
-        Ok(port) => port,
+    let ports = match parse_ports(args) {
+        Ok(ports) => ports,
         Err(e) => {
             eprintln!("error: {e}\n\n{}", help());
             return ExitCode::from(USAGE_ERROR);
         }
     };
-    match run_qemu(port) {
+    match run_qemu(&ports) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e}");
@@ -65,31 +86,51 @@ pub(crate) fn main(args: &[String]) -> ExitCode {
 
 pub(crate) fn help() -> String {
     format!(
-        "usage: cargo xtask qemu [--mqtt-port PORT]\n\n\
+        "usage: cargo xtask qemu [--mqtt-port PORT] [--uplink-port PORT]\n\n\
          Builds the QEMU firmware ({QEMU_BOARD}, release) and boots it in qemu-system-arm \
          (MPS2 AN386),\nwith the broker's MQTT port forwarded to 127.0.0.1:PORT (default \
-         {DEFAULT_MQTT_PORT}).\nIts defmt logs are decoded on stdout; it runs until stopped \
-         (Ctrl-C). Installs qemu-system-arm\nand defmt-print if they are missing.\n"
+         {DEFAULT_MQTT_PORT}).\nWith --uplink-port, the board's bridge uplink (to \
+         10.0.2.100:1883) reaches an MQTT broker on\n127.0.0.1:PORT; its configuration is \
+         {UPLINK_CONF} in the board's state directory (written\nwith sensors/# up and \
+         commands/# down when missing).\nIts defmt logs are decoded on stdout; it runs \
+         until stopped (Ctrl-C). Installs qemu-system-arm,\nsocat and defmt-print if they \
+         are missing.\n"
     )
 }
 
-fn parse_port(args: &[String]) -> Result<u16, String> {
-    match args {
-        [] => Ok(DEFAULT_MQTT_PORT),
-        [flag, value] if flag == "--mqtt-port" => value
-            .parse()
-            .map_err(|_| format!("--mqtt-port wants a port number, not {value:?}")),
-        [flag] if flag == "--mqtt-port" => Err("--mqtt-port wants a port number".to_owned()),
-        other => Err(format!("unexpected arguments: {}", other.join(" "))),
+fn parse_ports(args: &[String]) -> Result<Ports, String> {
+    let mut ports = Ports {
+        mqtt: DEFAULT_MQTT_PORT,
+        uplink: None,
+    };
+    let mut args = args.iter();
+    while let Some(flag) = args.next() {
+        let port = match flag.as_str() {
+            "--mqtt-port" | "--uplink-port" => {
+                let value = args
+                    .next()
+                    .ok_or_else(|| format!("{flag} wants a port number"))?;
+                value
+                    .parse()
+                    .map_err(|_| format!("{flag} wants a port number, not {value:?}"))?
+            }
+            other => return Err(format!("unexpected argument: {other}")),
+        };
+        if flag == "--mqtt-port" {
+            ports.mqtt = port;
+        } else {
+            ports.uplink = Some(port);
+        }
     }
+    Ok(ports)
 }
 
-fn run_qemu(port: u16) -> Result<ExitCode, String> {
+fn run_qemu(ports: &Ports) -> Result<ExitCode, String> {
     let ctx = Ctx::new()?;
     let mut installed = Vec::new();
     ensure_tools(&ctx, &mut installed)?;
     let elf = build_qemu_firmware(&ctx, &[])?;
-    let args = qemu_args(&elf, port);
+    let args = qemu_args(&elf, ports.mqtt, ports.uplink);
     // The firmware keeps its flash file (persisted state) in QEMU's working directory.
     let state = firmware_target_dir(&ctx).join("qemu-state");
     std::fs::create_dir_all(&state)
@@ -98,12 +139,20 @@ fn run_qemu(port: u16) -> Result<ExitCode, String> {
         "state (flash file): {}",
         state.join("fulmar-flash.bin").display()
     );
+    let conf = state.join(UPLINK_CONF);
+    if ports.uplink.is_some() && !conf.exists() {
+        std::fs::write(&conf, DEFAULT_UPLINK_CONF)
+            .map_err(|e| format!("cannot write {}: {e}", conf.display()))?;
+    }
+    if conf.exists() {
+        println!("uplink configuration: {}", conf.display());
+    }
     println!(
         "$ qemu-system-arm {} | defmt-print -e {}",
         args.join(" "),
         elf.display()
     );
-    println!("MQTT on 127.0.0.1:{port}; Ctrl-C stops the board");
+    println!("MQTT on 127.0.0.1:{}; Ctrl-C stops the board", ports.mqtt);
     let mut qemu = Command::new("qemu-system-arm")
         .args(&args)
         .current_dir(&state)
@@ -129,10 +178,10 @@ fn run_qemu(port: u16) -> Result<ExitCode, String> {
     })
 }
 
-/// The tools to build and boot the firmware: the target, QEMU, defmt-print.
+/// The tools to build and boot the firmware: the target, QEMU, socat, defmt-print.
 pub(crate) fn ensure_tools(ctx: &Ctx, installed: &mut Vec<String>) -> Result<(), String> {
     setup::ensure_targets(ctx, &[TARGET], installed)?;
-    installed.extend(setup::ensure_debian_packages(ctx, &[QEMU_PACKAGE])?);
+    installed.extend(setup::ensure_debian_packages(ctx, &QEMU_PACKAGES)?);
     ensure_defmt_print(ctx, installed)
 }
 
@@ -237,24 +286,43 @@ pub(crate) fn suite(ctx: &Ctx) -> SuiteResult {
 mod tests {
     use super::*;
 
+    fn strings(args: &[&str]) -> Vec<String> {
+        args.iter().map(|a| (*a).to_owned()).collect()
+    }
+
     #[test]
-    fn port_defaults_and_parses() {
-        assert_eq!(parse_port(&[]), Ok(DEFAULT_MQTT_PORT));
-        let args = ["--mqtt-port".to_owned(), "18830".to_owned()];
-        assert_eq!(parse_port(&args), Ok(18830));
-        assert!(parse_port(&["--mqtt-port".to_owned()]).is_err());
-        assert!(parse_port(&["--mqtt-port".to_owned(), "x".to_owned()]).is_err());
-        assert!(parse_port(&["--port".to_owned(), "1".to_owned()]).is_err());
+    fn ports_default_and_parse() {
+        let ports = |mqtt, uplink| Ok(Ports { mqtt, uplink });
+        assert_eq!(parse_ports(&[]), ports(DEFAULT_MQTT_PORT, None));
+        let args = strings(&["--mqtt-port", "18830"]);
+        assert_eq!(parse_ports(&args), ports(18830, None));
+        let args = strings(&["--uplink-port", "1884", "--mqtt-port", "18830"]);
+        assert_eq!(parse_ports(&args), ports(18830, Some(1884)));
+        assert!(parse_ports(&strings(&["--mqtt-port"])).is_err());
+        assert!(parse_ports(&strings(&["--mqtt-port", "x"])).is_err());
+        assert!(parse_ports(&strings(&["--port", "1"])).is_err());
     }
 
     #[test]
     fn qemu_forwards_only_the_mqtt_port_on_loopback() {
-        let args = qemu_args(Path::new("/fw.elf"), 18830).join(" ");
+        let args = qemu_args(Path::new("/fw.elf"), 18830, None).join(" ");
         assert!(args.contains("-machine mps2-an386"), "{args}");
         assert!(
-            args.contains("restrict=on,hostfwd=tcp:127.0.0.1:18830-:1883"),
+            args.contains("restrict=on,hostfwd=tcp:127.0.0.1:18830-:1883 "),
             "{args}"
         );
         assert!(args.ends_with("-kernel /fw.elf"), "{args}");
+    }
+
+    #[test]
+    fn the_uplink_is_relayed_to_its_host_port() {
+        let args = qemu_args(Path::new("/fw.elf"), 18830, Some(1884)).join(" ");
+        assert!(
+            args.contains(
+                "hostfwd=tcp:127.0.0.1:18830-:1883,\
+                 guestfwd=tcp:10.0.2.100:1883-cmd:socat -lf /dev/null STDIO TCP:127.0.0.1:1884 "
+            ),
+            "{args}"
+        );
     }
 }

@@ -23,6 +23,11 @@ use fulmar_core::broker::Config;
 
 /// Clients that can hold a session at once.
 pub const CLIENTS: usize = 8;
+/// Bridges to an upstream broker (`uplink`): each is a session beside the clients' and a
+/// TCP socket beside the listening ones.
+pub const UPLINKS: usize = if cfg!(feature = "uplink") { 1 } else { 0 };
+/// Sessions: the clients' and the bridges'.
+pub const SESSIONS: usize = CLIENTS + UPLINKS;
 /// Sockets listening beyond [`CLIENTS`] (see the module documentation).
 pub const SPARE_SOCKETS: usize = 2;
 /// TCP sockets, and so broker connections and socket tasks.
@@ -50,12 +55,12 @@ pub const SOCKET_TX: usize = PACKET + 256;
 pub const MQTT_PORT: u16 = 1883;
 
 fulmar_core::fixed_broker_storage! {
-    /// The firmware broker's storage: [`SOCKETS`] connections, [`CLIENTS`] sessions,
+    /// The firmware broker's storage: [`SOCKETS`] connections, [`SESSIONS`] sessions,
     /// [`SUBSCRIPTIONS`] subscriptions over 96 trie nodes (filters share their first
     /// levels), topic levels and client identifiers up to 32 bytes, 64 messages (the 32
     /// retained plus 32 queued or held as wills) over 8 KiB, queues of 64 entries in all.
     pub struct Storage {
-        connections: SOCKETS, sessions: CLIENTS, subscriptions: SUBSCRIPTIONS,
+        connections: SOCKETS, sessions: SESSIONS, subscriptions: SUBSCRIPTIONS,
         topic_nodes: 96, share_groups: 4, text: 32, messages: 64, queue: 64,
         controls: 40, inbound: 16, aliases: 16, retained: RETAINED, blob_bytes: 8192,
         slots: 128, pending: 16, auth_scratch: 256,
@@ -68,7 +73,7 @@ pub fn config() -> Config {
     Config {
         max_connections: SOCKETS,
         max_clients: CLIENTS,
-        max_sessions: CLIENTS,
+        max_sessions: SESSIONS,
         max_packet_size: PACKET as u32,
         max_subscriptions_per_client: 16,
         max_inflight: 4,

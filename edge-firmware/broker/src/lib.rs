@@ -11,6 +11,7 @@
 //!   the core has not consumed yet.
 //! - [`persist`]: retained messages and persistent sessions in NOR flash
 //!   (`sequential-storage`), restored at boot.
+//! - `uplink` (feature `uplink`): the bridge to an upstream broker, with store and forward.
 //!
 //! [`Config`]: fulmar_core::broker::Config
 #![no_std]
@@ -19,3 +20,5 @@ pub mod capacity;
 mod inbox;
 pub mod persist;
 pub mod server;
+#[cfg(feature = "uplink")]
+pub mod uplink;

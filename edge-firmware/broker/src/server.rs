@@ -77,9 +77,12 @@ pub(crate) fn now() -> fulmar_core::time::Instant {
 }
 
 /// Drains the broker's events: marks connections to close and wakes their slots; and
-/// lets the persistence task look for durable changes.
-fn dispatch(state: &mut State) {
+/// lets the persistence task look for durable changes (and the uplink for messages to
+/// forward). Call after every broker call that may have changed something.
+pub(crate) fn dispatch(state: &mut State) {
     crate::persist::changed();
+    #[cfg(feature = "uplink")]
+    crate::uplink::changed();
     while let Some(event) = state.broker.poll_event() {
         let (conn, close) = match event {
             // Output to write, or (Resume) a publisher held back by a full subscriber
@@ -312,9 +315,9 @@ macro_rules! spawn_network {
             $crate::server::serve_slot(stack, slot).await
         }
 
-        // One socket slot per TCP socket, and one for DHCP.
+        // One socket slot per TCP socket, the uplink's, and one for DHCP.
         static RESOURCES: ::static_cell::StaticCell<
-            ::embassy_net::StackResources<{ SOCKETS + 1 }>,
+            ::embassy_net::StackResources<{ SOCKETS + $crate::capacity::UPLINKS + 1 }>,
         > = ::static_cell::StaticCell::new();
         let resources = RESOURCES.init(::embassy_net::StackResources::new());
         let (stack, runner) = ::embassy_net::new($device, $config, resources, $seed);

@@ -2,7 +2,9 @@
 //! user-mode network; `cargo xtask qemu --mqtt-port PORT` forwards a host port to it),
 //! defmt logs over semihosting; with the `flash-persistence` feature (default), retained
 //! messages and persistent sessions in `fulmar-flash.bin` in QEMU's working directory
-//! (semihosting file I/O), restored at boot.
+//! (semihosting file I/O), restored at boot; with the `uplink` feature (default), a bridge
+//! to an upstream broker when `fulmar-uplink.conf` in that directory (or `FULMAR_UPLINK` at
+//! build time) configures one.
 #![no_std]
 #![no_main]
 
@@ -42,6 +44,37 @@ async fn main(spawner: Spawner) {
     let config = fulmar_firmware::server::static_ipv4(ADDRESS, GATEWAY);
     let _stack = fulmar_firmware::spawn_network!(spawner, Lan9118, nic, config, seed);
     defmt::info!("address {}", ADDRESS);
+    #[cfg(feature = "uplink")]
+    start_uplink(&spawner, _stack);
+}
+
+/// Starts the bridge uplink if `fulmar-uplink.conf` (in QEMU's working directory) or the
+/// build's `FULMAR_UPLINK` configures one. `cargo xtask qemu --uplink-port PORT` writes the
+/// file and has QEMU forward 10.0.2.100:1883 to that host port.
+#[cfg(feature = "uplink")]
+fn start_uplink(spawner: &Spawner, stack: embassy_net::Stack<'static>) {
+    use fulmar_firmware::uplink::{self, Config};
+    use semihosting::io::Read;
+
+    #[embassy_executor::task]
+    async fn uplink_task(stack: embassy_net::Stack<'static>, config: Config<'static>) -> ! {
+        uplink::run(stack, config).await
+    }
+
+    static TEXT: static_cell::StaticCell<[u8; 512]> = static_cell::StaticCell::new();
+    let text = TEXT.init([0; 512]);
+    let from_file = semihosting::fs::File::open(c"fulmar-uplink.conf")
+        .ok()
+        .and_then(|mut file| file.read(text).ok())
+        .and_then(|len| core::str::from_utf8(&text[..len]).ok());
+    let Some(text) = from_file.or(option_env!("FULMAR_UPLINK")) else {
+        info!("uplink: not configured");
+        return;
+    };
+    match Config::parse(text) {
+        Ok(config) => spawner.spawn(uplink_task(stack, config).expect("one uplink task")),
+        Err(e) => error!("uplink: configuration refused: {}", e),
+    }
 }
 
 /// Restores the persisted sessions and retained messages (before any client connects) and

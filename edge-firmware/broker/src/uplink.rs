@@ -1,0 +1,585 @@
+//! The bridge uplink: forwards configured topics to an upstream MQTT broker (a `fulmar`
+//! gateway, Mosquitto, a cloud broker) as an MQTT 3.1.1 client over embassy-net, and
+//! optionally brings topics down from it.
+//!
+//! Store and forward comes from the core's bridge (`Broker::bridge_open` and the
+//! `bridge_*` calls): a bridge is a persistent session with no network client, so every
+//! message matching an `up` filter is queued for it while the uplink is down — bounded by
+//! the broker's per-session queue limits, and persisted to flash with the other sessions
+//! (QoS 1 and 2) when the board persists — and [`run`] forwards the queue in order once
+//! connected. A message leaves the queue only when upstream has acknowledged it (PUBACK)
+//! [MQTT-4.3.2-1]; when the connection fails, everything unacknowledged is handed out again
+//! (`Broker::bridge_rewind`) and goes first after the reconnection, so upstream sees every
+//! message at least once and in publish order (§4.6). QoS 2 is forwarded as QoS 1 (at
+//! least once: the bridge does not keep QoS 2 state upstream).
+//!
+//! Messages from upstream (the `down` filters, subscribed at QoS 1 at most) enter the
+//! local broker through `Broker::bridge_publish`: never sent back up (the bridge's local
+//! subscriptions are No Local). Upstream's own session is persistent (Clean Session 0),
+//! so what it queued for the board during an outage arrives after the reconnection, and a
+//! QoS 1 message is acknowledged only once the local broker has taken it.
+//!
+//! Configuration ([`Config::parse`]) is a short text, one setting per line (or separated
+//! by `;`), so a board can take it from its build environment or a file:
+//!
+//! ```text
+//! # IPv4 address and port (required)
+//! upstream 10.0.2.100:1883
+//! # upstream client id, and the local bridge's name (default fulmar-uplink)
+//! client-id fulmar-edge-1
+//! # seconds (default 30)
+//! keep-alive 30
+//! # forward matching local messages, at most at this QoS (0 or 1, default 1)
+//! up sensors/# 1
+//! # bring matching upstream messages down
+//! down commands/# 1
+//! ```
+
+use embassy_futures::select::{Either3, select3};
+use embassy_net::tcp::TcpSocket;
+use embassy_net::{IpEndpoint, Stack};
+use embassy_sync::blocking_mutex::raw::CriticalSectionRawMutex;
+use embassy_sync::signal::Signal;
+use embassy_time::{Duration, Instant, Timer, with_timeout};
+use fulmar_core::broker::BridgeId;
+use fulmar_core::codec::{
+    Ack, Connect, DecodeError, List, Packet, PacketId, Properties, ProtocolVersion, Publish, QoS,
+    QoSPid, ReasonCode, Subscribe, Subscription, SubscriptionOptions, decode,
+};
+
+use crate::capacity::{PACKET, SOCKET_RX, SOCKET_TX};
+use crate::server::{dispatch, now, with};
+
+/// Filters in each direction.
+pub const MAX_FILTERS: usize = 4;
+/// QoS 1 messages sent upstream and not acknowledged yet: enough to keep a link with some
+/// latency busy, few enough that a reconnection re-sends little.
+pub const WINDOW: usize = 4;
+/// The protocol spoken upstream: understood by every broker.
+const VERSION: ProtocolVersion = ProtocolVersion::V3_1_1;
+/// First wait before reconnecting; it doubles after each failure up to [`MAX_BACKOFF`].
+const MIN_BACKOFF: Duration = Duration::from_millis(500);
+/// Longest wait between reconnection attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(8);
+/// Longest wait for the TCP connection and then for the CONNACK.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Topic filters with the highest QoS used on each.
+pub type Filters<'a> = heapless::Vec<(&'a str, QoS), MAX_FILTERS>;
+
+/// What the uplink connects to and what it forwards (see the module documentation).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config<'a> {
+    /// The upstream broker.
+    pub upstream: IpEndpoint,
+    /// The client identifier upstream; also the local bridge session's name.
+    pub client_id: &'a str,
+    /// Keep alive announced upstream, in seconds; a PINGREQ goes out after half of it
+    /// without sending, and the link is dropped after 1.5 times it without hearing back.
+    pub keep_alive: u16,
+    /// Local messages forwarded upstream.
+    pub up: Filters<'a>,
+    /// Upstream messages brought down.
+    pub down: Filters<'a>,
+}
+
+/// Why a configuration text was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, defmt::Format)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// A line starts with a word that is not a setting.
+    UnknownSetting,
+    /// `upstream` is not an IPv4 address and port.
+    BadAddress,
+    /// A number (keep-alive, QoS) is missing or out of range.
+    BadNumber,
+    /// More than [`MAX_FILTERS`] filters in one direction.
+    TooManyFilters,
+    /// No `upstream` line.
+    NoUpstream,
+}
+
+impl<'a> Config<'a> {
+    /// Reads a configuration text (see the module documentation). Lines starting with `#`
+    /// are comments (`#` elsewhere is the wildcard).
+    pub fn parse(text: &'a str) -> Result<Self, ConfigError> {
+        let mut upstream = None;
+        let mut config = Self {
+            upstream: IpEndpoint::new(embassy_net::Ipv4Address::UNSPECIFIED.into(), 0),
+            client_id: "fulmar-uplink",
+            keep_alive: 30,
+            up: Filters::new(),
+            down: Filters::new(),
+        };
+        for line in text.split(['\n', ';']) {
+            if line.trim_start().starts_with('#') {
+                continue;
+            }
+            let mut words = line.split_whitespace();
+            let (Some(setting), value) = (words.next(), words.next()) else {
+                continue;
+            };
+            let value = value.ok_or(ConfigError::BadNumber);
+            match setting {
+                "upstream" => {
+                    let address: core::net::SocketAddrV4 =
+                        value?.parse().map_err(|_| ConfigError::BadAddress)?;
+                    upstream = Some(IpEndpoint::new((*address.ip()).into(), address.port()));
+                }
+                "client-id" => config.client_id = value?,
+                "keep-alive" => {
+                    config.keep_alive = value?.parse().map_err(|_| ConfigError::BadNumber)?
+                }
+                "up" | "down" => {
+                    let qos = match words.next().unwrap_or("1") {
+                        "0" => QoS::AtMostOnce,
+                        "1" => QoS::AtLeastOnce,
+                        _ => return Err(ConfigError::BadNumber),
+                    };
+                    let filters = if setting == "up" {
+                        &mut config.up
+                    } else {
+                        &mut config.down
+                    };
+                    filters
+                        .push((value?, qos))
+                        .map_err(|_| ConfigError::TooManyFilters)?;
+                }
+                _ => return Err(ConfigError::UnknownSetting),
+            }
+        }
+        config.upstream = upstream.ok_or(ConfigError::NoUpstream)?;
+        Ok(config)
+    }
+}
+
+/// Wakes the uplink: the broker processed input, so the bridge may have messages.
+static WAKE: Signal<CriticalSectionRawMutex, ()> = Signal::new();
+
+/// Tells [`run`] the broker changed (called from the server's event dispatch).
+pub(crate) fn changed() {
+    WAKE.signal(());
+}
+
+/// Why a connection upstream ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, defmt::Format)]
+enum End {
+    /// TCP failed or was closed.
+    Socket,
+    /// Upstream refused the CONNECT (its reason code).
+    Refused(ReasonCode),
+    /// Nothing heard for 1.5 times the keep alive, or no CONNACK in time.
+    Timeout,
+    /// Upstream sent bytes that are not the MQTT it should send.
+    Protocol,
+    /// A message from upstream found no room here: not acknowledged, so upstream sends
+    /// it again after the reconnection.
+    LocalFull,
+}
+
+/// Opens the bridge (after persistence has restored the broker, so its backlog is
+/// there) and runs the uplink forever: connect, forward, reconnect with backoff. Run it
+/// in its own task once the network stack is up.
+pub async fn run(stack: Stack<'static>, config: Config<'static>) -> ! {
+    let opened = with(|state| {
+        let bridge = state.broker.bridge_open(config.client_id, now())?;
+        for (filter, qos) in &config.up {
+            state.broker.bridge_subscribe(bridge, filter, *qos)?;
+        }
+        // A restored backlog may hold messages handed out before the restart.
+        state.broker.bridge_rewind(bridge);
+        dispatch(state);
+        Ok::<_, ReasonCode>(bridge)
+    });
+    let bridge = match opened {
+        Ok(bridge) => bridge,
+        Err(e) => {
+            defmt::error!("uplink: cannot open the bridge: {}", e);
+            core::future::pending().await
+        }
+    };
+    defmt::info!(
+        "uplink: {=str} to {}, {} filters up, {} down",
+        config.client_id,
+        config.upstream,
+        config.up.len(),
+        config.down.len()
+    );
+    let mut rx_ring = [0u8; SOCKET_RX];
+    let mut tx_ring = [0u8; SOCKET_TX];
+    let mut inbox = [0u8; PACKET];
+    let mut backoff = MIN_BACKOFF;
+    loop {
+        stack.wait_config_up().await;
+        let mut socket = TcpSocket::new(stack, &mut rx_ring, &mut tx_ring);
+        socket.set_nagle_enabled(false);
+        let connected = matches!(
+            with_timeout(CONNECT_TIMEOUT, socket.connect(config.upstream)).await,
+            Ok(Ok(()))
+        );
+        let mut link = Link {
+            socket,
+            bridge,
+            config: &config,
+            inbox: &mut inbox,
+            filled: 0,
+            inflight: heapless::Vec::new(),
+            next_id: 0,
+            last_sent: Instant::now(),
+            last_heard: Instant::now(),
+            up: false,
+        };
+        let end = if connected {
+            link.serve().await
+        } else {
+            End::Socket
+        };
+        let was_up = link.up;
+        let mut socket = link.socket;
+        // Whatever upstream did not acknowledge goes out again, first, next time.
+        with(|state| {
+            state.broker.bridge_rewind(bridge);
+            dispatch(state);
+        });
+        socket.abort();
+        let _ = with_timeout(Duration::from_millis(200), socket.flush()).await;
+        drop(socket);
+        if was_up {
+            defmt::warn!("uplink: connection lost: {}", end);
+            backoff = MIN_BACKOFF;
+        }
+        Timer::after(backoff).await;
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// One connection upstream.
+struct Link<'s, 'c> {
+    socket: TcpSocket<'s>,
+    bridge: BridgeId,
+    config: &'c Config<'c>,
+    /// Bytes from upstream not decoded yet (a packet not complete yet).
+    inbox: &'s mut [u8],
+    filled: usize,
+    /// QoS 1 messages sent and not acknowledged: packet identifier and bridge token, in
+    /// sending order.
+    inflight: heapless::Vec<(u16, u64), WINDOW>,
+    next_id: u16,
+    last_sent: Instant,
+    last_heard: Instant,
+    /// Whether upstream accepted the connection (CONNACK 0).
+    up: bool,
+}
+
+/// What an attempt to write a packet found.
+enum Wrote<R> {
+    /// The packet is in the transmit ring (its length, and what the caller learns).
+    Done(usize, R),
+    /// The ring's free contiguous room is too small: wait for it to drain.
+    NoRoom,
+}
+
+impl Link<'_, '_> {
+    /// CONNECT, CONNACK, SUBSCRIBE, then forward and receive until the connection ends.
+    async fn serve(&mut self) -> End {
+        let connect = Connect {
+            protocol: VERSION,
+            // Upstream keeps the board's subscriptions and queues for it while it is away.
+            clean_start: false,
+            keep_alive: self.config.keep_alive,
+            properties: Properties::empty(),
+            client_id: self.config.client_id,
+            will: None,
+            username: None,
+            password: None,
+        };
+        if let Err(end) = self.send(&Packet::from(&connect)).await {
+            return end;
+        }
+        match with_timeout(CONNECT_TIMEOUT, self.connack()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(end)) => return end,
+            Err(_) => return End::Timeout,
+        }
+        self.up = true;
+        defmt::info!("uplink: connected to {}", self.config.upstream);
+        if let Err(end) = self.subscribe().await {
+            return end;
+        }
+        match self.forward().await {
+            Ok(never) => match never {},
+            Err(end) => end,
+        }
+    }
+
+    /// Waits for the CONNACK [MQTT-3.2.0-1]: the first packet from upstream.
+    async fn connack(&mut self) -> Result<(), End> {
+        loop {
+            self.receive().await?;
+            match decode(&self.inbox[..self.filled], VERSION, PACKET) {
+                Ok((Packet::ConnAck(ack), used)) => {
+                    let code = ack.reason_code;
+                    self.consume(used);
+                    return if code.is_error() {
+                        Err(End::Refused(code))
+                    } else {
+                        Ok(())
+                    };
+                }
+                Err(DecodeError::Incomplete { .. }) => {}
+                _ => return Err(End::Protocol),
+            }
+        }
+    }
+
+    /// Subscribes to the `down` filters, at QoS 1 at most (QoS 2 would need state this
+    /// side keeps for no benefit: the local broker takes each message once anyway).
+    async fn subscribe(&mut self) -> Result<(), End> {
+        let mut subscriptions: heapless::Vec<Subscription<'_>, MAX_FILTERS> = heapless::Vec::new();
+        for (filter, qos) in &self.config.down {
+            let options = SubscriptionOptions::qos((*qos).min(QoS::AtLeastOnce));
+            // Cannot fail: both hold MAX_FILTERS.
+            let _ = subscriptions.push(Subscription::new(filter, options));
+        }
+        if subscriptions.is_empty() {
+            return Ok(());
+        }
+        let packet_id = self.packet_id();
+        let packet = Packet::Subscribe(Subscribe {
+            packet_id,
+            properties: Properties::empty(),
+            subscriptions: List::new(&subscriptions),
+        });
+        self.send(&packet).await
+    }
+
+    /// Forwards the bridge's queue within the window, answers upstream, keeps the link
+    /// alive; returns only when the connection ends.
+    async fn forward(&mut self) -> Result<core::convert::Infallible, End> {
+        let keep_alive = Duration::from_secs(u64::from(self.config.keep_alive.max(1)));
+        loop {
+            while !self.inflight.is_full() && self.publish_next().await? {}
+            let ping_at = self.last_sent + keep_alive / 2;
+            let dead_at = self.last_heard + keep_alive * 3 / 2;
+            match select3(
+                self.socket.read(&mut self.inbox[self.filled..]),
+                WAKE.wait(),
+                Timer::at(ping_at.min(dead_at)),
+            )
+            .await
+            {
+                Either3::First(Ok(0) | Err(_)) => return Err(End::Socket),
+                Either3::First(Ok(n)) => {
+                    self.filled += n;
+                    self.last_heard = Instant::now();
+                    self.handle_input().await?;
+                }
+                Either3::Second(()) => {}
+                Either3::Third(()) if Instant::now() >= dead_at => return Err(End::Timeout),
+                // [MQTT-3.1.2-23]: a control packet within every keep-alive period.
+                Either3::Third(()) => self.send(&Packet::PingReq).await?,
+            }
+        }
+    }
+
+    /// Takes the next message from the bridge and writes it upstream; `false` when the
+    /// queue has nothing more to hand out.
+    async fn publish_next(&mut self) -> Result<bool, End> {
+        let packet_id = self.packet_id();
+        let bridge = self.bridge;
+        let sent = self
+            .write(|buf| {
+                // A message is taken from the bridge only when it surely fits: it was at
+                // most PACKET bytes when published, and goes out without properties.
+                if buf.len() < PACKET {
+                    return Wrote::NoRoom;
+                }
+                with(|state| {
+                    let Some(message) = state.broker.bridge_next(bridge, now()) else {
+                        return Wrote::Done(0, None);
+                    };
+                    let qos = message.qos.min(QoS::AtLeastOnce);
+                    let publish = Publish {
+                        dup: false,
+                        qos_pid: match qos {
+                            QoS::AtMostOnce => QoSPid::AtMostOnce,
+                            _ => QoSPid::AtLeastOnce(packet_id),
+                        },
+                        retain: message.retain,
+                        topic: message.topic,
+                        properties: Properties::empty(),
+                        payload: message.payload,
+                    };
+                    let token = message.token;
+                    let written = Packet::Publish(publish).encode(VERSION, buf);
+                    let acked = qos == QoS::AtMostOnce || written.is_err();
+                    if written.is_err() {
+                        defmt::warn!("uplink: message too large to forward, dropped");
+                    }
+                    if acked {
+                        // QoS 0 is done once written; an unsendable message must not block
+                        // the queue.
+                        state.broker.bridge_ack(bridge, token);
+                    }
+                    dispatch(state);
+                    Wrote::Done(written.unwrap_or(0), Some((token, acked)))
+                })
+            })
+            .await?;
+        match sent {
+            None => Ok(false),
+            Some((token, acked)) => {
+                if !acked {
+                    // Room is checked by the caller; a full deque cannot happen.
+                    let _ = self.inflight.push((packet_id.get(), token));
+                }
+                Ok(true)
+            }
+        }
+    }
+
+    /// Handles every whole packet in the inbox.
+    async fn handle_input(&mut self) -> Result<(), End> {
+        loop {
+            let (ack, used) = match decode(&self.inbox[..self.filled], VERSION, PACKET) {
+                Err(DecodeError::Incomplete { .. }) => return Ok(()),
+                Err(e) => {
+                    defmt::warn!("uplink: bad packet from upstream: {}", e);
+                    return Err(End::Protocol);
+                }
+                Ok((packet, used)) => (handle(packet, self.bridge, &mut self.inflight)?, used),
+            };
+            self.consume(used);
+            if let Some(packet_id) = ack {
+                self.send(&Packet::PubAck(Ack::new(packet_id))).await?;
+            }
+        }
+    }
+
+    /// Reads more bytes into the inbox.
+    async fn receive(&mut self) -> Result<(), End> {
+        if self.filled == self.inbox.len() {
+            return Err(End::Protocol);
+        }
+        match self.socket.read(&mut self.inbox[self.filled..]).await {
+            Ok(0) | Err(_) => Err(End::Socket),
+            Ok(n) => {
+                self.filled += n;
+                self.last_heard = Instant::now();
+                Ok(())
+            }
+        }
+    }
+
+    /// Drops the first `used` bytes of the inbox.
+    fn consume(&mut self, used: usize) {
+        self.inbox.copy_within(used..self.filled, 0);
+        self.filled -= used;
+    }
+
+    /// The next packet identifier (1 to 65 535; at most [`WINDOW`] + 1 are in use).
+    fn packet_id(&mut self) -> PacketId {
+        self.next_id = self.next_id.checked_add(1).unwrap_or(1);
+        PacketId::new(self.next_id).unwrap_or(PacketId::MIN)
+    }
+
+    /// Writes a control packet.
+    async fn send(&mut self, packet: &Packet<'_>) -> Result<(), End> {
+        self.write(|buf| match packet.encode(VERSION, buf) {
+            Ok(n) => Wrote::Done(n, ()),
+            Err(_) => Wrote::NoRoom,
+        })
+        .await
+    }
+
+    /// Runs `encode` on the transmit ring's free room until it writes, waiting for the
+    /// ring to drain when the room is too small.
+    async fn write<R>(&mut self, mut encode: impl FnMut(&mut [u8]) -> Wrote<R>) -> Result<R, End> {
+        loop {
+            let wrote = self
+                .socket
+                .write_with(|buf| match encode(buf) {
+                    Wrote::Done(n, r) => (n, Some((n, r))),
+                    Wrote::NoRoom => (0, None),
+                })
+                .await
+                .map_err(|_| End::Socket)?;
+            match wrote {
+                Some((n, r)) => {
+                    if n > 0 {
+                        self.last_sent = Instant::now();
+                    }
+                    return Ok(r);
+                }
+                // An empty ring starts over at its beginning, with room for any packet.
+                None if self.socket.send_queue() > 0 => {
+                    self.socket.flush().await.map_err(|_| End::Socket)?
+                }
+                None => {
+                    defmt::warn!("uplink: packet larger than the transmit ring");
+                    return Err(End::Protocol);
+                }
+            }
+        }
+    }
+}
+
+/// Handles one packet from upstream; returns the packet identifier to acknowledge with
+/// PUBACK, if any.
+fn handle(
+    packet: Packet<'_>,
+    bridge: BridgeId,
+    inflight: &mut heapless::Vec<(u16, u64), WINDOW>,
+) -> Result<Option<PacketId>, End> {
+    match packet {
+        Packet::PubAck(ack) => {
+            let id = ack.packet_id.get();
+            // Acknowledgements come in sending order [MQTT-4.6.0-2]; any order is accepted
+            // all the same.
+            if let Some(at) = inflight.iter().position(|(i, _)| *i == id) {
+                let (_, token) = inflight.swap_remove(at);
+                with(|state| {
+                    state.broker.bridge_ack(bridge, token);
+                    dispatch(state);
+                });
+            }
+            Ok(None)
+        }
+        Packet::Publish(publish) => {
+            let (qos, ack) = match publish.qos_pid {
+                QoSPid::AtMostOnce => (QoS::AtMostOnce, None),
+                QoSPid::AtLeastOnce(id) => (QoS::AtLeastOnce, Some(id)),
+                // Subscribed at QoS 1 at most: upstream may not send QoS 2 [MQTT-3.8.4-6].
+                QoSPid::ExactlyOnce(_) => return Err(End::Protocol),
+            };
+            let taken = with(|state| {
+                let taken = state.broker.bridge_publish(
+                    bridge,
+                    publish.topic,
+                    publish.payload,
+                    qos,
+                    publish.retain,
+                    now(),
+                );
+                dispatch(state);
+                taken
+            });
+            match taken {
+                Ok(_) => Ok(ack),
+                Err(_) if qos == QoS::AtMostOnce => Ok(None),
+                Err(_) => Err(End::LocalFull),
+            }
+        }
+        Packet::SubAck(ack) => {
+            if ack.reason_codes.iter().any(|c| c.is_error()) {
+                defmt::warn!("uplink: upstream refused a subscription: {}", ack);
+            }
+            Ok(None)
+        }
+        Packet::PingResp => Ok(None),
+        other => {
+            defmt::warn!("uplink: unexpected packet from upstream: {}", other);
+            Err(End::Protocol)
+        }
+    }
+}

@@ -1,0 +1,244 @@
+//! The QEMU firmware's bridge uplink (`fulmar_firmware::uplink`) against a real upstream
+//! broker: the repository's `fulmar` on a loopback port, which QEMU relays the board's
+//! connections to 10.0.2.100:1883 to. Readings published to the board reach upstream in
+//! order, commands published upstream come down, and readings taken while upstream is
+//! down — even across a power cut of the board — arrive once it is back, in order, up to
+//! the bridge's bound.
+//!
+//! Each test boots its own board and upstream; every wait is bounded.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fulmar_tests::firmware::Board;
+use fulmar_tests::{DataDir, Fulmar, Lines, free_port, fulmar_bin};
+
+/// How long any single expected thing may take: the board is emulated, on a shared CI
+/// machine, and the uplink retries with a backoff of up to 8 s.
+const WAIT: Duration = Duration::from_secs(20);
+
+/// Messages the bridge keeps while upstream is away: the firmware's per-session queue
+/// limit (`fulmar_firmware::capacity::config`, `max_queued_messages`); newer ones are
+/// dropped.
+const BOUND: usize = 8;
+
+/// The board's uplink configuration (`fulmar-uplink.conf`).
+const UPLINK: &str = "upstream 10.0.2.100:1883\n\
+                      client-id fw-bridge-test\n\
+                      keep-alive 5\n\
+                      up sensors/# 1\n\
+                      down commands/# 1\n";
+
+/// The upstream broker: `fulmar` on `port`, keeping its state in `data` (so a restart
+/// finds the subscriber's persistent session again).
+fn upstream(port: u16, data: &DataDir) -> Fulmar {
+    let mut command = Command::new(fulmar_bin());
+    command.args([
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--data-dir",
+        data.arg(),
+        "--log",
+        "info",
+    ]);
+    Fulmar::start_command(command)
+}
+
+/// `mosquitto_pub -q 1 -t topic -l` on `port`: each of `messages` is one QoS 1 PUBLISH,
+/// in order, over one connection.
+fn publish(port: u16, topic: &str, messages: &[String]) {
+    let mut child = Command::new("mosquitto_pub")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(["-q", "1", "-t", topic, "-l"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("run mosquitto_pub");
+    let mut stdin = child.stdin.take().expect("piped stdin");
+    for message in messages {
+        writeln!(stdin, "{message}").expect("write to mosquitto_pub");
+    }
+    drop(stdin);
+    let status = child.wait().expect("wait for mosquitto_pub");
+    assert!(status.success(), "mosquitto_pub on {port}: {status}");
+}
+
+/// A QoS 1 subscriber to `filter` on `port` with the persistent session `id` (so what
+/// arrives while it is away waits for it), printing `topic payload` lines.
+fn subscriber(port: u16, id: &str, filter: &str) -> Lines {
+    let mut command = Command::new("stdbuf");
+    command
+        .args(["-oL", "mosquitto_sub", "-h", "127.0.0.1"])
+        .args(["-p", &port.to_string(), "-c", "-i", id, "-q", "1", "-v"])
+        .args(["-t", filter, "-t", "ready"]);
+    Lines::spawn(command)
+}
+
+/// Waits until `sub` is subscribed: a message to `ready` on `port` comes back.
+fn wait_subscribed(sub: &Lines, port: u16) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        publish(port, "ready", &["1".to_owned()]);
+        if sub
+            .next_line(Duration::from_millis(300))
+            .is_some_and(|line| line == "ready 1")
+        {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "subscriber on {port} never ready"
+        );
+    }
+}
+
+/// The next `count` lines of `sub` other than `ready` ones.
+fn collect(sub: &Lines, count: usize) -> Vec<String> {
+    let deadline = Instant::now() + WAIT;
+    let mut got = Vec::new();
+    while got.len() < count {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match sub.next_line(left) {
+            Some(line) if line.starts_with("ready ") => {}
+            Some(line) => got.push(line),
+            None => break,
+        }
+    }
+    got
+}
+
+/// `count` readings named `{tag}-{i}`.
+fn readings(tag: &str, count: usize) -> Vec<String> {
+    (0..count).map(|i| format!("{tag}-{i:02}")).collect()
+}
+
+/// What a subscriber to `sensors/t` prints for `readings`.
+fn lines_of(readings: &[String]) -> Vec<String> {
+    readings.iter().map(|r| format!("sensors/t {r}")).collect()
+}
+
+/// An upstream broker, a subscriber to `sensors/#` there, and a board bridged to it whose
+/// uplink is known to forward (a probe published on the board has reached the subscriber).
+struct Bridged {
+    board: Board,
+    sub: Lines,
+    /// The subscriber's persistent session (it comes back to it after an outage).
+    sub_id: &'static str,
+    upstream: Fulmar,
+    up_port: u16,
+    data: DataDir,
+}
+
+impl Bridged {
+    fn start(sub_id: &'static str) -> Self {
+        let up_port = free_port();
+        let data = DataDir::new("upstream");
+        let upstream = upstream(up_port, &data);
+        let sub = subscriber(up_port, sub_id, "sensors/#");
+        wait_subscribed(&sub, up_port);
+        let board = Board::boot_with_uplink(up_port, UPLINK);
+        publish(board.port(), "sensors/probe", &["up".to_owned()]);
+        assert_eq!(
+            collect(&sub, 1),
+            ["sensors/probe up"],
+            "the uplink never forwarded"
+        );
+        Self {
+            board,
+            sub,
+            sub_id,
+            upstream,
+            up_port,
+            data,
+        }
+    }
+
+    /// Stops upstream and its subscriber (SIGKILL), and waits until the board has noticed.
+    fn outage(&mut self) {
+        self.sub.kill();
+        self.upstream.kill();
+        wait_uplink_lost(&self.board);
+    }
+
+    /// Starts upstream again on the same port and state, and its subscriber on its
+    /// persistent session.
+    fn upstream_back(&mut self) {
+        self.upstream = upstream(self.up_port, &self.data);
+        self.sub = subscriber(self.up_port, self.sub_id, "sensors/#");
+    }
+}
+
+#[test]
+fn readings_go_up_in_order_and_commands_come_down() {
+    let bridged = Bridged::start("up-sub-1");
+    let board = &bridged.board;
+
+    // At a sensor's pace: one connection per reading.
+    let sent = readings("live", 12);
+    for reading in &sent {
+        publish(board.port(), "sensors/t", std::slice::from_ref(reading));
+    }
+    assert_eq!(collect(&bridged.sub, sent.len()), lines_of(&sent));
+
+    // Downlink: a command published upstream reaches a subscriber on the board.
+    let local = subscriber(board.port(), "board-sub", "commands/#");
+    wait_subscribed(&local, board.port());
+    publish(bridged.up_port, "commands/valve", &["open".to_owned()]);
+    assert_eq!(collect(&local, 1), ["commands/valve open"]);
+}
+
+#[test]
+fn readings_taken_while_upstream_is_down_arrive_in_order_up_to_the_bound() {
+    let mut bridged = Bridged::start("up-sub-2");
+    bridged.outage();
+    // Two more than the bridge keeps: the newest two are dropped.
+    let sent = readings("outage", BOUND + 2);
+    publish(bridged.board.port(), "sensors/t", &sent);
+
+    bridged.upstream_back();
+    assert_eq!(collect(&bridged.sub, BOUND), lines_of(&sent[..BOUND]));
+    // Nothing more: neither the dropped readings nor duplicates.
+    assert_eq!(bridged.sub.next_line(Duration::from_secs(2)), None);
+}
+
+#[test]
+fn readings_kept_in_flash_arrive_after_the_board_loses_power_during_the_outage() {
+    let mut bridged = Bridged::start("up-sub-3");
+    bridged.outage();
+    let sent = readings("flash", 5);
+    publish(bridged.board.port(), "sensors/t", &sent);
+    wait_in_flash(&bridged.board, sent.last().expect("readings"));
+    bridged.board.power_off();
+    let _board = Board::boot_in_with_uplink(bridged.board.state_dir(), bridged.up_port);
+
+    bridged.upstream_back();
+    assert_eq!(collect(&bridged.sub, sent.len()), lines_of(&sent));
+    assert_eq!(bridged.sub.next_line(Duration::from_secs(2)), None);
+}
+
+/// Waits until the board has noticed that upstream is gone (its log says so), so what is
+/// published next is kept for later rather than handed to the dying connection.
+fn wait_uplink_lost(board: &Board) {
+    let deadline = Instant::now() + WAIT;
+    while !board.decoded_log().contains("uplink: connection lost") {
+        assert!(
+            Instant::now() < deadline,
+            "the uplink never noticed the outage"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Waits until the board's flash file holds `payload` (the persistence task writes a
+/// moment after the broker acknowledges).
+fn wait_in_flash(board: &Board, payload: &str) {
+    let deadline = Instant::now() + WAIT;
+    while !board
+        .flash()
+        .windows(payload.len())
+        .any(|w| w == payload.as_bytes())
+    {
+        assert!(Instant::now() < deadline, "{payload} never reached flash");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
