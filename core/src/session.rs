@@ -123,6 +123,8 @@ pub struct Session<T> {
     pub(crate) persisted: bool,
     /// A bridge's session: no network client, drained by the host (`Broker::bridge_next`).
     pub(crate) bridge: bool,
+    /// The bridge's host has its uplink (`Broker::bridge_online`); not persisted.
+    pub(crate) bridge_up: bool,
     /// A stand-in for another shard of the same process (`Broker::peer_open`): drained by
     /// the host, never persisted.
     pub(crate) peer: bool,

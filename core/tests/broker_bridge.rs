@@ -4,9 +4,9 @@
 
 use std::collections::BTreeMap;
 
-use fulmar_core::broker::{Broker, Config, Growable, PersistOp};
+use fulmar_core::broker::{BridgeId, Broker, Config, Growable, PersistOp};
 use fulmar_core::codec::{ProtocolVersion, QoS, ReasonCode};
-use fulmar_core::sim::{Received, Sim};
+use fulmar_core::sim::{ClientHandle, Received, Sim};
 use fulmar_core::time::Instant;
 
 #[test]
@@ -149,4 +149,90 @@ fn the_backlog_survives_a_restart_through_persistence() {
     })
     .collect();
     assert_eq!(forwarded, [b"one".to_vec(), b"two".to_vec()]);
+}
+
+/// A bridge forwarding `sensors/#` whose queue holds 4 messages, and a 3.1.1 device that
+/// has published 10 numbered QoS 1 readings to it; `online`: the uplink is up meanwhile.
+fn flooded_bridge(online: bool) -> (Sim<Growable>, BridgeId, ClientHandle) {
+    let mut sim = Sim::<Growable>::new(Config {
+        max_queued_messages: 4,
+        ..Config::default()
+    });
+    let bridge = sim.broker.bridge_open("uplink", sim.now()).unwrap();
+    sim.broker
+        .bridge_subscribe(bridge, "sensors/#", QoS::AtLeastOnce)
+        .unwrap();
+    sim.broker.bridge_online(bridge, online);
+    let device = sim.connect(ProtocolVersion::V3_1_1, "device", true, 0);
+    sim.received(device);
+    for i in 0..10u8 {
+        sim.publish(device, "sensors/t", &[i], QoS::AtLeastOnce, false);
+    }
+    (sim, bridge, device)
+}
+
+fn pubacks(sim: &mut Sim<Growable>, client: ClientHandle) -> usize {
+    sim.received(client)
+        .iter()
+        .filter(|r| matches!(r, Received::PubAck(..)))
+        .count()
+}
+
+/// Forwards everything queued, one message at a time, acknowledging each as upstream
+/// would; returns the payloads in forwarding order.
+fn forward_all(sim: &mut Sim<Growable>, bridge: BridgeId) -> Vec<u8> {
+    let mut forwarded = Vec::new();
+    loop {
+        let now = sim.now();
+        let Some((token, payload)) = sim
+            .broker
+            .bridge_next(bridge, now)
+            .map(|m| (m.token, m.payload[0]))
+        else {
+            return forwarded;
+        };
+        assert!(sim.broker.bridge_ack(bridge, token));
+        forwarded.push(payload);
+        // A publisher held back by the full queue goes on.
+        sim.pump();
+    }
+}
+
+#[test]
+fn with_the_uplink_up_a_full_bridge_queue_holds_publishers_back_and_loses_nothing() {
+    // The default policy drops on a full queue; a bridge whose uplink is up does not.
+    let (mut sim, bridge, device) = flooded_bridge(true);
+    assert_eq!(pubacks(&mut sim, device), 4);
+    assert!(
+        sim.is_stalled(device),
+        "the fifth reading waits for the uplink"
+    );
+    assert_eq!(forward_all(&mut sim, bridge), (0..10).collect::<Vec<u8>>());
+    assert_eq!(pubacks(&mut sim, device), 6);
+    assert!(!sim.is_stalled(device));
+    assert_eq!(sim.broker.stats().messages_dropped, 0);
+}
+
+#[test]
+fn with_the_uplink_down_the_backlog_is_bounded_and_drops_the_newest() {
+    let (mut sim, bridge, device) = flooded_bridge(false);
+    // Never held back: every reading acknowledged, the six beyond the bound dropped.
+    assert!(!sim.is_stalled(device));
+    assert_eq!(pubacks(&mut sim, device), 10);
+    assert_eq!(sim.broker.stats().messages_dropped, 6);
+    sim.broker.bridge_online(bridge, true);
+    assert_eq!(forward_all(&mut sim, bridge), [0, 1, 2, 3]);
+}
+
+#[test]
+fn losing_the_uplink_releases_held_publishers() {
+    let (mut sim, bridge, device) = flooded_bridge(true);
+    assert!(sim.is_stalled(device));
+    sim.broker.bridge_online(bridge, false);
+    sim.pump();
+    // The held readings find the backlog full: dropped, acknowledged, counted.
+    assert!(!sim.is_stalled(device));
+    assert_eq!(pubacks(&mut sim, device), 10);
+    assert_eq!(sim.broker.stats().messages_dropped, 6);
+    assert_eq!(forward_all(&mut sim, bridge), [0, 1, 2, 3]);
 }

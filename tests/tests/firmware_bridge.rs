@@ -20,7 +20,7 @@ const WAIT: Duration = Duration::from_secs(20);
 
 /// Messages the bridge keeps while upstream is away: the firmware's per-session queue
 /// limit (`fulmar_firmware::capacity::config`, `max_queued_messages`); newer ones are
-/// dropped.
+/// dropped. (While upstream is there, a full queue holds publishers back instead.)
 const BOUND: usize = 8;
 
 /// The board's uplink configuration (`fulmar-uplink.conf`).
@@ -173,11 +173,10 @@ fn readings_go_up_in_order_and_commands_come_down() {
     let bridged = Bridged::start("up-sub-1");
     let board = &bridged.board;
 
-    // At a sensor's pace: one connection per reading.
-    let sent = readings("live", 12);
-    for reading in &sent {
-        publish(board.port(), "sensors/t", std::slice::from_ref(reading));
-    }
+    // A burst of more than the bridge's bound, as fast as one connection sends: with the
+    // uplink up, a full bridge queue holds the publisher back (TCP) rather than dropping.
+    let sent = readings("live", 3 * BOUND);
+    publish(board.port(), "sensors/t", &sent);
     assert_eq!(collect(&bridged.sub, sent.len()), lines_of(&sent));
 
     // Downlink: a command published upstream reaches a subscriber on the board.

@@ -7,11 +7,14 @@
 //! publisher per message it reads; at half, each publisher retries once per half-queue of
 //! progress.
 //!
-//! Only sessions that can drain hold a publisher back: online clients and bridges (whose
-//! host drains them). An offline session's full queue drops the new message, counted in
-//! [`super::Stats::messages_dropped`], so an absent subscriber never halts a publisher.
+//! Only sessions that can drain hold a publisher back: online clients, peer shards, and
+//! bridges whose host has its uplink up ([`Broker::bridge_online`]). A bridge with its
+//! uplink up does so under every policy: the uplink will carry what would otherwise be
+//! dropped. An offline session's (or a bridge's without its uplink) full queue drops the
+//! new message, counted in [`super::Stats::messages_dropped`], so an absent subscriber or
+//! a broken uplink never halts a publisher.
 
-use super::{Broker, BrokerStorage, ConnectionId, Hooks};
+use super::{Broker, BrokerStorage, ConnectionId, Hooks, OverflowPolicy};
 
 impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
     /// Whether the connection is stalled by backpressure: its next PUBLISH waits for a
@@ -28,7 +31,14 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
         let Some(s) = self.sessions.get(session) else {
             return false;
         };
-        let drains = s.connection.is_some() || s.bridge || s.peer;
+        // A bridge with its uplink up drains at upstream's pace whatever the policy:
+        // dropping what a working link would carry loses it for nothing. Without its
+        // uplink it is a store-and-forward backlog, bounded like an offline session.
+        let drains = if self.config.overflow_policy == OverflowPolicy::Backpressure {
+            s.connection.is_some() || s.bridge_up || s.peer
+        } else {
+            s.bridge_up
+        };
         let queued = s.queue.queued as usize;
         drains
             && queued > 0

@@ -9,6 +9,14 @@
 //! acknowledged, releases them with [`Broker::bridge_ack`]; after an uplink failure,
 //! [`Broker::bridge_rewind`] hands the unacknowledged ones out again.
 //!
+//! The host tells the broker whether its uplink is up ([`Broker::bridge_online`]). While it
+//! is, a full bridge queue holds publishers back (backpressure, whatever the configured
+//! overflow policy) instead of dropping what the link would carry a moment later; while it
+//! is not, the queue is the store-and-forward backlog, bounded by
+//! [`super::Config::max_queued_messages`] and [`super::Config::max_queued_bytes`] like an
+//! offline session's, and a message beyond that is handled by the overflow policy (dropped,
+//! counted in [`super::Stats::messages_dropped`]).
+//!
 //! Messages arriving from upstream enter with [`Broker::bridge_publish`]. Bridge
 //! subscriptions are No Local, so a message the bridge brought in is never sent back up:
 //! that is the loop prevention.
@@ -67,6 +75,26 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
         session.expiry_interval = NEVER_EXPIRES;
         self.mark_session(handle);
         Ok(BridgeId(handle))
+    }
+
+    /// Whether the host's uplink for `bridge` is up (it starts down, and is down again
+    /// after a restart). Up: a full queue stalls publishers until the host takes messages
+    /// with [`Broker::bridge_next`]. Down: a full queue drops (see the module
+    /// documentation), and publishers stalled on it go on.
+    pub fn bridge_online(&mut self, bridge: BridgeId, online: bool) {
+        let Some(session) = self.sessions.get_mut(bridge.0).filter(|s| s.bridge) else {
+            return;
+        };
+        if session.bridge_up == online {
+            return;
+        }
+        session.bridge_up = online;
+        if online {
+            self.bridges_up += 1;
+        } else {
+            self.bridges_up -= 1;
+            self.resume_stalled_on(bridge.0);
+        }
     }
 
     /// Forwards messages matching `filter` over the bridge, at most at `qos`.

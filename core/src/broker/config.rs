@@ -17,7 +17,7 @@ pub enum OverflowPolicy {
     /// Drop the oldest message not yet in flight to make room.
     DropOldest,
     /// Slow the publisher instead of dropping: a PUBLISH that would overflow the queue of
-    /// a session that is online (or a bridge's) is not taken — not acknowledged, not
+    /// a session that is online (or a bridge's whose uplink is up) is not taken — not acknowledged, not
     /// consumed from the input — until that queue has drained to half its limits
     /// ([`super::Event::Resume`]). The host stops reading the publisher's socket meanwhile
     /// ([`super::Broker::is_stalled`]), so TCP carries the pressure back to it. Sessions

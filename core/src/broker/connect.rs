@@ -363,6 +363,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
                 request_problem_information: true,
                 persisted: false,
                 bridge: false,
+                bridge_up: false,
                 peer: false,
                 stalled_publishers: 0,
             })

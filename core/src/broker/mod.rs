@@ -263,6 +263,9 @@ pub struct Broker<S: BrokerStorage, H: Hooks = AllowAll> {
     /// Method and data blobs for the CONNACK of the CONNECT being processed.
     connack_auth: Option<(crate::blob::BlobId, Option<crate::blob::BlobId>)>,
     stats: Stats,
+    /// Bridges whose host has an uplink (`Broker::bridge_online`): while there is one,
+    /// publishes are checked for a full bridge queue whatever the overflow policy.
+    bridges_up: u32,
     /// Set when this broker is one shard of several (`alloc` only).
     #[cfg(feature = "alloc")]
     shard: Option<alloc::boxed::Box<shard::ShardState>>,
@@ -327,6 +330,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
             auth_replay: None,
             connack_auth: None,
             stats: Stats::ZERO,
+            bridges_up: 0,
             #[cfg(feature = "alloc")]
             shard: None,
         }

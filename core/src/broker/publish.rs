@@ -498,7 +498,9 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
     ) -> Result<usize, Refused> {
         let count = deliveries.as_slice().len();
         // Decided once per message, not per delivery: most configurations never wait.
-        let full = if may_wait && self.config.overflow_policy == OverflowPolicy::Backpressure {
+        let full = if may_wait
+            && (self.config.overflow_policy == OverflowPolicy::Backpressure || self.bridges_up > 0)
+        {
             deliveries
                 .as_slice()
                 .iter()

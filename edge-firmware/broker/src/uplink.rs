@@ -5,9 +5,11 @@
 //! Store and forward comes from the core's bridge (`Broker::bridge_open` and the
 //! `bridge_*` calls): a bridge is a persistent session with no network client, so every
 //! message matching an `up` filter is queued for it while the uplink is down — bounded by
-//! the broker's per-session queue limits, and persisted to flash with the other sessions
-//! (QoS 1 and 2) when the board persists — and [`run`] forwards the queue in order once
-//! connected. A message leaves the queue only when upstream has acknowledged it (PUBACK)
+//! the broker's per-session queue limits (beyond them the newest is dropped, counted), and
+//! persisted to flash with the other sessions (QoS 1 and 2) when the board persists — and
+//! [`run`] forwards the queue in order once connected. While connected, a full queue holds
+//! local publishers back instead (`Broker::bridge_online`): nothing a working link can
+//! carry is dropped. A message leaves the queue only when upstream has acknowledged it (PUBACK)
 //! [MQTT-4.3.2-1]; when the connection fails, everything unacknowledged is handed out again
 //! (`Broker::bridge_rewind`) and goes first after the reconnection, so upstream sees every
 //! message at least once and in publish order (§4.6). QoS 2 is forwarded as QoS 1 (at
@@ -236,9 +238,11 @@ pub async fn run(stack: Stack<'static>, config: Config<'static>) -> ! {
         };
         let was_up = link.up;
         let mut socket = link.socket;
-        // Whatever upstream did not acknowledge goes out again, first, next time.
+        // Whatever upstream did not acknowledge goes out again, first, next time; until
+        // then the queue is the bounded store-and-forward backlog.
         with(|state| {
             state.broker.bridge_rewind(bridge);
+            state.broker.bridge_online(bridge, false);
             dispatch(state);
         });
         socket.abort();
@@ -302,6 +306,9 @@ impl Link<'_, '_> {
             Err(_) => return End::Timeout,
         }
         self.up = true;
+        let bridge = self.bridge;
+        // From now on a full queue holds local publishers back rather than dropping.
+        with(|state| state.broker.bridge_online(bridge, true));
         defmt::info!("uplink: connected to {}", self.config.upstream);
         if let Err(end) = self.subscribe().await {
             return end;
