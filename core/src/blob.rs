@@ -93,16 +93,23 @@ impl<const BYTES: usize, const BLOBS: usize> core::fmt::Debug for FixedBlobs<BYT
 }
 
 impl<const BYTES: usize, const BLOBS: usize> FixedBlobs<BYTES, BLOBS> {
-    /// Moves every live blob down over the holes left by removed ones.
+    /// Moves every live blob down over the holes left by removed ones, in the order they
+    /// sit in `data` (by start, empty blobs by handle). Each next blob is found by a scan
+    /// rather than by sorting a list of them: no sort code and no list on the stack in
+    /// the firmware, for BLOBS² comparisons on this rare path (when the end is reached).
     fn compact(&mut self) {
-        let mut order: heapless::Vec<(u32, u32), BLOBS> = heapless::Vec::new();
-        for (handle, span) in self.spans.iter() {
-            // At most BLOBS live handles: `order` has room for each.
-            let _ = order.push((span.start, handle));
-        }
-        order.sort_unstable();
         let mut cursor = 0usize;
-        for (start, handle) in order {
+        let mut last: Option<(u32, u32)> = None;
+        // A moved blob's key only goes down (its start becomes `cursor`), so the scan never
+        // meets it again.
+        while let Some((start, handle)) = self
+            .spans
+            .iter()
+            .map(|(handle, span)| (span.start, handle))
+            .filter(|key| last.is_none_or(|last| *key > last))
+            .min()
+        {
+            last = Some((start, handle));
             let Some(span) = self.spans.get_mut(handle) else {
                 continue;
             };

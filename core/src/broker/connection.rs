@@ -77,6 +77,8 @@ pub struct Connection {
     pub(crate) stalled_on: Option<u32>,
     /// The stall ended and no [`super::Event::Resume`] reported it yet.
     pub(crate) resume_unreported: bool,
+    /// A PUBLISH begun by [`super::Broker::poll_transmit_pieces`] and not finished.
+    pub(crate) partial: Option<super::pieces::Partial>,
 }
 
 /// A topic alias the client set on this connection.

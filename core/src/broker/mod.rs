@@ -51,6 +51,7 @@ mod connection;
 mod hooks;
 mod message;
 mod persistence;
+mod pieces;
 mod publish;
 #[cfg(feature = "alloc")]
 mod shard;
@@ -502,6 +503,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
                 close_reported: false,
                 stalled_on: None,
                 resume_unreported: false,
+                partial: None,
             })
             .map_err(|_| ConnectError::TooManyConnections)?;
         self.next_generation = generation.wrapping_add(1).max(1);
@@ -804,6 +806,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
     /// Frees a connection's slot and everything chained to it.
     fn release_connection(&mut self, id: ConnectionId) {
         self.unstall(id);
+        self.end_partial(id);
         let Some(conn) = self.connection(id) else {
             return;
         };

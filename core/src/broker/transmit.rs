@@ -145,14 +145,29 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
         buf: &mut [u8],
         now: Instant,
     ) -> Result<usize, EncodeError> {
+        self.transmit(id, buf, now, false)
+    }
+
+    /// [`Broker::poll_transmit`] or, with `pieces`, [`Broker::poll_transmit_pieces`].
+    pub(super) fn transmit(
+        &mut self,
+        id: ConnectionId,
+        buf: &mut [u8],
+        now: Instant,
+        pieces: bool,
+    ) -> Result<usize, EncodeError> {
+        self.transmit_needs_durability = false;
+        // The rest of a PUBLISH begun by an earlier call comes first, whatever happened since.
+        let mut written = self.continue_partial(id, buf, now);
         let Some(conn) = self.connection(id) else {
             return Ok(0);
         };
+        if conn.partial.is_some() {
+            return Ok(self.sent(written));
+        }
         let version = conn.protocol;
         let session = conn.session;
         let phase = conn.phase;
-        let mut written = 0;
-        self.transmit_needs_durability = false;
 
         // Control packets.
         while let Some(handle) = self.connection(id).and_then(|c| c.controls_head) {
@@ -190,7 +205,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
         if phase == Phase::Connected
             && let Some(session) = session
         {
-            match self.transmit_messages(id, session, version, &mut buf[written..], now) {
+            match self.transmit_messages(id, session, version, &mut buf[written..], now, pieces) {
                 Ok(n) => written += n,
                 Err(required) if written == 0 => {
                     return Err(EncodeError::InsufficientSize { required });
@@ -337,7 +352,8 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
     }
 
     /// Sends the session's due queue entries; returns the bytes written, or, when not even
-    /// the first due packet fits in `out`, the size it needs.
+    /// the first due packet fits in `out`, the size it needs. With `pieces`, a PUBLISH
+    /// that does not fit is begun in the room left and continued by the next calls.
     fn transmit_messages(
         &mut self,
         id: ConnectionId,
@@ -345,6 +361,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
         version: ProtocolVersion,
         out: &mut [u8],
         now: Instant,
+        pieces: bool,
     ) -> Result<usize, usize> {
         let mut written = 0;
         let mut prev: Option<u32> = None;
@@ -354,6 +371,11 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
         let mut resend_waits = false;
         let mut cursor = self.sessions.get(session).and_then(|s| s.queue.head);
         while let Some(h) = cursor {
+            // In pieces, a full buffer ends the call before an identifier is taken for
+            // nothing.
+            if pieces && written == out.len() {
+                break;
+            }
             let Some(entry) = self.queue.get(h) else {
                 break;
             };
@@ -530,8 +552,19 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
                 cursor = next;
                 continue;
             }
+            let mut partial = None;
             match publish.encode(version, &mut out[written..]) {
                 Ok(n) => written += n,
+                Err(EncodeError::InsufficientSize { .. }) if pieces && written < out.len() => {
+                    let room = &mut out[written..];
+                    let Some((p, n)) = entry.message.and_then(|message| {
+                        super::pieces::Partial::start(&publish, version, message, parts, room)
+                    }) else {
+                        break;
+                    };
+                    written += n;
+                    partial = Some(p);
+                }
                 Err(EncodeError::InsufficientSize { required }) if written == 0 => {
                     return Err(required);
                 }
@@ -549,8 +582,16 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
             if let (AliasUse::New(a), Some(message)) = (alias, entry.message) {
                 self.remember_outbound_alias(id, a, message);
             }
+            // The rest goes out from the stored message, kept until then.
+            let split = partial.is_some();
+            if let Some(partial) = partial {
+                self.pin_partial(id, partial);
+            }
             if qos == QoS::AtMostOnce {
                 self.unlink_entry(session, prev, h);
+                if split {
+                    break;
+                }
                 cursor = next;
                 continue;
             }
@@ -572,6 +613,9 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
                 }
             }
             self.mark_message(session, h);
+            if split {
+                break;
+            }
             prev = Some(h);
             cursor = next;
         }

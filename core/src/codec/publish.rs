@@ -190,6 +190,52 @@ impl<'a> Publish<'a> {
         self.write_head(&mut w, version);
         Ok(required)
     }
+
+    /// The bytes of the packet that are not the topic name, the properties in wire form
+    /// or the payload, for a sender that takes those from where they are stored and sends
+    /// the packet in pieces: written into `out` as three runs, and their lengths returned.
+    /// On the wire the packet is: run 1 (fixed header, topic length), the topic name, run
+    /// 2 (packet identifier, 5.0 property length), the wire properties (5.0), run 3 (the
+    /// property items, 5.0), the payload. `None` if the runs do not fit in `out` or the
+    /// packet cannot be encoded.
+    pub(crate) fn encode_framing(
+        &self,
+        version: ProtocolVersion,
+        out: &mut [u8],
+    ) -> Option<[usize; 3]> {
+        let size = self.size(version);
+        let (wire, items) = self.properties.parts();
+        let items_len: usize = items.iter().map(super::Property::encoded_len).sum();
+        let mut runs = [
+            1 + var_int_len(size.len as u32) + 2,
+            self.packet_id().map_or(0, |_| 2),
+            0,
+        ];
+        if version.is_v5() {
+            runs[1] += var_int_len((wire.len() + items_len) as u32);
+            runs[2] = items_len;
+        }
+        if size.too_large
+            || size.len > MAX_VAR_INT as usize
+            || runs.iter().sum::<usize>() > out.len()
+        {
+            return None;
+        }
+        let mut w = Writer::new(out);
+        w.u8((PacketType::Publish as u8) << 4 | self.flags());
+        w.var_int(size.len as u32);
+        w.u16(self.topic.len() as u16);
+        if let Some(id) = self.packet_id() {
+            w.u16(id.get());
+        }
+        if version.is_v5() {
+            w.var_int((wire.len() + items_len) as u32);
+            for p in items {
+                p.write(&mut w);
+            }
+        }
+        Some(runs)
+    }
 }
 
 /// PUBACK, PUBREC, PUBREL or PUBCOMP: the same layout, told apart by [`super::Packet`].

@@ -9,12 +9,12 @@
 //!
 //! | state | capacity | RAM (bytes, approx.) |
 //! |---|---:|---:|
-//! | the broker (all of the below) | | 35 500 |
-//! | connections | [`SOCKETS`] | 10 × 88 |
+//! | the broker (all of the below) | | 36 800 |
+//! | connections | [`SOCKETS`] | 10 × 144 |
 //! | sessions | [`CLIENTS`] | 8 × 130 |
 //! | subscriptions / trie nodes | [`SUBSCRIPTIONS`] / 96 | 64 × 32 + 96 × 56 |
 //! | message bytes (topics, payloads, properties) | 8 KiB | 8 192 |
-//! | per socket: TCP rings + inbox | [`SOCKET_RX`] + [`SOCKET_TX`] + [`INBOX`] | 10 × 3 072 |
+//! | per socket: TCP rings + inbox | [`SOCKET_RX`] + [`SOCKET_TX`] + [`INBOX`] | 10 × 1 280 |
 //! | shared buffers for larger received packets | [`LARGE_BUFFERS`] × [`PACKET`] | 2 × 2 048 |
 //!
 //! `cargo xtask size` measures the whole firmware (README, "Firmware").
@@ -48,9 +48,10 @@ pub const INBOX: usize = 256;
 /// packet larger than [`INBOX`] arrives. A socket that needs one while all are lent stops
 /// reading (TCP slows its client down) until one comes back.
 pub const LARGE_BUFFERS: usize = 2;
-/// TCP transmit ring of each socket: holds the largest packet the broker sends, which
-/// may carry more properties than the one that brought it in (hence a margin).
-pub const SOCKET_TX: usize = PACKET + 256;
+/// TCP transmit ring of each socket. The core writes a PUBLISH into it in pieces
+/// (`Broker::poll_transmit_pieces`), so it need not hold a whole packet: only the largest
+/// control packet (acknowledgments, CONNACK, SUBACK: a few dozen bytes).
+pub const SOCKET_TX: usize = 512;
 /// The MQTT port.
 pub const MQTT_PORT: u16 = 1883;
 

@@ -4,7 +4,8 @@
 //! access takes it for one synchronous call (a critical section, microseconds), never
 //! across an `.await`. A board spawns [`SOCKETS`] tasks running [`serve_slot`], one per
 //! TCP socket: each accepts a client, feeds what it sends to `Broker::handle_bytes`, and
-//! writes what `Broker::poll_transmit` has for it. Output for other connections (a
+//! writes what `Broker::poll_transmit_pieces` has for it (a PUBLISH in pieces, as the
+//! transmit ring has room). Output for other connections (a
 //! PUBLISH routed to them, a will, a keep-alive expiry) is announced by the broker's
 //! events; whichever task drains them wakes the slot concerned through its [`Signal`].
 //! Timers (keep-alive, connect timeout, message expiry) come from `Broker::poll_timeout`
@@ -246,26 +247,26 @@ fn feed(conn: ConnectionId, inbox: &mut Inbox) -> bool {
 }
 
 /// Writes everything the broker has for `conn` into the socket, straight into its
-/// transmit ring. Fails when the socket is gone.
+/// transmit ring, in pieces as room appears. Fails when the socket is gone.
 async fn write_output(socket: &mut TcpSocket<'_>, conn: ConnectionId) -> Result<(), ()> {
     loop {
         let polled = socket
-            .write_with(
-                |buf| match with(|state| state.broker.poll_transmit(conn, buf, now())) {
+            .write_with(|buf| {
+                match with(|state| state.broker.poll_transmit_pieces(conn, buf, now())) {
                     Ok(n) => (n, Ok(n)),
                     Err(e) => (0, Err(e)),
-                },
-            )
+                }
+            })
             .await
             .map_err(|_| ())?;
         match polled {
             Ok(0) => return Ok(()),
             Ok(_) => {}
-            // The next packet is larger than the ring's free contiguous room: once the
-            // ring has drained it starts over at its beginning, with room for a packet.
+            // The next control packet is larger than the ring's free contiguous room: once
+            // the ring has drained it starts over at its beginning, with room for it.
             Err(_) if socket.send_queue() > 0 => socket.flush().await.map_err(|_| ())?,
             Err(e) => {
-                warn!("packet larger than the transmit ring: {}", e);
+                warn!("control packet larger than the transmit ring: {}", e);
                 return Err(());
             }
         }
