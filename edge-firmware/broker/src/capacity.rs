@@ -52,6 +52,10 @@ pub const LARGE_BUFFERS: usize = 2;
 /// (`Broker::poll_transmit_pieces`), so it need not hold a whole packet: only the largest
 /// control packet (acknowledgments, CONNACK, SUBACK: a few dozen bytes).
 pub const SOCKET_TX: usize = 512;
+/// TCP transmit ring of the uplink's socket: it writes each PUBLISH whole, so it holds
+/// the largest one (a message of at most [`PACKET`] bytes as published, plus a margin for
+/// a longer packet identifier and topic framing).
+pub const UPLINK_TX: usize = PACKET + 256;
 /// The MQTT port.
 pub const MQTT_PORT: u16 = 1883;
 

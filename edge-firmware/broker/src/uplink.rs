@@ -49,7 +49,7 @@ use fulmar_core::codec::{
     QoSPid, ReasonCode, Subscribe, Subscription, SubscriptionOptions, decode,
 };
 
-use crate::capacity::{PACKET, SOCKET_RX, SOCKET_TX};
+use crate::capacity::{PACKET, SOCKET_RX, UPLINK_TX};
 use crate::server::{dispatch, now, with};
 
 /// Filters in each direction.
@@ -208,7 +208,7 @@ pub async fn run(stack: Stack<'static>, config: Config<'static>) -> ! {
         config.down.len()
     );
     let mut rx_ring = [0u8; SOCKET_RX];
-    let mut tx_ring = [0u8; SOCKET_TX];
+    let mut tx_ring = [0u8; UPLINK_TX];
     let mut inbox = [0u8; PACKET];
     let mut backoff = MIN_BACKOFF;
     loop {
