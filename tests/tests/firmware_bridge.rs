@@ -182,8 +182,20 @@ fn readings_go_up_in_order_and_commands_come_down() {
     // Downlink: a command published upstream reaches a subscriber on the board.
     let local = subscriber(board.port(), "board-sub", "commands/#");
     wait_subscribed(&local, board.port());
-    publish(bridged.up_port, "commands/valve", &["open".to_owned()]);
-    assert_eq!(collect(&local, 1), ["commands/valve open"]);
+    // The second one is larger than the uplink's own small receive buffer.
+    let large = "x".repeat(1500);
+    publish(
+        bridged.up_port,
+        "commands/valve",
+        &["open".to_owned(), large.clone()],
+    );
+    assert_eq!(
+        collect(&local, 2),
+        [
+            "commands/valve open".to_owned(),
+            format!("commands/valve {large}")
+        ]
+    );
 }
 
 #[test]

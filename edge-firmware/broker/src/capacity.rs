@@ -11,11 +11,12 @@
 //! |---|---:|---:|
 //! | the broker (all of the below) | | 36 800 |
 //! | connections | [`SOCKETS`] | 10 × 144 |
-//! | sessions | [`CLIENTS`] | 8 × 130 |
+//! | sessions | [`SESSIONS`]: the clients' and the uplink's bridge | (8 + 1) × 130 |
 //! | subscriptions / trie nodes | [`SUBSCRIPTIONS`] / 96 | 64 × 32 + 96 × 56 |
 //! | message bytes (topics, payloads, properties) | 8 KiB | 8 192 |
 //! | per socket: TCP rings + inbox | [`SOCKET_RX`] + [`SOCKET_TX`] + [`INBOX`] | 10 × 1 280 |
 //! | shared buffers for larger received packets | [`LARGE_BUFFERS`] × [`PACKET`] | 2 × 2 048 |
+//! | the uplink (feature `uplink`): TCP rings + inbox | [`SOCKET_RX`] + [`UPLINK_TX`] + [`INBOX`] | 3 072 |
 //!
 //! `cargo xtask size` measures the whole firmware (README, "Firmware").
 

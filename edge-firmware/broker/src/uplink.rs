@@ -50,6 +50,7 @@ use fulmar_core::codec::{
 };
 
 use crate::capacity::{PACKET, SOCKET_RX, UPLINK_TX};
+use crate::inbox::{self, Inbox};
 use crate::server::{dispatch, now, with};
 
 /// Filters in each direction.
@@ -209,7 +210,9 @@ pub async fn run(stack: Stack<'static>, config: Config<'static>) -> ! {
     );
     let mut rx_ring = [0u8; SOCKET_RX];
     let mut tx_ring = [0u8; UPLINK_TX];
-    let mut inbox = [0u8; PACKET];
+    // Small packets (acknowledgements) in its own bytes, a large one from upstream in a
+    // buffer shared with the socket tasks (inbox.rs).
+    let mut inbox = Inbox::new();
     let mut backoff = MIN_BACKOFF;
     loop {
         stack.wait_config_up().await;
@@ -224,7 +227,6 @@ pub async fn run(stack: Stack<'static>, config: Config<'static>) -> ! {
             bridge,
             config: &config,
             inbox: &mut inbox,
-            filled: 0,
             inflight: heapless::Vec::new(),
             next_id: 0,
             last_sent: Instant::now(),
@@ -237,6 +239,7 @@ pub async fn run(stack: Stack<'static>, config: Config<'static>) -> ! {
             End::Socket
         };
         let was_up = link.up;
+        link.inbox.clear();
         let mut socket = link.socket;
         // Whatever upstream did not acknowledge goes out again, first, next time; until
         // then the queue is the bounded store-and-forward backlog.
@@ -263,8 +266,7 @@ struct Link<'s, 'c> {
     bridge: BridgeId,
     config: &'c Config<'c>,
     /// Bytes from upstream not decoded yet (a packet not complete yet).
-    inbox: &'s mut [u8],
-    filled: usize,
+    inbox: &'s mut Inbox,
     /// QoS 1 messages sent and not acknowledged: packet identifier and bridge token, in
     /// sending order.
     inflight: heapless::Vec<(u16, u64), WINDOW>,
@@ -273,6 +275,14 @@ struct Link<'s, 'c> {
     last_heard: Instant,
     /// Whether upstream accepted the connection (CONNACK 0).
     up: bool,
+}
+
+/// What the uplink waited for besides its wake signal and timer.
+enum Input {
+    /// Bytes read into the inbox, 0 at the end of the stream.
+    Read(Result<usize, embassy_net::tcp::Error>),
+    /// A large buffer for a packet that does not fit the small inbox.
+    Large(inbox::Large),
 }
 
 /// What an attempt to write a packet found.
@@ -323,10 +333,10 @@ impl Link<'_, '_> {
     async fn connack(&mut self) -> Result<(), End> {
         loop {
             self.receive().await?;
-            match decode(&self.inbox[..self.filled], VERSION, PACKET) {
+            match decode(self.inbox.bytes(), VERSION, PACKET) {
                 Ok((Packet::ConnAck(ack), used)) => {
                     let code = ack.reason_code;
-                    self.consume(used);
+                    self.inbox.consume(used);
                     return if code.is_error() {
                         Err(End::Refused(code))
                     } else {
@@ -368,19 +378,25 @@ impl Link<'_, '_> {
             while !self.inflight.is_full() && self.publish_next().await? {}
             let ping_at = self.last_sent + keep_alive / 2;
             let dead_at = self.last_heard + keep_alive * 3 / 2;
-            match select3(
-                self.socket.read(&mut self.inbox[self.filled..]),
-                WAKE.wait(),
-                Timer::at(ping_at.min(dead_at)),
-            )
-            .await
-            {
-                Either3::First(Ok(0) | Err(_)) => return Err(End::Socket),
-                Either3::First(Ok(n)) => {
-                    self.filled += n;
+            // A packet that does not fit the small inbox waits for a shared large buffer
+            // (not reading meanwhile: TCP holds upstream back).
+            let need_large = self.inbox.is_full() && !self.inbox.is_large();
+            let (socket, inbox) = (&mut self.socket, &mut *self.inbox);
+            let input = async {
+                if need_large {
+                    Input::Large(inbox::borrow().await)
+                } else {
+                    Input::Read(socket.read(inbox.room()).await)
+                }
+            };
+            match select3(input, WAKE.wait(), Timer::at(ping_at.min(dead_at))).await {
+                Either3::First(Input::Read(Ok(0) | Err(_))) => return Err(End::Socket),
+                Either3::First(Input::Read(Ok(n))) => {
+                    self.inbox.add(n);
                     self.last_heard = Instant::now();
                     self.handle_input().await?;
                 }
+                Either3::First(Input::Large(large)) => self.inbox.use_large(large),
                 Either3::Second(()) => {}
                 Either3::Third(()) if Instant::now() >= dead_at => return Err(End::Timeout),
                 // [MQTT-3.1.2-23]: a control packet within every keep-alive period.
@@ -448,7 +464,7 @@ impl Link<'_, '_> {
     /// Handles every whole packet in the inbox.
     async fn handle_input(&mut self) -> Result<(), End> {
         loop {
-            let (ack, used) = match decode(&self.inbox[..self.filled], VERSION, PACKET) {
+            let (ack, used) = match decode(self.inbox.bytes(), VERSION, PACKET) {
                 Err(DecodeError::Incomplete { .. }) => return Ok(()),
                 Err(e) => {
                     defmt::warn!("uplink: bad packet from upstream: {}", e);
@@ -456,32 +472,26 @@ impl Link<'_, '_> {
                 }
                 Ok((packet, used)) => (handle(packet, self.bridge, &mut self.inflight)?, used),
             };
-            self.consume(used);
+            self.inbox.consume(used);
             if let Some(packet_id) = ack {
                 self.send(&Packet::PubAck(Ack::new(packet_id))).await?;
             }
         }
     }
 
-    /// Reads more bytes into the inbox.
+    /// Reads more bytes into the inbox (before the CONNACK: a small packet).
     async fn receive(&mut self) -> Result<(), End> {
-        if self.filled == self.inbox.len() {
+        if self.inbox.is_full() {
             return Err(End::Protocol);
         }
-        match self.socket.read(&mut self.inbox[self.filled..]).await {
+        match self.socket.read(self.inbox.room()).await {
             Ok(0) | Err(_) => Err(End::Socket),
             Ok(n) => {
-                self.filled += n;
+                self.inbox.add(n);
                 self.last_heard = Instant::now();
                 Ok(())
             }
         }
-    }
-
-    /// Drops the first `used` bytes of the inbox.
-    fn consume(&mut self, used: usize) {
-        self.inbox.copy_within(used..self.filled, 0);
-        self.filled -= used;
     }
 
     /// The next packet identifier (1 to 65 535; at most [`WINDOW`] + 1 are in use).
