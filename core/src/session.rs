@@ -91,6 +91,12 @@ pub struct Chain {
     pub(crate) queued_bytes: u32,
     /// Entries in flight (sent, awaiting acknowledgment).
     pub(crate) inflight: u32,
+    /// Where sending resumes: no entry before `unsent` has anything to send on the
+    /// current connection, so `poll_transmit` need not walk past the messages in flight
+    /// each time. `None` with entries in the chain: every entry is passed.
+    pub(crate) unsent: Option<u32>,
+    /// The entry before `unsent` (`None`: `unsent` is the head), to unlink at the cursor.
+    pub(crate) unsent_prev: Option<u32>,
 }
 
 /// One client's session. `T` holds its client identifier and user name.
@@ -111,6 +117,9 @@ pub struct Session<T> {
     pub(crate) max_packet_size: u32,
     /// The last packet identifier handed out.
     pub(crate) last_packet_id: u16,
+    /// How many identifiers after `last_packet_id` are known to be free (held by no
+    /// delivery in flight), so they are handed out without looking.
+    pub(crate) free_packet_ids: u16,
     pub(crate) queue: Chain,
     pub(crate) inbound: Option<u32>,
     pub(crate) inbound_len: u16,
@@ -180,27 +189,5 @@ impl<T: Text> Session<T> {
             return None;
         }
         Some(since + Duration::from_secs(u64::from(self.expiry_interval)))
-    }
-}
-
-impl<T> Session<T> {
-    /// The next packet identifier not used by `in_use`, or `None` if all 65 535 are taken
-    /// ([MQTT-2.2.1-3]: unique among the packets in flight).
-    pub(crate) fn next_packet_id(
-        &mut self,
-        mut in_use: impl FnMut(PacketId) -> bool,
-    ) -> Option<PacketId> {
-        let mut candidate = self.last_packet_id;
-        for _ in 0..u16::MAX {
-            candidate = candidate.wrapping_add(1);
-            let Some(id) = PacketId::new(candidate) else {
-                continue;
-            };
-            if !in_use(id) {
-                self.last_packet_id = candidate;
-                return Some(id);
-            }
-        }
-        None
     }
 }

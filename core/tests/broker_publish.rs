@@ -29,6 +29,7 @@ storage_tests!(
     v3_inflight_window_from_config,
     server_receive_maximum_inbound,
     receive_maximum_does_not_apply_to_3_1_1,
+    packet_ids_never_reuse_one_in_flight,
     retained_set_replace_clear,
     retained_flag_on_normal_delivery,
     retain_handling_options,
@@ -313,6 +314,32 @@ fn receive_maximum_limits_outbound_inflight<S: BrokerStorage>() {
     assert!(matches!(&sim.received(sub)[..], [Received::PubRel(..)]));
     sim.acknowledge(sub, &m2);
     assert_eq!(drain_acking(&mut sim, sub), ["m4"]);
+}
+
+/// [MQTT-2.2.1-3]: a packet identifier is not reused while its delivery is in flight,
+/// even when the identifiers wrap around: one message left unacknowledged while 70 000
+/// others go through keeps its identifier to itself.
+fn packet_ids_never_reuse_one_in_flight<S: BrokerStorage>() {
+    let mut sim = sim::<S>(Config::default());
+    let props = [Property::ReceiveMaximum(2)];
+    let (sub, _) = connect_ok(&mut sim, &connect(V5, "sub", true, 0, &props, None));
+    sim.subscribe(sub, "t", QOS1);
+    let publisher = sim.connect(V5, "p", true, 0);
+    let packet_id = |got: &[Received]| match got {
+        [Received::Publish { packet_id, .. }] => packet_id.expect("QoS 1 has an identifier"),
+        _ => panic!("expected one PUBLISH, got {got:?}"),
+    };
+    sim.publish(publisher, "t", b"held", QOS1, false);
+    let held = packet_id(&sim.received(sub));
+    for i in 0..70_000u32 {
+        sim.publish(publisher, "t", &i.to_be_bytes(), QOS1, false);
+        let got = sim.received(sub);
+        assert_ne!(packet_id(&got), held, "message {i}");
+        sim.acknowledge(sub, &got[0]);
+        if i % 1000 == 0 {
+            sim.received(publisher);
+        }
+    }
 }
 
 /// 3.1.1 has no Receive Maximum; `Config::max_inflight` bounds the window (as Mosquitto's

@@ -355,6 +355,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
                 receive_maximum: u16::MAX,
                 max_packet_size: u32::MAX,
                 last_packet_id: 0,
+                free_packet_ids: 0,
                 queue: Chain::default(),
                 inbound: None,
                 inbound_len: 0,
@@ -385,10 +386,12 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
     /// Marks what a resumed session must (re)send on its new connection: queued messages,
     /// and in-flight ones again with DUP, PUBREL for QoS 2 past PUBREC ([MQTT-4.4.0-1]).
     fn resume_session(&mut self, handle: u32, id: ConnectionId) {
-        let Some(session) = self.sessions.get(handle) else {
+        let Some(session) = self.sessions.get_mut(handle) else {
             return;
         };
         let mut cursor = session.queue.head;
+        session.queue.unsent = cursor;
+        session.queue.unsent_prev = None;
         while let Some(entry_handle) = cursor {
             let Some(entry) = self.queue.get_mut(entry_handle) else {
                 break;

@@ -818,6 +818,11 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
             if cursor.is_none() {
                 s.queue.tail = Some(handle);
             }
+            // Nothing is sent before the client is back (which resets the send cursor);
+            // restored identifiers are not known free.
+            s.queue.unsent = s.queue.head;
+            s.queue.unsent_prev = None;
+            s.free_packet_ids = 0;
             s.queue.len += 1;
             if state == DeliveryState::Queued {
                 s.queue.queued += 1;

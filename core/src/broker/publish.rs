@@ -590,6 +590,10 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
             if session.queue.head.is_none() {
                 session.queue.head = Some(entry_handle);
             }
+            // Every entry was passed: sending resumes at the new one.
+            if session.queue.unsent.is_none() {
+                session.queue.unsent = Some(entry_handle);
+            }
             session.queue.tail = Some(entry_handle);
             session.queue.len += 1;
             session.queue.queued += 1;
@@ -641,6 +645,12 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
             if s.queue.tail == Some(h) {
                 s.queue.tail = prev;
             }
+            if s.queue.unsent == Some(h) {
+                s.queue.unsent = entry.next;
+            }
+            if s.queue.unsent_prev == Some(h) {
+                s.queue.unsent_prev = prev;
+            }
             s.queue.len -= 1;
             if entry.state == DeliveryState::Queued {
                 s.queue.queued -= 1;
@@ -654,6 +664,29 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
         }
         if let Some(message) = entry.message {
             self.release_message(message);
+        }
+    }
+
+    /// Entry `h` of `session` (after `prev`) has something to send again (a PUBREL): moves
+    /// the session's send cursor back to it if it had passed it.
+    fn needs_send_again(&mut self, session: u32, prev: Option<u32>, h: u32) {
+        let Some(entry) = self.queue.get_mut(h) else {
+            return;
+        };
+        entry.needs_send = true;
+        let seq = entry.seq;
+        let Some(s) = self.sessions.get(session) else {
+            return;
+        };
+        // Entries are chained in sequence order (enqueued at the tail, restored sorted).
+        let passed = s
+            .queue
+            .unsent
+            .and_then(|u| self.queue.get(u))
+            .is_none_or(|u| u.seq > seq);
+        if passed && let Some(s) = self.sessions.get_mut(session) {
+            s.queue.unsent = Some(h);
+            s.queue.unsent_prev = prev;
         }
     }
 
@@ -706,14 +739,14 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
         };
         match self.find_inflight(session, ack.packet_id, DeliveryState::AwaitingPubRec) {
             Some((prev, h)) if ack.reason_code.is_error() => self.unlink_entry(session, prev, h),
-            Some((_, h)) => {
+            Some((prev, h)) => {
                 let mut release = None;
                 if let Some(entry) = self.queue.get_mut(h) {
                     entry.state = DeliveryState::AwaitingPubComp;
-                    entry.needs_send = true;
                     entry.dup = false;
                     release = entry.message.take();
                 }
+                self.needs_send_again(session, prev, h);
                 self.mark_message(session, h);
                 if let Some(message) = release {
                     self.release_message(message);
@@ -722,15 +755,10 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
             None => {
                 // A PUBREC already answered (its PUBREL may have been lost): PUBREL again;
                 // an unknown one gets 0x92 (5.0 §3.6.2.1).
-                let known = self
-                    .find_inflight(session, ack.packet_id, DeliveryState::AwaitingPubComp)
-                    .map(|(_, h)| h);
+                let known =
+                    self.find_inflight(session, ack.packet_id, DeliveryState::AwaitingPubComp);
                 match known {
-                    Some(h) => {
-                        if let Some(entry) = self.queue.get_mut(h) {
-                            entry.needs_send = true;
-                        }
-                    }
+                    Some((prev, h)) => self.needs_send_again(session, prev, h),
                     None => self.push_control(
                         id,
                         ControlKind::PubRel(ack.packet_id, ReasonCode::PacketIdentifierNotFound),

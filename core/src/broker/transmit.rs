@@ -364,12 +364,21 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
         pieces: bool,
     ) -> Result<usize, usize> {
         let mut written = 0;
-        let mut prev: Option<u32> = None;
         // In-flight PUBLISH still to be sent again on this connection (counted when first
         // needed), and whether one of them has to wait for room.
         let mut awaiting_resend: Option<u32> = None;
         let mut resend_waits = false;
-        let mut cursor = self.sessions.get(session).and_then(|s| s.queue.head);
+        // Start where the last call left off, not at the head: the entries before it are
+        // in flight with nothing to send. The cursor follows this walk while every entry
+        // it leaves behind is done with.
+        let Some((mut prev, mut cursor)) = self
+            .sessions
+            .get(session)
+            .map(|s| (s.queue.unsent_prev, s.queue.unsent))
+        else {
+            return Ok(0);
+        };
+        let mut advance = true;
         while let Some(h) = cursor {
             // In pieces, a full buffer ends the call before an identifier is taken for
             // nothing.
@@ -381,6 +390,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
             };
             let next = entry.next;
             if !entry.needs_send {
+                self.pass_entry(session, advance, h, next);
                 prev = Some(h);
                 cursor = next;
                 continue;
@@ -408,6 +418,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
                 if let Some(e) = self.queue.get_mut(h) {
                     e.needs_send = false;
                 }
+                self.pass_entry(session, advance, h, next);
                 prev = Some(h);
                 cursor = next;
                 continue;
@@ -417,15 +428,20 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
             // [MQTT-3.3.4-9]: no more QoS 1/2 PUBLISH unacknowledged than the client's
             // Receive Maximum. After a reconnection that counts the re-sends too: those in
             // flight from the earlier connection take a place as they go out again.
+            // A fresh entry comes after every entry in flight (entries go out in queue
+            // order) and after every re-send, each gone out by now or waiting (which
+            // holds it back too): its window is simply the in-flight count.
             let window_checked = !fresh || entry.qos > QoS::AtMostOnce;
             let full = window_checked
                 && (resend_waits
                     || inflight >= u32::from(receive_maximum) && {
-                        let pending = match awaiting_resend {
-                            Some(n) => n,
-                            None => *awaiting_resend.insert(self.awaiting_resend(session)),
-                        };
-                        inflight - pending.min(inflight) >= u32::from(receive_maximum)
+                        fresh || {
+                            let pending = match awaiting_resend {
+                                Some(n) => n,
+                                None => *awaiting_resend.insert(self.awaiting_resend(session)),
+                            };
+                            inflight - pending.min(inflight) >= u32::from(receive_maximum)
+                        }
                     });
             if fresh && (full || resend_waits) {
                 break;
@@ -434,6 +450,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
                 // The re-send waits, and every PUBLISH behind it; PUBREL does not
                 // ([MQTT-3.3.4-10]).
                 resend_waits = true;
+                advance = false;
                 prev = Some(h);
                 cursor = next;
                 continue;
@@ -464,40 +481,10 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
             };
             let packet_id = match entry.packet_id {
                 Some(pid) => Some(pid),
-                None if entry.qos > QoS::AtMostOnce => {
-                    let queue = &self.queue;
-                    let (head, inflight) = self
-                        .sessions
-                        .get(session)
-                        .map_or((None, 0), |s| (s.queue.head, s.queue.inflight));
-                    // Only entries in flight hold identifiers, and there are `inflight` of
-                    // them: stop once all are seen rather than walk the whole queue.
-                    let in_use = |pid: PacketId| {
-                        let mut c = head;
-                        let mut seen = 0;
-                        while let Some(x) = c {
-                            if seen >= inflight {
-                                return false;
-                            }
-                            let Some(e) = queue.get(x) else { return false };
-                            if let Some(id) = e.packet_id {
-                                if id == pid {
-                                    return true;
-                                }
-                                seen += 1;
-                            }
-                            c = e.next;
-                        }
-                        false
-                    };
-                    let Some(s) = self.sessions.get_mut(session) else {
-                        break;
-                    };
-                    match s.next_packet_id(in_use) {
-                        Some(pid) => Some(pid),
-                        None => break,
-                    }
-                }
+                None if entry.qos > QoS::AtMostOnce => match self.next_packet_id(session) {
+                    Some(pid) => Some(pid),
+                    None => break,
+                },
                 None => None,
             };
             let Some(entry) = self.queue.get(h) else {
@@ -613,6 +600,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
                 }
             }
             self.mark_message(session, h);
+            self.pass_entry(session, advance, h, next);
             if split {
                 break;
             }
@@ -620,6 +608,55 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
             cursor = next;
         }
         Ok(written)
+    }
+
+    /// Moves `session`'s send cursor past entry `h` (followed by `next`), which has
+    /// nothing left to send, if the cursor is at it (`advance`).
+    fn pass_entry(&mut self, session: u32, advance: bool, h: u32, next: Option<u32>) {
+        if advance && let Some(s) = self.sessions.get_mut(session) {
+            s.queue.unsent_prev = Some(h);
+            s.queue.unsent = next;
+        }
+    }
+
+    /// A packet identifier for a new delivery to `session`, unique among its deliveries
+    /// in flight ([MQTT-2.2.1-3]); `None` if all 65 535 are taken.
+    ///
+    /// Identifiers are handed out in turn, so the ones after the last are usually free:
+    /// one walk over the queue finds how many are, and that many are then handed out
+    /// without looking again.
+    fn next_packet_id(&mut self, session: u32) -> Option<PacketId> {
+        // Identifiers 1..=65535 as positions 0..65535 on a cycle.
+        const IDS: u32 = u16::MAX as u32;
+        let s = self.sessions.get(session)?;
+        let head = s.queue.head;
+        let mut last = u32::from(s.last_packet_id).wrapping_sub(1).min(IDS - 1);
+        let mut free = u32::from(s.free_packet_ids);
+        // Each identifier found taken is passed by one; there are no more than in flight.
+        let mut tries = s.queue.inflight;
+        while free == 0 {
+            // How far the nearest identifier in flight is from `last` (IDS: none).
+            let mut nearest = IDS;
+            let mut cursor = head;
+            while let Some(e) = cursor.and_then(|c| self.queue.get(c)) {
+                if let Some(pid) = e.packet_id {
+                    let d = (u32::from(pid.get()) - 1 + IDS - last) % IDS;
+                    if d > 0 {
+                        nearest = nearest.min(d);
+                    }
+                }
+                cursor = e.next;
+            }
+            free = nearest - 1;
+            if free == 0 {
+                tries = tries.checked_sub(1)?;
+                last = (last + 1) % IDS;
+            }
+        }
+        let s = self.sessions.get_mut(session)?;
+        s.last_packet_id = ((last + 1) % IDS + 1) as u16;
+        s.free_packet_ids = (free - 1) as u16;
+        PacketId::new(s.last_packet_id)
     }
 
     /// The session's in-flight QoS 1 and 2 PUBLISH still to be sent again on the current
