@@ -55,7 +55,10 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use fulmar_core::broker::{Broker, ConnectionId, Event, Growable};
 use fulmar_core::time::Instant;
-use tokio::sync::{Notify, mpsc, oneshot};
+use std::task::{Context, Poll};
+
+use futures_util::task::AtomicWaker;
+use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
 use crate::auth::{Admission, Auth, EdgeHooks};
@@ -107,16 +110,16 @@ impl Link {
             if output.writer_gone {
                 return Err(chunk);
             }
-            output.chunks.push_back(chunk);
+            output.push(chunk);
         }
-        self.room.output_ready.notify_one();
+        self.room.task.wake();
         Ok(())
     }
 
     /// The last bytes to write (a CONNACK refusal, a DISCONNECT), after which the writer
     /// closes the transport.
     fn finish(self, last: Vec<u8>) {
-        self.room.lock_output().last = Some(last);
+        self.room.lock_output().push(last);
         // `Drop` marks the end.
     }
 }
@@ -124,28 +127,41 @@ impl Link {
 impl Drop for Link {
     fn drop(&mut self) {
         self.room.lock_output().finished = true;
-        self.room.output_ready.notify_one();
+        self.room.task.wake();
     }
 }
 
-/// What [`Room::next_output`] gives the writer.
+/// What [`Room::poll_next_output`] gives the writer.
 #[derive(Debug)]
 pub(crate) enum Output {
     /// Bytes to write (every chunk queued, joined into one write).
     Bytes(Vec<u8>),
-    /// The actor let the connection go: write these last bytes, then close.
+    /// The actor let the connection go: write these last bytes (what was still queued,
+    /// then its last words), then close.
     Last(Vec<u8>),
 }
 
 /// Output between the actor and a connection's writer.
 #[derive(Debug, Default)]
 pub(crate) struct OutputQueue {
-    chunks: std::collections::VecDeque<Vec<u8>>,
-    last: Option<Vec<u8>>,
+    /// Every chunk not taken by the writer yet, joined: one buffer rather than a queue of
+    /// them, so a connection whose output is written holds no allocation here.
+    pending: Vec<u8>,
     /// The actor dropped its [`Link`]: no more chunks come.
     finished: bool,
     /// The writer stopped (its transport failed or closed).
     writer_gone: bool,
+}
+
+impl OutputQueue {
+    fn push(&mut self, chunk: Vec<u8>) {
+        if self.pending.is_empty() {
+            // No copy when the writer keeps up.
+            self.pending = chunk;
+        } else {
+            self.pending.extend_from_slice(&chunk);
+        }
+    }
 }
 
 /// The output a connection's writer has not written yet, shared by the actor (which adds)
@@ -162,12 +178,11 @@ pub(crate) struct Room {
     /// back ([`Broker::is_stalled`]); the reader does not read meanwhile, so the kernel's
     /// buffers fill and TCP slows the publisher down.
     input_paused: AtomicBool,
-    /// Wakes the reader when `input_paused` is cleared.
-    input_resumed: Notify,
     /// Chunks for the writer, in order.
     output: std::sync::Mutex<OutputQueue>,
-    /// Wakes the writer when output arrives or the actor lets the connection go.
-    output_ready: Notify,
+    /// Wakes the connection's task when output arrives, the actor lets the connection go,
+    /// or `input_paused` is cleared.
+    task: AtomicWaker,
 }
 
 impl Room {
@@ -181,13 +196,15 @@ impl Room {
         self.queued.load(Ordering::SeqCst) <= OUTPUT_BYTES / 2
     }
 
-    /// Waits until the actor takes input from this connection again.
-    pub(crate) async fn input_allowed(&self) {
-        while self.input_paused.load(Ordering::SeqCst) {
-            // `notify_one` keeps a permit when nobody waits yet, so a resume between the
-            // check and this wait is not lost.
-            self.input_resumed.notified().await;
+    /// Whether the actor takes input from this connection; when not, `cx` is woken once
+    /// it does again.
+    pub(crate) fn input_allowed(&self, cx: &mut Context<'_>) -> bool {
+        if !self.input_paused.load(Ordering::SeqCst) {
+            return true;
         }
+        // Registered before the second look, so a resume in between is not lost.
+        self.task.register(cx.waker());
+        !self.input_paused.load(Ordering::SeqCst)
     }
 
     fn pause_input(&self) {
@@ -196,7 +213,7 @@ impl Room {
 
     fn resume_input(&self) {
         self.input_paused.store(false, Ordering::SeqCst);
-        self.input_resumed.notify_one();
+        self.task.wake();
     }
 
     fn lock_output(&self) -> std::sync::MutexGuard<'_, OutputQueue> {
@@ -209,23 +226,22 @@ impl Room {
     /// The writer's next output, waiting for it. Chunks queued while the writer was busy
     /// are joined into one write: one system call (and one TLS record or WebSocket frame)
     /// for many small packets.
-    pub(crate) async fn next_output(&self) -> Output {
-        loop {
-            {
-                let mut output = self.lock_output();
-                if let Some(first) = output.chunks.pop_front() {
-                    let mut bytes = first;
-                    while let Some(more) = output.chunks.pop_front() {
-                        bytes.extend_from_slice(&more);
-                    }
-                    return Output::Bytes(bytes);
-                }
-                if output.finished {
-                    return Output::Last(output.last.take().unwrap_or_default());
-                }
-            }
-            // `notify_one` keeps a permit, so output added since the check is not missed.
-            self.output_ready.notified().await;
+    pub(crate) fn poll_next_output(&self, cx: &mut Context<'_>) -> Poll<Output> {
+        if let Some(output) = self.take_output() {
+            return Poll::Ready(output);
+        }
+        // Registered before the second look, so output added in between is not missed.
+        self.task.register(cx.waker());
+        self.take_output().map_or(Poll::Pending, Poll::Ready)
+    }
+
+    fn take_output(&self) -> Option<Output> {
+        let mut output = self.lock_output();
+        let bytes = std::mem::take(&mut output.pending);
+        if output.finished {
+            Some(Output::Last(bytes))
+        } else {
+            (!bytes.is_empty()).then_some(Output::Bytes(bytes))
         }
     }
 
@@ -234,7 +250,7 @@ impl Room {
     pub(crate) fn writer_gone(&self) {
         let mut output = self.lock_output();
         output.writer_gone = true;
-        output.chunks.clear();
+        output.pending = Vec::new();
     }
 
     /// The writer wrote `n` bytes; returns whether it must report [`Input::Drained`].
@@ -273,7 +289,6 @@ pub(crate) struct Gone;
 #[derive(Debug, Clone)]
 pub(crate) struct BrokerHandle {
     inbox: mpsc::Sender<Input>,
-    metrics: Arc<Metrics>,
     auth: Arc<Auth>,
 }
 
@@ -299,20 +314,10 @@ impl BrokerHandle {
         answer.await.ok().flatten()
     }
 
-    /// Hands bytes read from a connection to the broker.
-    pub(crate) async fn bytes(&self, id: ConnectionId, bytes: Vec<u8>) -> Result<(), Gone> {
-        self.metrics.received(bytes.len());
-        self.send(Input::Bytes(id, bytes)).await
-    }
-
-    /// Reports that a connection's socket is finished.
-    pub(crate) async fn closed(&self, id: ConnectionId) {
-        let _ = self.send(Input::Closed(id)).await;
-    }
-
-    /// Reports that a connection's writer has room again.
-    pub(crate) async fn drained(&self, id: ConnectionId) {
-        let _ = self.send(Input::Drained(id)).await;
+    /// The actor's inbox, for a connection's task, which hands it its input without
+    /// waiting where it can (`try_send`) and keeps only this (not a whole handle).
+    pub(crate) fn inbox(&self) -> mpsc::Sender<Input> {
+        self.inbox.clone()
     }
 
     /// Asks the actor to flush and close every connection and stop.
@@ -320,7 +325,8 @@ impl BrokerHandle {
         let _ = self.send(Input::Shutdown).await;
     }
 
-    async fn send(&self, input: Input) -> Result<(), Gone> {
+    /// Hands `input` to the actor, waiting for room in its inbox.
+    pub(crate) async fn send(&self, input: Input) -> Result<(), Gone> {
         self.inbox.send(input).await.map_err(|_| Gone)
     }
 }
@@ -383,13 +389,12 @@ impl Prepared {
             store,
             holding: Vec::new(),
             parked: Vec::new(),
-            metrics: metrics.clone(),
+            metrics,
             sys: SysTree::new(sys_interval, self.clock.started),
         };
         let task = tokio::spawn(actor.run(receiver));
         let handle = BrokerHandle {
             inbox,
-            metrics,
             auth: self.auth,
         };
         Ok((handle, task))
@@ -681,7 +686,10 @@ impl Actor {
                     },
                 );
             }
-            Input::Bytes(id, bytes) => self.feed(id, bytes, now),
+            Input::Bytes(id, bytes) => {
+                self.metrics.received(bytes.len());
+                self.feed(id, bytes, now);
+            }
             Input::Closed(id) => {
                 if let Some(peer) = self.links.remove(&id) {
                     debug!(

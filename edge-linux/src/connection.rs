@@ -1,58 +1,110 @@
 //! One task per connection: it moves bytes between a transport and the broker actor
 //! ([`crate::broker_task`]) and closes the transport gracefully.
 //!
-//! The driver knows nothing of TCP, TLS or WebSocket: it is generic over the two halves of
-//! a transport, [`Incoming`] (bytes in, in order, as they arrive) and [`Outgoing`] (bytes
-//! out, then a graceful close). [`crate::transport`] provides them for plain TCP, for any
-//! `AsyncRead + AsyncWrite` stream (TLS) and for WebSocket, and runs the handshakes before
-//! handing a connection to [`serve`].
+//! The driver knows nothing of TCP, TLS or WebSocket: it is generic over a [`Transport`]
+//! (bytes in, in order, as they arrive; bytes out; then a graceful close).
+//! [`crate::transport`] provides it for plain TCP, for any `AsyncRead + AsyncWrite` stream
+//! (TLS) and for WebSocket, and runs the handshakes before handing a connection to
+//! [`serve`].
 //!
-//! The task runs two loops side by side (joined, not spawned), so reading never waits for
-//! writing: a client that sends a lot while the broker answers a lot cannot deadlock
-//! against it.
+//! The connection is a hand-written future ([`Driver`]) rather than an `async fn`, because
+//! it is what every idle connection costs: an `async` reader and writer joined side by side
+//! kept every future either might wait on (a channel send, a timer, the admission check,
+//! two `Notify` waits) inline in the task, about 2 KB; the driver keeps only what an idle
+//! connection needs (about 150 bytes) and boxes the rare waits (the actor's inbox is full,
+//! the credentials are checked, the close lingers) for as long as they last. It waits on
+//! the socket through the transport's readiness and on the actor through one waker in the
+//! connection's [`Room`].
+//!
+//! Reading and writing both progress in every poll, so reading never waits for writing: a
+//! client that sends a lot while the broker answers a lot cannot deadlock against it.
 //! - The reader hands each read to the actor. It stops reading while the actor holds this
-//!   publisher back (its messages cannot be queued), and waits when the actor's input
-//!   channel is full.
-//! - The writer writes the chunks the actor sends, in order. When the actor lets the
+//!   publisher back (its messages cannot be queued), and waits when the actor's inbox is
+//!   full.
+//! - The writer writes the output the actor queued, in order. When the actor lets the
 //!   connection go, the writer writes the last words (a CONNACK refusal, a DISCONNECT),
-//!   closes its side (FIN; TLS close_notify; a WebSocket Close frame) and tells the reader,
-//!   which reads and discards until the peer closes too, for at most [`LINGER`]. Closing a
+//!   closes its side (FIN; TLS close_notify; a WebSocket Close frame) and the reader
+//!   reads and discards until the peer closes too, for at most [`LINGER`]. Closing a
 //!   socket with unread input would make the kernel send RST, and the peer could lose
 //!   those last words.
 //!
-//! Not yet done: write timeouts for peers that stop reading, per-IP rate limits.
+//! Not yet done: write timeouts for peers that stop reading.
 
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use fulmar_core::broker::ConnectionId;
-use tokio::sync::Notify;
+use tokio::sync::mpsc::{self, error::TrySendError};
 use tracing::debug;
 
 use crate::auth::Admission;
-use crate::broker_task::{BrokerHandle, Link, Output, Room};
+use crate::broker_task::{BrokerHandle, Input, Link, Output, Room};
 
 /// How long a closed connection waits for the peer to close its side.
 pub(crate) const LINGER: Duration = Duration::from_secs(1);
 
-/// The receiving half of a transport: the MQTT byte stream, in order, in pieces of any
-/// size (a piece may end in the middle of a packet or hold several).
-pub(crate) trait Incoming: Send {
-    /// The next bytes, waiting for them; `Ok(None)` once the peer has closed its side.
-    fn receive(&mut self) -> impl Future<Output = io::Result<Option<Vec<u8>>>> + Send;
-}
+/// Steps (reads or writes) one poll takes at most before it yields to other tasks.
+const STEPS: usize = 32;
 
-/// The sending half of a transport.
-pub(crate) trait Outgoing: Send {
-    /// Sends `bytes` (one or more whole packets, or the start or rest of one), flushed:
-    /// once this returns they are on their way to the peer.
-    fn send(&mut self, bytes: Vec<u8>) -> impl Future<Output = io::Result<()>> + Send;
+/// A byte-stream transport as the driver sees it.
+pub(crate) trait Transport: Send + Unpin {
+    /// The next bytes, in pieces of any size (a piece may end in the middle of a packet or
+    /// hold several); `Ok(None)` once the peer has closed its side.
+    fn poll_receive(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Option<Vec<u8>>>>;
+
+    /// Sends `out` (one or more whole packets, or the start or rest of one), advancing
+    /// [`Outbound::sent`], and flushes: `Ready(Ok)` once all of it is on its way to the
+    /// peer. It is called again until `Ready`.
+    fn poll_send(&mut self, cx: &mut Context<'_>, out: &mut Outbound) -> Poll<io::Result<()>>;
 
     /// Closes the sending side gracefully: nothing is sent after this.
-    fn close(&mut self) -> impl Future<Output = io::Result<()>> + Send;
+    fn poll_close(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
+}
+
+impl<T: Transport + ?Sized> Transport for &mut T {
+    fn poll_receive(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Option<Vec<u8>>>> {
+        (**self).poll_receive(cx)
+    }
+
+    fn poll_send(&mut self, cx: &mut Context<'_>, out: &mut Outbound) -> Poll<io::Result<()>> {
+        (**self).poll_send(cx, out)
+    }
+
+    fn poll_close(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        (**self).poll_close(cx)
+    }
+}
+
+/// Output being sent: `bytes`, of which the first `sent` are sent. A transport may take
+/// the bytes out at once (a WebSocket frame owns its payload), counting them all as sent.
+#[derive(Debug, Default)]
+pub(crate) struct Outbound {
+    pub(crate) bytes: Vec<u8>,
+    /// Output is bounded by the room (a few hundred KiB) plus one packet (at most
+    /// 256 MiB): a `u32` counts it, and keeps the writer's state small.
+    pub(crate) sent: u32,
+    /// The actor's last words: the connection closes after them (kept here, where it
+    /// takes no room of its own).
+    last: bool,
+}
+
+impl Outbound {
+    /// The bytes not sent yet (none once a transport took them).
+    pub(crate) fn rest(&self) -> &[u8] {
+        self.bytes.get(self.sent as usize..).unwrap_or_default()
+    }
+
+    /// Counts `n` more bytes as sent.
+    pub(crate) fn advance(&mut self, n: usize) {
+        self.sent = self
+            .sent
+            .saturating_add(u32::try_from(n).unwrap_or(u32::MAX));
+    }
 }
 
 /// Who is on the other end of a connection, as far as the transport knows.
@@ -67,126 +119,318 @@ pub(crate) struct Origin {
 }
 
 /// Serves one connection, whose handshakes (if any) are done, until it is closed by
-/// either side. The halves are borrowed: a transport may have more to do once both are
-/// finished (a WebSocket over TLS ends its TLS session after the close handshake).
-pub(crate) async fn serve(
-    origin: Origin,
-    incoming: &mut impl Incoming,
-    outgoing: &mut impl Outgoing,
-    broker: BrokerHandle,
-) {
+/// either side. Pass the transport by `&mut` when more is to be done with it once the
+/// connection is finished (a WebSocket over TLS ends its TLS session after the close
+/// handshake).
+pub(crate) fn serve<T: Transport>(origin: Origin, transport: T, broker: BrokerHandle) -> Driver<T> {
     // Output is bounded in bytes by `Room` (the actor stops adding).
     let room = Arc::new(Room::default());
     let link = Link { room: room.clone() };
-    let peer = origin.peer;
-    let identity = origin.identity.clone();
-    let Some(id) = broker.open(origin, link).await else {
-        debug!(%peer, "connection not served");
-        return;
-    };
-    let admission = broker.admission(id, identity);
-    let written = Notify::new();
-    let writing = Writer {
-        id,
-        room: &room,
-        broker: &broker,
-        done: &written,
-    };
-    tokio::join!(
-        read_loop(id, incoming, admission, &broker, &written, &room),
-        writing.run(outgoing)
-    );
+    let handle = broker.clone();
+    let opening = boxed(async move {
+        let peer = origin.peer;
+        let identity = origin.identity.clone();
+        let Some(id) = handle.open(origin, link).await else {
+            debug!(%peer, "connection not served");
+            return None;
+        };
+        Some((id, Box::new(handle.admission(id, identity))))
+    });
+    Driver {
+        transport,
+        inbox: broker.inbox(),
+        room,
+        id: None,
+        reader: Reader::Opening(opening),
+        writer: Writer::Idle,
+    }
 }
 
-/// Reads until the peer closes, the transport fails, or the writer has closed the
-/// connection.
-async fn read_loop(
-    id: ConnectionId,
-    incoming: &mut impl Incoming,
-    mut admission: Admission,
-    broker: &BrokerHandle,
-    written: &Notify,
-    room: &Room,
-) {
-    loop {
-        tokio::select! {
-            // Backpressure: while the broker holds this publisher back, its transport is
-            // not read, so the kernel's buffers fill and TCP slows the client down.
-            received = async {
-                room.input_allowed().await;
-                incoming.receive().await
-            } => match received {
-                Ok(Some(bytes)) => {
-                    // Held back until the first packet, when a CONNECT, is judged.
-                    let Some(bytes) = admission.admit(bytes).await else {
+/// A wait that is rare enough to live on the heap while it lasts; behind a thin pointer,
+/// so that the states holding one stay small.
+type Boxed<T> = Box<Pin<Box<dyn Future<Output = T> + Send>>>;
+
+fn boxed<F: Future + Send + 'static>(future: F) -> Boxed<F::Output> {
+    Box::new(Box::pin(future))
+}
+
+/// The future that serves one connection (see the module docs).
+pub(crate) struct Driver<T> {
+    transport: T,
+    /// The actor's inbox.
+    inbox: mpsc::Sender<Input>,
+    room: Arc<Room>,
+    /// Known once the actor registered the connection.
+    id: Option<ConnectionId>,
+    reader: Reader,
+    writer: Writer,
+}
+
+impl<T> std::fmt::Debug for Driver<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Driver")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where the reading half is.
+enum Reader {
+    /// The actor registers the connection; then the first packet's admission.
+    Opening(Boxed<Option<(ConnectionId, Box<Admission>)>>),
+    /// Waiting for the first bytes, which pass through the admission (see
+    /// [`crate::auth`]) until the first packet is whole.
+    Unadmitted(Box<Admission>),
+    /// Waiting for bytes (or for the actor to take input again).
+    Reading,
+    /// The first packet's credentials are being checked; gives the admission back (with
+    /// nothing to pass on yet) while the first packet is incomplete.
+    Admitting(Boxed<(Box<Admission>, Option<Vec<u8>>)>),
+    /// Handing bytes to the actor, whose inbox is full; `false` when the actor is gone.
+    Handing(Boxed<bool>),
+    /// The writer closed the connection: reading and discarding until the peer closes.
+    Lingering(Pin<Box<tokio::time::Sleep>>),
+    /// Telling the actor the socket is finished.
+    Closing(Boxed<()>),
+    Done,
+}
+
+/// Where the writing half is.
+enum Writer {
+    /// Waiting for output.
+    Idle,
+    /// Writing `out` (after the last words, the close).
+    Writing(Outbound),
+    /// Telling the actor there is room again, while its inbox is full.
+    Reporting(Boxed<()>),
+    /// Closing the transport's sending side.
+    Closing,
+    Done,
+}
+
+impl<T: Transport> Future for Driver<T> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        if let Reader::Opening(opening) = &mut this.reader {
+            let Poll::Ready(opened) = opening.as_mut().as_mut().poll(cx) else {
+                return Poll::Pending;
+            };
+            let Some((id, admission)) = opened else {
+                return Poll::Ready(());
+            };
+            this.id = Some(id);
+            this.reader = Reader::Unadmitted(admission);
+        }
+        let Some(id) = this.id else {
+            return Poll::Ready(());
+        };
+        // The writer first: when it finishes, the reader starts lingering in the same poll.
+        let written = this.poll_writer(id, cx);
+        let read = this.poll_reader(id, written, cx);
+        if written && read {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
+}
+
+impl<T: Transport> Driver<T> {
+    /// Reads until the peer closes, the transport fails, or the writer has closed the
+    /// connection; `true` once the actor has been told the socket is finished.
+    fn poll_reader(&mut self, id: ConnectionId, written: bool, cx: &mut Context<'_>) -> bool {
+        for _ in 0..STEPS {
+            match &mut self.reader {
+                Reader::Reading | Reader::Unadmitted(_) => {
+                    if written {
+                        self.reader = Reader::Lingering(Box::pin(tokio::time::sleep(LINGER)));
                         continue;
+                    }
+                    // Backpressure: while the broker holds this publisher back, its
+                    // transport is not read, so the kernel's buffers fill and TCP slows
+                    // the client down.
+                    if !self.room.input_allowed(cx) {
+                        return false;
+                    }
+                    match self.transport.poll_receive(cx) {
+                        Poll::Pending => return false,
+                        Poll::Ready(Ok(Some(bytes))) => {
+                            match std::mem::replace(&mut self.reader, Reader::Reading) {
+                                // Held back until the first packet, when a CONNECT, is
+                                // judged.
+                                Reader::Unadmitted(mut admission) => {
+                                    self.reader = Reader::Admitting(boxed(async move {
+                                        let passed = admission.admit(bytes).await;
+                                        (admission, passed)
+                                    }));
+                                }
+                                _ => self.hand(id, bytes),
+                            }
+                        }
+                        Poll::Ready(Ok(None)) => self.closed(id),
+                        Poll::Ready(Err(error)) => {
+                            debug!(conn = id.slot(), %error, "read failed");
+                            self.closed(id);
+                        }
+                    }
+                }
+                Reader::Admitting(admitting) => {
+                    let Poll::Ready((admission, passed)) = admitting.as_mut().as_mut().poll(cx)
+                    else {
+                        return false;
                     };
-                    if broker.bytes(id, bytes).await.is_err() {
-                        break;
+                    match passed {
+                        Some(bytes) => self.hand(id, bytes),
+                        // The first packet is not whole yet.
+                        None => self.reader = Reader::Unadmitted(admission),
                     }
                 }
-                Ok(None) => break,
-                Err(error) => {
-                    debug!(conn = id.slot(), %error, "read failed");
-                    break;
+                Reader::Handing(handing) => match handing.as_mut().as_mut().poll(cx) {
+                    Poll::Pending => return false,
+                    Poll::Ready(true) => self.reader = Reader::Reading,
+                    // The actor is gone: nobody to tell.
+                    Poll::Ready(false) => self.reader = Reader::Done,
+                },
+                Reader::Lingering(until) => {
+                    if until.as_mut().poll(cx).is_ready() {
+                        self.closed(id);
+                        continue;
+                    }
+                    match self.transport.poll_receive(cx) {
+                        Poll::Pending => return false,
+                        Poll::Ready(Ok(Some(_))) => {}
+                        Poll::Ready(Ok(None) | Err(_)) => self.closed(id),
+                    }
                 }
-            },
-            () = written.notified() => {
-                linger(incoming).await;
-                break;
+                Reader::Closing(closing) => {
+                    if closing.as_mut().as_mut().poll(cx).is_pending() {
+                        return false;
+                    }
+                    self.reader = Reader::Done;
+                }
+                // Handled by `poll` before anything else.
+                Reader::Opening(_) => return false,
+                Reader::Done => return true,
             }
         }
+        // Busy: let other tasks run, and come back.
+        cx.waker().wake_by_ref();
+        false
     }
-    broker.closed(id).await;
-}
 
-/// Reads and discards until the peer closes, for at most [`LINGER`].
-async fn linger(incoming: &mut impl Incoming) {
-    let _ = tokio::time::timeout(LINGER, async {
-        while let Ok(Some(_)) = incoming.receive().await {}
-    })
-    .await;
-}
+    /// Hands bytes read to the actor; waits (boxed) when its inbox is full.
+    fn hand(&mut self, id: ConnectionId, bytes: Vec<u8>) {
+        self.reader = match self.inbox.try_send(Input::Bytes(id, bytes)) {
+            Ok(()) => Reader::Reading,
+            Err(TrySendError::Full(input)) => {
+                let inbox = self.inbox.clone();
+                Reader::Handing(boxed(async move { inbox.send(input).await.is_ok() }))
+            }
+            Err(TrySendError::Closed(_)) => Reader::Done,
+        };
+    }
 
-/// The writing half of a connection task.
-struct Writer<'a> {
-    id: ConnectionId,
-    room: &'a Room,
-    broker: &'a BrokerHandle,
-    done: &'a Notify,
-}
+    /// Tells the actor the socket is finished (ignored when it already let it go).
+    fn closed(&mut self, id: ConnectionId) {
+        self.reader = match self.inbox.try_send(Input::Closed(id)) {
+            Ok(()) | Err(TrySendError::Closed(_)) => Reader::Done,
+            Err(TrySendError::Full(input)) => Reader::Closing(self.send_later(input)),
+        };
+    }
 
-impl Writer<'_> {
-    async fn run(self, outgoing: &mut impl Outgoing) {
-        if let Err(error) = self.write_all(outgoing).await {
-            debug!(conn = self.id.slot(), %error, "write failed");
+    /// Writes what the actor queued until it lets the connection go or the transport
+    /// fails; `true` once finished.
+    fn poll_writer(&mut self, id: ConnectionId, cx: &mut Context<'_>) -> bool {
+        for _ in 0..STEPS {
+            match &mut self.writer {
+                Writer::Idle => {
+                    let Poll::Ready(output) = self.room.poll_next_output(cx) else {
+                        return false;
+                    };
+                    let (bytes, last) = match output {
+                        Output::Bytes(bytes) => (bytes, false),
+                        // The actor let the connection go: its last words, then the
+                        // transport's close.
+                        Output::Last(bytes) => (bytes, true),
+                    };
+                    self.writer = Writer::Writing(Outbound {
+                        bytes,
+                        sent: 0,
+                        last,
+                    });
+                }
+                Writer::Writing(out) => {
+                    let last = out.last;
+                    // Nothing to send (last words may be none) needs no call.
+                    if !out.bytes.is_empty() || out.sent > 0 {
+                        match self.transport.poll_send(cx, out) {
+                            Poll::Pending => return false,
+                            Poll::Ready(Ok(())) => {}
+                            Poll::Ready(Err(error)) => {
+                                debug!(conn = id.slot(), %error, "write failed");
+                                self.finish_writing();
+                                continue;
+                            }
+                        }
+                    }
+                    let written = out.sent as usize;
+                    // What is written is not kept (the state drops it): an idle connection
+                    // holds no buffer.
+                    self.writer = if last {
+                        Writer::Closing
+                    } else if self.room.written(written) {
+                        // The actor stopped at its limit and waits for room: there is some
+                        // now.
+                        self.drained(id)
+                    } else {
+                        Writer::Idle
+                    };
+                }
+                Writer::Reporting(reporting) => {
+                    if reporting.as_mut().as_mut().poll(cx).is_pending() {
+                        return false;
+                    }
+                    self.writer = Writer::Idle;
+                }
+                Writer::Closing => {
+                    // TCP: FIN. TLS: close_notify, then FIN. WebSocket: a Close frame.
+                    let Poll::Ready(closed) = self.transport.poll_close(cx) else {
+                        return false;
+                    };
+                    if let Err(error) = closed {
+                        debug!(conn = id.slot(), %error, "close failed");
+                    }
+                    self.finish_writing();
+                }
+                Writer::Done => return true,
+            }
         }
-        // The actor learns the connection is gone even if the reader is still waiting on
-        // a silent peer.
+        cx.waker().wake_by_ref();
+        false
+    }
+
+    /// Tells the actor the writer has room again; waits (boxed) when its inbox is full.
+    fn drained(&mut self, id: ConnectionId) -> Writer {
+        match self.inbox.try_send(Input::Drained(id)) {
+            Ok(()) | Err(TrySendError::Closed(_)) => Writer::Idle,
+            Err(TrySendError::Full(input)) => Writer::Reporting(self.send_later(input)),
+        }
+    }
+
+    /// Sends `input` once the actor's inbox has room (ignored when the actor is gone).
+    fn send_later(&self, input: Input) -> Boxed<()> {
+        let inbox = self.inbox.clone();
+        boxed(async move {
+            let _ = inbox.send(input).await;
+        })
+    }
+
+    /// The writer stopped: the actor learns the connection is gone even if the reader is
+    /// still waiting on a silent peer, and the reader lingers.
+    fn finish_writing(&mut self) {
         self.room.writer_gone();
-        self.done.notify_one();
-    }
-
-    async fn write_all(&self, outgoing: &mut impl Outgoing) -> io::Result<()> {
-        loop {
-            match self.room.next_output().await {
-                Output::Bytes(bytes) => {
-                    let len = bytes.len();
-                    outgoing.send(bytes).await?;
-                    // The actor stopped at its limit and waits for room: there is some now.
-                    if self.room.written(len) {
-                        self.broker.drained(self.id).await;
-                    }
-                }
-                // The actor let the connection go: its last words, then the transport's
-                // close.
-                Output::Last(last) => {
-                    if !last.is_empty() {
-                        outgoing.send(last).await?;
-                    }
-                    return outgoing.close().await;
-                }
-            }
-        }
+        self.writer = Writer::Done;
     }
 }

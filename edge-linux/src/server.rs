@@ -317,14 +317,15 @@ async fn accept_loop(
             continue;
         };
         configure(&stream, peer);
-        let broker = broker.clone();
         let tracker = tracker.clone();
         let serving = gate.metrics.serving();
-        let acceptor = acceptor.clone();
-        tokio::spawn(async move {
-            acceptor.serve(stream, peer, broker).await;
-            drop((permit, serving, tracker));
-        });
+        // Held by the task, dropped when it ends. No `async` block around the connection:
+        // every idle connection costs its task, and a block would hold its captures too.
+        tokio::spawn(
+            acceptor
+                .serve(stream, peer, broker.clone())
+                .holding((permit, serving, tracker)),
+        );
     }
     debug!(listener = %addr, "stopped accepting");
 }

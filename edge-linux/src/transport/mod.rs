@@ -22,8 +22,12 @@ pub(crate) mod tls;
 pub(crate) mod ws;
 
 use std::fmt;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::net::TcpStream;
@@ -31,8 +35,8 @@ use tracing::debug;
 
 use crate::broker_task::BrokerHandle;
 use crate::config::{Limits, Listeners, TlsListener, WsListener};
-use crate::connection::{self, Origin};
-use stream::{StreamIncoming, StreamOutgoing, TcpIncoming};
+use crate::connection::{self, Driver, Origin};
+use stream::StreamTransport;
 
 /// One listener: where it listens and what it speaks there.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -135,8 +139,9 @@ pub(crate) struct Acceptor {
 enum Kind {
     Mqtt,
     Tls(tls::Tls),
-    Ws(ws::Ws),
-    Wss(tls::Tls, ws::Ws),
+    // Shared with the connections it serves (a clone would copy its path).
+    Ws(Arc<ws::Ws>),
+    Wss(tls::Tls, Arc<ws::Ws>),
 }
 
 impl Acceptor {
@@ -146,10 +151,10 @@ impl Acceptor {
         let kind = match protocol {
             Protocol::Mqtt => Kind::Mqtt,
             Protocol::Tls(tls) => Kind::Tls(tls::Tls::new(tls)?),
-            Protocol::Ws(ws) => Kind::Ws(ws::Ws::new(&ws.path, max_packet_size)?),
+            Protocol::Ws(ws) => Kind::Ws(Arc::new(ws::Ws::new(&ws.path, max_packet_size)?)),
             Protocol::Wss(wss) => Kind::Wss(
                 tls::Tls::new(wss)?,
-                ws::Ws::new(wss.ws_path(), max_packet_size)?,
+                Arc::new(ws::Ws::new(wss.ws_path(), max_packet_size)?),
             ),
         };
         let handshake_timeout = Duration::from_secs(u64::from(limits.connect_timeout_secs));
@@ -160,47 +165,41 @@ impl Acceptor {
     }
 
     /// Runs the handshakes of an accepted connection, then serves it until it closes.
-    pub(crate) async fn serve(&self, tcp: TcpStream, peer: SocketAddr, broker: BrokerHandle) {
+    pub(crate) fn serve(&self, tcp: TcpStream, peer: SocketAddr, broker: BrokerHandle) -> Serving {
         let origin = Origin {
             peer,
             identity: None,
         };
         let timeout = self.handshake_timeout;
-        // The TLS and WebSocket arms are boxed: a task's future is as large as its largest
-        // state, and rustls's and tungstenite's states are kilobytes, which every plain
-        // TCP connection (the common, idle-heavy case) would otherwise carry.
+        // Plain TCP is served by the connection's driver itself; the TLS and WebSocket
+        // arms are boxed: a task's future is as large as its largest state, and rustls's
+        // and tungstenite's states are kilobytes, which every plain TCP connection (the
+        // common, idle-heavy case) would otherwise carry.
         match &self.kind {
-            Kind::Mqtt => {
-                let (reader, writer) = tcp.into_split();
-                let (mut incoming, mut outgoing) =
-                    (TcpIncoming::new(reader), StreamOutgoing(writer));
-                connection::serve(origin, &mut incoming, &mut outgoing, broker).await;
-            }
+            Kind::Mqtt => Serving::Tcp(connection::serve(origin, StreamTransport(tcp), broker)),
             Kind::Tls(tls) => {
-                Box::pin(async move {
+                let tls = tls.clone();
+                Serving::Boxed(Box::pin(async move {
                     let Some((stream, identity)) = handshake(peer, timeout, tls.accept(tcp)).await
                     else {
                         return;
                     };
-                    let (reader, writer) = tokio::io::split(stream);
                     let origin = Origin { identity, ..origin };
-                    let mut incoming = StreamIncoming(reader);
-                    let mut outgoing = StreamOutgoing(writer);
-                    connection::serve(origin, &mut incoming, &mut outgoing, broker).await;
-                })
-                .await
+                    connection::serve(origin, StreamTransport(stream), broker).await;
+                }))
             }
             Kind::Ws(ws) => {
-                Box::pin(async move {
+                let ws = ws.clone();
+                Serving::Boxed(Box::pin(async move {
                     let Some(stream) = handshake(peer, timeout, ws.accept(tcp)).await else {
                         return;
                     };
                     ws::serve(origin, stream, broker).await;
-                })
-                .await
+                }))
             }
             Kind::Wss(tls, ws) => {
-                Box::pin(async move {
+                let (tls, ws) = (tls.clone(), ws.clone());
+                Serving::Boxed(Box::pin(async move {
                     let handshakes = async {
                         let (stream, identity) = tls.accept(tcp).await?;
                         Ok((ws.accept(stream).await?, identity))
@@ -211,9 +210,62 @@ impl Acceptor {
                     };
                     let origin = Origin { identity, ..origin };
                     ws::serve(origin, stream, broker).await;
-                })
-                .await
+                }))
             }
+        }
+    }
+}
+
+/// The future serving one accepted connection ([`Acceptor::serve`]).
+pub(crate) enum Serving {
+    /// Plain TCP: the driver, inline.
+    Tcp(Driver<StreamTransport<TcpStream>>),
+    /// TLS and WebSocket: handshakes, then the driver, on the heap.
+    Boxed(Pin<Box<dyn Future<Output = ()> + Send>>),
+}
+
+impl fmt::Debug for Serving {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Tcp(driver) => driver.fmt(f),
+            Self::Boxed(_) => f.write_str("Serving::Boxed"),
+        }
+    }
+}
+
+impl Serving {
+    /// This future with `guard`, which lives exactly as long as it (a connection permit,
+    /// counters): one value for the task, with nothing more around it.
+    pub(crate) fn holding<G>(self, guard: G) -> Holding<G> {
+        Holding {
+            serving: self,
+            _guard: guard,
+        }
+    }
+}
+
+/// A connection's future with what is dropped when it ends ([`Serving::holding`]).
+#[derive(Debug)]
+pub(crate) struct Holding<G> {
+    serving: Serving,
+    _guard: G,
+}
+
+impl<G: Unpin> Future for Holding<G> {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        Pin::new(&mut self.serving).poll(cx)
+    }
+}
+
+impl Future for Serving {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        match self.get_mut() {
+            Self::Tcp(driver) => Pin::new(driver).poll(cx),
+            Self::Boxed(serving) => serving.as_mut().poll(cx),
         }
     }
 }
@@ -235,5 +287,18 @@ async fn handshake<T>(
             debug!(%peer, "handshake timed out");
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What every idle TCP connection carries in its task (besides the task's own header
+    /// and the socket's registration): the driver, not the TLS or WebSocket machinery.
+    #[test]
+    fn a_tcp_connection_future_is_small() {
+        let size = std::mem::size_of::<Serving>();
+        assert!(size <= 120, "the TCP connection future takes {size} bytes");
     }
 }

@@ -1,92 +1,95 @@
-//! The two halves of a byte-stream transport for the connection driver: plain TCP, and any
-//! `AsyncRead` / `AsyncWrite` (TLS).
+//! Byte-stream transports for the connection driver: plain TCP, and TLS.
 //!
 //! Reads allocate nothing while a connection is idle: an idle connection costs no read
 //! buffer. Over TCP, each read waits for readiness and then gets a fresh buffer that is
-//! handed on as it is (no copy). Over a generic stream (which has no readiness to wait for)
-//! the read goes into one scratch buffer per thread, and only the bytes read are copied out.
+//! handed on as it is (no copy). Over TLS (which has no readiness to wait for: rustls may
+//! have plaintext buffered) the read goes into one scratch buffer per thread, and only the
+//! bytes read are copied out. Neither is split into halves: the driver reads and writes
+//! from one task, so one stream serves both (no shared allocation, no lock).
 
 use std::cell::RefCell;
 use std::io;
 use std::pin::Pin;
-use std::task::{Poll, ready};
+use std::task::{Context, Poll, ready};
 
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio::net::tcp::OwnedReadHalf;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio_rustls::server::TlsStream;
 
-use crate::connection::{Incoming, Outgoing};
+use crate::connection::{Outbound, Transport};
 
 /// Bytes asked of the transport per read.
 const READ_CHUNK: usize = 16 * 1024;
 
-/// The reading half of a TCP connection.
-#[derive(Debug)]
-pub(crate) struct TcpIncoming(OwnedReadHalf);
-
-impl TcpIncoming {
-    pub(crate) fn new(reader: OwnedReadHalf) -> Self {
-        Self(reader)
-    }
+/// How a stream reads: into a buffer of its own per read, for the broker to keep.
+pub(crate) trait ReadChunk {
+    /// The next bytes; `Ok(None)` once the peer has closed its side.
+    fn poll_read_chunk(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Option<Vec<u8>>>>;
 }
 
-impl Incoming for TcpIncoming {
-    async fn receive(&mut self) -> io::Result<Option<Vec<u8>>> {
+impl ReadChunk for TcpStream {
+    fn poll_read_chunk(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Option<Vec<u8>>>> {
         loop {
-            self.0.readable().await?;
+            ready!(self.poll_read_ready(cx))?;
             let mut buffer = Vec::with_capacity(READ_CHUNK);
-            match self.0.try_read_buf(&mut buffer) {
-                Ok(0) => return Ok(None),
+            match self.try_read_buf(&mut buffer) {
+                Ok(0) => return Poll::Ready(Ok(None)),
                 Ok(n) => {
                     // A small read keeps a small buffer: it may sit in the broker's queue
                     // for a while.
                     if n < READ_CHUNK / 4 {
                         buffer.shrink_to_fit();
                     }
-                    return Ok(Some(buffer));
+                    return Poll::Ready(Ok(Some(buffer)));
                 }
-                // Readiness was spurious; wait again.
+                // Readiness was spurious (and is cleared now); wait again.
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
-                Err(error) => return Err(error),
+                Err(error) => return Poll::Ready(Err(error)),
             }
         }
     }
 }
 
 thread_local! {
-    /// Where generic streams read into; borrowed only within one `poll_read`.
+    /// Where TLS streams read into; borrowed only within one `poll_read`.
     static SCRATCH: RefCell<Box<[u8]>> = RefCell::new(vec![0; READ_CHUNK].into_boxed_slice());
 }
 
-/// The reading half of any byte stream.
-#[derive(Debug)]
-pub(crate) struct StreamIncoming<R>(pub(crate) R);
-
-impl<R: AsyncRead + Unpin + Send> Incoming for StreamIncoming<R> {
-    fn receive(&mut self) -> impl Future<Output = io::Result<Option<Vec<u8>>>> + Send {
-        std::future::poll_fn(|cx| {
-            SCRATCH.with_borrow_mut(|scratch| {
-                let mut buffer = ReadBuf::new(scratch);
-                ready!(Pin::new(&mut self.0).poll_read(cx, &mut buffer))?;
-                let read = buffer.filled();
-                Poll::Ready(Ok((!read.is_empty()).then(|| read.to_vec())))
-            })
+impl<S: AsyncRead + AsyncWrite + Unpin> ReadChunk for TlsStream<S> {
+    fn poll_read_chunk(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Option<Vec<u8>>>> {
+        SCRATCH.with_borrow_mut(|scratch| {
+            let mut buffer = ReadBuf::new(scratch);
+            ready!(Pin::new(self).poll_read(cx, &mut buffer))?;
+            let read = buffer.filled();
+            Poll::Ready(Ok((!read.is_empty()).then(|| read.to_vec())))
         })
     }
 }
 
-/// The writing half of any byte stream (TCP included).
+/// A byte stream: TCP or TLS.
 #[derive(Debug)]
-pub(crate) struct StreamOutgoing<W>(pub(crate) W);
+pub(crate) struct StreamTransport<S>(pub(crate) S);
 
-impl<W: AsyncWrite + Unpin + Send> Outgoing for StreamOutgoing<W> {
-    async fn send(&mut self, bytes: Vec<u8>) -> io::Result<()> {
-        self.0.write_all(&bytes).await?;
-        // TLS holds records back until flushed; for TCP this does nothing.
-        self.0.flush().await
+impl<S: ReadChunk + AsyncWrite + Unpin + Send> Transport for StreamTransport<S> {
+    fn poll_receive(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Option<Vec<u8>>>> {
+        self.0.poll_read_chunk(cx)
     }
 
-    async fn close(&mut self) -> io::Result<()> {
+    /// Writes the rest, then flushes (TLS holds records back until flushed; for TCP
+    /// flushing does nothing).
+    fn poll_send(&mut self, cx: &mut Context<'_>, out: &mut Outbound) -> Poll<io::Result<()>> {
+        let mut writer = Pin::new(&mut self.0);
+        while !out.rest().is_empty() {
+            match ready!(writer.as_mut().poll_write(cx, out.rest()))? {
+                0 => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                n => out.advance(n),
+            }
+        }
+        writer.poll_flush(cx)
+    }
+
+    fn poll_close(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         // TCP: FIN. TLS: close_notify, then FIN.
-        self.0.shutdown().await
+        Pin::new(&mut self.0).poll_shutdown(cx)
     }
 }

@@ -9,8 +9,8 @@
 //! close_notify for a secure WebSocket, then FIN.
 
 use std::io;
+use std::task::{Context, Poll, ready};
 
-use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio_tungstenite::WebSocketStream;
@@ -21,21 +21,18 @@ use tokio_tungstenite::tungstenite::{self, Message};
 
 use super::Error;
 use crate::broker_task::BrokerHandle;
-use crate::connection::{self, Incoming, LINGER, Origin, Outgoing};
+use crate::connection::{self, LINGER, Origin, Outbound, Transport};
 
 /// Serves a WebSocket connection whose upgrade is done, then ends the stream under it.
 pub(crate) async fn serve<S>(origin: Origin, stream: WebSocketStream<S>, broker: BrokerHandle)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    let (sink, stream) = stream.split();
-    let (mut incoming, mut outgoing) = (WsIncoming(stream), WsOutgoing(sink));
-    connection::serve(origin, &mut incoming, &mut outgoing, broker).await;
+    let mut transport = WsTransport(stream);
+    connection::serve(origin, &mut transport, broker).await;
     // Without this the TLS session of a secure WebSocket would end without close_notify,
     // which clients report as a truncated stream.
-    if let Ok(mut stream) = incoming.0.reunite(outgoing.0) {
-        let _ = tokio::time::timeout(LINGER, stream.get_mut().shutdown()).await;
-    }
+    let _ = tokio::time::timeout(LINGER, transport.0.get_mut().shutdown()).await;
 }
 
 /// The subprotocols accepted, in order of preference: `mqtt` is the registered name
@@ -144,29 +141,31 @@ fn refusal(status: StatusCode, why: String) -> ErrorResponse {
     response
 }
 
-/// The receiving half of a WebSocket connection.
+/// A WebSocket connection: binary frames in and out.
 #[derive(Debug)]
-pub(crate) struct WsIncoming<S>(pub(crate) SplitStream<WebSocketStream<S>>);
+pub(crate) struct WsTransport<S>(pub(crate) WebSocketStream<S>);
 
-impl<S: AsyncRead + AsyncWrite + Unpin + Send> Incoming for WsIncoming<S> {
-    async fn receive(&mut self) -> io::Result<Option<Vec<u8>>> {
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> Transport for WsTransport<S> {
+    fn poll_receive(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Option<Vec<u8>>>> {
         loop {
-            let message = match self.0.next().await {
-                None => return Ok(None),
+            let message = match ready!(self.0.poll_next_unpin(cx)) {
+                None => return Poll::Ready(Ok(None)),
                 Some(Ok(message)) => message,
-                Some(Err(error)) => return closed_or(error).map(|()| None),
+                Some(Err(error)) => return Poll::Ready(closed_or(error).map(|()| None)),
             };
             match message {
-                Message::Binary(bytes) if !bytes.is_empty() => return Ok(Some(bytes.into())),
-                // [MQTT-6.0.0-1]: any other data frame closes the connection.
+                Message::Binary(bytes) if !bytes.is_empty() => {
+                    return Poll::Ready(Ok(Some(bytes.into())));
+                }
+                // [MQTT-6.0.0-1]: MQTT travels in binary frames; a text frame closes the
+                // connection.
                 Message::Text(_) => {
-                    return Err(io::Error::new(
+                    return Poll::Ready(Err(io::Error::new(
                         io::ErrorKind::InvalidData,
                         "text frame: MQTT travels in binary frames [MQTT-6.0.0-1]",
-                    ));
+                    )));
                 }
-                // Pings are answered by tungstenite. After a Close, tungstenite answers it and
-                // the next read ends the stream.
+                // tungstenite answers pings itself; the close handshake ends the stream.
                 Message::Binary(_)
                 | Message::Ping(_)
                 | Message::Pong(_)
@@ -175,26 +174,25 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Incoming for WsIncoming<S> {
             }
         }
     }
-}
 
-/// The sending half of a WebSocket connection.
-#[derive(Debug)]
-pub(crate) struct WsOutgoing<S>(pub(crate) SplitSink<WebSocketStream<S>, Message>);
-
-impl<S: AsyncRead + AsyncWrite + Unpin + Send> Outgoing for WsOutgoing<S> {
-    async fn send(&mut self, bytes: Vec<u8>) -> io::Result<()> {
-        self.0
-            .send(Message::Binary(bytes.into()))
-            .await
-            .map_err(io::Error::other)
+    /// Each chunk of output is one binary frame.
+    fn poll_send(&mut self, cx: &mut Context<'_>, out: &mut Outbound) -> Poll<io::Result<()>> {
+        if !out.rest().is_empty() {
+            ready!(self.0.poll_ready_unpin(cx)).map_err(io::Error::other)?;
+            let frame = std::mem::take(&mut out.bytes);
+            out.advance(frame.len());
+            self.0
+                .start_send_unpin(Message::Binary(frame.into()))
+                .map_err(io::Error::other)?;
+        }
+        self.0.poll_flush_unpin(cx).map_err(io::Error::other)
     }
 
-    async fn close(&mut self) -> io::Result<()> {
-        // Sends a Close frame (or answers the peer's), flushed.
-        match self.0.close().await {
+    fn poll_close(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(match ready!(self.0.poll_close_unpin(cx)) {
             Ok(()) => Ok(()),
             Err(error) => closed_or(error),
-        }
+        })
     }
 }
 
