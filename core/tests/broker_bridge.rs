@@ -120,7 +120,11 @@ fn the_backlog_survives_a_restart_through_persistence() {
     sim.publish(device, "data/1", b"one", QoS::AtLeastOnce, false);
     sim.publish(device, "data/2", b"two", QoS::ExactlyOnce, false);
     // One handed out but not acknowledged when the power goes.
-    assert!(sim.broker.bridge_next(bridge, now).is_some());
+    let sent_id = sim
+        .broker
+        .bridge_next(bridge, now)
+        .and_then(|m| m.packet_id);
+    assert!(sent_id.is_some());
     let mut store = BTreeMap::new();
     let mut buf = vec![0u8; 4096];
     while let Some(op) = sim.broker.poll_persist(&mut buf).unwrap() {
@@ -143,12 +147,20 @@ fn the_backlog_survives_a_restart_through_persistence() {
     }
     let bridge = rebuilt.bridge_open("uplink", now).unwrap();
     rebuilt.bridge_rewind(bridge);
-    let forwarded: Vec<Vec<u8>> = std::iter::from_fn(|| {
+    let forwarded: Vec<(Vec<u8>, bool)> = std::iter::from_fn(|| {
         let m = rebuilt.bridge_next(bridge, now)?;
-        Some(m.payload.to_vec())
+        // The one sent before the restart goes again with its identifier [MQTT-4.4.0-1].
+        if m.payload == b"one" {
+            assert_eq!(m.packet_id, sent_id);
+        }
+        Some((m.payload.to_vec(), m.dup))
     })
     .collect();
-    assert_eq!(forwarded, [b"one".to_vec(), b"two".to_vec()]);
+    assert_eq!(
+        forwarded,
+        [(b"one".to_vec(), true), (b"two".to_vec(), false)],
+        "in order, the one sent before with DUP"
+    );
 }
 
 /// A bridge forwarding `sensors/#` whose queue holds 4 messages, and a 3.1.1 device that
@@ -235,4 +247,35 @@ fn losing_the_uplink_releases_held_publishers() {
     assert_eq!(pubacks(&mut sim, device), 10);
     assert_eq!(sim.broker.stats().messages_dropped, 6);
     assert_eq!(forward_all(&mut sim, bridge), [0, 1, 2, 3]);
+}
+
+#[test]
+fn rewound_messages_keep_their_packet_identifier_and_go_again_with_dup() {
+    let (mut sim, bridge, _device) = flooded_bridge(true);
+    let now = sim.now();
+    let mut sent = Vec::new();
+    for _ in 0..3 {
+        let m = sim.broker.bridge_next(bridge, now).unwrap();
+        assert!(!m.dup, "a first hand-out is not a re-delivery");
+        sent.push((m.payload[0], m.packet_id.expect("QoS 1 has an identifier")));
+    }
+    let ids: Vec<_> = sent.iter().map(|(_, id)| *id).collect();
+    assert!(
+        ids[0] != ids[1] && ids[1] != ids[2] && ids[0] != ids[2],
+        "{ids:?}"
+    );
+    // Another packet upstream (a SUBSCRIBE) gets an identifier none of them holds.
+    let other = sim.broker.bridge_packet_id(bridge).unwrap();
+    assert!(!ids.contains(&other));
+
+    sim.broker.bridge_rewind(bridge);
+    for (payload, id) in sent {
+        let m = sim.broker.bridge_next(bridge, now).unwrap();
+        assert_eq!(
+            (m.payload[0], m.packet_id, m.dup),
+            (payload, Some(id), true)
+        );
+    }
+    let fresh = sim.broker.bridge_next(bridge, now).unwrap();
+    assert_eq!((fresh.payload[0], fresh.dup), (3, false));
 }

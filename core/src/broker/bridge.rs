@@ -22,7 +22,7 @@
 //! that is the loop prevention.
 
 use super::{Broker, BrokerStorage, Hooks};
-use crate::codec::{QoS, ReasonCode, SubscriptionOptions};
+use crate::codec::{PacketId, QoS, ReasonCode, SubscriptionOptions};
 use crate::router::SessionId;
 use crate::session::{DeliveryState, NEVER_EXPIRES};
 use crate::storage::CapacityError;
@@ -47,6 +47,14 @@ pub struct BridgeMessage<'b> {
     pub qos: QoS,
     /// RETAIN as published.
     pub retain: bool,
+    /// The packet identifier to send it upstream with (QoS 1 and 2): given at its first
+    /// hand-out and kept across [`Broker::bridge_rewind`] and restarts, since a client that
+    /// resumes its session upstream re-sends unacknowledged messages with their original
+    /// identifiers [MQTT-4.4.0-1].
+    pub packet_id: Option<PacketId>,
+    /// It was handed out before and may have reached upstream: send it with DUP
+    /// [MQTT-3.3.1-1].
+    pub dup: bool,
 }
 
 impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
@@ -147,6 +155,16 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
             return None;
         }
         let found = self.take_next_for_host(bridge.0, now)?;
+        let unnumbered = self
+            .queue
+            .get(found)
+            .is_some_and(|e| e.qos != QoS::AtMostOnce && e.packet_id.is_none());
+        if unnumbered {
+            let packet_id = self.bridge_packet_id(bridge);
+            if let Some(entry) = self.queue.get_mut(found) {
+                entry.packet_id = packet_id;
+            }
+        }
         let entry = self.queue.get(found)?;
         let message = self.messages.get(entry.message?)?;
         let parts = message.parts(&self.blobs)?;
@@ -156,7 +174,39 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
             payload: parts.payload,
             qos: entry.qos,
             retain: message.retain,
+            packet_id: entry.packet_id,
+            dup: entry.dup,
         })
+    }
+
+    /// A packet identifier no message of the bridge holds, for another packet the host
+    /// sends upstream (a SUBSCRIBE): identifiers in flight must be unique
+    /// [MQTT-2.2.1-3]. `None` if all 65 535 are taken.
+    pub fn bridge_packet_id(&mut self, bridge: BridgeId) -> Option<PacketId> {
+        let session = self.sessions.get(bridge.0).filter(|s| s.bridge)?;
+        let head = session.queue.head;
+        let mut candidate = session.last_packet_id;
+        // A bridge's queue is short (its queue limit): a walk per candidate is cheap, and
+        // unlike a client's in-flight window it also holds rewound messages with numbers.
+        for _ in 0..u16::MAX {
+            candidate = candidate.wrapping_add(1);
+            let Some(id) = PacketId::new(candidate) else {
+                continue;
+            };
+            let mut cursor = head;
+            let mut taken = false;
+            while let Some(entry) = cursor.and_then(|h| self.queue.get(h)) {
+                taken |= entry.packet_id == Some(id);
+                cursor = entry.next;
+            }
+            if !taken {
+                if let Some(s) = self.sessions.get_mut(bridge.0) {
+                    s.last_packet_id = candidate;
+                }
+                return Some(id);
+            }
+        }
+        None
     }
 
     /// Upstream has the message `token`: forget it.
@@ -226,7 +276,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
     }
 
     /// The uplink failed: every message handed out and not acknowledged goes out again,
-    /// in the original order.
+    /// in the original order, with its packet identifier and DUP set.
     pub fn bridge_rewind(&mut self, bridge: BridgeId) {
         let mut cursor = self
             .sessions
@@ -240,6 +290,8 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
             };
             if entry.state != DeliveryState::Queued {
                 entry.state = DeliveryState::Queued;
+                // It may have reached upstream: sent again with DUP, same identifier.
+                entry.dup = true;
                 returned.0 += 1;
                 returned.1 += entry.bytes;
             }

@@ -228,7 +228,6 @@ pub async fn run(stack: Stack<'static>, config: Config<'static>) -> ! {
             config: &config,
             inbox: &mut inbox,
             inflight: heapless::Vec::new(),
-            next_id: 0,
             last_sent: Instant::now(),
             last_heard: Instant::now(),
             up: false,
@@ -270,7 +269,6 @@ struct Link<'s, 'c> {
     /// QoS 1 messages sent and not acknowledged: packet identifier and bridge token, in
     /// sending order.
     inflight: heapless::Vec<(u16, u64), WINDOW>,
-    next_id: u16,
     last_sent: Instant,
     last_heard: Instant,
     /// Whether upstream accepted the connection (CONNACK 0).
@@ -361,7 +359,11 @@ impl Link<'_, '_> {
         if subscriptions.is_empty() {
             return Ok(());
         }
-        let packet_id = self.packet_id();
+        let bridge = self.bridge;
+        // Unique among the bridge's messages in flight [MQTT-2.2.1-3].
+        let Some(packet_id) = with(|state| state.broker.bridge_packet_id(bridge)) else {
+            return Err(End::Protocol);
+        };
         let packet = Packet::Subscribe(Subscribe {
             packet_id,
             properties: Properties::empty(),
@@ -408,7 +410,6 @@ impl Link<'_, '_> {
     /// Takes the next message from the bridge and writes it upstream; `false` when the
     /// queue has nothing more to hand out.
     async fn publish_next(&mut self) -> Result<bool, End> {
-        let packet_id = self.packet_id();
         let bridge = self.bridge;
         let sent = self
             .write(|buf| {
@@ -421,13 +422,15 @@ impl Link<'_, '_> {
                     let Some(message) = state.broker.bridge_next(bridge, now()) else {
                         return Wrote::Done(0, None);
                     };
-                    let qos = message.qos.min(QoS::AtLeastOnce);
+                    // The core numbers QoS 1 and 2 messages and keeps the number (and sets
+                    // DUP) when one goes again [MQTT-4.4.0-1]; QoS 2 goes as QoS 1.
+                    let qos_pid = match message.packet_id {
+                        Some(id) if message.qos != QoS::AtMostOnce => QoSPid::AtLeastOnce(id),
+                        _ => QoSPid::AtMostOnce,
+                    };
                     let publish = Publish {
-                        dup: false,
-                        qos_pid: match qos {
-                            QoS::AtMostOnce => QoSPid::AtMostOnce,
-                            _ => QoSPid::AtLeastOnce(packet_id),
-                        },
+                        dup: message.dup && qos_pid != QoSPid::AtMostOnce,
+                        qos_pid,
                         retain: message.retain,
                         topic: message.topic,
                         properties: Properties::empty(),
@@ -435,7 +438,7 @@ impl Link<'_, '_> {
                     };
                     let token = message.token;
                     let written = Packet::Publish(publish).encode(VERSION, buf);
-                    let acked = qos == QoS::AtMostOnce || written.is_err();
+                    let acked = qos_pid == QoSPid::AtMostOnce || written.is_err();
                     if written.is_err() {
                         defmt::warn!("uplink: message too large to forward, dropped");
                     }
@@ -445,16 +448,20 @@ impl Link<'_, '_> {
                         state.broker.bridge_ack(bridge, token);
                     }
                     dispatch(state);
-                    Wrote::Done(written.unwrap_or(0), Some((token, acked)))
+                    let in_flight = match qos_pid {
+                        QoSPid::AtLeastOnce(id) if !acked => Some(id.get()),
+                        _ => None,
+                    };
+                    Wrote::Done(written.unwrap_or(0), Some((token, in_flight)))
                 })
             })
             .await?;
         match sent {
             None => Ok(false),
-            Some((token, acked)) => {
-                if !acked {
-                    // Room is checked by the caller; a full deque cannot happen.
-                    let _ = self.inflight.push((packet_id.get(), token));
+            Some((token, in_flight)) => {
+                if let Some(id) = in_flight {
+                    // Room is checked by the caller: the push cannot fail.
+                    let _ = self.inflight.push((id, token));
                 }
                 Ok(true)
             }
@@ -492,12 +499,6 @@ impl Link<'_, '_> {
                 Ok(())
             }
         }
-    }
-
-    /// The next packet identifier (1 to 65 535; at most [`WINDOW`] + 1 are in use).
-    fn packet_id(&mut self) -> PacketId {
-        self.next_id = self.next_id.checked_add(1).unwrap_or(1);
-        PacketId::new(self.next_id).unwrap_or(PacketId::MIN)
     }
 
     /// Writes a control packet.
