@@ -448,10 +448,14 @@ struct Peer {
     /// username. Kept for the authentication hooks, which must see it in place of the
     /// CONNECT's username (Mosquitto's `use_identity_as_username`).
     identity: Option<String>,
-    /// Bytes received but not consumed by the core yet: the start of a packet whose end
-    /// has not arrived. The core refuses a packet larger than the maximum packet size as
-    /// soon as its fixed header is in, so this stays below that size.
+    /// Bytes received but not consumed by the core yet, from `consumed` on: the start of a
+    /// packet whose end has not arrived (the core refuses a packet larger than the maximum
+    /// packet size as soon as its fixed header is in), or what a stalled publisher sent
+    /// before its reader paused.
     unconsumed: Vec<u8>,
+    /// How much of `unconsumed` the core has taken: a backlog is taken from the front
+    /// without copying the rest each time.
+    consumed: usize,
     /// The writer is [`OUTPUT_BYTES`] behind: output stays in the core until it drains.
     blocked: bool,
     /// Output waiting for a commit to be durable, each chunk with the commit it waits for
@@ -680,6 +684,7 @@ impl Actor {
                         addr: peer,
                         identity: origin.identity,
                         unconsumed: Vec::new(),
+                        consumed: 0,
                         blocked: false,
                         held: VecDeque::new(),
                         stalled: false,
@@ -719,14 +724,13 @@ impl Actor {
             peer.unconsumed.extend_from_slice(&bytes);
             return;
         }
-        let data = if peer.unconsumed.is_empty() {
-            bytes
+        let (data, mut offset) = if peer.unconsumed.len() <= peer.consumed {
+            (bytes, 0)
         } else {
             let mut data = std::mem::take(&mut peer.unconsumed);
             data.extend_from_slice(&bytes);
-            data
+            (data, std::mem::take(&mut peer.consumed))
         };
-        let mut offset = 0;
         while offset < data.len() {
             let end = data.len().min(offset + FEED_STEP);
             let mut used =
@@ -760,10 +764,15 @@ impl Actor {
             self.pump(now);
         }
         // The connection may have been closed meanwhile; then the rest is moot.
-        if let Some(peer) = self.links.get_mut(&id)
-            && let Some(rest) = data.get(offset..)
-        {
-            peer.unconsumed.extend_from_slice(rest);
+        // A partial packet is copied out; a longer rest (a stalled publisher's backlog)
+        // stays where it is.
+        if let Some(peer) = self.links.get_mut(&id) {
+            let rest = data.get(offset..).unwrap_or_default();
+            (peer.unconsumed, peer.consumed) = if rest.len() > FEED_STEP {
+                (data, offset)
+            } else {
+                (rest.to_vec(), 0)
+            };
         }
     }
 
