@@ -105,7 +105,10 @@ impl<S: Storage<Slot>> Index<S> {
         match S::FIXED_CAPACITY {
             Some(_) if (self.len + 1) * 8 > size * 7 => return Err(CapacityError),
             // Many tombstones in a fixed table: rebuild in place to shorten probes.
-            Some(_) if (self.used + 1) * 8 > size * 7 => self.rehash_in_place(),
+            Some(_) if (self.used + 1) * 8 > size * 7 => {
+                purge_tombstones(self.slots.as_mut_slice());
+                self.used = self.len;
+            }
             // A growable table rebuilds at half load: larger if it is really filling up,
             // at the same size if tombstones are what fills it.
             None if (self.used + 1) * 2 > size => {
@@ -165,21 +168,6 @@ impl<S: Storage<Slot>> Index<S> {
         Ok(())
     }
 
-    /// Rebuilds a fixed table without its tombstones.
-    fn rehash_in_place(&mut self) {
-        let mut live = S::default();
-        for slot in self.slots.as_slice() {
-            if slot.handle != EMPTY && slot.handle != TOMBSTONE {
-                // `live` has the same capacity as the table and holds fewer entries.
-                let _ = live.push(*slot);
-            }
-        }
-        for slot in self.slots.as_mut_slice() {
-            *slot = VACANT;
-        }
-        self.reinsert(live.as_slice());
-    }
-
     fn reinsert(&mut self, from: &[Slot]) {
         self.len = 0;
         self.used = 0;
@@ -197,6 +185,42 @@ impl<S: Storage<Slot>> Index<S> {
             self.len += 1;
             self.used += 1;
         }
+    }
+}
+
+/// Turns the tombstones of a fixed table into empty places, moving live entries back
+/// toward their home places so each stays reachable. In place (no copy of the table on the
+/// stack) and not generic over the table's capacity, so indexes of several sizes share
+/// this code.
+///
+/// Entries are taken in probe order from a place that was empty before (so no probe run
+/// crosses the starting point), each lifted out and put back at the first empty place from
+/// its home: that place is at most where it was, and emptying it later never opens a gap
+/// before an entry already put back.
+#[inline(never)]
+fn purge_tombstones(slots: &mut [Slot]) {
+    let Some(start) = slots.iter().position(|s| s.handle == EMPTY) else {
+        // Cannot happen: a fixed table is purged before tombstones and entries fill it.
+        return;
+    };
+    for slot in slots.iter_mut() {
+        if slot.handle == TOMBSTONE {
+            *slot = VACANT;
+        }
+    }
+    let mask = slots.len() - 1;
+    for k in 1..=slots.len() {
+        let i = (start + k) & mask;
+        let slot = slots[i];
+        if slot.handle == EMPTY {
+            continue;
+        }
+        slots[i] = VACANT;
+        let mut j = slot.hash as usize & mask;
+        while slots[j].handle != EMPTY {
+            j = (j + 1) & mask;
+        }
+        slots[j] = slot;
     }
 }
 
@@ -264,6 +288,51 @@ mod tests {
         for round in 0..100 {
             index.insert(1, 100 + round).unwrap();
             assert_eq!(index.remove(1, |h| h == 100 + round), Some(100 + round));
+        }
+    }
+
+    #[test]
+    fn purging_tombstones_closes_the_gaps_they_leave_in_probe_runs() {
+        let mut index: Index<heapless::Vec<Slot, 16>> = Index::default();
+        // A run from the last place round to the first ones: places 15, 0, 1, 2, 3.
+        for handle in 0..5 {
+            index.insert(15, handle).unwrap();
+        }
+        // Its head becomes a tombstone; fresh places are taken and freed until the table
+        // is purged (more than 7/8 of its places used).
+        assert_eq!(index.remove(15, |h| h == 0), Some(0));
+        for hash in 4..14 {
+            index.insert(hash, 100 + hash).unwrap();
+            assert_eq!(index.remove(hash, |h| h == 100 + hash), Some(100 + hash));
+        }
+        assert!(index.used < 10, "never purged: {}", index.used);
+        for handle in 1..5 {
+            assert_eq!(index.find(15, |h| h == handle), Some(handle));
+        }
+    }
+
+    #[test]
+    fn purging_tombstones_keeps_every_live_entry_reachable() {
+        // Colliding and wrapping probe runs (hashes near the end of a 16-place table),
+        // entries removed all over them, churn that purges many times.
+        let mut index: Index<heapless::Vec<Slot, 16>> = Index::default();
+        let mut live: Vec<(u32, u32)> = Vec::new();
+        let mut next = 0u32;
+        for round in 0..500u32 {
+            let hash = [15, 14, 0, 1, 15, 7][round as usize % 6] + (round % 7) * 16;
+            if live.len() < 13 {
+                index.insert(hash, next).unwrap();
+                live.push((hash, next));
+                next += 1;
+            }
+            if round % 3 == 0 {
+                let (hash, handle) = live.remove(round as usize * 7 % live.len());
+                assert_eq!(index.remove(hash, |h| h == handle), Some(handle));
+            }
+            for &(hash, handle) in &live {
+                assert_eq!(index.find(hash, |h| h == handle), Some(handle), "{round}");
+            }
+            assert_eq!(index.len, live.len());
         }
     }
 

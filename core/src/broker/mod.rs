@@ -246,8 +246,8 @@ pub struct Broker<S: BrokerStorage, H: Hooks = AllowAll> {
     /// No retained message expires before this (it may be earlier than the real first
     /// expiry after removals, which costs one needless scan); `None`: none expires.
     retained_expiry: Option<Instant>,
-    retained_index: crate::index::Index<S::Slots>,
-    client_index: crate::index::Index<S::Slots>,
+    retained_index: crate::index::Index<S::RetainedSlots>,
+    client_index: crate::index::Index<S::ClientSlots>,
     deliveries: S::Deliveries,
     events_head: Option<u32>,
     events_tail: Option<u32>,

@@ -36,8 +36,10 @@ pub trait BrokerStorage {
     type Aliases: Storage<Entry<Alias>>;
     /// Retained messages (message handles).
     type Retained: Storage<Entry<u32>>;
-    /// Each hash index (client identifiers, retained topics).
-    type Slots: Storage<Slot>;
+    /// The hash index of client identifiers (one entry per session).
+    type ClientSlots: Storage<Slot>;
+    /// The hash index of retained topics (one entry per retained message).
+    type RetainedSlots: Storage<Slot>;
     /// Scratch list of the sessions one message goes to (at most one per subscription).
     type Deliveries: Storage<Delivery>;
     /// Changes not yet reported through `Broker::poll_persist`.
@@ -60,8 +62,10 @@ pub trait BrokerStorage {
 /// }
 /// let broker = fulmar_core::broker::Broker::<Tiny>::new(Default::default(), 1);
 /// ```
-/// `slots` (a power of two) sizes each hash index, and must exceed 8/7 of the larger of
-/// `sessions`, `retained`, `topic_nodes` and `subscriptions`. An optional last
+/// `slots` (a power of two) sizes each of the router's hash indexes, and must exceed 8/7 of
+/// the larger of `topic_nodes` and `subscriptions`; the broker's indexes of client
+/// identifiers and retained topics are sized from `sessions` and `retained` (the next power
+/// of two above 8/7 of each). An optional last
 /// `pending: N` sizes the list of persistence changes not yet polled (default 64; when it
 /// overflows, the broker asks the host to rewrite everything instead), and an optional
 /// `auth_scratch: N` the largest CONNECT an enhanced authentication can hold (default 512).
@@ -101,7 +105,11 @@ macro_rules! fixed_broker_storage {
             type Aliases = $crate::__private::heapless::Vec<
                 $crate::storage::Entry<$crate::broker::Alias>, $aliases>;
             type Retained = $crate::__private::heapless::Vec<$crate::storage::Entry<u32>, $retained>;
-            type Slots = $crate::__private::heapless::Vec<$crate::router::Slot, $slots>;
+            // A fixed index takes up to 7/8 of its places.
+            type ClientSlots = $crate::__private::heapless::Vec<
+                $crate::router::Slot, { (($sessions as usize) * 8 / 7 + 1).next_power_of_two() }>;
+            type RetainedSlots = $crate::__private::heapless::Vec<
+                $crate::router::Slot, { (($retained as usize) * 8 / 7 + 1).next_power_of_two() }>;
             type Deliveries = $crate::__private::heapless::Vec<$crate::router::Delivery, $subs>;
             // Persistence changes waiting for the host: 64 unless `pending` says otherwise.
             type Pending = $crate::__private::heapless::Vec<
@@ -132,7 +140,8 @@ impl BrokerStorage for Growable {
     type Inbound = alloc::vec::Vec<Entry<InboundId>>;
     type Aliases = alloc::vec::Vec<Entry<Alias>>;
     type Retained = alloc::vec::Vec<Entry<u32>>;
-    type Slots = alloc::vec::Vec<Slot>;
+    type ClientSlots = alloc::vec::Vec<Slot>;
+    type RetainedSlots = alloc::vec::Vec<Slot>;
     type Deliveries = alloc::vec::Vec<Delivery>;
     type Pending = alloc::vec::Vec<Entry<PendingChange>>;
     type Scratch = alloc::vec::Vec<u8>;

@@ -9,10 +9,11 @@
 //!
 //! | state | capacity | RAM (bytes, approx.) |
 //! |---|---:|---:|
-//! | the broker (all of the below) | | 36 800 |
-//! | connections | [`SOCKETS`] | 10 × 144 |
-//! | sessions | [`SESSIONS`]: the clients' and the uplink's bridge | (8 + 1) × 130 |
+//! | the broker (all of the below) | | 35 136 |
+//! | connections | [`SOCKETS`] | 10 × 160 |
+//! | sessions | [`SESSIONS`]: the clients' and the uplink's bridge | (8 + 1) × 208 |
 //! | subscriptions / trie nodes | [`SUBSCRIPTIONS`] / 96 | 64 × 32 + 96 × 56 |
+//! | hash indexes: the router's three, client ids, retained topics | 3 × 128, 16, 64 places | 8 per place |
 //! | message bytes (topics, payloads, properties) | 8 KiB | 8 192 |
 //! | per socket: TCP rings + inbox | [`SOCKET_RX`] + [`SOCKET_TX`] + [`INBOX`] | 10 × 1 280 |
 //! | shared buffers for larger received packets | [`LARGE_BUFFERS`] × [`PACKET`] | 2 × 2 048 |
@@ -65,11 +66,13 @@ fulmar_core::fixed_broker_storage! {
     /// [`SUBSCRIPTIONS`] subscriptions over 96 trie nodes (filters share their first
     /// levels), topic levels and client identifiers up to 32 bytes, 64 messages (the 32
     /// retained plus 32 queued or held as wills) over 8 KiB, queues of 64 entries in all.
+    /// No room to hold a CONNECT during enhanced authentication: the firmware's hooks
+    /// (`AllowAll`) offer none, so such a CONNECT is refused before it would be held.
     pub struct Storage {
         connections: SOCKETS, sessions: SESSIONS, subscriptions: SUBSCRIPTIONS,
         topic_nodes: 96, share_groups: 4, text: 32, messages: 64, queue: 64,
         controls: 40, inbound: 16, aliases: 16, retained: RETAINED, blob_bytes: 8192,
-        slots: 128, pending: 16, auth_scratch: 256,
+        slots: 128, pending: 16, auth_scratch: 0,
     }
 }
 
