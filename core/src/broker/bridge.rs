@@ -183,30 +183,10 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
     /// sends upstream (a SUBSCRIBE): identifiers in flight must be unique
     /// [MQTT-2.2.1-3]. `None` if all 65 535 are taken.
     pub fn bridge_packet_id(&mut self, bridge: BridgeId) -> Option<PacketId> {
-        let session = self.sessions.get(bridge.0).filter(|s| s.bridge)?;
-        let head = session.queue.head;
-        let mut candidate = session.last_packet_id;
-        // A bridge's queue is short (its queue limit): a walk per candidate is cheap, and
-        // unlike a client's in-flight window it also holds rewound messages with numbers.
-        for _ in 0..u16::MAX {
-            candidate = candidate.wrapping_add(1);
-            let Some(id) = PacketId::new(candidate) else {
-                continue;
-            };
-            let mut cursor = head;
-            let mut taken = false;
-            while let Some(entry) = cursor.and_then(|h| self.queue.get(h)) {
-                taken |= entry.packet_id == Some(id);
-                cursor = entry.next;
-            }
-            if !taken {
-                if let Some(s) = self.sessions.get_mut(bridge.0) {
-                    s.last_packet_id = candidate;
-                }
-                return Some(id);
-            }
-        }
-        None
+        self.sessions.get(bridge.0).filter(|s| s.bridge)?;
+        // Unlike a client's window, a bridge's queue also holds rewound messages with
+        // numbers: the identifiers are checked against the whole queue.
+        self.next_packet_id(bridge.0)
     }
 
     /// Upstream has the message `token`: forget it.

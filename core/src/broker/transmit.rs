@@ -619,21 +619,21 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
         }
     }
 
-    /// A packet identifier for a new delivery to `session`, unique among its deliveries
-    /// in flight ([MQTT-2.2.1-3]); `None` if all 65 535 are taken.
+    /// A packet identifier for a new delivery to `session`, unique among the identifiers
+    /// its queue holds ([MQTT-2.2.1-3]); `None` if all 65 535 are taken.
     ///
     /// Identifiers are handed out in turn, so the ones after the last are usually free:
     /// one walk over the queue finds how many are, and that many are then handed out
     /// without looking again.
-    fn next_packet_id(&mut self, session: u32) -> Option<PacketId> {
+    pub(super) fn next_packet_id(&mut self, session: u32) -> Option<PacketId> {
         // Identifiers 1..=65535 as positions 0..65535 on a cycle.
         const IDS: u32 = u16::MAX as u32;
         let s = self.sessions.get(session)?;
         let head = s.queue.head;
         let mut last = u32::from(s.last_packet_id).wrapping_sub(1).min(IDS - 1);
         let mut free = u32::from(s.free_packet_ids);
-        // Each identifier found taken is passed by one; there are no more than in flight.
-        let mut tries = s.queue.inflight;
+        // Each identifier found taken is passed by one; no more are taken than entries.
+        let mut tries = s.queue.len;
         while free == 0 {
             // How far the nearest identifier in flight is from `last` (IDS: none).
             let mut nearest = IDS;
