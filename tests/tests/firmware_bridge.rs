@@ -131,12 +131,17 @@ struct Bridged {
 
 impl Bridged {
     fn start(sub_id: &'static str) -> Self {
+        Self::start_with(sub_id, UPLINK)
+    }
+
+    /// [`Bridged::start`] with the uplink configuration `config`.
+    fn start_with(sub_id: &'static str, config: &str) -> Self {
         let up_port = free_port();
         let data = DataDir::new("upstream");
         let upstream = upstream(up_port, &data);
         let sub = subscriber(up_port, sub_id, "sensors/#");
         wait_subscribed(&sub, up_port);
-        let board = Board::boot_with_uplink(up_port, UPLINK);
+        let board = Board::boot_with_uplink(up_port, config);
         publish(board.port(), "sensors/probe", &["up".to_owned()]);
         assert_eq!(
             collect(&sub, 1),
@@ -225,6 +230,26 @@ fn readings_kept_in_flash_arrive_after_the_board_loses_power_during_the_outage()
     bridged.upstream_back();
     assert_eq!(collect(&bridged.sub, sent.len()), lines_of(&sent));
     assert_eq!(bridged.sub.next_line(Duration::from_secs(2)), None);
+}
+
+#[test]
+fn an_idle_uplink_keeps_its_connection_with_pings() {
+    // Keep alive 2 s: upstream closes a client silent for 3 s [MQTT-3.1.2-24]. Idle for
+    // longer than that, the uplink stays connected only if it pings.
+    let config = UPLINK.replace("keep-alive 5", "keep-alive 2");
+    let bridged = Bridged::start_with("up-sub-4", &config);
+    std::thread::sleep(Duration::from_secs(4));
+    publish(
+        bridged.board.port(),
+        "sensors/t",
+        &["after-idle".to_owned()],
+    );
+    assert_eq!(collect(&bridged.sub, 1), ["sensors/t after-idle"]);
+    let log = bridged.board.decoded_log();
+    assert!(
+        !log.contains("uplink: connection lost"),
+        "the idle uplink was dropped:\n{log}"
+    );
 }
 
 /// Waits until the board has noticed that upstream is gone (its log says so), so what is

@@ -77,8 +77,10 @@ pub struct Config<'a> {
     pub upstream: IpEndpoint,
     /// The client identifier upstream; also the local bridge session's name.
     pub client_id: &'a str,
-    /// Keep alive announced upstream, in seconds; a PINGREQ goes out after half of it
-    /// without sending, and the link is dropped after 1.5 times it without hearing back.
+    /// Keep alive announced upstream, in seconds; a PINGREQ goes out after a quarter of
+    /// it without sending (upstream's 1.5 times is then far: the board may be late, busy
+    /// with a flash write, or its clock behind, as an emulated one is on a loaded host),
+    /// and the link is dropped after 1.5 times it without hearing back.
     pub keep_alive: u16,
     /// Local messages forwarded upstream.
     pub up: Filters<'a>,
@@ -378,7 +380,7 @@ impl Link<'_, '_> {
         let keep_alive = Duration::from_secs(u64::from(self.config.keep_alive.max(1)));
         loop {
             while !self.inflight.is_full() && self.publish_next().await? {}
-            let ping_at = self.last_sent + keep_alive / 2;
+            let ping_at = self.last_sent + keep_alive / 4;
             let dead_at = self.last_heard + keep_alive * 3 / 2;
             // A packet that does not fit the small inbox waits for a shared large buffer
             // (not reading meanwhile: TCP holds upstream back).
