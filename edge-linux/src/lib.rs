@@ -46,6 +46,7 @@
 pub mod auth;
 pub mod bench;
 pub mod config;
+pub mod fd_limit;
 pub mod logging;
 pub mod metrics;
 pub mod server;

@@ -98,6 +98,10 @@ fn passwd(args: &fulmar_edge::auth::passwd::PasswdArgs) -> anyhow::Result<()> {
 
 /// `fulmar bench`.
 fn bench(args: fulmar_edge::bench::BenchArgs) -> anyhow::Result<()> {
+    // Thousands of connections need thousands of file descriptors.
+    if let Err(error) = fulmar_edge::fd_limit::raise() {
+        eprintln!("fulmar bench: cannot raise the open-file limit: {error}");
+    }
     runtime()?
         .block_on(fulmar_edge::bench::run(args))
         .context("fulmar bench")
@@ -119,6 +123,7 @@ fn run(args: &RunArgs) -> anyhow::Result<()> {
         Some(file) => tracing::info!("configuration from {}", file.display()),
         None => tracing::info!("no --config file: built-in defaults, variables and flags"),
     }
+    open_file_limit(config.limits.max_connections.get());
     runtime()?.block_on(async {
         // Signal handlers first: a SIGTERM that arrives while the listeners bind must stop
         // the broker gracefully, not kill it.
@@ -128,6 +133,35 @@ fn run(args: &RunArgs) -> anyhow::Result<()> {
         server.run(shutdown).await?;
         anyhow::Ok(())
     })
+}
+
+/// Raises the open-file limit for the connections, and says when it is still too low for
+/// `limits.max_connections` (the connections beyond it would fail to be accepted).
+fn open_file_limit(max_connections: usize) {
+    /// Descriptors besides connections: listeners, the store, the runtime's own.
+    const RESERVED: u64 = 64;
+    match fulmar_edge::fd_limit::raise() {
+        Ok(raised) => {
+            if raised.before != raised.now {
+                tracing::debug!(
+                    before = raised.before,
+                    now = raised.now,
+                    "open-file limit raised"
+                );
+            }
+            if let Some(limit) = raised.now
+                && limit < max_connections as u64 + RESERVED
+            {
+                tracing::warn!(
+                    limit,
+                    max_connections,
+                    "the open-file limit (LimitNOFILE, ulimit -Hn) is below                      limits.max_connections: connections beyond about {} cannot be accepted",
+                    limit.saturating_sub(RESERVED)
+                );
+            }
+        }
+        Err(error) => tracing::warn!(%error, "cannot raise the open-file limit"),
+    }
 }
 
 #[cfg(test)]

@@ -8,8 +8,9 @@
 //!   is messages *delivered to subscribers* per second; a cell with losses says so, since
 //!   for QoS 1 only a lossless rate counts;
 //! - p99 end-to-end latency at a fixed offered load every broker sustains;
-//! - memory per idle connection: VmRSS of the broker process with 10 000 idle
-//!   connections, minus its VmRSS before they opened, per connection.
+//! - memory per idle connection: VmRSS of the broker process with as many idle
+//!   connections as the open-file limit allows (the hard limit, less [`OWN_FILES`]: 19 936
+//!   where it is 20 000), minus its VmRSS before they opened, per connection.
 //!
 //! fulmar runs twice: with persistence off (`fulmar`, like the peers) and with durable
 //! persistence on (`fulmar+disk`: `--sync batch`, a fresh data directory per run).
@@ -38,8 +39,11 @@ use crate::setup;
 const RUMQTTD_VERSION: &str = "0.20.0";
 /// Seconds each throughput scenario publishes for, unless `--seconds` says otherwise.
 const DEFAULT_SECONDS: f64 = 3.0;
-/// Idle connections for the memory row, unless `--idle` says otherwise.
-const DEFAULT_IDLE: usize = 10_000;
+/// File descriptors a broker or the load tool keeps for itself (standard streams,
+/// listeners, epoll, its files): the idle row opens the hard open-file limit minus these.
+const OWN_FILES: usize = 64;
+/// Idle connections for the memory row when the hard open-file limit cannot be read.
+const FALLBACK_IDLE: usize = 10_000;
 /// Runs of a lossy QoS 1 throughput scenario at a lower offered rate.
 const RATE_RETRIES: usize = 2;
 /// How long a broker gets to start listening.
@@ -139,16 +143,18 @@ pub(crate) fn help() -> String {
          Markdown table with ratios (also written to <target>/bench/results.md).\n\n\
          options:\n  \
          --seconds S      seconds each throughput scenario publishes (default {DEFAULT_SECONDS})\n  \
-         --idle N         idle connections for the memory row (default {DEFAULT_IDLE})\n  \
+         --idle N         idle connections for the memory row (default: the hard open-file\n                   \
+         limit less {OWN_FILES}, here {})\n  \
          --only NAMES     run only scenarios whose name contains one of NAMES (e.g. fan-in,idle)\n  \
-         --brokers NAMES  brokers to run, from fulmar,fulmar+disk,mosquitto,rumqttd (default all)\n"
+         --brokers NAMES  brokers to run, from fulmar,fulmar+disk,mosquitto,rumqttd (default all)\n",
+        default_idle()
     )
 }
 
 fn parse(args: &[String]) -> Result<Options, String> {
     let mut options = Options {
         seconds: DEFAULT_SECONDS,
-        idle: DEFAULT_IDLE,
+        idle: default_idle(),
         only: Vec::new(),
         brokers: BROKERS.to_vec(),
     };
@@ -695,8 +701,24 @@ fn start_broker(bins: &Bins, broker: Broker, port: u16) -> Result<Running, Strin
     }
 }
 
-/// `program` run through `sh` with the open-file limit raised to its hard limit: 10 000
-/// connections need more than the usual soft limit of 1024, on both ends.
+/// As many idle connections as a process can hold: the hard open-file limit (which every
+/// process here raises its soft limit to), less the descriptors each keeps for itself.
+fn default_idle() -> usize {
+    hard_open_files().map_or(FALLBACK_IDLE, |hard| hard.saturating_sub(OWN_FILES).max(1))
+}
+
+/// The hard open-file limit of this process (`Max open files` in `/proc/self/limits`);
+/// `None` when unlimited or unreadable.
+fn hard_open_files() -> Option<usize> {
+    let limits = fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    // "Max open files  <soft>  <hard>  files"
+    line.split_whitespace().nth(4)?.parse().ok()
+}
+
+/// `program` run through `sh` with the open-file limit raised to its hard limit: thousands
+/// of connections need more than the usual soft limit of 1024, on both ends (fulmar raises
+/// its own; the peers need it done for them).
 fn unlimited(program: &Path) -> Command {
     let mut command = Command::new("sh");
     command
