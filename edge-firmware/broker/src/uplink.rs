@@ -127,9 +127,7 @@ impl<'a> Config<'a> {
             let value = value.ok_or(ConfigError::BadNumber);
             match setting {
                 "upstream" => {
-                    let address: core::net::SocketAddrV4 =
-                        value?.parse().map_err(|_| ConfigError::BadAddress)?;
-                    upstream = Some(IpEndpoint::new((*address.ip()).into(), address.port()));
+                    upstream = Some(endpoint(value?).ok_or(ConfigError::BadAddress)?);
                 }
                 "client-id" => config.client_id = value?,
                 "keep-alive" => {
@@ -156,6 +154,21 @@ impl<'a> Config<'a> {
         config.upstream = upstream.ok_or(ConfigError::NoUpstream)?;
         Ok(config)
     }
+}
+
+/// `a.b.c.d:port` (a small parser: `core::net`'s costs more flash).
+fn endpoint(text: &str) -> Option<IpEndpoint> {
+    let (address, port) = text.split_once(':')?;
+    let mut octets = [0u8; 4];
+    let mut parts = address.split('.');
+    for octet in &mut octets {
+        *octet = parts.next()?.parse().ok()?;
+    }
+    if parts.next().is_some() {
+        return None;
+    }
+    let address = embassy_net::Ipv4Address::from(octets);
+    Some(IpEndpoint::new(address.into(), port.parse().ok()?))
 }
 
 /// Wakes the uplink: the broker processed input, so the bridge may have messages.
