@@ -247,7 +247,7 @@ fn firmware_cargo(ctx: &Ctx, args: &[&str]) -> Command {
     command
 }
 
-/// The `firmware` suite: formatting, clippy (with and without flash persistence) and
+/// The `firmware` suite: formatting, clippy (default features, none, all) and
 /// release builds of the QEMU, NUCLEO-H743ZI and ESP32-C3 firmware.
 pub(crate) fn suite(ctx: &Ctx) -> SuiteResult {
     let mut result = SuiteResult::default();
@@ -264,6 +264,8 @@ pub(crate) fn suite(ctx: &Ctx) -> SuiteResult {
         [&clippy[..], &deny[..]].concat(),
         // The board without flash persistence (what `cargo xtask size` holds to its goal).
         [&clippy[..], &["--no-default-features"][..], &deny[..]].concat(),
+        // Every feature of every board (the NUCLEO-H743ZI's opt-in uplink).
+        [&clippy[..], &["--all-features"][..], &deny[..]].concat(),
     ] {
         result.check(ctx.run(&mut firmware_cargo(ctx, &args)));
     }

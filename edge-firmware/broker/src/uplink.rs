@@ -171,6 +171,33 @@ fn endpoint(text: &str) -> Option<IpEndpoint> {
     Some(IpEndpoint::new(address.into(), port.parse().ok()?))
 }
 
+/// Starts the uplink when a board has a configuration: `$text` is an
+/// `Option<&'static str>` (a file's contents, `option_env!("FULMAR_UPLINK")`); `None`
+/// leaves the uplink off, a text [`Config::parse`] refuses is logged. Defines the uplink's
+/// embassy task (tasks cannot be generic) and spawns it on `$spawner` with the network
+/// `$stack` (from [`crate::spawn_network`]), after persistence has restored the broker.
+#[macro_export]
+macro_rules! spawn_uplink {
+    ($spawner:expr, $stack:expr, $text:expr) => {{
+        #[::embassy_executor::task]
+        async fn uplink_task(
+            stack: ::embassy_net::Stack<'static>,
+            config: $crate::uplink::Config<'static>,
+        ) -> ! {
+            $crate::uplink::run(stack, config).await
+        }
+
+        let text: ::core::option::Option<&'static str> = $text;
+        match text.map($crate::uplink::Config::parse) {
+            None => ::defmt::info!("uplink: not configured"),
+            Some(Ok(config)) => {
+                $spawner.spawn(uplink_task($stack, config).expect("one uplink task"))
+            }
+            Some(Err(e)) => ::defmt::error!("uplink: configuration refused: {}", e),
+        }
+    }};
+}
+
 /// Wakes the uplink: the broker processed input, so the bridge may have messages.
 static WAKE: Signal<CriticalSectionRawMutex, ()> = Signal::new();
 

@@ -53,13 +53,7 @@ async fn main(spawner: Spawner) {
 /// file and has QEMU forward 10.0.2.100:1883 to that host port.
 #[cfg(feature = "uplink")]
 fn start_uplink(spawner: &Spawner, stack: embassy_net::Stack<'static>) {
-    use fulmar_firmware::uplink::{self, Config};
     use semihosting::io::Read;
-
-    #[embassy_executor::task]
-    async fn uplink_task(stack: embassy_net::Stack<'static>, config: Config<'static>) -> ! {
-        uplink::run(stack, config).await
-    }
 
     static TEXT: static_cell::StaticCell<[u8; 512]> = static_cell::StaticCell::new();
     let text = TEXT.init([0; 512]);
@@ -67,14 +61,7 @@ fn start_uplink(spawner: &Spawner, stack: embassy_net::Stack<'static>) {
         .ok()
         .and_then(|mut file| file.read(text).ok())
         .and_then(|len| core::str::from_utf8(&text[..len]).ok());
-    let Some(text) = from_file.or(option_env!("FULMAR_UPLINK")) else {
-        info!("uplink: not configured");
-        return;
-    };
-    match Config::parse(text) {
-        Ok(config) => spawner.spawn(uplink_task(stack, config).expect("one uplink task")),
-        Err(e) => error!("uplink: configuration refused: {}", e),
-    }
+    fulmar_firmware::spawn_uplink!(spawner, stack, from_file.or(option_env!("FULMAR_UPLINK")));
 }
 
 /// Restores the persisted sessions and retained messages (before any client connects) and

@@ -1,7 +1,9 @@
 //! The Fulmar broker firmware for the NUCLEO-H743ZI: MQTT on port 1883 of 192.168.1.50/24
 //! (gateway 192.168.1.1; change [`ADDRESS`] and [`GATEWAY`] for your network), the board's
 //! RMII Ethernet (LAN8742A PHY) through embassy-stm32's driver, defmt logs over RTT. The
-//! broker state is in RAM only on this board (no flash persistence yet).
+//! broker state is in RAM only on this board (no flash persistence yet). With the `uplink`
+//! feature, a bridge to an upstream broker configured at build time by `FULMAR_UPLINK`
+//! (`fulmar_firmware::uplink`; its backlog is in RAM here).
 #![no_std]
 #![no_main]
 
@@ -60,6 +62,8 @@ async fn main(spawner: Spawner) {
     let config = fulmar_firmware::server::static_ipv4(ADDRESS, GATEWAY);
     let _stack = fulmar_firmware::spawn_network!(spawner, Device, device, config, seed);
     defmt::info!("address {}", ADDRESS);
+    #[cfg(feature = "uplink")]
+    fulmar_firmware::spawn_uplink!(spawner, _stack, option_env!("FULMAR_UPLINK"));
 }
 
 /// 400 MHz from the internal oscillator (the Nucleo has no crystal fitted on HSE by
