@@ -119,11 +119,12 @@ pub(crate) fn suite(ctx: &Ctx) -> SuiteResult {
         }
         Err(e) => result.fail(e),
     }
-    // The broker firmware (held to the flash goal), then the same with flash persistence
-    // (reported). The default build comes last, so it is what stays built.
+    // The broker firmware (held to the flash goal), then the default build with flash
+    // persistence and the bridge uplink (reported). The default build comes last, so it is
+    // what stays built.
     for (features, what, enforced) in [
         (&["--no-default-features"][..], "broker only", true),
-        (&[][..], "with flash persistence", false),
+        (&[][..], "with flash persistence and the uplink", false),
     ] {
         let firmware = crate::firmware::build_qemu_firmware(ctx, features).and_then(|elf| {
             let mut report = measure_elf(ctx, &elf)?;
