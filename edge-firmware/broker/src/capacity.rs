@@ -15,9 +15,9 @@
 //! | subscriptions / trie nodes | [`SUBSCRIPTIONS`] / 96 | 64 × 32 + 96 × 56 |
 //! | hash indexes: the router's three, client ids, retained topics | 3 × 128, 16, 64 places | 8 per place |
 //! | message bytes (topics, payloads, properties) | 8 KiB | 8 192 |
-//! | per socket: TCP rings + inbox | [`SOCKET_RX`] + [`SOCKET_TX`] + [`INBOX`] | 10 × 1 280 |
+//! | per socket: TCP rings + inbox | [`SOCKET_RX`] + [`SOCKET_TX`] + [`INBOX`] | 10 × 768 |
 //! | shared buffers for larger received packets | [`LARGE_BUFFERS`] × [`PACKET`] | 2 × 2 048 |
-//! | the uplink (feature `uplink`): TCP rings + inbox | [`SOCKET_RX`] + [`UPLINK_TX`] + [`INBOX`] | 3 072 |
+//! | the uplink (feature `uplink`): TCP rings + inbox | [`SOCKET_RX`] + [`UPLINK_TX`] + [`INBOX`] | 2 816 |
 //!
 //! `cargo xtask size` measures the whole firmware (README, "Firmware").
 
@@ -40,8 +40,9 @@ pub const SUBSCRIPTIONS: usize = 64;
 pub const RETAINED: usize = 32;
 /// Largest MQTT packet in either direction.
 pub const PACKET: usize = 2048;
-/// TCP receive ring of each socket.
-pub const SOCKET_RX: usize = 512;
+/// TCP receive ring of each socket: the window a client may send ahead. 256 bytes (a few
+/// small PUBLISHes): `fulmar bench` on the QEMU board measured it within the noise of 512.
+pub const SOCKET_RX: usize = 256;
 /// Each socket's own buffer for received bytes the core has not consumed yet (a packet not
 /// complete yet, or one held back by backpressure). Most packets fit; a larger one is
 /// assembled in one of the [`LARGE_BUFFERS`] shared buffers.
@@ -52,8 +53,10 @@ pub const INBOX: usize = 256;
 pub const LARGE_BUFFERS: usize = 2;
 /// TCP transmit ring of each socket. The core writes a PUBLISH into it in pieces
 /// (`Broker::poll_transmit_pieces`), so it need not hold a whole packet: only the largest
-/// control packet (acknowledgments, CONNACK, SUBACK: a few dozen bytes).
-pub const SOCKET_TX: usize = 512;
+/// control packet (acknowledgments, CONNACK, SUBACK: a few dozen bytes; a SUBACK answers
+/// each filter of its SUBSCRIBE with a byte, so a client that sends over 250 filters in one
+/// packet is closed rather than answered).
+pub const SOCKET_TX: usize = 256;
 /// TCP transmit ring of the uplink's socket: it writes each PUBLISH whole, so it holds
 /// the largest one (a message of at most [`PACKET`] bytes as published, plus a margin for
 /// a longer packet identifier and topic framing).

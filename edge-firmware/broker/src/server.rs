@@ -300,10 +300,15 @@ pub fn static_ipv4(
 /// `embassy-net-driver` type `$driver`) configured by `$config` (an `embassy_net::Config`,
 /// such as [`static_ipv4`]), its runner task, and one [`serve_slot`] task per socket.
 /// Expands in the board's `main` (after [`start`]), since embassy tasks cannot be generic;
-/// the board depends on `embassy-executor`, `embassy-net` and `static_cell`.
+/// the board depends on `embassy-executor`, `embassy-net` and `static_cell`. A board whose
+/// configuration takes sockets of its own (DHCP: one) adds `, extra_sockets = N`: each
+/// socket slot costs a few hundred bytes of RAM, so none is reserved by default.
 #[macro_export]
 macro_rules! spawn_network {
-    ($spawner:expr, $driver:ty, $device:expr, $config:expr, $seed:expr) => {{
+    (
+        $spawner:expr, $driver:ty, $device:expr, $config:expr, $seed:expr
+        $(, extra_sockets = $extra:expr)? $(,)?
+    ) => {{
         use $crate::capacity::SOCKETS;
 
         #[::embassy_executor::task]
@@ -316,9 +321,9 @@ macro_rules! spawn_network {
             $crate::server::serve_slot(stack, slot).await
         }
 
-        // One socket slot per TCP socket, the uplink's, and one for DHCP.
+        // One socket slot per TCP socket, the uplink's, and the board's own.
         static RESOURCES: ::static_cell::StaticCell<
-            ::embassy_net::StackResources<{ SOCKETS + $crate::capacity::UPLINKS + 1 }>,
+            ::embassy_net::StackResources<{ SOCKETS + $crate::capacity::UPLINKS $(+ $extra)? }>,
         > = ::static_cell::StaticCell::new();
         let resources = RESOURCES.init(::embassy_net::StackResources::new());
         let (stack, runner) = ::embassy_net::new($device, $config, resources, $seed);

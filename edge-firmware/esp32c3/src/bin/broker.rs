@@ -64,8 +64,15 @@ async fn main(spawner: Spawner) {
     spawner.spawn(keep_connected(controller).expect("one Wi-Fi task"));
 
     let config = embassy_net::Config::dhcpv4(Default::default());
-    let stack =
-        fulmar_firmware::spawn_network!(spawner, Interface, Interface::station(), config, seed);
+    let stack = fulmar_firmware::spawn_network!(
+        spawner,
+        Interface,
+        Interface::station(),
+        config,
+        seed,
+        // DHCP's socket.
+        extra_sockets = 1
+    );
     stack.wait_config_up().await;
     if let Some(v4) = stack.config_v4() {
         info!("address {}", v4.address);
