@@ -586,6 +586,8 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
         if let Some(t) = tail.and_then(|t| self.queue.get_mut(t)) {
             t.next = Some(entry_handle);
         }
+        // Whether the new entry is the only one with something to send.
+        let mut first = false;
         if let Some(session) = self.sessions.get_mut(handle) {
             if session.queue.head.is_none() {
                 session.queue.head = Some(entry_handle);
@@ -593,6 +595,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
             // Every entry was passed: sending resumes at the new one.
             if session.queue.unsent.is_none() {
                 session.queue.unsent = Some(entry_handle);
+                first = true;
             }
             session.queue.tail = Some(entry_handle);
             session.queue.len += 1;
@@ -601,7 +604,13 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
         }
         let _ = now;
         self.mark_message(handle, entry_handle);
-        if let Some(conn) = online {
+        // Behind an entry still to send, the new one goes out when that one does: the
+        // connection already has output signalled, or waits for an acknowledgement to
+        // open its window (which signals). Not signalling spares a futile poll_transmit
+        // per delivery to a subscriber that is behind.
+        if let Some(conn) = online
+            && first
+        {
             self.signal_transmit(conn);
         }
         true
