@@ -29,7 +29,7 @@
 //! upstream 10.0.2.100:1883
 //! # upstream client id, and the local bridge's name (default fulmar-uplink)
 //! client-id fulmar-edge-1
-//! # seconds (default 30)
+//! # seconds, at least 1 (default 30)
 //! keep-alive 30
 //! # forward matching local messages, at most at this QoS (0 or 1, default 1)
 //! up sensors/# 1
@@ -96,7 +96,9 @@ pub enum ConfigError {
     UnknownSetting,
     /// `upstream` is not an IPv4 address and port.
     BadAddress,
-    /// A number (keep-alive, QoS) is missing or out of range.
+    /// A setting has no value.
+    MissingValue,
+    /// A number is out of range: keep-alive 1 to 65 535, QoS 0 or 1.
     BadNumber,
     /// More than [`MAX_FILTERS`] filters in one direction.
     TooManyFilters,
@@ -124,15 +126,17 @@ impl<'a> Config<'a> {
             let (Some(setting), value) = (words.next(), words.next()) else {
                 continue;
             };
-            let value = value.ok_or(ConfigError::BadNumber);
+            let value = value.ok_or(ConfigError::MissingValue);
             match setting {
                 "upstream" => {
                     upstream = Some(endpoint(value?).ok_or(ConfigError::BadAddress)?);
                 }
                 "client-id" => config.client_id = value?,
-                "keep-alive" => {
-                    config.keep_alive = value?.parse().map_err(|_| ConfigError::BadNumber)?
-                }
+                // Not 0 (no keep-alive): the uplink needs its pings to find a dead link.
+                "keep-alive" => match value?.parse() {
+                    Ok(seconds) if seconds > 0 => config.keep_alive = seconds,
+                    _ => return Err(ConfigError::BadNumber),
+                },
                 "up" | "down" => {
                     let qos = match words.next().unwrap_or("1") {
                         "0" => QoS::AtMostOnce,
@@ -417,6 +421,7 @@ impl Link<'_, '_> {
     /// Forwards the bridge's queue within the window, answers upstream, keeps the link
     /// alive; returns only when the connection ends.
     async fn forward(&mut self) -> Result<core::convert::Infallible, End> {
+        // A Config built by hand may say 0: pinging every moment would be worse than 1 s.
         let keep_alive = Duration::from_secs(u64::from(self.config.keep_alive.max(1)));
         loop {
             while !self.inflight.is_full() && self.publish_next().await? {}
