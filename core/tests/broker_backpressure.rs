@@ -21,6 +21,8 @@ storage_tests!(
     stalled_publisher_does_not_block_others,
     stalled_publisher_can_disconnect,
     qos2_publisher_stalls_before_pubrec,
+    qos0_to_a_full_queue_is_dropped_not_waited_for,
+    qos0_publishers_wait_too_when_configured,
 );
 
 const QUEUE: usize = 4;
@@ -170,6 +172,45 @@ fn offline_subscriber_never_stalls_publisher<S: BrokerStorage>() {
     let got = sim.received(back);
     assert_eq!(payloads(&got), numbers(0..2), "the first in flight");
     assert_eq!(drain_subscriber(&mut sim, back, got, 4), numbers(0..4));
+}
+
+/// A QoS 0 message for a client whose queue is full is dropped for it and counted: its
+/// publisher is never held back (`Config::qos0_backpressure` is off by default).
+fn qos0_to_a_full_queue_is_dropped_not_waited_for<S: BrokerStorage>() {
+    let (mut sim, sub, publisher) = flooded::<S>();
+    assert!(sim.is_stalled(publisher));
+    let first = sim.received(sub);
+    let q0 = sim.connect(V3, "q0", true, 0);
+    sim.received(q0);
+    sim.publish(q0, "t", b"zero", QOS0, false);
+    assert!(!sim.is_stalled(q0), "a QoS 0 publisher is not held back");
+    assert_eq!(sim.unsent_len(q0), 0, "its PUBLISH was taken");
+    assert_eq!(sim.broker.stats().messages_dropped, 1);
+    // The QoS 1 messages still all arrive, in order; the QoS 0 one does not.
+    assert_eq!(drain_subscriber(&mut sim, sub, first, 20), numbers(0..20));
+}
+
+/// With `qos0_backpressure`, a QoS 0 publisher waits for the full queue like a QoS 1 one,
+/// and nothing is dropped.
+fn qos0_publishers_wait_too_when_configured<S: BrokerStorage>() {
+    let mut sim = Sim::<S>::new(Config {
+        qos0_backpressure: true,
+        ..config()
+    });
+    let sub = slow_subscriber(&mut sim, "sub", true);
+    let publisher = sim.connect(V3, "pub", true, 0);
+    sim.received(publisher);
+    publish_numbered(&mut sim, publisher, 0, 6);
+    let first = sim.received(sub);
+    let q0 = sim.connect(V3, "q0", true, 0);
+    sim.received(q0);
+    sim.publish(q0, "t", b"zero", QOS0, false);
+    assert!(sim.is_stalled(q0));
+    assert!(sim.unsent_len(q0) > 0);
+    let mut want = numbers(0..6);
+    want.push(b"zero".to_vec());
+    assert_eq!(drain_subscriber(&mut sim, sub, first, 7), want);
+    assert_eq!(sim.broker.stats().messages_dropped, 0);
 }
 
 fn subscriber_leaving_resumes_publisher<S: BrokerStorage>() {

@@ -313,6 +313,9 @@ pub struct Limits {
     pub max_queued_bytes: NonZeroUsize,
     /// What happens when a session's queue is full.
     pub overflow: Overflow,
+    /// With [`Overflow::Backpressure`]: QoS 0 messages hold their publisher back too
+    /// (`true`), or are dropped (counted) for a client whose queue is full (`false`).
+    pub qos0_backpressure: bool,
     /// Subscriptions per session; more are refused in the SUBACK (0x97).
     pub max_subscriptions_per_client: NonZeroUsize,
     /// Longest topic name or filter, in bytes.
@@ -341,6 +344,7 @@ impl Default for Limits {
             max_queued_messages: nonzero(1000),
             max_queued_bytes: nonzero(256 * 1024),
             overflow: Overflow::Backpressure,
+            qos0_backpressure: false,
             max_subscriptions_per_client: nonzero(256),
             max_topic_length: 1024,
             max_topic_depth: nonzero(32),
@@ -580,6 +584,9 @@ impl Config {
                 Overflow::DropNew => OverflowPolicy::DropNew,
                 Overflow::DropOldest => OverflowPolicy::DropOldest,
             },
+            // QoS 0 is at most once: a slow subscriber drops it rather than make its
+            // publisher wait, unbounded, in socket buffers (unless asked to).
+            qos0_backpressure: l.qos0_backpressure,
             queue_qos0_offline: m.queue_qos0_offline,
             max_retained: l.max_retained,
             max_retained_bytes: l.max_retained_bytes,

@@ -419,3 +419,124 @@ async fn backpressure_shows_as_stalls_not_drops() {
     );
     task.abort();
 }
+
+/// A hand-encoded MQTT 3.1.1 packet: the fixed header's first byte, then `body`.
+fn packet(first: u8, body: &[u8]) -> Vec<u8> {
+    let mut out = vec![first];
+    let mut n = body.len();
+    loop {
+        let byte = (n % 128) as u8;
+        n /= 128;
+        out.push(if n == 0 { byte } else { byte | 0x80 });
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(body);
+    out
+}
+
+/// A string as MQTT writes it: a two-byte length, then the bytes.
+fn mqtt_string(s: &str) -> Vec<u8> {
+    let mut out = (s.len() as u16).to_be_bytes().to_vec();
+    out.extend_from_slice(s.as_bytes());
+    out
+}
+
+/// CONNECT (3.1.1, clean session, keep alive 60 s).
+fn connect_packet(client_id: &str) -> Vec<u8> {
+    let mut body = vec![0, 4, b'M', b'Q', b'T', b'T', 4, 0x02, 0, 60];
+    body.extend(mqtt_string(client_id));
+    packet(0x10, &body)
+}
+
+/// QoS 0 PUBLISHes are never held back (`limits.qos0_backpressure = false`, the default):
+/// a publisher floods a subscriber that stopped reading its socket, and still gets its
+/// PINGRESP within seconds, because the broker drops what that subscriber's full queue
+/// cannot take, and counts it in `/metrics` and `$SYS`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn qos0_overload_is_dropped_and_counted_not_queued_behind_a_stuck_subscriber() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let broker = Fulmar::start_with(&[
+        "--metrics-listen",
+        "127.0.0.1:0",
+        "--sys-interval",
+        "1",
+        "--set",
+        "limits.max_queued_messages=100",
+    ]);
+    let addr = metrics_addr(&broker);
+    let sys = subscribe(
+        &broker,
+        "$SYS/broker/publish/messages/dropped",
+        "sys-dropped",
+    );
+
+    // A subscriber with a small receive buffer that reads its CONNACK and SUBACK, then
+    // nothing: the kernel's buffers, then the broker's output room, then its queue fill.
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
+    let mut stuck = socket.connect(broker.addr()).await.expect("connect");
+    stuck.write_all(&connect_packet("stuck")).await.unwrap();
+    let mut connack = [0; 4];
+    stuck.read_exact(&mut connack).await.unwrap();
+    assert_eq!(connack, [0x20, 2, 0, 0]);
+    let mut subscribe_body = vec![0, 1];
+    subscribe_body.extend(mqtt_string("flood"));
+    subscribe_body.push(0);
+    stuck
+        .write_all(&packet(0x82, &subscribe_body))
+        .await
+        .unwrap();
+    let mut suback = [0; 5];
+    stuck.read_exact(&mut suback).await.unwrap();
+    assert_eq!(suback, [0x90, 3, 0, 1, 0]);
+
+    // 16 MiB of QoS 0 messages (far beyond the buffers on the way: 4 MiB of the broker's
+    // socket, 256 KiB of output room, 100 queued), then a PINGREQ.
+    let publisher = tokio::task::spawn_blocking({
+        let to = broker.addr();
+        move || {
+            let started = Instant::now();
+            let mut stream = TcpStream::connect(to).expect("connect the publisher");
+            stream.set_read_timeout(Some(TIMEOUT)).unwrap();
+            stream.write_all(&connect_packet("flooder")).unwrap();
+            let mut connack = [0; 4];
+            stream.read_exact(&mut connack).unwrap();
+            let mut body = mqtt_string("flood");
+            body.extend(vec![b'x'; 1024]);
+            let publish = packet(0x30, &body);
+            let burst: Vec<u8> = publish.repeat(64);
+            for _ in 0..256 {
+                stream.write_all(&burst).expect("the broker keeps reading");
+            }
+            stream.write_all(&[0xC0, 0]).unwrap();
+            let mut pingresp = [0; 2];
+            stream
+                .read_exact(&mut pingresp)
+                .expect("PINGRESP while the subscriber is stuck");
+            assert_eq!(pingresp, [0xD0, 0]);
+            started.elapsed()
+        }
+    });
+    let elapsed = tokio::time::timeout(Duration::from_secs(60), publisher)
+        .await
+        .expect("the publisher was held back")
+        .unwrap();
+    assert!(elapsed < Duration::from_secs(30), "took {elapsed:?}");
+
+    let scrape_blocking = move || tokio::task::spawn_blocking(move || scrape(addr, "/metrics"));
+    let dropped = scrape_blocking()
+        .await
+        .unwrap()
+        .get(r#"fulmar_messages_dropped_total{reason="queue_full"}"#);
+    assert!(dropped > 1000.0, "{dropped} dropped");
+    // `$SYS` reports them within its interval.
+    sys.expect_line(TIMEOUT, |line| {
+        line.rsplit_once(' ')
+            .and_then(|(_, n)| n.parse::<f64>().ok())
+            .is_some_and(|n| n > 1000.0)
+    });
+    drop(stuck);
+}

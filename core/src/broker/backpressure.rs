@@ -13,8 +13,13 @@
 //! dropped. An offline session's (or a bridge's without its uplink) full queue drops the
 //! new message, counted in [`super::Stats::messages_dropped`], so an absent subscriber or
 //! a broken uplink never halts a publisher.
+//!
+//! A QoS 0 delivery to a client does not hold a publisher back either, unless
+//! [`super::Config::qos0_backpressure`] says so: it is dropped (counted) when the client's
+//! queue is full, so a QoS 0 publisher never waits on a slow subscriber.
 
 use super::{Broker, BrokerStorage, ConnectionId, Hooks, OverflowPolicy};
+use crate::codec::QoS;
 
 impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
     /// Whether the connection is stalled by backpressure: its next PUBLISH waits for a
@@ -44,6 +49,17 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
             && queued > 0
             && (queued >= self.config.max_queued_messages
                 || s.queue.queued_bytes as usize + bytes > self.config.max_queued_bytes)
+    }
+
+    /// Whether a delivery at `qos` to `session` may hold its publisher back: not a QoS 0
+    /// one to a client, unless configured ([`super::Config::qos0_backpressure`]).
+    pub(super) fn may_hold_back(&self, session: u32, qos: QoS) -> bool {
+        qos != QoS::AtMostOnce
+            || self.config.qos0_backpressure
+            || self
+                .sessions
+                .get(session)
+                .is_some_and(|s| s.bridge || s.peer)
     }
 
     /// Holds connection `id` back until `session`'s queue drains.

@@ -57,6 +57,13 @@ pub struct Config {
     pub max_queued_bytes: usize,
     /// What a full queue does.
     pub overflow_policy: OverflowPolicy,
+    /// With [`OverflowPolicy::Backpressure`]: whether a QoS 0 delivery to a client whose
+    /// queue is full holds its publisher back too (`true`), or is dropped for that client
+    /// and counted in [`super::Stats::messages_dropped`] (`false`, the default). QoS 0 is
+    /// at most once; holding a QoS 0 publisher back behind a slow subscriber only makes
+    /// its messages wait, unbounded, in socket buffers (Mosquitto and EMQX drop them too).
+    /// QoS 1/2 deliveries, and copies for bridges and peer shards, wait either way.
+    pub qos0_backpressure: bool,
     /// Queue QoS 0 messages for offline sessions (off by default, as in Mosquitto).
     pub queue_qos0_offline: bool,
     /// Retained messages kept; a new retained topic beyond this is not retained.
@@ -101,6 +108,7 @@ impl Default for Config {
             max_queued_messages: 1000,
             max_queued_bytes: 1 << 20,
             overflow_policy: OverflowPolicy::DropNew,
+            qos0_backpressure: false,
             queue_qos0_offline: false,
             max_retained: 10_000,
             max_retained_bytes: 16 << 20,

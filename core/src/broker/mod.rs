@@ -178,6 +178,7 @@ const UNCONFIGURED: Config = Config {
     max_queued_messages: 0,
     max_queued_bytes: 0,
     overflow_policy: OverflowPolicy::DropNew,
+    qos0_backpressure: false,
     queue_qos0_offline: false,
     max_retained: 0,
     max_retained_bytes: 0,

@@ -501,9 +501,14 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
         let full = if may_wait
             && (self.config.overflow_policy == OverflowPolicy::Backpressure || self.bridges_up > 0)
         {
+            let qos = self
+                .messages
+                .get(message)
+                .map_or(QoS::AtMostOnce, |m| m.qos);
             deliveries
                 .as_slice()
                 .iter()
+                .filter(|d| self.may_hold_back(d.session.0, qos.min(d.qos)))
                 .map(|d| d.session.0)
                 .find(|&s| self.must_wait_for(s, bytes))
         } else {
