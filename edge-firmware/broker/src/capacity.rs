@@ -9,7 +9,7 @@
 //!
 //! | state | capacity | RAM (bytes, approx.) |
 //! |---|---:|---:|
-//! | the broker (all of the below) | | 35 136 |
+//! | the broker (all of the below) | | 35 264 |
 //! | connections | [`SOCKETS`] | 10 × 160 |
 //! | sessions | [`SESSIONS`]: the clients' and the uplink's bridge | (8 + 1) × 208 |
 //! | subscriptions / trie nodes | [`SUBSCRIPTIONS`] / 96 | 64 × 32 + 96 × 56 |
