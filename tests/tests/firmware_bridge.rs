@@ -33,6 +33,11 @@ const UPLINK: &str = "upstream 10.0.2.100:1883\n\
 /// The upstream broker: `fulmar` on `port`, keeping its state in `data` (so a restart
 /// finds the subscriber's persistent session again).
 fn upstream(port: u16, data: &DataDir) -> Fulmar {
+    upstream_with(port, data, &[])
+}
+
+/// [`upstream`] with more arguments.
+fn upstream_with(port: u16, data: &DataDir, more: &[&str]) -> Fulmar {
     let mut command = Command::new(fulmar_bin());
     command.args([
         "--listen",
@@ -42,6 +47,7 @@ fn upstream(port: u16, data: &DataDir) -> Fulmar {
         "--log",
         "info",
     ]);
+    command.args(more);
     Fulmar::start_command(command)
 }
 
@@ -290,6 +296,43 @@ fn readings_in_flight_when_upstream_crashes_arrive_at_least_once_in_order() {
 }
 
 #[test]
+fn the_uplink_logs_in_upstream_and_a_wrong_password_is_refused() {
+    let data = DataDir::new("upstream");
+    let passwords = data.path().join("passwords");
+    let passwords = passwords.to_str().expect("UTF-8 temporary path");
+    let status = Command::new("mosquitto_passwd")
+        .args(["-c", "-b", passwords, "edge", "edge-pw"])
+        .status()
+        .expect("run mosquitto_passwd");
+    assert!(status.success(), "mosquitto_passwd: {status}");
+    let up_port = free_port();
+    let password_file = format!("auth.password_file={passwords}");
+    // Anonymous clients too: the test's own subscriber and publishers.
+    let more = [
+        "--set",
+        &password_file,
+        "--set",
+        "auth.allow_anonymous=true",
+    ];
+    let _upstream = upstream_with(up_port, &data, &more);
+    let sub = subscriber(up_port, "up-sub-6", "sensors/#");
+    wait_subscribed(&sub, up_port);
+
+    let wrong = UPLINK.replace("fw-bridge-test", "fw-wrong") + "username edge\npassword nope\n";
+    let refused = Board::boot_with_uplink(up_port, &wrong);
+    // 3.1.1 return code 4 (bad user name or password) as the core reads it.
+    wait_log(
+        &refused,
+        "uplink: connection failed: Refused(BadUserNameOrPassword)",
+    );
+
+    let right = UPLINK.to_owned() + "username edge\npassword edge-pw\n";
+    let board = Board::boot_with_uplink(up_port, &right);
+    publish(board.port(), "sensors/t", &["logged-in".to_owned()]);
+    assert_eq!(collect(&sub, 1), ["sensors/t logged-in"]);
+}
+
+#[test]
 fn an_idle_uplink_keeps_its_connection_with_pings() {
     // Keep alive 2 s: upstream closes a client silent for 3 s [MQTT-3.1.2-24]. Idle for
     // longer than that, the uplink stays connected only if it pings.
@@ -312,11 +355,16 @@ fn an_idle_uplink_keeps_its_connection_with_pings() {
 /// Waits until the board has noticed that upstream is gone (its log says so), so what is
 /// published next is kept for later rather than handed to the dying connection.
 fn wait_uplink_lost(board: &Board) {
+    wait_log(board, "uplink: connection lost");
+}
+
+/// Waits until the board's log contains `wanted`.
+fn wait_log(board: &Board, wanted: &str) {
     let deadline = Instant::now() + WAIT;
-    while !board.decoded_log().contains("uplink: connection lost") {
+    while !board.decoded_log().contains(wanted) {
         assert!(
             Instant::now() < deadline,
-            "the uplink never noticed the outage"
+            "the board never logged {wanted:?}"
         );
         std::thread::sleep(Duration::from_millis(100));
     }

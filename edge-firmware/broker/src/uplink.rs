@@ -9,8 +9,9 @@
 //! persisted to flash with the other sessions (QoS 1 and 2) when the board persists — and
 //! [`run`] forwards the queue in order once connected. While connected, a full queue holds
 //! local publishers back instead (`Broker::bridge_online`): nothing a working link can
-//! carry is dropped. A message leaves the queue only when upstream has acknowledged it (PUBACK)
-//! [MQTT-4.3.2-1]; when the connection fails, everything unacknowledged is handed out again
+//! carry is dropped. A message leaves the queue only when upstream has acknowledged it
+//! (PUBACK) [MQTT-4.3.2-1]; when the connection fails, everything unacknowledged is handed
+//! out again
 //! (`Broker::bridge_rewind`) and goes first after the reconnection, so upstream sees every
 //! message at least once and in publish order (§4.6). QoS 2 is forwarded as QoS 1 (at
 //! least once: the bridge does not keep QoS 2 state upstream).
@@ -31,6 +32,9 @@
 //! client-id fulmar-edge-1
 //! # seconds, at least 1 (default 30)
 //! keep-alive 30
+//! # credentials upstream, if it wants them (none by default)
+//! username edge-1
+//! password secret
 //! # forward matching local messages, at most at this QoS (0 or 1, default 1)
 //! up sensors/# 1
 //! # bring matching upstream messages down
@@ -82,6 +86,10 @@ pub struct Config<'a> {
     /// with a flash write, or its clock behind, as an emulated one is on a loaded host),
     /// and the link is dropped after 1.5 times it without hearing back.
     pub keep_alive: u16,
+    /// User name and password sent in CONNECT.
+    pub username: Option<&'a str>,
+    /// The password (without a user name, 3.1.1 cannot send one [MQTT-3.1.2-22]).
+    pub password: Option<&'a str>,
     /// Local messages forwarded upstream.
     pub up: Filters<'a>,
     /// Upstream messages brought down.
@@ -115,6 +123,8 @@ impl<'a> Config<'a> {
             upstream: IpEndpoint::new(embassy_net::Ipv4Address::UNSPECIFIED.into(), 0),
             client_id: "fulmar-uplink",
             keep_alive: 30,
+            username: None,
+            password: None,
             up: Filters::new(),
             down: Filters::new(),
         };
@@ -132,6 +142,8 @@ impl<'a> Config<'a> {
                     upstream = Some(endpoint(value?).ok_or(ConfigError::BadAddress)?);
                 }
                 "client-id" => config.client_id = value?,
+                "username" => config.username = Some(value?),
+                "password" => config.password = Some(value?),
                 // Not 0 (no keep-alive): the uplink needs its pings to find a dead link.
                 "keep-alive" => match value?.parse() {
                     Ok(seconds) if seconds > 0 => config.keep_alive = seconds,
@@ -299,6 +311,10 @@ pub async fn run(stack: Stack<'static>, config: Config<'static>) -> ! {
         if was_up {
             defmt::warn!("uplink: connection lost: {}", end);
             backoff = MIN_BACKOFF;
+        } else if end != End::Socket {
+            // Refused, or no CONNACK: worth a line each attempt. An unreachable upstream
+            // (End::Socket) is not, during an outage.
+            defmt::warn!("uplink: connection failed: {}", end);
         }
         Timer::after(backoff).await;
         backoff = (backoff * 2).min(MAX_BACKOFF);
@@ -312,8 +328,8 @@ struct Link<'s, 'c> {
     config: &'c Config<'c>,
     /// Bytes from upstream not decoded yet (a packet not complete yet).
     inbox: &'s mut Inbox,
-    /// QoS 1 messages sent and not acknowledged: packet identifier and bridge token, in
-    /// sending order.
+    /// QoS 1 messages sent and not acknowledged: packet identifier and bridge token
+    /// (matched by identifier, so in any order).
     inflight: heapless::Vec<(u16, u64), WINDOW>,
     last_sent: Instant,
     last_heard: Instant,
@@ -348,8 +364,12 @@ impl Link<'_, '_> {
             properties: Properties::empty(),
             client_id: self.config.client_id,
             will: None,
-            username: None,
-            password: None,
+            username: self.config.username,
+            password: self
+                .config
+                .username
+                .and(self.config.password)
+                .map(str::as_bytes),
         };
         if let Err(end) = self.send(&Packet::from(&connect)).await {
             return end;
