@@ -1147,7 +1147,21 @@ struct Walk<'t> {
 /// `$share` copies separate (§4.8.2: a shared copy is in addition to a plain one).
 fn merge_per_session<D: Storage<Delivery>>(out: &mut D) {
     let items = out.as_mut_slice();
-    items.sort_unstable_by_key(|d| (d.session, d.shared));
+    let key = |d: &Delivery| (d.session, d.shared);
+    if D::FIXED_CAPACITY.is_some() {
+        // A fixed store holds a few dozen deliveries at most (one per subscription): an
+        // insertion sort is quick enough there and keeps the general sort's kilobytes of
+        // code out of a firmware's flash. (Decided at build time: each store keeps one.)
+        for i in 1..items.len() {
+            let mut j = i;
+            while j > 0 && key(&items[j - 1]) > key(&items[j]) {
+                items.swap(j - 1, j);
+                j -= 1;
+            }
+        }
+    } else {
+        items.sort_unstable_by_key(key);
+    }
     let mut kept = 0;
     for i in 0..items.len() {
         if kept > 0 {
