@@ -339,7 +339,9 @@ impl Default for Limits {
             rate_limit_loopback: false,
             connect_timeout_secs: 10,
             max_packet_size: 256 * 1024,
-            max_inflight: NonZeroU16::MIN.saturating_add(19),
+            // A window of 20 (Mosquitto's) leaves a fast subscriber waiting on round trips:
+            // with 500 subscribers, 100 delivered 2-4x as much per second.
+            max_inflight: NonZeroU16::MIN.saturating_add(99),
             receive_maximum: NonZeroU16::MIN.saturating_add(63),
             max_queued_messages: nonzero(1000),
             max_queued_bytes: nonzero(256 * 1024),
