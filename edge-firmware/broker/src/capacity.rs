@@ -9,7 +9,7 @@
 //!
 //! | state | capacity | RAM (bytes, approx.) |
 //! |---|---:|---:|
-//! | the broker (all of the below) | | 35 264 |
+//! | the broker (all of the below; with persistence 512 more) | | 34 752 |
 //! | connections | [`SOCKETS`] | 10 × 160 |
 //! | sessions | [`SESSIONS`]: the clients' and the uplink's bridge | (8 + 1) × 208 |
 //! | subscriptions / trie nodes | [`SUBSCRIPTIONS`] / 96 | 64 × 32 + 96 × 56 |
@@ -63,6 +63,9 @@ pub const SOCKET_TX: usize = 256;
 pub const UPLINK_TX: usize = PACKET + 256;
 /// The MQTT port.
 pub const MQTT_PORT: u16 = 1883;
+/// Durable changes the broker can report between two runs of the persistence task (more
+/// and it asks for everything to be written again); none without persistence.
+pub const PENDING_CHANGES: usize = if cfg!(feature = "persistence") { 16 } else { 0 };
 
 fulmar_core::fixed_broker_storage! {
     /// The firmware broker's storage: [`SOCKETS`] connections, [`SESSIONS`] sessions,
@@ -75,7 +78,7 @@ fulmar_core::fixed_broker_storage! {
         connections: SOCKETS, sessions: SESSIONS, subscriptions: SUBSCRIPTIONS,
         topic_nodes: 96, share_groups: 4, text: 32, messages: 64, queue: 64,
         controls: 40, inbound: 16, aliases: 16, retained: RETAINED, blob_bytes: 8192,
-        slots: 128, pending: 16, auth_scratch: 0,
+        slots: 128, pending: PENDING_CHANGES, auth_scratch: 0,
     }
 }
 

@@ -50,8 +50,12 @@ static WAKE: [Signal<CriticalSectionRawMutex, ()>; SOCKETS] = [const { Signal::n
 
 /// Configures the broker; call once, before spawning the socket tasks. `seed` keys its
 /// hash indexes: take it from the board's random source (or its unique id). `persistent`:
-/// the board runs [`crate::persist::run`], so the broker tracks durable changes.
+/// the board runs [`crate::persist::run`], so the broker tracks durable changes (build
+/// with this crate's `persistence` feature, which makes room for them).
 pub fn start(seed: u64, persistent: bool) {
+    if persistent && !cfg!(feature = "persistence") {
+        warn!("persistence without the `persistence` feature: every change rewrites all");
+    }
     let config = fulmar_core::broker::Config {
         persistence: persistent,
         ..config()
