@@ -8,6 +8,8 @@
 //!   is messages *delivered to subscribers* per second; a cell with losses says so, since
 //!   for QoS 1 only a lossless rate counts;
 //! - p99 end-to-end latency at a fixed offered load every broker sustains;
+//! - QoS 1 fan-in over TLS (a certificate made for the run with `openssl`), for the
+//!   brokers with a TLS listener here: fulmar and Mosquitto;
 //! - memory per idle connection: VmRSS of the broker process with as many idle
 //!   connections as the open-file limit allows (the hard limit, less [`OWN_FILES`]: 19 936
 //!   where it is 20 000), minus its VmRSS before they opened, per connection.
@@ -104,6 +106,8 @@ struct Scenario {
     measure: Measure,
     /// Arguments of `fulmar bench` (without the port).
     args: Vec<String>,
+    /// Over TLS: the broker listens with the run's certificate, the tool trusts its CA.
+    tls: bool,
 }
 
 /// The options of `cargo xtask bench`.
@@ -212,6 +216,7 @@ fn scenarios(options: &Options) -> Vec<Scenario> {
                     name: format!("QoS {qos} {shape}, {label}"),
                     measure: Measure::Throughput,
                     args: pubsub_args(publishers, subscribers, topic, filter, qos, size, &seconds),
+                    tls: false,
                 });
             }
         }
@@ -220,9 +225,16 @@ fn scenarios(options: &Options) -> Vec<Scenario> {
     let mut latency = pubsub_args(10, 10, "bench/lat/%i", "bench/lat/%i", 1, 64, &seconds);
     latency.extend(["--rate", "1000"].map(str::to_owned));
     all.push(Scenario {
+        name: "QoS 1 fan-in 100→1, 64 B, over TLS".to_owned(),
+        measure: Measure::Throughput,
+        args: pubsub_args(100, 1, "bench/in/%i", "bench/in/#", 1, 64, &seconds),
+        tls: true,
+    });
+    all.push(Scenario {
         name: "p99 latency, QoS 1 10 pairs × 1000 msg/s, 64 B".to_owned(),
         measure: Measure::Latency,
         args: latency,
+        tls: false,
     });
     all.push(Scenario {
         name: format!("RSS per idle connection ({} connections)", options.idle),
@@ -236,6 +248,7 @@ fn scenarios(options: &Options) -> Vec<Scenario> {
         ]
         .map(str::to_owned)
         .to_vec(),
+        tls: false,
     });
     all.retain(|s| options.only.is_empty() || options.only.iter().any(|o| s.name.contains(o)));
     all
@@ -381,13 +394,20 @@ fn run(ctx: &Ctx, options: &Options) -> Result<(), String> {
     };
     ctx.run(&mut ctx.cargo(["build", "--release", "-p", "fulmar-edge", "--bin", "fulmar"]))?;
     let fulmar = ctx.target_dir.join("release").join("fulmar");
+    let scenarios = scenarios(options);
+    let tls = if scenarios.iter().any(|s| s.tls) {
+        installed.extend(setup::ensure_debian_packages(ctx, &["openssl"])?);
+        Some(make_certificates(ctx, &dir.join("tls"))?)
+    } else {
+        None
+    };
     let bins = Bins {
         fulmar,
         rumqttd,
         dir,
+        tls,
     };
 
-    let scenarios = scenarios(options);
     let mut rows: Vec<(Scenario, Vec<Outcome>)> = Vec::new();
     let started = Instant::now();
     for scenario in scenarios {
@@ -426,6 +446,80 @@ struct Bins {
     fulmar: PathBuf,
     rumqttd: Option<PathBuf>,
     dir: PathBuf,
+    /// The TLS scenarios' certificates.
+    tls: Option<TlsFiles>,
+}
+
+/// A CA and a server certificate for 127.0.0.1 signed by it, made for a run.
+#[derive(Debug)]
+struct TlsFiles {
+    ca: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+/// Makes a CA and a server certificate (P-256, for `localhost` and 127.0.0.1) in `dir`
+/// with the `openssl` command.
+fn make_certificates(ctx: &Ctx, dir: &Path) -> Result<TlsFiles, String> {
+    fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let file = |name: &str| dir.join(name).to_string_lossy().into_owned();
+    let (ca, ca_key, cert, key, csr, ext) = (
+        file("ca.pem"),
+        file("ca.key"),
+        file("server.pem"),
+        file("server.key"),
+        file("server.csr"),
+        file("server.ext"),
+    );
+    write_config(
+        Path::new(&ext),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1
+basicConstraints=CA:FALSE
+         extendedKeyUsage=serverAuth
+",
+    )?;
+    let p256 = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let mut make_ca = ctx.command("openssl", ["req", "-x509"]);
+    make_ca
+        .args(p256)
+        .args(["-keyout", &ca_key, "-out", &ca, "-days", "2"]);
+    make_ca.args(["-subj", "/CN=fulmar bench CA"]);
+    make_ca.args(["-addext", "basicConstraints=critical,CA:TRUE"]);
+    make_ca.args(["-addext", "keyUsage=critical,keyCertSign"]);
+    ctx.run(&mut make_ca)?;
+    let mut make_csr = ctx.command("openssl", ["req"]);
+    make_csr
+        .args(p256)
+        .args(["-keyout", &key, "-out", &csr, "-subj", "/CN=localhost"]);
+    ctx.run(&mut make_csr)?;
+    let mut sign = ctx.command("openssl", ["x509", "-req", "-in", &csr, "-CA", &ca]);
+    sign.args([
+        "-CAkey",
+        &ca_key,
+        "-CAcreateserial",
+        "-out",
+        &cert,
+        "-days",
+        "2",
+    ]);
+    sign.args(["-extfile", &ext]);
+    ctx.run(&mut sign)?;
+    // Mosquitto reads its key after dropping root for its own user: a throwaway key for
+    // loopback may be readable by all.
+    use std::os::unix::fs::PermissionsExt as _;
+    fs::set_permissions(&key, fs::Permissions::from_mode(0o644))
+        .map_err(|e| format!("cannot make {key} readable: {e}"))?;
+    Ok(TlsFiles {
+        ca: ca.into(),
+        cert: cert.into(),
+        key: key.into(),
+    })
 }
 
 /// Runs `scenario` against `broker`. A QoS 1 throughput run that lost messages is run
@@ -484,13 +578,26 @@ fn measure_once(
     extra: &[String],
 ) -> Result<Outcome, String> {
     let port = free_port()?;
-    let mut running = start_broker(bins, broker, port)?;
+    let tls = if scenario.tls {
+        match (&bins.tls, broker) {
+            // rumqttd is not set up with a TLS listener here.
+            (_, Broker::Rumqttd) => return Ok(Outcome::Measured(Vec::new())),
+            (Some(files), _) => Some(files),
+            (None, _) => return Err("no certificates for a TLS scenario".to_owned()),
+        }
+    } else {
+        None
+    };
+    let mut running = start_broker(bins, broker, port, tls)?;
     let mut command = unlimited(&bins.fulmar);
     command
         .arg("bench")
         .args(&scenario.args)
         .args(extra)
         .args(["--port", &port.to_string()]);
+    if let Some(files) = tls {
+        command.arg("--tls").arg(&files.ca);
+    }
     let outcome = if scenario.measure == Measure::IdleMemory {
         measure_idle(&mut running, command)
     } else {
@@ -637,19 +744,26 @@ impl Drop for Running {
     }
 }
 
-/// Starts `broker` on 127.0.0.1:`port` and waits until it accepts connections.
-fn start_broker(bins: &Bins, broker: Broker, port: u16) -> Result<Running, String> {
+/// Starts `broker` on 127.0.0.1:`port` (over TLS with `tls`) and waits until it accepts
+/// connections.
+fn start_broker(
+    bins: &Bins,
+    broker: Broker,
+    port: u16,
+    tls: Option<&TlsFiles>,
+) -> Result<Running, String> {
     let mut command = match broker {
         Broker::Fulmar | Broker::FulmarDurable => {
             let mut command = unlimited(&bins.fulmar);
-            command.args([
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--log",
-                "warn",
-                "--max-connections",
-                "30000",
-            ]);
+            match tls {
+                None => command.args(["--listen", &format!("127.0.0.1:{port}")]),
+                Some(files) => {
+                    let config = bins.dir.join("fulmar-tls.toml");
+                    write_config(&config, &fulmar_tls_config(port, files))?;
+                    command.arg("--config").arg(config)
+                }
+            };
+            command.args(["--log", "warn", "--max-connections", "30000"]);
             if broker == Broker::Fulmar {
                 command.args(["--persistence", "false"]);
             } else {
@@ -663,7 +777,16 @@ fn start_broker(bins: &Bins, broker: Broker, port: u16) -> Result<Running, Strin
         }
         Broker::Mosquitto => {
             let config = bins.dir.join("mosquitto.conf");
-            write_config(&config, &mosquitto_config(port))?;
+            let mut text = mosquitto_config(port);
+            if let Some(files) = tls {
+                let _ = write!(
+                    text,
+                    "certfile {}\nkeyfile {}\n",
+                    files.cert.display(),
+                    files.key.display()
+                );
+            }
+            write_config(&config, &text)?;
             let mut command = unlimited(Path::new("mosquitto"));
             command.arg("-c").arg(&config);
             command
@@ -736,6 +859,22 @@ fn mosquitto_config(port: u16) -> String {
          persistence false\n\
          log_dest stderr\n\
          log_type error\n"
+    )
+}
+
+/// fulmar's configuration for a TLS scenario: one TLS listener on our port (and a plain
+/// one on any free port, instead of the default 0.0.0.0:1883).
+fn fulmar_tls_config(port: u16, files: &TlsFiles) -> String {
+    format!(
+        "# Written by cargo xtask bench.\n\
+         [[listeners.tcp]]\n\
+         addr = \"127.0.0.1:0\"\n\
+         [[listeners.tls]]\n\
+         addr = \"127.0.0.1:{port}\"\n\
+         cert = \"{}\"\n\
+         key = \"{}\"\n",
+        files.cert.display(),
+        files.key.display()
     )
 }
 
@@ -960,6 +1099,7 @@ mod tests {
                 name: "QoS 1 fan-in".to_owned(),
                 measure: Measure::Throughput,
                 args: Vec::new(),
+                tls: false,
             },
             vec![ours, lossy, Outcome::Failed("boom".to_owned())],
         )];
@@ -1000,7 +1140,8 @@ mod tests {
         let options = parse(&args).unwrap();
         assert_eq!(options.brokers, [Broker::Fulmar]);
         let names: Vec<String> = scenarios(&options).into_iter().map(|s| s.name).collect();
-        assert_eq!(names.len(), 5, "{names:?}");
+        // Four fan-in rows over TCP, one over TLS, and the idle row.
+        assert_eq!(names.len(), 6, "{names:?}");
         assert!(
             names
                 .iter()

@@ -1,5 +1,6 @@
-//! The load tool's MQTT client: one TCP connection speaking the core codec, with a read
-//! buffer the caller drains packet by packet and an output buffer it fills and flushes.
+//! The load tool's MQTT client: one TCP (or TLS) connection speaking the core codec, with
+//! a read buffer the caller drains packet by packet and an output buffer it fills and
+//! flushes.
 //!
 //! It is deliberately small: no session state, no reconnects, no retries. The load
 //! drivers (`load.rs`, `conn.rs`) own the protocol flow (which acknowledgment answers
@@ -9,6 +10,10 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use fulmar_core::codec::{Connect, Properties};
@@ -16,8 +21,11 @@ use fulmar_core::codec::{
     ConnectPacket, DecodeError, Disconnect, List, Packet, PacketId, ProtocolVersion, QoS,
     Subscribe, Subscription, SubscriptionOptions, decode,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
 
 use super::BenchError;
 
@@ -42,12 +50,123 @@ pub(crate) struct Dialer {
     pub(crate) username: Option<String>,
     /// Password, if the broker asks for one.
     pub(crate) password: Option<String>,
+    /// TLS, when the broker is reached through it.
+    pub(crate) tls: Option<Tls>,
+}
+
+/// How clients reach a broker over TLS (rustls with `ring`, as the broker uses).
+#[derive(Clone)]
+pub(crate) struct Tls {
+    connector: TlsConnector,
+    name: ServerName<'static>,
+}
+
+impl std::fmt::Debug for Tls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tls").field("name", &self.name).finish()
+    }
+}
+
+impl Tls {
+    /// Trusts the certificates in `ca` (PEM) for a broker called `name`.
+    pub(crate) fn new(ca: &Path, name: &str) -> Result<Self, BenchError> {
+        let usage = |e: &dyn std::fmt::Display| BenchError::Usage(format!("--tls: {e}"));
+        let mut roots = rustls::RootCertStore::empty();
+        for certificate in
+            crate::transport::tls::certificates(ca, "CA certificates").map_err(|e| usage(&e))?
+        {
+            roots.add(certificate).map_err(|e| usage(&e))?;
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| usage(&e))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let name = ServerName::try_from(name.to_owned()).map_err(|e| usage(&e))?;
+        Ok(Self {
+            connector: TlsConnector::from(Arc::new(config)),
+            name,
+        })
+    }
+}
+
+/// A client's byte stream.
+#[derive(Debug)]
+enum Stream {
+    Tcp(TcpStream),
+    // Boxed: rustls's state is kilobytes, and plain TCP is the common case.
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Tcp(tcp) => Pin::new(tcp).poll_read(cx, buf),
+            Self::Tls(tls) => Pin::new(tls.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Self::Tcp(tcp) => Pin::new(tcp).poll_write(cx, buf),
+            Self::Tls(tls) => Pin::new(tls.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Tcp(tcp) => Pin::new(tcp).poll_flush(cx),
+            Self::Tls(tls) => Pin::new(tls.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Tcp(tcp) => Pin::new(tcp).poll_shutdown(cx),
+            Self::Tls(tls) => Pin::new(tls.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+impl Stream {
+    /// Appends whatever bytes are ready to `buffer`, without waiting.
+    fn try_read_buf(&mut self, buffer: &mut Vec<u8>) -> io::Result<usize> {
+        match self {
+            Self::Tcp(tcp) => tcp.try_read_buf(buffer),
+            Self::Tls(tls) => {
+                // rustls may hold decrypted bytes, so there is no readiness to ask: poll
+                // once without a waker (the next awaited read registers the real one).
+                let mut scratch = [0; 16 * 1024];
+                let mut read = ReadBuf::new(&mut scratch);
+                let mut cx = Context::from_waker(std::task::Waker::noop());
+                match Pin::new(tls.as_mut()).poll_read(&mut cx, &mut read) {
+                    Poll::Ready(Ok(())) => {
+                        buffer.extend_from_slice(read.filled());
+                        Ok(read.filled().len())
+                    }
+                    Poll::Ready(Err(e)) => Err(e),
+                    Poll::Pending => Err(io::ErrorKind::WouldBlock.into()),
+                }
+            }
+        }
+    }
 }
 
 /// One connected client.
 #[derive(Debug)]
 pub(crate) struct Client {
-    stream: TcpStream,
+    stream: Stream,
     version: ProtocolVersion,
     /// Bytes read and not yet decoded, from the start.
     input: Vec<u8>,
@@ -70,6 +189,17 @@ impl Dialer {
         stream
             .set_nodelay(true)
             .map_err(|e| BenchError::io("set TCP_NODELAY", e))?;
+        let stream = match &self.tls {
+            None => Stream::Tcp(stream),
+            Some(tls) => {
+                let handshake = tls.connector.connect(tls.name.clone(), stream);
+                let stream = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake)
+                    .await
+                    .map_err(|_| BenchError::Timeout("no TLS handshake in time".to_owned()))?
+                    .map_err(|e| BenchError::io("TLS handshake", e))?;
+                Stream::Tls(Box::new(stream))
+            }
+        };
         let mut client = Client {
             stream,
             version: self.version,
@@ -168,6 +298,11 @@ impl Client {
         }
         self.stream
             .write_all(&self.out)
+            .await
+            .map_err(|e| BenchError::io("write", e))?;
+        // TLS may hold records back until flushed; for TCP this does nothing.
+        self.stream
+            .flush()
             .await
             .map_err(|e| BenchError::io("write", e))?;
         self.out.clear();

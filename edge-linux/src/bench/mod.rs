@@ -117,6 +117,12 @@ pub struct Target {
     /// Password sent in CONNECT.
     #[arg(short = 'P', long)]
     pub password: Option<String>,
+    /// Connect over TLS, verifying the broker's certificate against this CA file (PEM).
+    #[arg(long, value_name = "CA_FILE")]
+    pub tls: Option<std::path::PathBuf>,
+    /// The name the broker's certificate must carry (default: --host).
+    #[arg(long, requires = "tls")]
+    pub tls_server_name: Option<String>,
 }
 
 /// What a published message looks like and how fast it goes.
@@ -233,12 +239,20 @@ impl Target {
     /// The connection settings for every client of the run.
     fn dialer(&self) -> Result<Dialer, BenchError> {
         let addr = resolve(&self.host, self.port)?;
+        let tls = match &self.tls {
+            Some(ca) => Some(client::Tls::new(
+                ca,
+                self.tls_server_name.as_deref().unwrap_or(&self.host),
+            )?),
+            None => None,
+        };
         Ok(Dialer {
             addr,
             version: self.version,
             keep_alive: self.keep_alive,
             username: self.username.clone(),
             password: self.password.clone(),
+            tls,
         })
     }
 

@@ -104,7 +104,10 @@ fn server_config(settings: &TlsListener) -> Result<ServerConfig, Error> {
 }
 
 /// Every certificate in a PEM file; an error when there is none.
-fn certificates(path: &Path, what: &'static str) -> Result<Vec<CertificateDer<'static>>, Error> {
+pub(crate) fn certificates(
+    path: &Path,
+    what: &'static str,
+) -> Result<Vec<CertificateDer<'static>>, Error> {
     let pem = |source| Error::Pem {
         what,
         path: path.to_owned(),
