@@ -283,7 +283,22 @@ fn whole_polls_finish_a_begun_publish_first<S: BrokerStorage>() {
     assert!(out == expected);
 }
 
+fn an_empty_buffer_is_told_what_it_needs_not_that_nothing_waits<S: BrokerStorage>() {
+    let mut b = broker::<S>();
+    let sub = scenario(&mut b, V5);
+    assert!(matches!(
+        b.poll_transmit_pieces(sub, &mut [], Instant::ZERO),
+        Err(fulmar_core::codec::EncodeError::InsufficientSize { .. })
+    ));
+    // Nothing was lost: everything still comes out.
+    let mut whole = broker::<S>();
+    let whole_sub = scenario(&mut whole, V5);
+    let expected = drain_whole(&mut whole, whole_sub, Instant::ZERO);
+    assert!(drain_pieces(&mut b, sub, 64, Instant::ZERO).len() == expected.len());
+}
+
 storage_tests!(
+    an_empty_buffer_is_told_what_it_needs_not_that_nothing_waits,
     pieces_match_whole,
     a_begun_publish_keeps_the_expiry_it_was_begun_with,
     a_begun_publish_is_finished_before_a_takeover_disconnect,

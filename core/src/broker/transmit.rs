@@ -201,9 +201,11 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
             }
         }
 
-        // Messages.
+        // Messages (in pieces, not into a buffer already filled: an identifier would be
+        // taken for nothing).
         if phase == Phase::Connected
             && let Some(session) = session
+            && !(pieces && written > 0 && written == buf.len())
         {
             match self.transmit_messages(id, session, version, &mut buf[written..], now, pieces) {
                 Ok(n) => written += n,
@@ -380,9 +382,9 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
         };
         let mut advance = true;
         while let Some(h) = cursor {
-            // In pieces, a full buffer ends the call before an identifier is taken for
-            // nothing.
-            if pieces && written == out.len() {
+            // In pieces, a buffer filled ends the call before an identifier is taken for
+            // nothing (an empty one is answered below, as without pieces).
+            if pieces && written > 0 && written == out.len() {
                 break;
             }
             let Some(entry) = self.queue.get(h) else {
