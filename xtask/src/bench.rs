@@ -8,8 +8,8 @@
 //!   is messages *delivered to subscribers* per second; a cell with losses says so, since
 //!   for QoS 1 only a lossless rate counts;
 //! - p99 end-to-end latency at a fixed offered load every broker sustains;
-//! - QoS 1 fan-in over TLS (a certificate made for the run with `openssl`), for the
-//!   brokers with a TLS listener here: fulmar and Mosquitto;
+//! - QoS 1 fan-in over TLS (a certificate made for the run with `openssl`) and over
+//!   WebSocket, for the brokers with such listeners here: fulmar, and Mosquitto for TLS;
 //! - memory per idle connection: VmRSS of the broker process with as many idle
 //!   connections as the open-file limit allows (the hard limit, less [`OWN_FILES`]: 19 936
 //!   where it is 20 000), minus its VmRSS before they opened, per connection.
@@ -106,8 +106,26 @@ struct Scenario {
     measure: Measure,
     /// Arguments of `fulmar bench` (without the port).
     args: Vec<String>,
-    /// Over TLS: the broker listens with the run's certificate, the tool trusts its CA.
-    tls: bool,
+    /// What the clients connect over.
+    over: Over,
+}
+
+/// What a scenario's clients connect over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Over {
+    Tcp,
+    /// TLS: the broker listens with the run's certificate, the tool trusts its CA.
+    Tls,
+    /// WebSocket on `/mqtt`, subprotocol `mqtt`.
+    Ws,
+}
+
+/// The listener a broker is started with.
+#[derive(Debug, Clone, Copy)]
+enum Listen<'a> {
+    Tcp,
+    Tls(&'a TlsFiles),
+    Ws,
 }
 
 /// The options of `cargo xtask bench`.
@@ -216,7 +234,7 @@ fn scenarios(options: &Options) -> Vec<Scenario> {
                     name: format!("QoS {qos} {shape}, {label}"),
                     measure: Measure::Throughput,
                     args: pubsub_args(publishers, subscribers, topic, filter, qos, size, &seconds),
-                    tls: false,
+                    over: Over::Tcp,
                 });
             }
         }
@@ -224,17 +242,19 @@ fn scenarios(options: &Options) -> Vec<Scenario> {
     // 10 pairs at 1000 msg/s each: 10k msg/s, far below what any of the three sustains.
     let mut latency = pubsub_args(10, 10, "bench/lat/%i", "bench/lat/%i", 1, 64, &seconds);
     latency.extend(["--rate", "1000"].map(str::to_owned));
-    all.push(Scenario {
-        name: "QoS 1 fan-in 100→1, 64 B, over TLS".to_owned(),
-        measure: Measure::Throughput,
-        args: pubsub_args(100, 1, "bench/in/%i", "bench/in/#", 1, 64, &seconds),
-        tls: true,
-    });
+    for (over, name) in [(Over::Tls, "TLS"), (Over::Ws, "WebSocket")] {
+        all.push(Scenario {
+            name: format!("QoS 1 fan-in 100→1, 64 B, over {name}"),
+            measure: Measure::Throughput,
+            args: pubsub_args(100, 1, "bench/in/%i", "bench/in/#", 1, 64, &seconds),
+            over,
+        });
+    }
     all.push(Scenario {
         name: "p99 latency, QoS 1 10 pairs × 1000 msg/s, 64 B".to_owned(),
         measure: Measure::Latency,
         args: latency,
-        tls: false,
+        over: Over::Tcp,
     });
     all.push(Scenario {
         name: format!("RSS per idle connection ({} connections)", options.idle),
@@ -248,7 +268,7 @@ fn scenarios(options: &Options) -> Vec<Scenario> {
         ]
         .map(str::to_owned)
         .to_vec(),
-        tls: false,
+        over: Over::Tcp,
     });
     all.retain(|s| options.only.is_empty() || options.only.iter().any(|o| s.name.contains(o)));
     all
@@ -395,7 +415,7 @@ fn run(ctx: &Ctx, options: &Options) -> Result<(), String> {
     ctx.run(&mut ctx.cargo(["build", "--release", "-p", "fulmar-edge", "--bin", "fulmar"]))?;
     let fulmar = ctx.target_dir.join("release").join("fulmar");
     let scenarios = scenarios(options);
-    let tls = if scenarios.iter().any(|s| s.tls) {
+    let tls = if scenarios.iter().any(|s| s.over == Over::Tls) {
         installed.extend(setup::ensure_debian_packages(ctx, &["openssl"])?);
         Some(make_certificates(ctx, &dir.join("tls"))?)
     } else {
@@ -578,25 +598,36 @@ fn measure_once(
     extra: &[String],
 ) -> Result<Outcome, String> {
     let port = free_port()?;
-    let tls = if scenario.tls {
-        match (&bins.tls, broker) {
-            // rumqttd is not set up with a TLS listener here.
-            (_, Broker::Rumqttd) => return Ok(Outcome::Measured(Vec::new())),
-            (Some(files), _) => Some(files),
-            (None, _) => return Err("no certificates for a TLS scenario".to_owned()),
+    let listen = match (scenario.over, broker) {
+        (Over::Tcp, _) => Listen::Tcp,
+        // rumqttd is not set up with TLS or WebSocket listeners here, and Mosquitto's
+        // WebSocket listener (libwebsockets) does not start on this machine ("Unable to
+        // start any listening sockets", with or without an address).
+        (_, Broker::Rumqttd) | (Over::Ws, Broker::Mosquitto) => {
+            return Ok(Outcome::Measured(Vec::new()));
         }
-    } else {
-        None
+        (Over::Tls, _) => Listen::Tls(
+            bins.tls
+                .as_ref()
+                .ok_or("no certificates for a TLS scenario")?,
+        ),
+        (Over::Ws, _) => Listen::Ws,
     };
-    let mut running = start_broker(bins, broker, port, tls)?;
+    let mut running = start_broker(bins, broker, port, listen)?;
     let mut command = unlimited(&bins.fulmar);
     command
         .arg("bench")
         .args(&scenario.args)
         .args(extra)
         .args(["--port", &port.to_string()]);
-    if let Some(files) = tls {
-        command.arg("--tls").arg(&files.ca);
+    match listen {
+        Listen::Tcp => {}
+        Listen::Tls(files) => {
+            command.arg("--tls").arg(&files.ca);
+        }
+        Listen::Ws => {
+            command.args(["--ws", "/mqtt"]);
+        }
     }
     let outcome = if scenario.measure == Measure::IdleMemory {
         measure_idle(&mut running, command)
@@ -744,22 +775,22 @@ impl Drop for Running {
     }
 }
 
-/// Starts `broker` on 127.0.0.1:`port` (over TLS with `tls`) and waits until it accepts
-/// connections.
+/// Starts `broker` on 127.0.0.1:`port` with a `listen` listener and waits until it
+/// accepts connections.
 fn start_broker(
     bins: &Bins,
     broker: Broker,
     port: u16,
-    tls: Option<&TlsFiles>,
+    listen: Listen<'_>,
 ) -> Result<Running, String> {
     let mut command = match broker {
         Broker::Fulmar | Broker::FulmarDurable => {
             let mut command = unlimited(&bins.fulmar);
-            match tls {
-                None => command.args(["--listen", &format!("127.0.0.1:{port}")]),
-                Some(files) => {
-                    let config = bins.dir.join("fulmar-tls.toml");
-                    write_config(&config, &fulmar_tls_config(port, files))?;
+            match listen {
+                Listen::Tcp => command.args(["--listen", &format!("127.0.0.1:{port}")]),
+                Listen::Tls(_) | Listen::Ws => {
+                    let config = bins.dir.join("fulmar-listener.toml");
+                    write_config(&config, &fulmar_listener_config(port, listen))?;
                     command.arg("--config").arg(config)
                 }
             };
@@ -778,14 +809,17 @@ fn start_broker(
         Broker::Mosquitto => {
             let config = bins.dir.join("mosquitto.conf");
             let mut text = mosquitto_config(port);
-            if let Some(files) = tls {
-                let _ = write!(
+            // Options of the listener above.
+            let _ = match listen {
+                Listen::Tcp => Ok(()),
+                Listen::Tls(files) => write!(
                     text,
                     "certfile {}\nkeyfile {}\n",
                     files.cert.display(),
                     files.key.display()
-                );
-            }
+                ),
+                Listen::Ws => writeln!(text, "protocol websockets"),
+            };
             write_config(&config, &text)?;
             let mut command = unlimited(Path::new("mosquitto"));
             command.arg("-c").arg(&config);
@@ -862,20 +896,27 @@ fn mosquitto_config(port: u16) -> String {
     )
 }
 
-/// fulmar's configuration for a TLS scenario: one TLS listener on our port (and a plain
-/// one on any free port, instead of the default 0.0.0.0:1883).
-fn fulmar_tls_config(port: u16, files: &TlsFiles) -> String {
-    format!(
-        "# Written by cargo xtask bench.\n\
-         [[listeners.tcp]]\n\
-         addr = \"127.0.0.1:0\"\n\
-         [[listeners.tls]]\n\
-         addr = \"127.0.0.1:{port}\"\n\
-         cert = \"{}\"\n\
-         key = \"{}\"\n",
-        files.cert.display(),
-        files.key.display()
-    )
+/// fulmar's configuration for a TLS or WebSocket scenario: that listener on our port (and
+/// a plain one on any free port, instead of the default 0.0.0.0:1883).
+fn fulmar_listener_config(port: u16, listen: Listen<'_>) -> String {
+    let mut text = "# Written by cargo xtask bench.\n\
+                    [[listeners.tcp]]\n\
+                    addr = \"127.0.0.1:0\"\n"
+        .to_owned();
+    let _ = match listen {
+        Listen::Tcp => Ok(()),
+        Listen::Tls(files) => write!(
+            text,
+            "[[listeners.tls]]\naddr = \"127.0.0.1:{port}\"\ncert = \"{}\"\nkey = \"{}\"\n",
+            files.cert.display(),
+            files.key.display()
+        ),
+        Listen::Ws => write!(
+            text,
+            "[[listeners.ws]]\naddr = \"127.0.0.1:{port}\"\npath = \"/mqtt\"\n"
+        ),
+    };
+    text
 }
 
 /// rumqttd's configuration: one MQTT 3.1.1 listener on our port; limits as in rumqttd's
@@ -1099,7 +1140,7 @@ mod tests {
                 name: "QoS 1 fan-in".to_owned(),
                 measure: Measure::Throughput,
                 args: Vec::new(),
-                tls: false,
+                over: Over::Tcp,
             },
             vec![ours, lossy, Outcome::Failed("boom".to_owned())],
         )];
@@ -1140,8 +1181,8 @@ mod tests {
         let options = parse(&args).unwrap();
         assert_eq!(options.brokers, [Broker::Fulmar]);
         let names: Vec<String> = scenarios(&options).into_iter().map(|s| s.name).collect();
-        // Four fan-in rows over TCP, one over TLS, and the idle row.
-        assert_eq!(names.len(), 6, "{names:?}");
+        // Four fan-in rows over TCP, one over TLS, one over WebSocket, and the idle row.
+        assert_eq!(names.len(), 7, "{names:?}");
         assert!(
             names
                 .iter()

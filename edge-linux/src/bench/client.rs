@@ -1,6 +1,6 @@
-//! The load tool's MQTT client: one TCP (or TLS) connection speaking the core codec, with
-//! a read buffer the caller drains packet by packet and an output buffer it fills and
-//! flushes.
+//! The load tool's MQTT client: one TCP (or TLS, or WebSocket) connection speaking the
+//! core codec, with a read buffer the caller drains packet by packet and an output buffer
+//! it fills and flushes.
 //!
 //! It is deliberately small: no session state, no reconnects, no retries. The load
 //! drivers (`load.rs`, `conn.rs`) own the protocol flow (which acknowledgment answers
@@ -21,11 +21,16 @@ use fulmar_core::codec::{
     ConnectPacket, DecodeError, Disconnect, List, Packet, PacketId, ProtocolVersion, QoS,
     Subscribe, Subscription, SubscriptionOptions, decode,
 };
+use futures_util::{SinkExt as _, StreamExt as _};
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
 
 use super::BenchError;
 
@@ -52,6 +57,8 @@ pub(crate) struct Dialer {
     pub(crate) password: Option<String>,
     /// TLS, when the broker is reached through it.
     pub(crate) tls: Option<Tls>,
+    /// The WebSocket URL, when the broker is reached through one.
+    pub(crate) ws: Option<String>,
 }
 
 /// How clients reach a broker over TLS (rustls with `ring`, as the broker uses).
@@ -95,8 +102,76 @@ impl Tls {
 #[derive(Debug)]
 enum Stream {
     Tcp(TcpStream),
-    // Boxed: rustls's state is kilobytes, and plain TCP is the common case.
+    // Boxed: rustls's and tungstenite's states are kilobytes, and plain TCP is the
+    // common case.
     Tls(Box<TlsStream<TcpStream>>),
+    Ws(Box<WsStream>),
+}
+
+/// A WebSocket connection as a byte stream: each write is one binary frame, and reads
+/// hand out the frames' payloads in order.
+#[derive(Debug)]
+struct WsStream {
+    ws: WebSocketStream<TcpStream>,
+    /// The frame being read, from `offset` on.
+    frame: Vec<u8>,
+    offset: usize,
+}
+
+impl AsyncRead for WsStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        loop {
+            if let Some(rest) = this.frame.get(this.offset..).filter(|r| !r.is_empty()) {
+                let n = rest.len().min(buf.remaining());
+                buf.put_slice(&rest[..n]);
+                this.offset += n;
+                return Poll::Ready(Ok(()));
+            }
+            match std::task::ready!(this.ws.poll_next_unpin(cx)) {
+                // The end of the stream reads as no bytes.
+                None | Some(Ok(Message::Close(_))) => return Poll::Ready(Ok(())),
+                Some(Ok(Message::Binary(payload))) => {
+                    this.frame = payload.into();
+                    this.offset = 0;
+                }
+                Some(Ok(_)) => {}
+                Some(Err(e)) => return Poll::Ready(Err(io::Error::other(e))),
+            }
+        }
+    }
+}
+
+impl AsyncWrite for WsStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let ws = &mut self.get_mut().ws;
+        std::task::ready!(ws.poll_ready_unpin(cx)).map_err(io::Error::other)?;
+        ws.start_send_unpin(Message::Binary(buf.to_vec().into()))
+            .map_err(io::Error::other)?;
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.get_mut()
+            .ws
+            .poll_flush_unpin(cx)
+            .map_err(io::Error::other)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.get_mut()
+            .ws
+            .poll_close_unpin(cx)
+            .map_err(io::Error::other)
+    }
 }
 
 impl AsyncRead for Stream {
@@ -108,6 +183,7 @@ impl AsyncRead for Stream {
         match self.get_mut() {
             Self::Tcp(tcp) => Pin::new(tcp).poll_read(cx, buf),
             Self::Tls(tls) => Pin::new(tls.as_mut()).poll_read(cx, buf),
+            Self::Ws(ws) => Pin::new(ws.as_mut()).poll_read(cx, buf),
         }
     }
 }
@@ -121,6 +197,7 @@ impl AsyncWrite for Stream {
         match self.get_mut() {
             Self::Tcp(tcp) => Pin::new(tcp).poll_write(cx, buf),
             Self::Tls(tls) => Pin::new(tls.as_mut()).poll_write(cx, buf),
+            Self::Ws(ws) => Pin::new(ws.as_mut()).poll_write(cx, buf),
         }
     }
 
@@ -128,6 +205,7 @@ impl AsyncWrite for Stream {
         match self.get_mut() {
             Self::Tcp(tcp) => Pin::new(tcp).poll_flush(cx),
             Self::Tls(tls) => Pin::new(tls.as_mut()).poll_flush(cx),
+            Self::Ws(ws) => Pin::new(ws.as_mut()).poll_flush(cx),
         }
     }
 
@@ -135,6 +213,7 @@ impl AsyncWrite for Stream {
         match self.get_mut() {
             Self::Tcp(tcp) => Pin::new(tcp).poll_shutdown(cx),
             Self::Tls(tls) => Pin::new(tls.as_mut()).poll_shutdown(cx),
+            Self::Ws(ws) => Pin::new(ws.as_mut()).poll_shutdown(cx),
         }
     }
 }
@@ -144,13 +223,14 @@ impl Stream {
     fn try_read_buf(&mut self, buffer: &mut Vec<u8>) -> io::Result<usize> {
         match self {
             Self::Tcp(tcp) => tcp.try_read_buf(buffer),
-            Self::Tls(tls) => {
-                // rustls may hold decrypted bytes, so there is no readiness to ask: poll
-                // once without a waker (the next awaited read registers the real one).
+            _ => {
+                // rustls and tungstenite may hold bytes already read, so there is no
+                // readiness to ask: poll once without a waker (the next awaited read
+                // registers the real one).
                 let mut scratch = [0; 16 * 1024];
                 let mut read = ReadBuf::new(&mut scratch);
                 let mut cx = Context::from_waker(std::task::Waker::noop());
-                match Pin::new(tls.as_mut()).poll_read(&mut cx, &mut read) {
+                match Pin::new(self).poll_read(&mut cx, &mut read) {
                     Poll::Ready(Ok(())) => {
                         buffer.extend_from_slice(read.filled());
                         Ok(read.filled().len())
@@ -189,9 +269,28 @@ impl Dialer {
         stream
             .set_nodelay(true)
             .map_err(|e| BenchError::io("set TCP_NODELAY", e))?;
-        let stream = match &self.tls {
-            None => Stream::Tcp(stream),
-            Some(tls) => {
+        let stream = match (&self.tls, &self.ws) {
+            (_, Some(url)) => {
+                let mut request = url
+                    .as_str()
+                    .into_client_request()
+                    .map_err(|e| BenchError::Usage(format!("--ws: {e}")))?;
+                request
+                    .headers_mut()
+                    .insert("Sec-WebSocket-Protocol", HeaderValue::from_static("mqtt"));
+                let handshake = tokio_tungstenite::client_async(request, stream);
+                let (ws, _) = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake)
+                    .await
+                    .map_err(|_| BenchError::Timeout("no WebSocket upgrade in time".to_owned()))?
+                    .map_err(|e| BenchError::io("WebSocket upgrade", io::Error::other(e)))?;
+                Stream::Ws(Box::new(WsStream {
+                    ws,
+                    frame: Vec::new(),
+                    offset: 0,
+                }))
+            }
+            (None, None) => Stream::Tcp(stream),
+            (Some(tls), None) => {
                 let handshake = tls.connector.connect(tls.name.clone(), stream);
                 let stream = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake)
                     .await

@@ -123,6 +123,9 @@ pub struct Target {
     /// The name the broker's certificate must carry (default: --host).
     #[arg(long, requires = "tls")]
     pub tls_server_name: Option<String>,
+    /// Connect over WebSocket (subprotocol `mqtt`) to this path, e.g. `/mqtt`.
+    #[arg(long, value_name = "PATH", conflicts_with = "tls")]
+    pub ws: Option<String>,
 }
 
 /// What a published message looks like and how fast it goes.
@@ -253,6 +256,10 @@ impl Target {
             username: self.username.clone(),
             password: self.password.clone(),
             tls,
+            ws: self
+                .ws
+                .as_ref()
+                .map(|path| format!("ws://{}:{}{path}", self.host, self.port)),
         })
     }
 
