@@ -13,7 +13,12 @@ use fulmar_tests::{Fulmar, fulmar_bin};
 /// Runs `fulmar bench ARGS` against `broker`, bounded in time, and returns the fields of
 /// its `result:` line.
 fn bench(broker: &Fulmar, args: &[&str]) -> HashMap<String, String> {
-    let port = broker.port().to_string();
+    bench_at(broker.port(), args)
+}
+
+/// Runs `fulmar bench ARGS` against the broker's listener on `port`.
+fn bench_at(port: u16, args: &[&str]) -> HashMap<String, String> {
+    let port = port.to_string();
     let output = run_bounded(
         Command::new(fulmar_bin())
             .arg("bench")
@@ -110,6 +115,36 @@ fn qos1_fan_in_delivers_every_message_once() {
     // Delivered within the run plus a little: a rate over the publishing second.
     assert!(max < 5_000_000, "a message took over 5 s: {fields:?}");
     assert!(number(&fields, "rate") > 0, "{fields:?}");
+}
+
+/// The tool over WebSocket (`--ws`: each write one binary frame, frames read as a byte
+/// stream) counts the same way, against fulmar's WebSocket listener.
+#[test]
+fn qos1_over_websocket_delivers_every_message_once() {
+    let broker = Fulmar::start_with(&["--ws-listen", "127.0.0.1:0"]);
+    let fields = bench_at(
+        broker.listener("ws").port(),
+        &[
+            "pubsub",
+            "--ws",
+            "/mqtt",
+            "--publishers",
+            "2",
+            "--subscribers",
+            "1",
+            "--qos",
+            "1",
+            "--rate",
+            "200",
+            "--duration",
+            "1",
+        ],
+    );
+    let sent = number(&fields, "sent");
+    assert!(sent >= 200, "too few messages sent for a test: {fields:?}");
+    assert_eq!(number(&fields, "delivered"), sent, "{fields:?}");
+    assert_eq!(number(&fields, "lost"), 0, "{fields:?}");
+    assert_eq!(number(&fields, "duplicates"), 0, "{fields:?}");
 }
 
 #[test]
