@@ -265,23 +265,28 @@ fn interest_follows_unsubscribe_and_session_end() {
     let publisher = c.connect(0, "pub");
     let far = c.connect(1, "far");
     c.subscribe(1, far, "a", QoS::AtMostOnce);
-    assert_eq!(
-        c.sims[0].broker.subscription_count(),
-        1,
-        "shard 0 stands in for it"
-    );
-    c.sims[1].unsubscribe(far, "a");
-    c.settle();
-    assert_eq!(c.sims[0].broker.subscription_count(), 0);
-    c.subscribe(1, far, "b", QoS::AtMostOnce);
-    assert_eq!(c.sims[0].broker.subscription_count(), 1);
-    c.sims[1].disconnect(far, fulmar_core::codec::ReasonCode::Success);
-    c.settle();
+    let to_one = c.peers[0][1].unwrap();
+    let mirrored = |c: &Cluster| {
+        c.sims[0]
+            .broker
+            .session("$shard/1")
+            .map_or(0, |s| s.subscription_count())
+    };
+    assert_eq!(mirrored(&c), 1, "shard 0 stands in for it");
     assert_eq!(
         c.sims[0].broker.subscription_count(),
         0,
-        "a clean session's end"
+        "and does not count it as its own"
     );
+    c.sims[1].unsubscribe(far, "a");
+    c.settle();
+    assert_eq!(mirrored(&c), 0);
+    c.subscribe(1, far, "b", QoS::AtMostOnce);
+    assert_eq!(mirrored(&c), 1);
+    c.sims[1].disconnect(far, fulmar_core::codec::ReasonCode::Success);
+    c.settle();
+    assert_eq!(mirrored(&c), 0, "a clean session's end");
+    assert_eq!(c.sims[0].broker.peer_backlog(to_one), 0);
     c.publish(0, publisher, "b", b"x", QoS::AtMostOnce, false);
     assert_eq!(c.sims[1].broker.stats().messages_received, 0);
 }

@@ -34,12 +34,15 @@
 //! closes while its output is held is parked until the commit ends, then gets its output
 //! and last words in order.
 //!
-//! ## Deliberately not yet done
-//! - **Protocol work (decode, route, queue, encode) is serialized on this one task**;
-//!   connection tasks do the socket, TLS and WebSocket work on every core. Measured, the
-//!   serialized part is about a fifth of the broker's CPU (README, "Runtime"), so it is
-//!   not the limit on two cores; sharding sessions over several core brokers is the step
-//!   for more, and needs cross-shard forwarding from the core first.
+//! ## Shards
+//! With `runtime.shards` > 1 there is one actor per shard, each owning the core broker of
+//! the sessions whose client identifiers map to it ([`crate::shards`]), so protocol work
+//! (decode, route, queue, encode) runs on as many cores. Between inputs an actor
+//! exchanges [`Mesh`] messages with the others: its sessions' interest, copies of messages
+//! their sessions must see, and "taken" answers. An acknowledgement (PUBACK, PUBREC…)
+//! waits in [`Peer::held`] until every other shard has taken the copies queued before it
+//! ([`Hold::seq`]), as it waits for the disk ([`Hold::commit`]); a shard answers "taken"
+//! only once what a copy changed there is durable.
 //!
 //! ## Backpressure
 //! With [`fulmar_core::broker::OverflowPolicy::Backpressure`], the core refuses to take a
@@ -53,7 +56,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use fulmar_core::broker::{Broker, ConnectionId, Event, Growable};
+use fulmar_core::broker::{Broker, ConnectionId, Event, ForwardError, Growable, PeerId};
 use fulmar_core::time::Instant;
 use std::task::{Context, Poll};
 
@@ -65,6 +68,7 @@ use crate::auth::{Admission, Auth, EdgeHooks};
 use crate::connection::Origin;
 use crate::metrics::sys::SysTree;
 use crate::metrics::{Metrics, Refusal};
+use crate::shards::{self, Forwarded, Mesh, PeerLink, ShardState, Shards};
 use crate::store::{self, Committer, Store, SyncPolicy};
 
 /// Inputs waiting for the actor; readers wait when it is full.
@@ -288,6 +292,8 @@ pub(crate) struct Gone;
 /// A cheap handle connection tasks use to reach the actor.
 #[derive(Debug, Clone)]
 pub(crate) struct BrokerHandle {
+    /// Which shard this is (0 when there is one).
+    shard: usize,
     inbox: mpsc::Sender<Input>,
     auth: Arc<Auth>,
 }
@@ -297,7 +303,7 @@ impl BrokerHandle {
     /// task (see [`crate::auth`]). `identity`: its TLS client certificate's name, when the
     /// listener takes that as the user name.
     pub(crate) fn admission(&self, id: ConnectionId, identity: Option<String>) -> Admission {
-        Admission::new(self.auth.clone(), id, identity)
+        Admission::new(self.auth.clone(), (self.shard, id), identity)
     }
 
     /// Registers a new connection; `None` when the core refuses it or the actor is gone.
@@ -335,33 +341,69 @@ impl BrokerHandle {
 #[derive(Debug)]
 pub(crate) struct Prepared {
     broker: Broker<Growable, EdgeHooks>,
+    /// Its shard index, and its stand-ins for the other shards (by index).
+    shard: usize,
+    peers: Vec<Option<PeerId>>,
     auth: Arc<Auth>,
     store: Option<Store>,
     clock: Clock,
     buffer: Vec<u8>,
 }
 
-/// Builds the broker state machine and restores `store` into it (before any connection is
-/// served).
+/// Builds the broker state machines, one per shard, and restores `store` into them (before
+/// any connection is served): each shard takes its own sessions' records
+/// ([`shards::shard_of`]) and every retained message.
 pub(crate) fn prepare(
     mut config: fulmar_core::broker::Config,
     store: Option<Store>,
     auth: Arc<Auth>,
-) -> Result<Prepared, store::Error> {
+    count: usize,
+) -> Result<Vec<Prepared>, store::Error> {
     config.persistence = store.is_some();
-    let buffer = vec![0; config.max_packet_size as usize + TRANSMIT_MARGIN];
-    let mut broker = Broker::with_hooks(config, random_seed(), EdgeHooks::new(auth.clone()));
     let clock = Clock::start();
-    if let Some(store) = &store {
-        store.restore(&mut broker, clock.now())?;
+    let seed = random_seed();
+    let mut prepared = Vec::with_capacity(count);
+    for shard in 0..count {
+        let hooks = EdgeHooks::for_shard(auth.clone(), shard);
+        let mut broker = Broker::with_hooks(config.clone(), seed ^ shard as u64, hooks);
+        if count > 1 {
+            broker.enable_sharding(u8::try_from(shard).unwrap_or(u8::MAX));
+        }
+        let store = store.as_ref().map(Store::share);
+        if let Some(store) = &store {
+            store.restore_where(&mut broker, clock.now(), |key| {
+                count == 1
+                    || match fulmar_core::persist::Key::decode(key) {
+                        Ok(fulmar_core::persist::Key::Retained(_)) => true,
+                        Ok(
+                            fulmar_core::persist::Key::Session(client)
+                            | fulmar_core::persist::Key::Subscription(client, _)
+                            | fulmar_core::persist::Key::Message(client, _)
+                            | fulmar_core::persist::Key::Inbound(client, _),
+                        ) => shards::shard_of(client, count) == shard,
+                        // The core reports what it cannot read.
+                        Err(_) => shard == 0,
+                    }
+            })?;
+        }
+        let mut peers = vec![None; count];
+        if count > 1 {
+            for (other, slot) in peers.iter_mut().enumerate().filter(|(o, _)| *o != shard) {
+                let name = format!("$fulmar/shard/{other}");
+                *slot = broker.peer_open(&name, clock.now()).ok();
+            }
+        }
+        prepared.push(Prepared {
+            broker,
+            shard,
+            peers,
+            auth: auth.clone(),
+            store,
+            clock,
+            buffer: vec![0; config.max_packet_size as usize + TRANSMIT_MARGIN],
+        });
     }
-    Ok(Prepared {
-        broker,
-        auth,
-        store,
-        clock,
-        buffer,
-    })
+    Ok(prepared)
 }
 
 impl Prepared {
@@ -370,34 +412,79 @@ impl Prepared {
         self.auth.clone()
     }
 
-    /// Starts the actor (and the store's writer thread) on the current runtime; it
-    /// publishes `$SYS` every `sys_interval` (never when zero).
-    pub(crate) fn spawn(
-        self,
+    /// Starts one actor per shard (and each one's store writer thread) on the current
+    /// runtime; the first publishes `$SYS` every `sys_interval` (never when zero).
+    pub(crate) fn spawn_all(
+        prepared: Vec<Self>,
         metrics: Arc<Metrics>,
         sys_interval: std::time::Duration,
-    ) -> std::io::Result<(BrokerHandle, tokio::task::JoinHandle<()>)> {
-        let store = self.store.map(Store::start).transpose()?;
-        let (inbox, receiver) = mpsc::channel(INBOX);
-        let actor = Actor {
-            broker: self.broker,
-            links: HashMap::new(),
-            blocked: Vec::new(),
-            resumed: Vec::new(),
-            clock: self.clock,
-            buffer: self.buffer,
-            store,
-            holding: Vec::new(),
-            parked: Vec::new(),
-            metrics,
-            sys: SysTree::new(sys_interval, self.clock.started),
-        };
-        let task = tokio::spawn(actor.run(receiver));
-        let handle = BrokerHandle {
-            inbox,
-            auth: self.auth,
-        };
-        Ok((handle, task))
+    ) -> std::io::Result<(Shards, Vec<tokio::task::JoinHandle<()>>)> {
+        let count = prepared.len();
+        let (connect_timeout, max_packet_size, window) = prepared.first().map_or((0, 0, 1), |p| {
+            let config = p.broker.config();
+            (
+                config.connect_timeout.as_millis(),
+                config.max_packet_size as usize,
+                shards::window(config.max_queued_messages),
+            )
+        });
+        let (senders, receivers): (Vec<_>, Vec<_>) = (0..count)
+            .map(|_| mpsc::unbounded_channel::<Mesh>())
+            .unzip();
+        let mut handles = Vec::with_capacity(count);
+        let mut tasks = Vec::with_capacity(count);
+        for (this, mesh) in prepared.into_iter().zip(receivers) {
+            let store = this.store.map(Store::start).transpose()?;
+            let (inbox, receiver) = mpsc::channel(INBOX);
+            let shard = (count > 1).then(|| ShardState {
+                index: this.shard,
+                window,
+                peers: this
+                    .peers
+                    .iter()
+                    .enumerate()
+                    .map(|(j, id)| {
+                        id.map(|id| PeerLink {
+                            id,
+                            mesh: senders[j].clone(),
+                            in_flight: 0,
+                            waiting: std::collections::VecDeque::new(),
+                        })
+                    })
+                    .collect(),
+                interest: HashMap::new(),
+                taken_held: Vec::new(),
+            });
+            let sys = if this.shard == 0 {
+                sys_interval
+            } else {
+                std::time::Duration::ZERO
+            };
+            let actor = Actor {
+                broker: this.broker,
+                links: HashMap::new(),
+                blocked: Vec::new(),
+                resumed: Vec::new(),
+                clock: this.clock,
+                buffer: this.buffer,
+                store,
+                holding: Vec::new(),
+                parked: Vec::new(),
+                metrics: metrics.clone(),
+                sys: SysTree::new(sys, this.clock.started),
+                shard,
+                shard_count: count,
+            };
+            tasks.push(tokio::spawn(actor.run(receiver, mesh)));
+            handles.push(BrokerHandle {
+                shard: this.shard,
+                inbox,
+                auth: this.auth,
+            });
+        }
+        drop(senders);
+        let timeout = std::time::Duration::from_millis(connect_timeout);
+        Ok((Shards::new(handles, timeout, max_packet_size), tasks))
     }
 }
 
@@ -460,7 +547,7 @@ struct Peer {
     blocked: bool,
     /// Output waiting for a commit to be durable, each chunk with the commit it waits for
     /// (0: none, it only waits behind earlier chunks). Already counted in the link's room.
-    held: VecDeque<(u64, Vec<u8>)>,
+    held: VecDeque<(Hold, Vec<u8>)>,
     /// The core stalled this connection's input (backpressure): bytes that still arrive
     /// (read before the reader paused) wait in `unconsumed` until [`Event::Resume`].
     stalled: bool,
@@ -472,8 +559,31 @@ struct Parked {
     peer: Peer,
     /// Its last words, sent after the held output.
     last: Vec<u8>,
-    /// The commit they wait for.
-    until: u64,
+    /// What they wait for.
+    until: Hold,
+}
+
+/// What a chunk of output waits for before it may leave.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Hold {
+    /// This commit must be durable (0: none).
+    commit: u64,
+    /// Every other shard must have taken the copies queued up to this sequence number
+    /// (0: none): an acknowledged message is in every shard that has a subscriber for it.
+    seq: u64,
+}
+
+impl Hold {
+    fn is_none(self) -> bool {
+        self == Self::default()
+    }
+
+    fn max(self, other: Self) -> Self {
+        Self {
+            commit: self.commit.max(other.commit),
+            seq: self.seq.max(other.seq),
+        }
+    }
 }
 
 struct Actor {
@@ -493,6 +603,9 @@ struct Actor {
     /// Connections with held output (may name gone connections; checked when released).
     holding: Vec<ConnectionId>,
     parked: Vec<Parked>,
+    /// Set when this actor is one shard of several.
+    shard: Option<ShardState>,
+    shard_count: usize,
 }
 
 /// What happened when the actor tried to move a connection's output to its writer.
@@ -506,7 +619,13 @@ enum Flush {
 }
 
 impl Actor {
-    async fn run(mut self, mut inbox: mpsc::Receiver<Input>) {
+    async fn run(
+        mut self,
+        mut inbox: mpsc::Receiver<Input>,
+        mut mesh: mpsc::UnboundedReceiver<Mesh>,
+    ) {
+        // Subscriptions restored from the store are the other shards' business too.
+        self.exchange(self.now());
         let mut batch = Vec::with_capacity(BATCH);
         // After a timeout was handled, never re-arm sooner than 1 ms later: a deadline the
         // core failed to clear would otherwise spin this task.
@@ -549,8 +668,19 @@ impl Actor {
                         self.pump(now);
                         self.resume_drained(now);
                         self.resume_stalled(now);
+                        self.exchange(now);
                         self.settle().await;
                     }
+                }
+                Some(message) = mesh.recv(), if self.shard.is_some() => {
+                    let now = self.now();
+                    self.on_mesh(message, now);
+                    self.pump(now);
+                    self.resume_drained(now);
+                    self.resume_stalled(now);
+                    self.exchange(now);
+                    self.settle().await;
+                    self.release();
                 }
                 id = completion(&mut self.store) => {
                     self.committed(id);
@@ -561,6 +691,7 @@ impl Actor {
                     self.broker.handle_timeout(now);
                     self.pump(now);
                     self.resume_stalled(now);
+                    self.exchange(now);
                     self.settle().await;
                     floor = tokio::time::Instant::now() + std::time::Duration::from_millis(1);
                 }
@@ -572,8 +703,19 @@ impl Actor {
         }
     }
 
-    /// Publishes `$SYS` when due and refreshes the counters `/metrics` reads.
+    /// Refreshes the counters `/metrics` reads and publishes `$SYS` when due.
     fn observe(&mut self) {
+        match &self.shard {
+            Some(shard) => self.metrics.record_shard(
+                shard.index,
+                self.shard_count,
+                &self.broker.stats(),
+                self.broker.subscription_count(),
+            ),
+            None => self
+                .metrics
+                .record_core(&self.broker.stats(), self.broker.subscription_count()),
+        }
         let now = self.now();
         let at = tokio::time::Instant::now();
         if self
@@ -581,9 +723,8 @@ impl Actor {
             .publish_if_due(&mut self.broker, &self.metrics, at, now)
         {
             self.pump(now);
+            self.exchange(now);
         }
-        self.metrics
-            .record_core(&self.broker.stats(), self.broker.subscription_count());
     }
 
     /// Moves the core's state changes towards the disk after an input or a timeout: with
@@ -620,12 +761,35 @@ impl Actor {
     /// parked connections whose output is all released.
     fn release(&mut self) {
         let durable = self.store.as_ref().map_or(u64::MAX, Committer::durable);
+        // Copies to other shards are taken in order: below the oldest one still pending
+        // everywhere, every acknowledgement may go.
+        let oldest = self.shard.as_ref().and_then(|shard| {
+            shard
+                .peers
+                .iter()
+                .flatten()
+                .filter_map(|p| self.broker.peer_oldest(p.id))
+                .min()
+        });
+        let ready = |hold: Hold| {
+            hold.commit <= durable && (hold.seq == 0 || oldest.is_none_or(|o| o > hold.seq))
+        };
+        if let Some(shard) = &mut self.shard {
+            let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut shard.taken_held)
+                .into_iter()
+                .partition(|(commit, _, _)| *commit <= durable);
+            shard.taken_held = later;
+            for (_, to, tokens) in due {
+                let from = shard.index;
+                shard.send(to, Mesh::Taken { from, tokens });
+            }
+        }
         let mut holding = std::mem::take(&mut self.holding);
         holding.retain(|id| {
             let Some(peer) = self.links.get_mut(id) else {
                 return false;
             };
-            if !release_held(peer, durable) {
+            if !release_held(peer, ready) {
                 // The writer is gone; the reader reports the close.
                 peer.held.clear();
             }
@@ -633,15 +797,150 @@ impl Actor {
         });
         holding.dedup();
         self.holding = holding;
-        let (ready, waiting): (Vec<Parked>, Vec<Parked>) = std::mem::take(&mut self.parked)
+        let (due, waiting): (Vec<Parked>, Vec<Parked>) = std::mem::take(&mut self.parked)
             .into_iter()
-            .partition(|p| p.until <= durable);
+            .partition(|p| ready(p.until));
         self.parked = waiting;
-        for mut parked in ready {
-            // Everything of a parked connection waits for commits up to `until`.
-            release_held(&mut parked.peer, u64::MAX);
+        for mut parked in due {
+            // Everything of a parked connection waits for `until`.
+            release_held(&mut parked.peer, |_| true);
             parked.peer.link.finish(parked.last);
         }
+    }
+
+    /// Tells the other shards what changed here: this shard's subscriptions (each filter
+    /// once) and the copies of messages their sessions must see (up to
+    /// [`shards::window`] in flight each). Then takes the copies that waited for a local
+    /// subscriber's queue, where it has room again.
+    fn exchange(&mut self, now: Instant) {
+        let Some(shard) = &mut self.shard else {
+            return;
+        };
+        while let Some(change) = self.broker.poll_interest() {
+            if shard.count_interest(&change.filter, change.added) {
+                for to in 0..shard.peers.len() {
+                    let message = Mesh::Interest {
+                        from: shard.index,
+                        filter: change.filter.clone(),
+                        added: change.added,
+                    };
+                    shard.send(to, message);
+                }
+            }
+        }
+        let from = shard.index;
+        for link in shard.peers.iter_mut().flatten() {
+            let mut copies = Vec::new();
+            while link.in_flight < shard.window {
+                let Some(forward) = self.broker.peer_next(link.id, now) else {
+                    break;
+                };
+                copies.push(Forwarded::new(&forward));
+                link.in_flight += 1;
+            }
+            if !copies.is_empty() {
+                let _ = link.mesh.send(Mesh::Copies { from, copies });
+            }
+        }
+        let waiting: Vec<usize> = shard
+            .peers
+            .iter()
+            .enumerate()
+            .filter_map(|(j, p)| p.as_ref().filter(|p| !p.waiting.is_empty()).map(|_| j))
+            .collect();
+        for from in waiting {
+            self.take_copies(from, now);
+        }
+    }
+
+    /// A message from another shard.
+    fn on_mesh(&mut self, message: Mesh, now: Instant) {
+        let Some(shard) = &mut self.shard else {
+            return;
+        };
+        match message {
+            Mesh::Interest {
+                from,
+                filter,
+                added,
+            } => {
+                let Some(Some(link)) = shard.peers.get(from) else {
+                    return;
+                };
+                if added {
+                    if let Err(error) = self.broker.peer_subscribe(link.id, &filter) {
+                        warn!(shard = from, %filter, ?error, "a shard's subscription not mirrored");
+                    }
+                } else {
+                    self.broker.peer_unsubscribe(link.id, &filter);
+                }
+            }
+            Mesh::Copies { from, copies } => {
+                if let Some(Some(link)) = shard.peers.get_mut(from) {
+                    link.waiting.extend(copies);
+                }
+                self.take_copies(from, now);
+            }
+            Mesh::Taken { from, tokens } => {
+                if let Some(Some(link)) = shard.peers.get_mut(from) {
+                    link.in_flight = link.in_flight.saturating_sub(tokens.len());
+                    for token in tokens {
+                        self.broker.peer_ack(link.id, token);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Routes the copies shard `from` sent, in order, until a local subscriber's full
+    /// queue stops them; answers "taken" once what they changed is durable.
+    fn take_copies(&mut self, from: usize, now: Instant) {
+        let Some(shard) = &mut self.shard else {
+            return;
+        };
+        let Some(Some(link)) = shard.peers.get_mut(from) else {
+            return;
+        };
+        if self.broker.peer_stalled(link.id) {
+            return;
+        }
+        let mut taken = Vec::new();
+        while let Some(copy) = link.waiting.front() {
+            match self.broker.forward_publish(link.id, &copy.forward(), now) {
+                Err(ForwardError::Stalled) => break,
+                Err(error @ (ForwardError::Capacity | ForwardError::Invalid)) => {
+                    warn!(
+                        shard = from,
+                        ?error,
+                        "a message from another shard was dropped"
+                    );
+                }
+                Ok(_) => {}
+            }
+            taken.push(copy.token());
+            link.waiting.pop_front();
+        }
+        if taken.is_empty() {
+            return;
+        }
+        let commit = self.store.as_mut().and_then(|store| {
+            store.collect(&mut self.broker);
+            store.hold_until()
+        });
+        match commit {
+            Some(commit) => shard.taken_held.push((commit, from, taken)),
+            None => {
+                let index = shard.index;
+                shard.send(
+                    from,
+                    Mesh::Taken {
+                        from: index,
+                        tokens: taken,
+                    },
+                );
+            }
+        }
+        self.pump(now);
     }
 
     /// Core time.
@@ -838,6 +1137,7 @@ impl Actor {
                             conn = id.slot(),
                             client = self.broker.connection_client_id(id).unwrap_or(""),
                             identity = peer.identity.as_deref(),
+                            shard = self.shard.as_ref().map(|s| s.index),
                             "client connected"
                         );
                     }
@@ -904,18 +1204,31 @@ impl Actor {
             // everything polled up to now. QoS 0/1 deliveries need not wait (the core says
             // which is which), so a persistent subscriber is not held to the disk's pace.
             let needs_durability = self.broker.transmit_needs_durability();
-            let hold = match &mut self.store {
+            let commit = match &mut self.store {
                 Some(store) => {
                     store.collect(&mut self.broker);
                     store.hold_until().filter(|_| needs_durability)
                 }
                 None => None,
             };
-            if hold.is_some() || !peer.held.is_empty() {
+            let seq = self.shard.as_ref().and_then(|shard| {
+                let seq = self.broker.last_seq();
+                let pending = shard.peers.iter().flatten().any(|p| {
+                    self.broker
+                        .peer_oldest(p.id)
+                        .is_some_and(|oldest| oldest <= seq)
+                });
+                (needs_durability && pending).then_some(seq)
+            });
+            let hold = Hold {
+                commit: commit.unwrap_or(0),
+                seq: seq.unwrap_or(0),
+            };
+            if !hold.is_none() || !peer.held.is_empty() {
                 if peer.held.is_empty() {
                     self.holding.push(id);
                 }
-                peer.held.push_back((hold.unwrap_or(0), bytes.to_vec()));
+                peer.held.push_back((hold, bytes.to_vec()));
             } else if peer.link.send(bytes.to_vec()).is_err() {
                 return Flush::WriterGone;
             }
@@ -933,16 +1246,18 @@ impl Actor {
                 "closing connection"
             );
             let last = self.drain(id, now);
-            let until = self.store.as_mut().and_then(|store| {
+            let commit = self.store.as_mut().and_then(|store| {
                 store.collect(&mut self.broker);
                 store.hold_until()
             });
-            if until.is_some() || !peer.held.is_empty() {
-                let until = until
-                    .into_iter()
-                    .chain(peer.held.iter().map(|(c, _)| *c))
-                    .max()
-                    .unwrap_or(0);
+            if commit.is_some() || !peer.held.is_empty() {
+                let until = peer.held.iter().map(|(h, _)| *h).fold(
+                    Hold {
+                        commit: commit.unwrap_or(0),
+                        seq: 0,
+                    },
+                    Hold::max,
+                );
                 self.parked.push(Parked { peer, last, until });
             } else {
                 // The writer writes what its channel holds, then these, then closes: the
@@ -1019,7 +1334,7 @@ impl Actor {
         }
         self.release();
         for (mut peer, last) in last_words {
-            release_held(&mut peer, u64::MAX);
+            release_held(&mut peer, |_| true);
             peer.link.finish(last);
         }
         if let Some(store) = self.store.take() {
@@ -1037,11 +1352,11 @@ async fn completion(store: &mut Option<Committer>) -> u64 {
     }
 }
 
-/// Sends `peer`'s held chunks whose commit is at most `durable` to its writer, in order;
-/// `false` when the writer is gone.
-fn release_held(peer: &mut Peer, durable: u64) -> bool {
-    while let Some((commit, _)) = peer.held.front() {
-        if *commit > durable {
+/// Sends `peer`'s held chunks that are `ready` to its writer, in order; `false` when the
+/// writer is gone.
+fn release_held(peer: &mut Peer, ready: impl Fn(Hold) -> bool) -> bool {
+    while let Some((hold, _)) = peer.held.front() {
+        if !ready(*hold) {
             break;
         }
         let Some((_, chunk)) = peer.held.pop_front() else {

@@ -71,6 +71,8 @@ pub struct Config {
     pub metrics: Metrics,
     /// Logging.
     pub log: Log,
+    /// How the broker uses the machine's cores.
+    pub runtime: Runtime,
 }
 
 impl Default for Config {
@@ -84,13 +86,14 @@ impl Default for Config {
             mqtt: Mqtt::default(),
             metrics: Metrics::default(),
             log: Log::default(),
+            runtime: Runtime::default(),
         }
     }
 }
 
 /// The sections of [`Config`] that are tables: the first segment of a configuring
 /// environment variable must be one of them. A test checks the list against the schema.
-const SECTIONS: [&str; 7] = [
+const SECTIONS: [&str; 8] = [
     "listeners",
     "persistence",
     "auth",
@@ -98,7 +101,28 @@ const SECTIONS: [&str; 7] = [
     "mqtt",
     "metrics",
     "log",
+    "runtime",
 ];
+
+// --- runtime ------------------------------------------------------------------------------
+
+/// How protocol work is spread over the machine's cores.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Runtime {
+    /// Broker shards: each owns the sessions whose client identifiers hash to it and runs
+    /// on its own task, so routing runs on several cores at once; they forward messages to
+    /// each other and behave as one broker. 1: one broker task.
+    pub shards: NonZeroUsize,
+}
+
+impl Default for Runtime {
+    fn default() -> Self {
+        Self {
+            shards: NonZeroUsize::MIN,
+        }
+    }
+}
 
 // --- listeners ----------------------------------------------------------------------------
 

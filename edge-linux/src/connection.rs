@@ -44,6 +44,7 @@ use tracing::debug;
 
 use crate::auth::Admission;
 use crate::broker_task::{BrokerHandle, Input, Link, Output, Room};
+use crate::shards::Shards;
 
 /// How long a closed connection waits for the peer to close its side.
 pub(crate) const LINGER: Duration = Duration::from_secs(1);
@@ -122,27 +123,99 @@ pub(crate) struct Origin {
 /// either side. Pass the transport by `&mut` when more is to be done with it once the
 /// connection is finished (a WebSocket over TLS ends its TLS session after the close
 /// handshake).
-pub(crate) fn serve<T: Transport>(origin: Origin, transport: T, broker: BrokerHandle) -> Driver<T> {
+pub(crate) fn serve<T: Transport>(origin: Origin, transport: T, shards: Shards) -> Driver<T> {
     // Output is bounded in bytes by `Room` (the actor stops adding).
     let room = Arc::new(Room::default());
-    let link = Link { room: room.clone() };
-    let handle = broker.clone();
-    let opening = boxed(async move {
+    let broker = shards.any().clone();
+    let inbox = broker.inbox();
+    let reader = if shards.is_sharded() {
+        // The CONNECT's client identifier says which shard serves the connection: its
+        // first packet is read before anything else (bounded in time and size).
+        let deadline = Box::pin(tokio::time::sleep(shards.connect_timeout));
+        Reader::Placing(Box::new(Placing {
+            origin,
+            shards,
+            first: Vec::new(),
+            deadline,
+        }))
+    } else {
+        Reader::Opening(open(origin, broker, room.clone(), None))
+    };
+    Driver {
+        transport,
+        inbox,
+        room,
+        id: None,
+        reader,
+        writer: Writer::Idle,
+    }
+}
+
+/// Registers the connection with `broker`'s actor; then its admission, and the bytes read
+/// before it was placed (with several shards).
+fn open(
+    origin: Origin,
+    broker: BrokerHandle,
+    room: Arc<Room>,
+    first: Option<Vec<u8>>,
+) -> Boxed<Option<Opened>> {
+    let link = Link { room };
+    boxed(async move {
         let peer = origin.peer;
         let identity = origin.identity.clone();
-        let Some(id) = handle.open(origin, link).await else {
+        let Some(id) = broker.open(origin, link).await else {
             debug!(%peer, "connection not served");
             return None;
         };
-        Some((id, Box::new(handle.admission(id, identity))))
-    });
-    Driver {
-        transport,
-        inbox: broker.inbox(),
-        room,
-        id: None,
-        reader: Reader::Opening(opening),
-        writer: Writer::Idle,
+        Some((id, Box::new(broker.admission(id, identity)), first))
+    })
+}
+
+/// A registered connection: its id, its admission, the bytes already read.
+type Opened = (ConnectionId, Box<Admission>, Option<Vec<u8>>);
+
+/// A connection not placed on a shard yet: its first packet is being read.
+struct Placing {
+    origin: Origin,
+    shards: Shards,
+    first: Vec<u8>,
+    /// The CONNECT timeout: a connection that says nothing is dropped.
+    deadline: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl Placing {
+    /// Reads until the first packet is whole; then the shard its CONNECT's client
+    /// identifier maps to (any for another first packet, which the broker refuses).
+    /// `Ready(None)` when the peer closes, the transport fails or the time is up.
+    fn poll_place(
+        &mut self,
+        transport: &mut impl Transport,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<BrokerHandle>> {
+        use fulmar_core::codec::{DecodeError, Packet, ProtocolVersion, decode};
+        loop {
+            if self.deadline.as_mut().poll(cx).is_ready() {
+                debug!(peer = %self.origin.peer, "no CONNECT in time: connection not served");
+                return Poll::Ready(None);
+            }
+            match transport.poll_receive(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok(Some(bytes))) => self.first.extend_from_slice(&bytes),
+                Poll::Ready(Ok(None) | Err(_)) => return Poll::Ready(None),
+            }
+            // The level is only known from the CONNECT itself; any level's CONNECT decodes
+            // far enough as 5.0 to name its client.
+            let client_id = match decode(
+                &self.first,
+                ProtocolVersion::V5,
+                self.shards.max_packet_size,
+            ) {
+                Err(DecodeError::Incomplete { .. }) => continue,
+                Ok((Packet::Connect(connect), _)) => Some(connect.get().client_id.to_owned()),
+                _ => None,
+            };
+            return Poll::Ready(Some(self.shards.pick(client_id.as_deref()).1.clone()));
+        }
     }
 }
 
@@ -176,8 +249,10 @@ impl<T> std::fmt::Debug for Driver<T> {
 
 /// Where the reading half is.
 enum Reader {
+    /// With several shards: reading the first packet, which says where the connection goes.
+    Placing(Box<Placing>),
     /// The actor registers the connection; then the first packet's admission.
-    Opening(Boxed<Option<(ConnectionId, Box<Admission>)>>),
+    Opening(Boxed<Option<Opened>>),
     /// Waiting for the first bytes, which pass through the admission (see
     /// [`crate::auth`]) until the first packet is whole.
     Unadmitted(Box<Admission>),
@@ -213,15 +288,36 @@ impl<T: Transport> Future for Driver<T> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = self.get_mut();
+        if let Reader::Placing(placing) = &mut this.reader {
+            let Poll::Ready(placed) = placing.poll_place(&mut this.transport, cx) else {
+                return Poll::Pending;
+            };
+            let Some(broker) = placed else {
+                return Poll::Ready(());
+            };
+            let Reader::Placing(placing) = std::mem::replace(&mut this.reader, Reader::Done) else {
+                return Poll::Ready(());
+            };
+            let Placing { origin, first, .. } = *placing;
+            this.inbox = broker.inbox();
+            this.reader = Reader::Opening(open(origin, broker, this.room.clone(), Some(first)));
+        }
         if let Reader::Opening(opening) = &mut this.reader {
             let Poll::Ready(opened) = opening.as_mut().as_mut().poll(cx) else {
                 return Poll::Pending;
             };
-            let Some((id, admission)) = opened else {
+            let Some((id, mut admission, first)) = opened else {
                 return Poll::Ready(());
             };
             this.id = Some(id);
-            this.reader = Reader::Unadmitted(admission);
+            this.reader = match first {
+                // What was read to place the connection passes the admission first.
+                Some(bytes) => Reader::Admitting(boxed(async move {
+                    let passed = admission.admit(bytes).await;
+                    (admission, passed)
+                })),
+                None => Reader::Unadmitted(admission),
+            };
         }
         let Some(id) = this.id else {
             return Poll::Ready(());
@@ -311,7 +407,7 @@ impl<T: Transport> Driver<T> {
                     self.reader = Reader::Done;
                 }
                 // Handled by `poll` before anything else.
-                Reader::Opening(_) => return false,
+                Reader::Placing(_) | Reader::Opening(_) => return false,
                 Reader::Done => return true,
             }
         }

@@ -57,6 +57,7 @@ pub mod transport;
 mod broker_task;
 mod connection;
 mod rate_limit;
+mod shards;
 
 pub use config::{Config, RunArgs};
 pub use server::Server;

@@ -23,11 +23,12 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tracing::{debug, error, info, warn};
 
 use crate::auth::{self, Auth};
-use crate::broker_task::{self, BrokerHandle};
+use crate::broker_task;
 use crate::config::Config;
 use crate::connection::LINGER;
 use crate::metrics::{self, Metrics, Refusal};
 use crate::rate_limit::{RateLimit, Verdict};
+use crate::shards::Shards;
 use crate::store::{self, Store};
 use crate::transport::{self, Acceptor, Listener, Protocol};
 
@@ -84,7 +85,8 @@ pub struct Server {
     /// The Prometheus endpoint's listener, when configured.
     metrics_listener: Option<(TcpListener, SocketAddr)>,
     metrics: Arc<Metrics>,
-    broker: broker_task::Prepared,
+    /// One per shard.
+    broker: Vec<broker_task::Prepared>,
 }
 
 /// A bound MQTT listener.
@@ -141,7 +143,7 @@ impl Server {
             warn!("persistence is off: sessions and retained messages are lost on exit");
             None
         };
-        let broker = broker_task::prepare(config.core(), store, auth)?;
+        let broker = broker_task::prepare(config.core(), store, auth, config.runtime.shards.get())?;
         Ok(Self {
             config,
             listeners,
@@ -178,14 +180,21 @@ impl Server {
     /// connection (waiting at most a few seconds for them) and returns.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
         let metrics = self.metrics;
-        let auth = self.broker.auth();
-        let (broker, actor) = self
-            .broker
-            .spawn(
-                metrics.clone(),
-                Duration::from_secs(u64::from(self.config.metrics.sys_interval_secs)),
-            )
-            .map_err(Error::Thread)?;
+        let Some(auth) = self.broker.first().map(broker_task::Prepared::auth) else {
+            return Ok(());
+        };
+        if self.broker.len() > 1 {
+            info!(
+                shards = self.broker.len(),
+                "sessions are spread over broker shards"
+            );
+        }
+        let (broker, actors) = broker_task::Prepared::spawn_all(
+            self.broker,
+            metrics.clone(),
+            Duration::from_secs(u64::from(self.config.metrics.sys_interval_secs)),
+        )
+        .map_err(Error::Thread)?;
         let gate = Arc::new(Gate::new(&self.config.limits, metrics.clone()));
         let (stop, stopped) = watch::channel(false);
         // Every connection task holds a clone; `recv` returns `None` once all are gone.
@@ -230,7 +239,9 @@ impl Server {
         shutdown.await;
         info!("shutting down: no new connections; flushing and closing the open ones");
         let _ = stop.send(true);
-        broker.shutdown().await;
+        for shard in broker.all() {
+            shard.shutdown().await;
+        }
         drop(broker);
         if tokio::time::timeout(SHUTDOWN_GRACE + LINGER, all_done.recv())
             .await
@@ -238,7 +249,9 @@ impl Server {
         {
             warn!("some connections did not close in time; dropping them");
         }
-        let _ = actor.await;
+        for actor in actors {
+            let _ = actor.await;
+        }
         info!("stopped");
         Ok(())
     }
@@ -307,7 +320,7 @@ async fn accept_loop(
     addr: SocketAddr,
     acceptor: Arc<Acceptor>,
     gate: Arc<Gate>,
-    broker: BrokerHandle,
+    broker: Shards,
     mut stop: watch::Receiver<bool>,
     tracker: mpsc::Sender<()>,
 ) {

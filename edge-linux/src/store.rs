@@ -169,7 +169,8 @@ impl Op {
 /// The opened database.
 #[derive(Debug)]
 pub(crate) struct Store {
-    db: redb::Database,
+    /// Shared by the shards' stores ([`Store::share`]): each commits its own records.
+    db: std::sync::Arc<redb::Database>,
     path: PathBuf,
     sync: SyncPolicy,
 }
@@ -194,19 +195,31 @@ impl Store {
         txn.open_table(STATE).map_err(db_error)?;
         txn.commit().map_err(db_error)?;
         Ok(Self {
-            db,
+            db: std::sync::Arc::new(db),
             path,
             sync: settings.sync,
         })
     }
 
+    /// The same database for another shard's broker, with its own writer thread.
+    pub(crate) fn share(&self) -> Self {
+        Self {
+            db: self.db.clone(),
+            path: self.path.clone(),
+            sync: self.sync,
+        }
+    }
+
     /// Hands every stored record to the core; call before the listeners accept. A record
     /// the core cannot take (written by a newer version, or beyond the configured limits)
     /// is skipped with a warning rather than stopping the broker.
-    pub(crate) fn restore<S: BrokerStorage, H: Hooks>(
+    /// Only the records `keep` accepts are restored (a shard takes its own sessions'
+    /// records and every retained message).
+    pub(crate) fn restore_where<S: BrokerStorage, H: Hooks>(
         &self,
         broker: &mut Broker<S, H>,
         now: Instant,
+        keep: impl Fn(&[u8]) -> bool,
     ) -> Result<(), Error> {
         let started = StdInstant::now();
         let txn = self.db.begin_read().map_err(db_error)?;
@@ -214,6 +227,9 @@ impl Store {
         let (mut restored, mut skipped) = (0u64, 0u64);
         for entry in table.iter().map_err(db_error)? {
             let (key, value) = entry.map_err(db_error)?;
+            if !keep(key.value()) {
+                continue;
+            }
             match broker.restore(key.value(), value.value(), now) {
                 Ok(()) => restored += 1,
                 Err(error) => {

@@ -326,6 +326,12 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
         let mut value =
             crate::index::hash_key(self.seed, 1, &self.assigned_ids.to_le_bytes()) as u64;
         value = (value << 32) | (self.assigned_ids & 0xFFFF_FFFF);
+        // A shard names its clients with its index in the first two digits, so a host
+        // that places clients by identifier brings the client back to it.
+        #[cfg(feature = "alloc")]
+        if let Some(index) = self.shard_index() {
+            value = (value & 0x00FF_FFFF_FFFF_FFFF) | (u64::from(index) << 56);
+        }
         buf[..7].copy_from_slice(b"fulmar-");
         for (i, byte) in buf[7..].iter_mut().enumerate() {
             let nibble = ((value >> (60 - 4 * i)) & 0xF) as u8;

@@ -457,9 +457,14 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
         }
     }
 
-    /// Number of subscriptions, all sessions together.
+    /// Number of subscriptions, all sessions together (a sharded broker's stand-ins for
+    /// the other shards not included: they mirror the other shards' own).
     pub fn subscription_count(&self) -> usize {
-        self.router.len()
+        #[cfg(feature = "alloc")]
+        let mirrored = self.peer_subscriptions();
+        #[cfg(not(feature = "alloc"))]
+        let mirrored = 0;
+        self.router.len() - mirrored
     }
 
     /// The session a connection is attached to.

@@ -148,6 +148,12 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
         }));
     }
 
+    /// This broker's shard index, if it is one of several. An identifier this broker
+    /// assigns to a client starts with `fulmar-` and this index in two hex digits.
+    pub fn shard_index(&self) -> Option<u8> {
+        self.shard.as_ref().map(|s| s.index)
+    }
+
     /// Opens the stand-in for another shard. `name` must be unique and not a client's.
     pub fn peer_open(&mut self, name: &str, now: Instant) -> Result<PeerId, ReasonCode> {
         if self.shard.is_none() || self.find_session(name).is_some() {
@@ -435,6 +441,18 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
         if let Some(shard) = self.shard.as_mut() {
             shard.message_stamps.remove(&message);
         }
+    }
+
+    /// Subscriptions of the stand-ins for other shards.
+    pub(super) fn peer_subscriptions(&self) -> usize {
+        self.shard.as_ref().map_or(0, |shard| {
+            shard
+                .peers
+                .keys()
+                .filter_map(|p| self.sessions.get(*p))
+                .map(|s| s.subscriptions as usize)
+                .sum()
+        })
     }
 
     /// Whether `session` stands in for another shard.

@@ -13,7 +13,8 @@ use super::Auth;
 #[derive(Debug)]
 pub(crate) struct Admission {
     auth: Arc<Auth>,
-    id: ConnectionId,
+    /// The shard and the connection there.
+    id: (usize, ConnectionId),
     /// The TLS client certificate's identity, when the listener takes it as user name.
     identity: Option<String>,
     /// The bytes held back while the first packet is incomplete; `None` once it has passed
@@ -26,7 +27,11 @@ impl Admission {
     /// certificate gives it (its subject CN, else its first SAN), when its listener takes
     /// that as the user name, as Mosquitto's `use_identity_as_username` does: the session
     /// runs under that name, and the CONNECT's user name and password are not used.
-    pub(crate) fn new(auth: Arc<Auth>, id: ConnectionId, identity: Option<String>) -> Self {
+    pub(crate) fn new(
+        auth: Arc<Auth>,
+        id: (usize, ConnectionId),
+        identity: Option<String>,
+    ) -> Self {
         let holds = auth.checks_passwords() || identity.is_some();
         Self {
             auth,
@@ -112,15 +117,15 @@ mod tests {
     async fn holds_a_split_connect_and_leaves_a_verdict() {
         let auth = auth_with_alice();
         let id = connection();
-        let mut admission = Admission::new(auth.clone(), id, None);
+        let mut admission = Admission::new(auth.clone(), (0, id), None);
         let mut bytes = connect_bytes(Some("alice"), Some(b"pw"));
         bytes.extend_from_slice(&[0xC0, 0x00]); // PINGREQ right behind it
         let (head, tail) = bytes.split_at(5);
         assert_eq!(admission.admit(head.to_vec()).await, None);
-        assert_eq!(auth.claim(id, Some("alice")), None);
+        assert_eq!(auth.claim((0, id), Some("alice")), None);
         assert_eq!(admission.admit(tail.to_vec()).await, Some(bytes.clone()));
         assert_eq!(
-            auth.claim(id, Some("alice")),
+            auth.claim((0, id), Some("alice")),
             Some(Decision::accept(Some("alice")))
         );
         // Later reads pass straight through.
@@ -131,28 +136,28 @@ mod tests {
     async fn a_wrong_password_is_refused_and_not_a_connect_passes_unjudged() {
         let auth = auth_with_alice();
         let id = connection();
-        let mut admission = Admission::new(auth.clone(), id, None);
+        let mut admission = Admission::new(auth.clone(), (0, id), None);
         let bytes = connect_bytes(Some("alice"), Some(b"guess"));
         assert_eq!(admission.admit(bytes.clone()).await, Some(bytes));
-        let decision = auth.claim(id, Some("alice")).unwrap();
+        let decision = auth.claim((0, id), Some("alice")).unwrap();
         assert_eq!(decision.code, ReasonCode::BadUserNameOrPassword);
 
-        let mut other = Admission::new(auth.clone(), id, None);
+        let mut other = Admission::new(auth.clone(), (0, id), None);
         assert_eq!(other.admit(vec![0xC0, 0]).await, Some(vec![0xC0, 0]));
-        assert_eq!(auth.claim(id, None), None);
+        assert_eq!(auth.claim((0, id), None), None);
     }
 
     #[tokio::test]
     async fn nothing_is_held_without_a_password_file_or_identity() {
         let auth = Arc::new(Auth::open());
         let id = connection();
-        let mut admission = Admission::new(auth.clone(), id, None);
+        let mut admission = Admission::new(auth.clone(), (0, id), None);
         assert_eq!(admission.admit(vec![0x10]).await, Some(vec![0x10]));
-        let mut with_identity = Admission::new(auth.clone(), id, Some("device-7".into()));
+        let mut with_identity = Admission::new(auth.clone(), (0, id), Some("device-7".into()));
         let bytes = connect_bytes(None, None);
         assert_eq!(with_identity.admit(bytes.clone()).await, Some(bytes));
         assert_eq!(
-            auth.claim(id, None),
+            auth.claim((0, id), None),
             Some(Decision::accept(Some("device-7")))
         );
     }

@@ -15,6 +15,8 @@ use super::{Auth, Credentials};
 #[derive(Debug)]
 pub struct EdgeHooks {
     auth: Arc<Auth>,
+    /// The shard whose core these hooks serve (verdicts are kept per shard).
+    shard: usize,
     /// The session user name of the connection accepted last, for
     /// [`Hooks::session_username`], which the core asks right after accepting.
     accepted: Option<(ConnectionId, Option<String>)>,
@@ -23,8 +25,14 @@ pub struct EdgeHooks {
 impl EdgeHooks {
     /// Hooks that decide with `auth`.
     pub fn new(auth: Arc<Auth>) -> Self {
+        Self::for_shard(auth, 0)
+    }
+
+    /// Hooks for the core of shard `shard`.
+    pub fn for_shard(auth: Arc<Auth>, shard: usize) -> Self {
         Self {
             auth,
+            shard,
             accepted: None,
         }
     }
@@ -32,7 +40,10 @@ impl EdgeHooks {
 
 impl Hooks for EdgeHooks {
     fn authenticate(&mut self, request: &ConnectRequest<'_>) -> ReasonCode {
-        let decision = match self.auth.claim(request.connection, request.username) {
+        let decision = match self
+            .auth
+            .claim((self.shard, request.connection), request.username)
+        {
             Some(decision) => decision,
             None => {
                 if self.auth.checks_passwords() {

@@ -181,7 +181,8 @@ pub struct Auth {
     /// Largest packet the broker accepts: a first packet announcing more is not waited for.
     max_packet_size: usize,
     /// Verdicts of the admissions, for the hook.
-    verdicts: Mutex<HashMap<ConnectionId, Verdict>>,
+    /// By shard and connection (connection ids are per shard's core).
+    verdicts: Mutex<HashMap<(usize, ConnectionId), Verdict>>,
     /// User name to the keyed digest of the last password verified for it.
     verified: Mutex<HashMap<String, [u8; 64]>>,
     /// The key of those digests, random per process (`None`: no cache).
@@ -439,7 +440,12 @@ impl Auth {
     }
 
     /// Leaves the admission's decision about connection `id`'s CONNECT for the hook.
-    fn record(&self, id: ConnectionId, connect_username: Option<String>, decision: Decision) {
+    fn record(
+        &self,
+        id: (usize, ConnectionId),
+        connect_username: Option<String>,
+        decision: Decision,
+    ) {
         let mut verdicts = self.verdicts.lock().unwrap_or_else(PoisonError::into_inner);
         let now = Instant::now();
         if verdicts.len() >= VERDICT_SWEEP {
@@ -457,7 +463,7 @@ impl Auth {
 
     /// Takes the admission's decision about connection `id`'s CONNECT, if it made one
     /// for a CONNECT with this user name.
-    fn claim(&self, id: ConnectionId, username: Option<&str>) -> Option<Decision> {
+    fn claim(&self, id: (usize, ConnectionId), username: Option<&str>) -> Option<Decision> {
         let verdict = self
             .verdicts
             .lock()
@@ -624,14 +630,18 @@ mod tests {
         let now = fulmar_core::time::Instant::ZERO;
         let a = broker.handle_connect(now).unwrap();
         let b = broker.handle_connect(now).unwrap();
-        auth.record(a, Some("alice".into()), Decision::accept(Some("alice")));
-        auth.record(b, None, Decision::refuse(ReasonCode::NotAuthorized));
-        assert_eq!(auth.claim(b, Some("mallory")), None);
+        auth.record(
+            (0, a),
+            Some("alice".into()),
+            Decision::accept(Some("alice")),
+        );
+        auth.record((0, b), None, Decision::refuse(ReasonCode::NotAuthorized));
+        assert_eq!(auth.claim((0, b), Some("mallory")), None);
         assert_eq!(
-            auth.claim(a, Some("alice")),
+            auth.claim((0, a), Some("alice")),
             Some(Decision::accept(Some("alice")))
         );
-        assert_eq!(auth.claim(a, Some("alice")), None);
+        assert_eq!(auth.claim((0, a), Some("alice")), None);
     }
 
     #[test]

@@ -84,7 +84,9 @@ impl SysTree {
     }
 
     /// Publishes the topics if they are due at `at`; returns whether it published anything
-    /// (then the broker has output to send). `now` is the broker's time.
+    /// (then the broker has output to send). `now` is the broker's time. `metrics` must
+    /// hold the core's counters already ([`Metrics::record_core`], or the sum of every
+    /// shard's).
     pub fn publish_if_due<S: BrokerStorage, H: Hooks>(
         &mut self,
         broker: &mut Broker<S, H>,
@@ -100,7 +102,6 @@ impl SysTree {
             }
             _ => return false,
         }
-        metrics.record_core(&broker.stats(), broker.subscription_count());
         let snapshot = metrics.snapshot();
         self.update_loads(&snapshot, at);
         let mut any = false;

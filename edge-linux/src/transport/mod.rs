@@ -33,9 +33,9 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 use tracing::debug;
 
-use crate::broker_task::BrokerHandle;
 use crate::config::{Limits, Listeners, TlsListener, WsListener};
 use crate::connection::{self, Driver, Origin};
+use crate::shards::Shards;
 use stream::StreamTransport;
 
 /// One listener: where it listens and what it speaks there.
@@ -165,7 +165,7 @@ impl Acceptor {
     }
 
     /// Runs the handshakes of an accepted connection, then serves it until it closes.
-    pub(crate) fn serve(&self, tcp: TcpStream, peer: SocketAddr, broker: BrokerHandle) -> Serving {
+    pub(crate) fn serve(&self, tcp: TcpStream, peer: SocketAddr, broker: Shards) -> Serving {
         let origin = Origin {
             peer,
             identity: None,

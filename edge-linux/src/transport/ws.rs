@@ -20,11 +20,11 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{self, Message};
 
 use super::Error;
-use crate::broker_task::BrokerHandle;
 use crate::connection::{self, LINGER, Origin, Outbound, Transport};
+use crate::shards::Shards;
 
 /// Serves a WebSocket connection whose upgrade is done, then ends the stream under it.
-pub(crate) async fn serve<S>(origin: Origin, stream: WebSocketStream<S>, broker: BrokerHandle)
+pub(crate) async fn serve<S>(origin: Origin, stream: WebSocketStream<S>, broker: Shards)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {

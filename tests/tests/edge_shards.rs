@@ -1,0 +1,185 @@
+//! Broker shards (`runtime.shards`): clients spread over several broker tasks still meet
+//! as on one broker — messages cross shards in order and once, a shared group spans
+//! shards with each message to one member, retained messages and persistent sessions are
+//! found from any shard and survive kill -9.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fulmar_tests::{DataDir, Fulmar, Lines, mosquitto_sub, next_message, wait_until};
+
+const SHARDS: &str = "runtime.shards=3";
+
+fn start(data: &DataDir) -> Fulmar {
+    Fulmar::start_with(&["--set", SHARDS, "--data-dir", data.arg()])
+}
+
+/// Publishes each of `payloads` on `topic` at `qos` from one connection.
+fn publish_lines(port: u16, id: &str, topic: &str, qos: &str, payloads: &[String]) {
+    let mut child = Command::new("mosquitto_pub")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-i", id])
+        .args(["-q", qos, "-t", topic, "-l"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("spawn mosquitto_pub");
+    let mut stdin = child.stdin.take().expect("piped stdin");
+    for p in payloads {
+        writeln!(stdin, "{p}").expect("write to mosquitto_pub");
+    }
+    drop(stdin);
+    let status = child.wait().expect("mosquitto_pub runs");
+    assert!(status.success(), "mosquitto_pub failed: {status}");
+}
+
+/// The shards the log says clients connected to.
+fn shards_used(broker: &Fulmar) -> std::collections::BTreeSet<String> {
+    broker
+        .log()
+        .lines()
+        .filter(|l| l.contains("client connected"))
+        .filter_map(|l| l.split("shard=").nth(1))
+        .map(|s| s.split_whitespace().next().unwrap_or("").to_owned())
+        .collect()
+}
+
+#[test]
+fn messages_cross_shards_in_order_and_once() {
+    let data = DataDir::new("shards-order");
+    let broker = start(&data);
+    let port = broker.port();
+    let subs: Vec<Lines> = (0..6)
+        .map(|i| {
+            mosquitto_sub(
+                port,
+                &["-i", &format!("reader-{i}"), "-q", "1", "-t", "t/#"],
+            )
+        })
+        .collect();
+    let payloads: Vec<String> = (0..100).map(|i| format!("m{i}")).collect();
+    publish_lines(port, "writer", "t/x", "1", &payloads);
+    for sub in &subs {
+        let got: Vec<String> = (0..payloads.len()).map(|_| next_message(sub)).collect();
+        assert_eq!(got, payloads, "every message, in order");
+        assert_eq!(
+            sub.next_line(Duration::from_millis(200)),
+            None,
+            "and no more"
+        );
+    }
+    let used = shards_used(&broker);
+    assert!(used.len() >= 2, "clients landed on {used:?}");
+}
+
+#[test]
+fn a_shared_group_spans_shards_with_each_message_to_one_member() {
+    // [MQTT-4.8.2-2] across shards: the publishing shard chooses once.
+    let data = DataDir::new("shards-share");
+    let broker = start(&data);
+    let port = broker.port();
+    let members: Vec<Lines> = (0..4)
+        .map(|i| {
+            mosquitto_sub(
+                port,
+                &[
+                    "-i",
+                    &format!("worker-{i}"),
+                    "-q",
+                    "1",
+                    "-t",
+                    "$share/g/jobs",
+                ],
+            )
+        })
+        .collect();
+    let payloads: Vec<String> = (0..60).map(|i| format!("job{i}")).collect();
+    publish_lines(port, "boss", "jobs", "1", &payloads);
+    let mut got = Vec::new();
+    let mut per_member = vec![0usize; members.len()];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while got.len() < payloads.len() && Instant::now() < deadline {
+        for (i, m) in members.iter().enumerate() {
+            while let Some(line) = m.next_line(Duration::from_millis(20)) {
+                if !line.starts_with("Client ") && !line.starts_with("Subscribed ") {
+                    got.push(line);
+                    per_member[i] += 1;
+                }
+            }
+        }
+    }
+    for m in &members {
+        while let Some(line) = m.next_line(Duration::from_millis(100)) {
+            assert!(line.starts_with("Client "), "a message twice: {line}");
+        }
+    }
+    got.sort();
+    let mut wanted = payloads.clone();
+    wanted.sort();
+    assert_eq!(got, wanted, "each message exactly once");
+    let serving = per_member.iter().filter(|&&n| n > 0).count();
+    assert!(serving >= 2, "the group's work is shared: {per_member:?}");
+    assert!(shards_used(&broker).len() >= 2);
+}
+
+#[test]
+fn retained_messages_and_persistent_sessions_survive_kill_9_across_shards() {
+    let data = DataDir::new("shards-restart");
+    let mut broker = start(&data);
+    let port = broker.port();
+    publish_lines(port, "station", "weather/now", "1", &["sunny".to_owned()]);
+    Command::new("mosquitto_pub")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-i", "station"])
+        .args(["-q", "1", "-r", "-t", "weather/retained", "-m", "cloudy"])
+        .status()
+        .expect("mosquitto_pub");
+    // A retained message is found from every shard.
+    for i in 0..4 {
+        let sub = mosquitto_sub(
+            port,
+            &["-i", &format!("viewer-{i}"), "-t", "weather/retained"],
+        );
+        assert_eq!(next_message(&sub), "cloudy");
+    }
+    // Persistent sessions on several shards, offline while messages arrive.
+    let ids: Vec<String> = (0..4).map(|i| format!("logger-{i}")).collect();
+    for id in &ids {
+        let mut sub = mosquitto_sub(port, &["-i", id, "-c", "-q", "1", "-t", "log/#"]);
+        sub.kill();
+    }
+    wait_until(Duration::from_secs(5), || {
+        broker
+            .log()
+            .matches("connection closed by the peer")
+            .count()
+            >= ids.len()
+    });
+    let payloads: Vec<String> = (0..20).map(|i| format!("entry{i}")).collect();
+    publish_lines(port, "app", "log/app", "1", &payloads);
+    broker.kill();
+
+    let broker = start(&data);
+    let port = broker.port();
+    let sub = mosquitto_sub(port, &["-i", "viewer-late", "-t", "weather/retained"]);
+    assert_eq!(next_message(&sub), "cloudy", "retained after kill -9");
+    for id in &ids {
+        // The queued messages come right after CONNACK, before the SUBACK the helper
+        // waits for: read every line from the start instead.
+        let mut command = Command::new("stdbuf");
+        command
+            .args([
+                "-oL",
+                "mosquitto_sub",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+            ])
+            .args(["-i", id, "-c", "-q", "1", "-t", "log/#"]);
+        let sub = Lines::spawn(command);
+        let got: Vec<String> = (0..payloads.len())
+            .filter_map(|_| sub.next_line(Duration::from_secs(10)))
+            .collect();
+        assert_eq!(got, payloads, "{id}: every acknowledged message, in order");
+    }
+    assert!(shards_used(&broker).len() >= 2);
+}
