@@ -398,6 +398,39 @@ fn a_full_subscriber_on_another_shard_holds_the_forwarded_copies_back() {
 }
 
 #[test]
+fn a_retained_change_reaches_a_shard_whose_copies_are_backed_up() {
+    let config = Config {
+        max_queued_messages: 2,
+        ..Config::default()
+    };
+    let mut c = Cluster::new(2, config);
+    let publisher = c.connect(0, "pub");
+    let far = c.connect(1, "far");
+    c.subscribe(1, far, "x", QoS::AtLeastOnce);
+    // Shard 1 takes nothing for now: copies pile up in shard 0's stand-in.
+    let to_one = c.peers[0][1].unwrap();
+    for i in 0..3u8 {
+        c.sims[0].publish(publisher, "x", &[i], QoS::AtMostOnce, false);
+    }
+    c.sims[0].pump();
+    assert!(
+        c.sims[0].broker.stats().messages_dropped > 0,
+        "a plain copy beyond the queue"
+    );
+    let dropped = c.sims[0].broker.stats().messages_dropped;
+    // A retained change is not dropped, however full the queue.
+    let now = c.sims[0].now();
+    c.sims[0]
+        .broker
+        .publish("state", b"on", QoS::AtMostOnce, true, now)
+        .unwrap();
+    assert_eq!(c.sims[0].broker.stats().messages_dropped, dropped);
+    assert!(c.sims[0].broker.peer_backlog(to_one) >= 3);
+    c.settle();
+    assert_eq!(c.sims[1].broker.retained_count(), 1);
+}
+
+#[test]
 fn the_oldest_pending_copy_says_when_an_acknowledgement_may_leave() {
     let mut c = Cluster::new(2, Config::default());
     let publisher = c.connect(0, "pub");

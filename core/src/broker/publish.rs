@@ -556,8 +556,16 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
         {
             return false;
         }
-        let full = session.queue.queued as usize >= self.config.max_queued_messages
-            || session.queue.queued_bytes as usize + bytes as usize > self.config.max_queued_bytes;
+        // A retained change copied to another shard is not a delivery: every shard must
+        // hold it, so a full queue does not drop it.
+        #[cfg(feature = "alloc")]
+        let replica = session.peer && super::shard::is_replica(delivery);
+        #[cfg(not(feature = "alloc"))]
+        let replica = false;
+        let full = !replica
+            && (session.queue.queued as usize >= self.config.max_queued_messages
+                || session.queue.queued_bytes as usize + bytes as usize
+                    > self.config.max_queued_bytes);
         if full {
             let dropped_oldest = self.config.overflow_policy == OverflowPolicy::DropOldest
                 && self.drop_oldest_queued(handle);

@@ -119,6 +119,14 @@ pub enum ForwardError {
 /// Marks a retain-only copy among a queue entry's identifiers (no share key takes it).
 const RETAIN_ONLY: u32 = SUBSCRIPTION_ID_MAX;
 
+/// Whether a delivery to a peer is a retain-only copy.
+pub(super) fn is_replica(delivery: &Delivery) -> bool {
+    delivery
+        .identifiers
+        .first()
+        .is_some_and(|id| id.get() == RETAIN_ONLY)
+}
+
 /// What a sharded broker keeps beyond a plain one.
 #[derive(Debug, Default)]
 pub(crate) struct ShardState {
