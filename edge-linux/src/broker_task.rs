@@ -39,10 +39,12 @@
 //! the sessions whose client identifiers map to it ([`crate::shards`]), so protocol work
 //! (decode, route, queue, encode) runs on as many cores. Between inputs an actor
 //! exchanges [`Mesh`] messages with the others: its sessions' interest, copies of messages
-//! their sessions must see, and "taken" answers. An acknowledgement (PUBACK, PUBREC…)
-//! waits in [`Peer::held`] until every other shard has taken the copies queued before it
-//! ([`Hold::seq`]), as it waits for the disk ([`Hold::commit`]); a shard answers "taken"
-//! only once what a copy changed there is durable.
+//! their sessions must see, and "taken" answers. With persistence, an acknowledgement
+//! (PUBACK, PUBREC…) waits in [`Peer::held`] until every other shard has taken the copies
+//! queued before it ([`Hold::seq`]), as it waits for the disk ([`Hold::commit`]), and a
+//! shard answers "taken" only once what a copy changed there is durable: kill -9 loses no
+//! acknowledged message on any shard. Without persistence nothing acknowledged survives a
+//! crash anyway, so acknowledgements do not wait for that round trip.
 //!
 //! ## Backpressure
 //! With [`fulmar_core::broker::OverflowPolicy::Backpressure`], the core refuses to take a
@@ -81,6 +83,8 @@ const BATCH: usize = 256;
 /// overshoot it by up to the transmit buffer's size (the maximum packet size plus
 /// [`TRANSMIT_MARGIN`]).
 pub(crate) const OUTPUT_BYTES: usize = 256 * 1024;
+/// Messages from other shards taken per wake-up, at most.
+const MESH_BATCH: usize = 1024;
 /// Bytes of input handed to the core per call. `handle_bytes` handles every whole packet it
 /// is given before the host can drain any output, and a subscriber's queue in the core is
 /// bounded ([`fulmar_core::broker::Config::max_queued_messages`]): a 16 KiB read of small
@@ -474,6 +478,7 @@ impl Prepared {
                 sys: SysTree::new(sys, this.clock.started),
                 shard,
                 shard_count: count,
+                copies_first: false,
             };
             tasks.push(tokio::spawn(actor.run(receiver, mesh)));
             handles.push(BrokerHandle {
@@ -606,6 +611,9 @@ struct Actor {
     /// Set when this actor is one shard of several.
     shard: Option<ShardState>,
     shard_count: usize,
+    /// Whether other shards' waiting copies went before local publishers at the last
+    /// resume (they alternate).
+    copies_first: bool,
 }
 
 /// What happened when the actor tried to move a connection's output to its writer.
@@ -668,13 +676,23 @@ impl Actor {
                         self.pump(now);
                         self.resume_drained(now);
                         self.resume_stalled(now);
-                        self.exchange(now);
                         self.settle().await;
                     }
+                    // Copies for the other shards go once per batch: one message (and one
+                    // wake-up) each, not one per input.
+                    let now = self.now();
+                    self.exchange(now);
                 }
                 Some(message) = mesh.recv(), if self.shard.is_some() => {
                     let now = self.now();
                     self.on_mesh(message, now);
+                    // Everything the other shards sent meanwhile, not one message per
+                    // wake-up: client input comes in batches, and acknowledgements wait
+                    // for these.
+                    for _ in 0..MESH_BATCH {
+                        let Ok(message) = mesh.try_recv() else { break };
+                        self.on_mesh(message, now);
+                    }
                     self.pump(now);
                     self.resume_drained(now);
                     self.resume_stalled(now);
@@ -842,6 +860,14 @@ impl Actor {
                 let _ = link.mesh.send(Mesh::Copies { from, copies });
             }
         }
+        self.retry_copies(now);
+    }
+
+    /// Takes the copies that waited for a local subscriber's queue, where there is room.
+    fn retry_copies(&mut self, now: Instant) {
+        let Some(shard) = &self.shard else {
+            return;
+        };
         let waiting: Vec<usize> = shard
             .peers
             .iter()
@@ -1078,6 +1104,14 @@ impl Actor {
     /// Feeds every connection the core resumed the input it held back, and lets its
     /// reader read again unless the core stalls it anew.
     fn resume_stalled(&mut self, now: Instant) {
+        // Local publishers and other shards' copies may wait for the same subscriber:
+        // who goes first alternates, or the first would take all the room every time.
+        if self.shard.is_some() && !self.resumed.is_empty() {
+            self.copies_first = !self.copies_first;
+            if self.copies_first {
+                self.retry_copies(now);
+            }
+        }
         while let Some(id) = self.resumed.pop() {
             let Some(peer) = self.links.get_mut(&id) else {
                 continue;
@@ -1211,15 +1245,21 @@ impl Actor {
                 }
                 None => None,
             };
-            let seq = self.shard.as_ref().and_then(|shard| {
-                let seq = self.broker.last_seq();
-                let pending = shard.peers.iter().flatten().any(|p| {
-                    self.broker
-                        .peer_oldest(p.id)
-                        .is_some_and(|oldest| oldest <= seq)
+            // Other shards matter for durability: without a store, nothing acknowledged
+            // survives a crash anyway, and waiting for their answer only adds a round trip.
+            let seq = self
+                .shard
+                .as_ref()
+                .filter(|_| self.store.is_some())
+                .and_then(|shard| {
+                    let seq = self.broker.last_seq();
+                    let pending = shard.peers.iter().flatten().any(|p| {
+                        self.broker
+                            .peer_oldest(p.id)
+                            .is_some_and(|oldest| oldest <= seq)
+                    });
+                    (needs_durability && pending).then_some(seq)
                 });
-                (needs_durability && pending).then_some(seq)
-            });
             let hold = Hold {
                 commit: commit.unwrap_or(0),
                 seq: seq.unwrap_or(0),

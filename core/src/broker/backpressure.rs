@@ -45,10 +45,27 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
             s.bridge_up
         };
         let queued = s.queue.queued as usize;
+        let (messages, limit_bytes) = self.queue_limits(s);
         drains
             && queued > 0
-            && (queued >= self.config.max_queued_messages
-                || s.queue.queued_bytes as usize + bytes > self.config.max_queued_bytes)
+            && (queued >= messages || s.queue.queued_bytes as usize + bytes > limit_bytes)
+    }
+
+    /// A session's queue limits, in messages and payload bytes: the configured ones, or for
+    /// a stand-in for another shard (which queues for all of that shard's subscribers
+    /// at once) 16 times as much (`shard::PEER_QUEUE_FACTOR`).
+    pub(super) fn queue_limits(&self, s: &crate::session::Session<S::Text>) -> (usize, usize) {
+        let (messages, bytes) = (
+            self.config.max_queued_messages,
+            self.config.max_queued_bytes,
+        );
+        #[cfg(feature = "alloc")]
+        if s.peer {
+            let k = super::shard::PEER_QUEUE_FACTOR;
+            return (messages.saturating_mul(k), bytes.saturating_mul(k));
+        }
+        let _ = s;
+        (messages, bytes)
     }
 
     /// Whether a delivery at `qos` to `session` may hold its publisher back: not a QoS 0
@@ -89,8 +106,9 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
         let Some(s) = self.sessions.get(session) else {
             return;
         };
-        let drained = s.queue.queued as usize * 2 <= self.config.max_queued_messages
-            && s.queue.queued_bytes as usize * 2 <= self.config.max_queued_bytes;
+        let (messages, bytes) = self.queue_limits(s);
+        let drained =
+            s.queue.queued as usize * 2 <= messages && s.queue.queued_bytes as usize * 2 <= bytes;
         if s.stalled_publishers > 0 && drained {
             self.resume_stalled_on(session);
         }

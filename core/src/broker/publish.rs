@@ -562,10 +562,10 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
         let replica = session.peer && super::shard::is_replica(delivery);
         #[cfg(not(feature = "alloc"))]
         let replica = false;
+        let (limit_messages, limit_bytes) = self.queue_limits(session);
         let full = !replica
-            && (session.queue.queued as usize >= self.config.max_queued_messages
-                || session.queue.queued_bytes as usize + bytes as usize
-                    > self.config.max_queued_bytes);
+            && (session.queue.queued as usize >= limit_messages
+                || session.queue.queued_bytes as usize + bytes as usize > limit_bytes);
         if full {
             let dropped_oldest = self.config.overflow_policy == OverflowPolicy::DropOldest
                 && self.drop_oldest_queued(handle);

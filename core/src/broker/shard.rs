@@ -116,6 +116,11 @@ pub enum ForwardError {
     Invalid,
 }
 
+/// How many times a subscriber's queue limits a stand-in for another shard may hold: it
+/// queues for every subscriber of that shard, so one subscriber's limits would stall
+/// publishers long before any of them is behind.
+pub(crate) const PEER_QUEUE_FACTOR: usize = 16;
+
 /// Marks a retain-only copy among a queue entry's identifiers (no share key takes it).
 const RETAIN_ONLY: u32 = SUBSCRIPTION_ID_MAX;
 
