@@ -41,6 +41,27 @@
 //! let Packet::ConnAck(ack) = packet else { panic!() };
 //! assert_eq!(ack.reason_code, ReasonCode::Success);
 //! ```
+//!
+//! ## Shards (`alloc`)
+//!
+//! Several brokers in one process can act as one, each owning some of the sessions, so a
+//! host spreads protocol work over cores without a shared lock ([`Broker::enable_sharding`]).
+//! Each stands in for every other with a *peer* ([`Broker::peer_open`]): a session with no
+//! client that subscribes to what the other broker's sessions subscribe to, as the host
+//! relays from [`Broker::poll_interest`] to [`Broker::peer_subscribe`] /
+//! [`Broker::peer_unsubscribe`]. A message published here is routed as usual; the copies
+//! queued for a peer go to that broker ([`Broker::peer_next`], [`Broker::forward_publish`],
+//! then [`Broker::peer_ack`]), which delivers them to its own sessions only. A shared
+//! subscription's member is chosen once, by the broker the message was published to (a
+//! peer is one member of each group the other broker has members in; a copy for a group
+//! names it). Every broker keeps every retained message; concurrent changes to one topic
+//! on two brokers are ordered by stamps (a Lamport clock and the broker's index), so all
+//! keep the same one. A peer's queue is an online session's for backpressure (with 16
+//! times a subscriber's limits, as it queues for all of that broker's subscribers), and a
+//! copy refused by a full local subscriber waits ([`ForwardError::Stalled`],
+//! [`Broker::peer_stalled`]). A host that persists holds an acknowledgement until every
+//! peer has taken the copies queued before it ([`Broker::peer_oldest`],
+//! [`Broker::last_seq`]). `fulmar-edge` runs shards this way (`runtime.shards`).
 
 mod auth;
 mod backpressure;

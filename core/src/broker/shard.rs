@@ -151,7 +151,7 @@ pub(crate) struct ShardState {
 }
 
 impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
-    /// Makes this broker shard `index` of several (see the [module docs](self)): from now
+    /// Makes this broker shard `index` of several (see the broker module docs, "Shards"): from now
     /// on its local subscription changes are reported by [`Broker::poll_interest`] and
     /// retained changes are stamped. Call before any client connects.
     pub fn enable_sharding(&mut self, index: u8) {
