@@ -1,5 +1,6 @@
 //! The QEMU firmware (MPS2 AN386, LAN9118, embassy-net) with real clients from the host:
-//! `mosquitto_pub` / `mosquitto_sub` and `rumqttc`, MQTT 3.1.1 and 5.0, plus raw sockets
+//! `mosquitto_pub` / `mosquitto_sub`, `rumqttc` and the Python `paho-mqtt` (the venv
+//! `cargo xtask test setup` makes), MQTT 3.1.1 and 5.0, plus raw sockets
 //! where a test needs bytes no client library sends (abrupt closes, garbage, a packet over
 //! the firmware's 2 KiB limit).
 //!
@@ -519,4 +520,118 @@ fn packets_near_2_kib_cross_the_board_both_ways_from_several_clients_at_once() {
         assert_eq!(topic, &format!("big/{i}"));
         assert!(payload == &publishers[i].2, "payload of big/{i} differs");
     }
+}
+
+/// paho-mqtt (Python) clients of both versions against the board, in one script: a 5.0
+/// subscriber whose subscription identifier comes back on every delivery and which sees a
+/// publisher's user property, a 3.1.1 subscriber getting the same messages at its granted
+/// QoS 1, QoS 2 publishes from both versions, a retained message delivered flagged to new
+/// subscribers, and the will of a paho client whose process is killed.
+#[test]
+fn paho_v311_and_v5_clients_qos_2_retained_properties_and_will() {
+    const SCRIPT: &str = r#"
+import queue, subprocess, sys
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.subscribeoptions import SubscribeOptions
+
+port, WAIT = int(sys.argv[1]), 10
+V5, V311 = mqtt.MQTTv5, mqtt.MQTTv311
+
+def client(name, protocol):
+    # userdata: what the network thread saw (CONNACK, SUBACK, messages), in order.
+    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=name, protocol=protocol,
+                    userdata=queue.Queue())
+    c.on_connect = lambda c, q, flags, reason, props: q.put(("connack", reason.value))
+    c.on_subscribe = lambda c, q, mid, reasons, props: q.put(
+        ("suback", [r.value for r in reasons]))
+    c.on_message = lambda c, q, m: q.put(("message", m))
+    c.connect("127.0.0.1", port)
+    c.loop_start()
+    expect(c, "connack")
+    return c
+
+def expect(c, kind):
+    got, value = c.user_data_get().get(timeout=WAIT)
+    assert got == kind, (kind, got, value)
+    return value
+
+def show(name, c):
+    m = expect(c, "message")
+    props = m.properties
+    ids = getattr(props, "SubscriptionIdentifier", None)
+    user = getattr(props, "UserProperty", None)
+    print(name, m.topic, m.payload.decode(), f"qos={m.qos} retain={int(m.retain)}",
+          f"ids={ids} user={user}", flush=True)
+
+def publish(c, topic, payload, qos, retain=False, properties=None):
+    c.publish(topic, payload, qos=qos, retain=retain, properties=properties).wait_for_publish(WAIT)
+
+pub311 = client("paho-pub311", V311)
+publish(pub311, "paho/retained", "kept", 1, retain=True)
+
+sub5 = client("paho-sub5", V5)
+props = Properties(PacketTypes.SUBSCRIBE)
+props.SubscriptionIdentifier = 7
+sub5.subscribe([("paho/#", SubscribeOptions(qos=2))], properties=props)
+print("sub5 suback", expect(sub5, "suback"), flush=True)
+show("sub5", sub5)
+sub311 = client("paho-sub311", V311)
+sub311.subscribe([("paho/#", 1)])
+print("sub311 suback", expect(sub311, "suback"), flush=True)
+show("sub311", sub311)
+
+pub5 = client("paho-pub5", V5)
+props = Properties(PacketTypes.PUBLISH)
+props.UserProperty = ("origin", "paho5")
+publish(pub5, "paho/q2", "from 5.0", 2, properties=props)
+show("sub5", sub5)
+show("sub311", sub311)
+publish(pub311, "paho/q2", "from 3.1.1", 2)
+show("sub5", sub5)
+show("sub311", sub311)
+
+# A client with a will, in its own process, killed: its socket closes without DISCONNECT.
+will = subprocess.Popen([sys.executable, "-c", """
+import sys, time
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="paho-will", protocol=mqtt.MQTTv5)
+c.will_set("paho/will", "gone", qos=1)
+c.on_connect = lambda c, u, f, reason, p: print("up", reason.value, flush=True)
+c.connect("127.0.0.1", int(sys.argv[1]))
+c.loop_start()
+time.sleep(60)
+""", str(port)], stdout=subprocess.PIPE, text=True)
+print("will client", will.stdout.readline().strip(), flush=True)
+will.kill()
+will.wait()
+show("sub5", sub5)
+show("sub311", sub311)
+for c in (sub5, sub311, pub5, pub311):
+    c.disconnect()
+    c.loop_stop()
+"#;
+    let board = Board::boot();
+    let output = fulmar_tests::paho::run(SCRIPT, &[&board.port().to_string()], 2 * WAIT);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(
+        stdout,
+        "sub5 suback [2]\n\
+         sub5 paho/retained kept qos=1 retain=1 ids=[7] user=None\n\
+         sub311 suback [1]\n\
+         sub311 paho/retained kept qos=1 retain=1 ids=None user=None\n\
+         sub5 paho/q2 from 5.0 qos=2 retain=0 ids=[7] user=[('origin', 'paho5')]\n\
+         sub311 paho/q2 from 5.0 qos=1 retain=0 ids=None user=None\n\
+         sub5 paho/q2 from 3.1.1 qos=2 retain=0 ids=[7] user=None\n\
+         sub311 paho/q2 from 3.1.1 qos=1 retain=0 ids=None user=None\n\
+         will client up 0\n\
+         sub5 paho/will gone qos=1 retain=0 ids=[7] user=None\n\
+         sub311 paho/will gone qos=1 retain=0 ids=None user=None\n",
+        "paho's stderr:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(output.status.success(), "paho: {}", output.status);
 }
