@@ -370,7 +370,10 @@ impl Default for Limits {
             max_queued_messages: nonzero(1000),
             max_queued_bytes: nonzero(256 * 1024),
             overflow: Overflow::Backpressure,
-            qos0_backpressure: false,
+            // Held back by default, like QoS 1/2: dropping QoS 0 under overload frees
+            // the publishers to flood, and then the broker's time goes to reading and
+            // dropping rather than delivering (README, "QoS 0 under overload").
+            qos0_backpressure: true,
             max_subscriptions_per_client: nonzero(256),
             max_topic_length: 1024,
             max_topic_depth: nonzero(32),

@@ -450,7 +450,7 @@ fn connect_packet(client_id: &str) -> Vec<u8> {
     packet(0x10, &body)
 }
 
-/// QoS 0 PUBLISHes are never held back (`limits.qos0_backpressure = false`, the default):
+/// With `limits.qos0_backpressure = false`, QoS 0 PUBLISHes are never held back:
 /// a publisher floods a subscriber that stopped reading its socket, and still gets its
 /// PINGRESP within seconds, because the broker drops what that subscriber's full queue
 /// cannot take, and counts it in `/metrics` and `$SYS`.
@@ -465,6 +465,8 @@ async fn qos0_overload_is_dropped_and_counted_not_queued_behind_a_stuck_subscrib
         "1",
         "--set",
         "limits.max_queued_messages=100",
+        "--set",
+        "limits.qos0_backpressure=false",
     ]);
     let addr = metrics_addr(&broker);
     let sys = subscribe(

@@ -197,8 +197,12 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
     /// Marks the oldest queued entry of a host-drained session (a bridge's, a peer
     /// shard's) as handed out and returns it; expired messages are dropped on the way.
     pub(super) fn take_next_for_host(&mut self, session: u32, now: Instant) -> Option<u32> {
-        let mut prev = None;
-        let mut cursor = self.sessions.get(session)?.queue.head;
+        // From the send cursor, not the head: what is before it is handed out already,
+        // and a peer shard's queue holds a whole window of those.
+        let (mut prev, mut cursor) = self
+            .sessions
+            .get(session)
+            .map(|s| (s.queue.unsent_prev, s.queue.unsent))?;
         let found = loop {
             let h = cursor?;
             let entry = self.queue.get(h)?;
@@ -219,7 +223,10 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
             prev = Some(h);
             cursor = next;
         };
-        let bytes = self.queue.get(found).map_or(0, |e| e.bytes);
+        let (bytes, next) = self
+            .queue
+            .get(found)
+            .map_or((0, None), |e| (e.bytes, e.next));
         if let Some(entry) = self.queue.get_mut(found) {
             entry.state = DeliveryState::AwaitingPubAck;
         }
@@ -227,6 +234,8 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
             s.queue.queued -= 1;
             s.queue.queued_bytes -= bytes;
             s.queue.inflight += 1;
+            s.queue.unsent_prev = Some(found);
+            s.queue.unsent = next;
         }
         self.dequeued(session);
         self.mark_message(session, found);
@@ -281,6 +290,9 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
             s.queue.inflight -= returned.0;
             s.queue.queued += returned.0;
             s.queue.queued_bytes += returned.1;
+            // Everything goes out again from the start.
+            s.queue.unsent = s.queue.head;
+            s.queue.unsent_prev = None;
         }
     }
 
