@@ -62,10 +62,10 @@ pub trait BrokerStorage {
 /// }
 /// let broker = fulmar_core::broker::Broker::<Tiny>::new(Default::default(), 1);
 /// ```
-/// `slots` (a power of two) sizes each of the router's hash indexes, and must exceed 8/7 of
-/// the larger of `topic_nodes` and `subscriptions`; the broker's indexes of client
-/// identifiers and retained topics are sized from `sessions` and `retained` (the next power
-/// of two above 8/7 of each). An optional last
+/// `slots` (a power of two) sizes the router's indexes of children and subscriptions, and
+/// must exceed 8/7 of the larger of `topic_nodes` and `subscriptions`; the router's index of
+/// subscribing sessions and the broker's indexes of client identifiers and retained topics
+/// are sized from `sessions` and `retained` (the next power of two above 8/7 of each). An optional last
 /// `pending: N` sizes the list of persistence changes not yet polled (default 64; when it
 /// overflows, the broker asks the host to rewrite everything instead), and an optional
 /// `auth_scratch: N` the largest CONNECT an enhanced authentication can hold (default 512).
@@ -87,7 +87,12 @@ macro_rules! fixed_broker_storage {
         $vis struct $name;
 
         impl $crate::broker::BrokerStorage for $name {
-            type Router = $crate::router::Fixed<$nodes, $subs, $groups, $slots, $text>;
+            // The index of subscribing sessions holds at most one place per session (peers
+            // and bridges are sessions too).
+            type Router = $crate::router::Fixed<
+                $nodes, $subs, $groups, $slots, $text,
+                { (($sessions as usize) * 8 / 7 + 1).next_power_of_two() },
+            >;
             type Text = $crate::__private::heapless::String<$text>;
             type Blobs = $crate::blob::FixedBlobs<$bytes, $messages>;
             type Connections = $crate::__private::heapless::Vec<

@@ -77,14 +77,18 @@ pub trait RouterStorage {
     type Subs: Storage<Entry<Sub>>;
     /// Shared subscription groups.
     type Groups: Storage<Entry<Group<Self::Text>>>;
-    /// Each of the two hash indexes (children by level, subscriptions by session).
+    /// The hash indexes of children by level and of subscriptions by session and filter.
     type Slots: Storage<Slot>;
+    /// The hash index of each session's first subscription: one place per subscribing
+    /// session, so far fewer than [`Self::Slots`] on a broker with few clients.
+    type HeadSlots: Storage<Slot>;
 }
 
 /// Fixed capacities, no allocator: `NODES` trie nodes (one per distinct filter level),
-/// `SUBS` subscriptions, `GROUPS` share groups, `SLOTS` places in each hash index (a power
-/// of two, at least 8/7 of `max(NODES, SUBS)`), topic levels and share names of at most
-/// `TEXT` bytes.
+/// `SUBS` subscriptions, `GROUPS` share groups, `SLOTS` places in the children and
+/// subscription indexes (a power of two, at least 8/7 of `max(NODES, SUBS)`), topic levels
+/// and share names of at most `TEXT` bytes, and `HEADS` places in the index of subscribing
+/// sessions (a power of two, at least 8/7 of the sessions that can subscribe).
 #[derive(Debug)]
 pub struct Fixed<
     const NODES: usize,
@@ -92,6 +96,7 @@ pub struct Fixed<
     const GROUPS: usize,
     const SLOTS: usize,
     const TEXT: usize,
+    const HEADS: usize,
 >;
 
 impl<
@@ -100,13 +105,15 @@ impl<
     const GROUPS: usize,
     const SLOTS: usize,
     const TEXT: usize,
-> RouterStorage for Fixed<NODES, SUBS, GROUPS, SLOTS, TEXT>
+    const HEADS: usize,
+> RouterStorage for Fixed<NODES, SUBS, GROUPS, SLOTS, TEXT, HEADS>
 {
     type Text = heapless::String<TEXT>;
     type Nodes = heapless::Vec<Entry<Node<Self::Text>>, NODES>;
     type Subs = heapless::Vec<Entry<Sub>, SUBS>;
     type Groups = heapless::Vec<Entry<Group<Self::Text>>, GROUPS>;
     type Slots = heapless::Vec<Slot, SLOTS>;
+    type HeadSlots = heapless::Vec<Slot, HEADS>;
 }
 
 /// Growable storage on the heap (`alloc` feature).
@@ -121,6 +128,7 @@ impl RouterStorage for Growable {
     type Subs = alloc::vec::Vec<Entry<Sub>>;
     type Groups = alloc::vec::Vec<Entry<Group<Self::Text>>>;
     type Slots = alloc::vec::Vec<Slot>;
+    type HeadSlots = alloc::vec::Vec<Slot>;
 }
 
 /// A trie node: one level of one or more filters.
@@ -307,7 +315,7 @@ pub struct Router<S: RouterStorage> {
     groups: Slab<Group<S::Text>, S::Groups>,
     children: Index<S::Slots>,
     by_session: Index<S::Slots>,
-    session_heads: Index<S::Slots>,
+    session_heads: Index<S::HeadSlots>,
     root: Option<u32>,
     seed: u64,
     strategy: ShareStrategy,

@@ -5,7 +5,7 @@ use super::*;
 use crate::codec::RetainHandling;
 use crate::topic::{TopicLimits, TopicName};
 
-type Small = Fixed<64, 32, 4, 128, 32>;
+type Small = Fixed<64, 32, 4, 128, 32, 64>;
 
 fn filter(s: &str) -> SubscriptionFilter<'_> {
     SubscriptionFilter::parse(s, &TopicLimits::DEFAULT).unwrap()
@@ -255,7 +255,7 @@ suite!(growable, Growable);
 
 #[test]
 fn fixed_capacity_full_is_quota_error_and_leaks_nothing() {
-    type Tiny = Fixed<4, 2, 1, 8, 8>;
+    type Tiny = Fixed<4, 2, 1, 8, 8, 8>;
     let mut r = Router::<Tiny>::new(7, ShareStrategy::RoundRobin);
     r.subscribe(SessionId(1), &filter("a/b"), opts(0), None)
         .unwrap();
@@ -320,7 +320,7 @@ mod model {
             ops in prop::collection::vec((0u32..6, filter_string(), any::<bool>()), 1..60),
             topics in prop::collection::vec(topic_string(), 1..20),
         ) {
-            let mut router = Router::<Fixed<512, 128, 4, 1024, 8>>::new(9, ShareStrategy::RoundRobin);
+            let mut router = Router::<Fixed<512, 128, 4, 1024, 8, 256>>::new(9, ShareStrategy::RoundRobin);
             let mut model: std::vec::Vec<(u32, std::string::String)> = std::vec::Vec::new();
             for (session, f, add) in &ops {
                 let parsed = filter(f);
