@@ -9,15 +9,15 @@
 //!
 //! | state | capacity | RAM (bytes, approx.) |
 //! |---|---:|---:|
-//! | the broker (all of the below; with persistence 512 more) | | 34 752 |
+//! | the broker (all of the below; with persistence 512 more) | | 33 856 |
 //! | connections | [`SOCKETS`] | 10 × 160 |
 //! | sessions | [`SESSIONS`]: the clients' and the uplink's bridge | (8 + 1) × 208 |
 //! | subscriptions / trie nodes | [`SUBSCRIPTIONS`] / 96 | 64 × 32 + 96 × 56 |
-//! | hash indexes: the router's three, client ids, retained topics | 3 × 128, 16, 64 places | 8 per place |
+//! | hash indexes: the router's children and subscriptions, its subscribing sessions, client ids, retained topics | 2 × 128, 16, 16, 64 places | 8 per place |
 //! | message bytes (topics, payloads, properties) | 8 KiB | 8 192 |
-//! | per socket: TCP rings + inbox | [`SOCKET_RX`] + [`SOCKET_TX`] + [`INBOX`] | 10 × 768 |
+//! | per socket: TCP rings + inbox | [`SOCKET_RX`] + [`SOCKET_TX`] + [`INBOX`] | 10 × 640 |
 //! | shared buffers for larger received packets | [`LARGE_BUFFERS`] × [`PACKET`] | 2 × 2 048 |
-//! | the uplink (feature `uplink`): TCP rings + inbox | [`SOCKET_RX`] + [`UPLINK_TX`] + [`INBOX`] | 2 816 |
+//! | the uplink (feature `uplink`): TCP rings + inbox | [`SOCKET_RX`] + [`UPLINK_TX`] + [`INBOX`] | 2 688 |
 //!
 //! `cargo xtask size` measures the whole firmware (README, "Firmware").
 
@@ -44,9 +44,11 @@ pub const PACKET: usize = 2048;
 /// small PUBLISHes): `fulmar bench` on the QEMU board measured it within the noise of 512.
 pub const SOCKET_RX: usize = 256;
 /// Each socket's own buffer for received bytes the core has not consumed yet (a packet not
-/// complete yet, or one held back by backpressure). Most packets fit; a larger one is
-/// assembled in one of the [`LARGE_BUFFERS`] shared buffers.
-pub const INBOX: usize = 256;
+/// complete yet, or one held back by backpressure). Most packets fit (a CONNECT, a
+/// SUBSCRIBE, an acknowledgment, a sensor reading with its topic); a larger one is
+/// assembled in one of the [`LARGE_BUFFERS`] shared buffers. 128 bytes rather than 256 saves
+/// 128 bytes per socket; packets of 129 to 256 bytes then share the large buffers too.
+pub const INBOX: usize = 128;
 /// Buffers of [`PACKET`] bytes shared by all sockets, each lent to one socket while a
 /// packet larger than [`INBOX`] arrives. A socket that needs one while all are lent stops
 /// reading (TCP slows its client down) until one comes back.
