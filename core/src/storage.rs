@@ -219,6 +219,17 @@ impl<T, S: Storage<Entry<T>>> Slab<T, S> {
             })
     }
 
+    /// Every value, mutably, in handle order.
+    pub fn values_mut(&mut self) -> impl Iterator<Item = &mut T> {
+        self.entries
+            .as_mut_slice()
+            .iter_mut()
+            .filter_map(|e| match e {
+                Entry::Occupied(value) => Some(value),
+                Entry::Vacant(_) => None,
+            })
+    }
+
     /// Removes every value.
     pub fn clear(&mut self) {
         self.entries.truncate(0);

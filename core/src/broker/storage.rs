@@ -65,7 +65,11 @@ pub trait BrokerStorage {
 /// `slots` (a power of two) sizes the router's indexes of children and subscriptions, and
 /// must exceed 8/7 of the larger of `topic_nodes` and `subscriptions`; the router's index of
 /// subscribing sessions and the broker's indexes of client identifiers and retained topics
-/// are sized from `sessions` and `retained` (the next power of two above 8/7 of each). An optional last
+/// are sized from `sessions` and `retained` (the next power of two above 8/7 of each).
+/// `text` bounds client identifiers and share names; the topic levels of all trie nodes
+/// share one pool of 12 bytes per node (and at least `text`), so a level may be of any
+/// length while the pool has room (a subscription that does not fit is refused with the
+/// router's capacity error, SUBACK 0x97 Quota exceeded). An optional last
 /// `pending: N` sizes the list of persistence changes not yet polled (default 64; when it
 /// overflows, the broker asks the host to rewrite everything instead), and an optional
 /// `auth_scratch: N` the largest CONNECT an enhanced authentication can hold (default 512).
@@ -92,6 +96,9 @@ macro_rules! fixed_broker_storage {
             type Router = $crate::router::Fixed<
                 $nodes, $subs, $groups, $slots, $text,
                 { (($sessions as usize) * 8 / 7 + 1).next_power_of_two() },
+                // Topic levels average far less than `text` bytes: 12 per node, and room for
+                // at least one of the longest.
+                { if ($nodes as usize) * 12 > ($text as usize) { ($nodes as usize) * 12 } else { $text as usize } },
             >;
             type Text = $crate::__private::heapless::String<$text>;
             type Blobs = $crate::blob::FixedBlobs<$bytes, $messages>;

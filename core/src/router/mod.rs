@@ -17,6 +17,7 @@
 //! plus one message per matching `$share` group to the member the [`ShareStrategy`]
 //! picks (§4.8.2).
 
+mod levels;
 mod share;
 #[cfg(feature = "alloc")]
 mod text;
@@ -26,6 +27,9 @@ use core::fmt;
 use core::num::NonZeroU32;
 
 pub use crate::index::Slot;
+#[cfg(feature = "alloc")]
+pub use levels::InNode;
+pub use levels::{LevelPool, LevelStore, Span};
 pub use share::ShareStrategy;
 #[cfg(feature = "alloc")]
 pub use text::CompactText;
@@ -69,10 +73,12 @@ impl core::error::Error for RouterError {}
 
 /// The memory a [`Router`] keeps its index in.
 pub trait RouterStorage {
-    /// Owned topic levels and share names.
+    /// Owned share names.
     type Text: Text;
+    /// The nodes' topic levels.
+    type Levels: LevelStore;
     /// Trie nodes.
-    type Nodes: Storage<Entry<Node<Self::Text>>>;
+    type Nodes: Storage<Entry<Node<<Self::Levels as LevelStore>::Level>>>;
     /// Subscriptions.
     type Subs: Storage<Entry<Sub>>;
     /// Shared subscription groups.
@@ -86,9 +92,10 @@ pub trait RouterStorage {
 
 /// Fixed capacities, no allocator: `NODES` trie nodes (one per distinct filter level),
 /// `SUBS` subscriptions, `GROUPS` share groups, `SLOTS` places in the children and
-/// subscription indexes (a power of two, at least 8/7 of `max(NODES, SUBS)`), topic levels
-/// and share names of at most `TEXT` bytes, and `HEADS` places in the index of subscribing
-/// sessions (a power of two, at least 8/7 of the sessions that can subscribe).
+/// subscription indexes (a power of two, at least 8/7 of `max(NODES, SUBS)`), share names
+/// of at most `TEXT` bytes, `HEADS` places in the index of subscribing sessions (a power
+/// of two, at least 8/7 of the sessions that can subscribe), and `LEVELS` bytes for the
+/// text of all topic levels together (a [`LevelPool`]).
 #[derive(Debug)]
 pub struct Fixed<
     const NODES: usize,
@@ -97,6 +104,7 @@ pub struct Fixed<
     const SLOTS: usize,
     const TEXT: usize,
     const HEADS: usize,
+    const LEVELS: usize,
 >;
 
 impl<
@@ -106,10 +114,12 @@ impl<
     const SLOTS: usize,
     const TEXT: usize,
     const HEADS: usize,
-> RouterStorage for Fixed<NODES, SUBS, GROUPS, SLOTS, TEXT, HEADS>
+    const LEVELS: usize,
+> RouterStorage for Fixed<NODES, SUBS, GROUPS, SLOTS, TEXT, HEADS, LEVELS>
 {
     type Text = heapless::String<TEXT>;
-    type Nodes = heapless::Vec<Entry<Node<Self::Text>>, NODES>;
+    type Levels = LevelPool<LEVELS>;
+    type Nodes = heapless::Vec<Entry<Node<Span>>, NODES>;
     type Subs = heapless::Vec<Entry<Sub>, SUBS>;
     type Groups = heapless::Vec<Entry<Group<Self::Text>>, GROUPS>;
     type Slots = heapless::Vec<Slot, SLOTS>;
@@ -124,14 +134,16 @@ pub struct Growable;
 #[cfg(feature = "alloc")]
 impl RouterStorage for Growable {
     type Text = CompactText;
-    type Nodes = alloc::vec::Vec<Entry<Node<Self::Text>>>;
+    type Levels = InNode;
+    type Nodes = alloc::vec::Vec<Entry<Node<CompactText>>>;
     type Subs = alloc::vec::Vec<Entry<Sub>>;
     type Groups = alloc::vec::Vec<Entry<Group<Self::Text>>>;
     type Slots = alloc::vec::Vec<Slot>;
     type HeadSlots = alloc::vec::Vec<Slot>;
 }
 
-/// A trie node: one level of one or more filters.
+/// A trie node: one level of one or more filters (`T`: its level, as the router's
+/// [`LevelStore`] keeps it).
 #[derive(Debug)]
 pub struct Node<T> {
     parent: Link,
@@ -308,9 +320,13 @@ pub struct Delivery {
     pub shared: bool,
 }
 
+/// What a node of a router on `S` holds for its level.
+type Level<S> = <<S as RouterStorage>::Levels as LevelStore>::Level;
+
 /// The subscription index. See the [module documentation](self).
 pub struct Router<S: RouterStorage> {
-    nodes: Slab<Node<S::Text>, S::Nodes>,
+    nodes: Slab<Node<Level<S>>, S::Nodes>,
+    levels: S::Levels,
     subs: Slab<Sub, S::Subs>,
     groups: Slab<Group<S::Text>, S::Groups>,
     children: Index<S::Slots>,
@@ -343,6 +359,7 @@ impl<S: RouterStorage> Router<S> {
     pub const fn new(seed: u64, strategy: ShareStrategy) -> Self {
         Self {
             nodes: Slab::new(),
+            levels: S::Levels::EMPTY,
             subs: Slab::new(),
             groups: Slab::new(),
             children: Index::new(),
@@ -373,9 +390,7 @@ impl<S: RouterStorage> Router<S> {
         if let Some(root) = self.root {
             return Ok(root);
         }
-        let root = self
-            .nodes
-            .insert(Node::leaf(Link::NONE, Text::from_str("")?))?;
+        let root = self.insert_node(Link::NONE, "")?;
         self.root = Some(root);
         Ok(root)
     }
@@ -532,7 +547,7 @@ impl<S: RouterStorage> Router<S> {
                 out[end] = b'/';
             }
             first = false;
-            let level = n.level.as_str().as_bytes();
+            let level = self.levels.bytes(&n.level);
             end = end.checked_sub(level.len())?;
             out[end..end + level.len()].copy_from_slice(level);
             cursor = n.parent.get();
@@ -694,7 +709,7 @@ impl<S: RouterStorage> Router<S> {
         }
     }
 
-    fn emit_node(&self, node: &Node<S::Text>, ctx: &Walk<'_>, emit: &mut impl FnMut(Match)) {
+    fn emit_node(&self, node: &Node<Level<S>>, ctx: &Walk<'_>, emit: &mut impl FnMut(Match)) {
         let (plain, only_group, is_local) = match ctx.scope {
             Scope::All => (true, None, None),
             Scope::Forwarded { group, is_local } => (group.is_none(), group, Some(is_local)),
@@ -808,9 +823,9 @@ impl<S: RouterStorage> Router<S> {
     fn find_child(&self, parent: u32, level: &str) -> Option<u32> {
         let hash = self.level_hash(parent, level);
         self.children.find(hash, |h| {
-            self.nodes
-                .get(h)
-                .is_some_and(|n| n.parent == Link::to(parent) && n.level.as_str() == level)
+            self.nodes.get(h).is_some_and(|n| {
+                n.parent == Link::to(parent) && self.levels.bytes(&n.level) == level.as_bytes()
+            })
         })
     }
 
@@ -853,9 +868,7 @@ impl<S: RouterStorage> Router<S> {
         if let Some(child) = existing {
             return Ok(child);
         }
-        let child = self
-            .nodes
-            .insert(Node::leaf(Link::to(parent), Text::from_str(level)?))?;
+        let child = self.insert_node(Link::to(parent), level)?;
         let linked = match level {
             "+" => self
                 .nodes
@@ -878,7 +891,7 @@ impl<S: RouterStorage> Router<S> {
             }
         };
         if let Err(e) = linked {
-            self.nodes.remove(child);
+            self.remove_node(child);
             return Err(e.into());
         }
         Ok(child)
@@ -896,9 +909,10 @@ impl<S: RouterStorage> Router<S> {
             let Some(parent) = node.parent.get() else {
                 return;
             };
-            let hash = self.level_hash(parent, node.level.as_str());
-            let is_plus = node.level.as_str() == "+";
-            let is_hash = node.level.as_str() == "#";
+            let level = self.levels.bytes(&node.level);
+            let hash = hash_key(self.seed, parent, level);
+            let is_plus = level == b"+";
+            let is_hash = level == b"#";
             if let Some(p) = self.nodes.get_mut(parent) {
                 if is_plus {
                     p.plus = Link::NONE;
@@ -911,8 +925,31 @@ impl<S: RouterStorage> Router<S> {
             if !is_plus && !is_hash {
                 self.children.remove(hash, |h| h == handle);
             }
-            self.nodes.remove(handle);
+            self.remove_node(handle);
             handle = parent;
+        }
+    }
+
+    /// Adds a node with no child and no subscription yet.
+    fn insert_node(&mut self, parent: Link, level: &str) -> Result<u32, RouterError> {
+        // Room for the node first, so a level is never stored for a node that fails.
+        if !self.nodes.has_room_for(1) {
+            return Err(RouterError::Capacity);
+        }
+        let level = self.levels.store(level)?;
+        Ok(self.nodes.insert(Node::leaf(parent, level))?)
+    }
+
+    /// Removes a node and gives its level's room back.
+    fn remove_node(&mut self, handle: u32) {
+        let Some(node) = self.nodes.remove(handle) else {
+            return;
+        };
+        self.levels.free(&node.level);
+        if S::Levels::COMPACTS {
+            for other in self.nodes.values_mut() {
+                S::Levels::moved(&mut other.level, &node.level);
+            }
         }
     }
 

@@ -5,7 +5,7 @@ use super::*;
 use crate::codec::RetainHandling;
 use crate::topic::{TopicLimits, TopicName};
 
-type Small = Fixed<64, 32, 4, 128, 32, 64>;
+type Small = Fixed<64, 32, 4, 128, 32, 64, 1024>;
 
 fn filter(s: &str) -> SubscriptionFilter<'_> {
     SubscriptionFilter::parse(s, &TopicLimits::DEFAULT).unwrap()
@@ -255,7 +255,7 @@ suite!(growable, Growable);
 
 #[test]
 fn fixed_capacity_full_is_quota_error_and_leaks_nothing() {
-    type Tiny = Fixed<4, 2, 1, 8, 8, 8>;
+    type Tiny = Fixed<4, 2, 1, 8, 8, 8, 8>;
     let mut r = Router::<Tiny>::new(7, ShareStrategy::RoundRobin);
     r.subscribe(SessionId(1), &filter("a/b"), opts(0), None)
         .unwrap();
@@ -271,7 +271,7 @@ fn fixed_capacity_full_is_quota_error_and_leaks_nothing() {
         r.subscribe(SessionId(1), &filter("x/y/z/w"), opts(0), None),
         Err(RouterError::Capacity)
     );
-    // A level longer than the text capacity.
+    // A level longer than the room left for level text.
     assert_eq!(
         r.subscribe(SessionId(1), &filter("a/very-long-level"), opts(0), None),
         Err(RouterError::Capacity)
@@ -282,6 +282,29 @@ fn fixed_capacity_full_is_quota_error_and_leaks_nothing() {
         "failed subscribes leave no nodes behind"
     );
     assert_eq!(matched(&r, "a/b"), [1, 2]);
+}
+
+#[test]
+fn fixed_level_text_freed_by_unsubscribe_is_reused_and_later_levels_still_match() {
+    // 24 bytes of level text: `site`, `kitchen`, `temp` and `garage` fill 21 of them.
+    type Pool = Fixed<8, 4, 1, 16, 16, 8, 24>;
+    let mut r = Router::<Pool>::new(3, ShareStrategy::RoundRobin);
+    r.subscribe(SessionId(1), &filter("site/kitchen/temp"), opts(1), None)
+        .unwrap();
+    r.subscribe(SessionId(2), &filter("site/garage/+"), opts(1), None)
+        .unwrap();
+    assert_eq!(
+        r.subscribe(SessionId(3), &filter("site/cellar"), opts(1), None),
+        Err(RouterError::Capacity)
+    );
+    // Removing the first branch moves `garage` down to where `kitchen` was.
+    assert!(r.unsubscribe(SessionId(1), &filter("site/kitchen/temp")));
+    assert_eq!(matched(&r, "site/garage/door"), [2]);
+    assert!(matched(&r, "site/kitchen/temp").is_empty());
+    r.subscribe(SessionId(3), &filter("site/cellar"), opts(1), None)
+        .unwrap();
+    assert_eq!(matched(&r, "site/cellar"), [3]);
+    assert_eq!(matched(&r, "site/garage/door"), [2]);
 }
 
 mod model {
@@ -320,7 +343,7 @@ mod model {
             ops in prop::collection::vec((0u32..6, filter_string(), any::<bool>()), 1..60),
             topics in prop::collection::vec(topic_string(), 1..20),
         ) {
-            let mut router = Router::<Fixed<512, 128, 4, 1024, 8, 256>>::new(9, ShareStrategy::RoundRobin);
+            let mut router = Router::<Fixed<512, 128, 4, 1024, 8, 256, 4096>>::new(9, ShareStrategy::RoundRobin);
             let mut model: std::vec::Vec<(u32, std::string::String)> = std::vec::Vec::new();
             for (session, f, add) in &ops {
                 let parsed = filter(f);
