@@ -9,7 +9,7 @@
 
 use crate::codec::{PacketId, ProtocolVersion, QoS};
 use crate::router::{MAX_IDENTIFIERS, SubscriptionId};
-use crate::storage::Text;
+use crate::storage::{Link, Text};
 use crate::time::{Duration, Instant};
 
 /// Session Expiry Interval meaning "never" (§3.1.2.11.2).
@@ -36,8 +36,8 @@ pub struct QueueEntry {
     /// Position in the broker-wide order of queued messages; names the entry in
     /// persistence records.
     pub(crate) seq: u64,
-    /// The stored message (absent once a QoS 2 flow reached PUBREL).
-    pub(crate) message: Option<u32>,
+    /// The stored message (none once a QoS 2 flow reached PUBREL).
+    pub(crate) message: Link,
     /// QoS of this delivery: the lower of the publish QoS and the subscription's.
     pub(crate) qos: QoS,
     /// RETAIN flag to send.
@@ -53,7 +53,7 @@ pub struct QueueEntry {
     pub(crate) identifiers: heapless::Vec<SubscriptionId, MAX_IDENTIFIERS>,
     /// Payload bytes counted against the session's queue limit.
     pub(crate) bytes: u32,
-    pub(crate) next: Option<u32>,
+    pub(crate) next: Link,
 }
 
 /// A QoS 2 packet identifier received from the client and answered with PUBREC, kept until

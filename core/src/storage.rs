@@ -238,6 +238,56 @@ impl<T, S: Storage<Entry<T>>> Slab<T, S> {
     }
 }
 
+/// A handle into a [`Slab`], or none: four bytes where `Option<u32>` takes eight. Trie
+/// nodes, subscriptions and queue entries are mostly links, so this is a large part of
+/// their size, which is RAM on a microcontroller and cache lines on a server. `u32::MAX`
+/// stands for none: no slab hands it out (it would need 2^32 entries first), and the hash
+/// indexes reserve it too.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Link(u32);
+
+impl Link {
+    pub(crate) const NONE: Self = Self(u32::MAX);
+
+    #[inline]
+    pub(crate) const fn to(handle: u32) -> Self {
+        Self(handle)
+    }
+
+    #[inline]
+    pub(crate) const fn get(self) -> Option<u32> {
+        if self.0 == u32::MAX {
+            None
+        } else {
+            Some(self.0)
+        }
+    }
+
+    #[inline]
+    pub(crate) const fn is_none(self) -> bool {
+        self.0 == u32::MAX
+    }
+
+    /// The handle, leaving none in its place.
+    #[inline]
+    pub(crate) fn take(&mut self) -> Option<u32> {
+        core::mem::replace(self, Self::NONE).get()
+    }
+}
+
+impl From<Option<u32>> for Link {
+    #[inline]
+    fn from(handle: Option<u32>) -> Self {
+        handle.map_or(Self::NONE, Self::to)
+    }
+}
+
+impl fmt::Debug for Link {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.get().fmt(f)
+    }
+}
+
 /// Owned text (topic levels, share names): `heapless::String<N>` or `Box<str>`.
 pub trait Text {
     /// Copies `s`, or fails when it does not fit.

@@ -166,7 +166,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
             }
         }
         let entry = self.queue.get(found)?;
-        let message = self.messages.get(entry.message?)?;
+        let message = self.messages.get(entry.message.get()?)?;
         let parts = message.parts(&self.blobs)?;
         Some(BridgeMessage {
             token: entry.seq,
@@ -206,10 +206,11 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
         let found = loop {
             let h = cursor?;
             let entry = self.queue.get(h)?;
-            let next = entry.next;
+            let next = entry.next.get();
             if entry.state == DeliveryState::Queued {
                 let expired = entry
                     .message
+                    .get()
                     .and_then(|m| self.messages.get(m))
                     .is_none_or(|m| m.expires_at.is_some_and(|at| at <= now));
                 if expired {
@@ -226,7 +227,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
         let (bytes, next) = self
             .queue
             .get(found)
-            .map_or((0, None), |e| (e.bytes, e.next));
+            .map_or((0, None), |e| (e.bytes, e.next.get()));
         if let Some(entry) = self.queue.get_mut(found) {
             entry.state = DeliveryState::AwaitingPubAck;
         }
@@ -259,7 +260,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
                 return true;
             }
             prev = Some(h);
-            cursor = entry.next;
+            cursor = entry.next.get();
         }
         false
     }
@@ -284,7 +285,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
                 returned.0 += 1;
                 returned.1 += entry.bytes;
             }
-            cursor = entry.next;
+            cursor = entry.next.get();
         }
         if let Some(s) = self.sessions.get_mut(bridge.0) {
             s.queue.inflight -= returned.0;

@@ -407,7 +407,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
                 entry.state,
                 DeliveryState::AwaitingPubAck | DeliveryState::AwaitingPubRec
             );
-            cursor = entry.next;
+            cursor = entry.next.get();
         }
         self.signal_transmit(id);
     }
@@ -489,7 +489,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
                 break;
             };
             entry.needs_send = false;
-            cursor = entry.next;
+            cursor = entry.next.get();
         }
         if expiry == 0 {
             self.end_session(handle, now);
@@ -554,8 +554,8 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
         let hash = self.client_hash(session.client_id());
         while let Some(entry_handle) = cursor {
             let entry = self.queue.remove(entry_handle);
-            cursor = entry.as_ref().and_then(|e| e.next);
-            if let Some(message) = entry.and_then(|e| e.message) {
+            cursor = entry.as_ref().and_then(|e| e.next.get());
+            if let Some(message) = entry.and_then(|e| e.message.get()) {
                 self.release_message(message);
             }
         }

@@ -453,6 +453,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
         while let Some(entry) = cursor.and_then(|c| self.queue.get(c)) {
             let parts = entry
                 .message
+                .get()
                 .and_then(|m| self.messages.get(m))
                 .and_then(|m| m.parts(&self.blobs));
             f(QueuedView {
@@ -463,7 +464,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
                 state: entry.state,
                 packet_id: entry.packet_id,
             });
-            cursor = entry.next;
+            cursor = entry.next.get();
         }
     }
 
@@ -848,7 +849,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
         while let Some(handle) = control {
             control = self.controls.remove(handle).and_then(|c| {
                 c.free(&mut self.blobs);
-                c.next
+                c.next.get()
             });
         }
         while let Some(handle) = alias.or(outbound) {

@@ -18,7 +18,7 @@ use crate::persist::{
 };
 use crate::router::SessionId;
 use crate::session::{DeliveryState, InboundId, QueueEntry, WillState};
-use crate::storage::Slab;
+use crate::storage::{Link, Slab};
 use crate::time::Instant;
 use crate::topic::SubscriptionFilter;
 
@@ -449,6 +449,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
     ) -> Result<Rendered, PersistError> {
         let message = e
             .message
+            .get()
             .and_then(|m| self.messages.get(m))
             .and_then(|m| Some(stored(m.parts(&self.blobs)?, m)));
         let record = MessageRecord {
@@ -577,7 +578,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
                         }
                         i += 1;
                     }
-                    cursor = e.next;
+                    cursor = e.next.get();
                 }
                 Ok(None)
             }
@@ -767,7 +768,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
             .map_or(0, |m| m.payload_len(&self.blobs)) as u32;
         let entry = QueueEntry {
             seq,
-            message,
+            message: message.into(),
             qos: QoS::from_bits(record.qos).map_err(|_| PersistError::Malformed)?,
             retain: record.retain,
             packet_id: record.packet_id.and_then(PacketId::new),
@@ -780,7 +781,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
                 .filter_map(|i| core::num::NonZeroU32::new(*i))
                 .collect(),
             bytes,
-            next: None,
+            next: Link::NONE,
         };
         let handle = match self.queue.insert(entry) {
             Ok(handle) => handle,
@@ -801,13 +802,13 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
                 break;
             }
             prev = Some(c);
-            cursor = e.next;
+            cursor = e.next.get();
         }
         if let Some(e) = self.queue.get_mut(handle) {
-            e.next = cursor;
+            e.next = cursor.into();
         }
         match prev.and_then(|p| self.queue.get_mut(p)) {
-            Some(p) => p.next = Some(handle),
+            Some(p) => p.next = Link::to(handle),
             None => {
                 if let Some(s) = self.sessions.get_mut(h) {
                     s.queue.head = Some(handle);

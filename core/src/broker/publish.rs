@@ -10,7 +10,7 @@ use crate::codec::properties::{filtered_len, write_filtered};
 use crate::codec::{Ack, PacketId, Properties, Property, Publish, QoS, ReasonCode};
 use crate::router::{Delivery, Scope, SessionId};
 use crate::session::{DeliveryState, InboundId, QueueEntry};
-use crate::storage::{CapacityError, Storage};
+use crate::storage::{CapacityError, Link, Storage};
 use crate::time::{Duration, Instant};
 use crate::topic::TopicName;
 
@@ -577,7 +577,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
         self.next_seq += 1;
         let entry = QueueEntry {
             seq: self.next_seq,
-            message: Some(message),
+            message: Link::to(message),
             qos,
             retain,
             packet_id: None,
@@ -586,7 +586,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
             needs_send: online.is_some(),
             identifiers: delivery.identifiers.clone(),
             bytes,
-            next: None,
+            next: Link::NONE,
         };
         let Ok(entry_handle) = self.queue.insert(entry) else {
             self.stats.messages_dropped += 1;
@@ -597,7 +597,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
         }
         let tail = self.sessions.get(handle).and_then(|s| s.queue.tail);
         if let Some(t) = tail.and_then(|t| self.queue.get_mut(t)) {
-            t.next = Some(entry_handle);
+            t.next = Link::to(entry_handle);
         }
         // Whether the new entry is the only one with something to send.
         let mut first = false;
@@ -642,7 +642,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
                 return true;
             }
             prev = Some(h);
-            cursor = entry.next;
+            cursor = entry.next.get();
         }
         false
     }
@@ -659,7 +659,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
             Some(p) => p.next = entry.next,
             None => {
                 if let Some(s) = self.sessions.get_mut(session) {
-                    s.queue.head = entry.next;
+                    s.queue.head = entry.next.get();
                 }
             }
         }
@@ -668,7 +668,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
                 s.queue.tail = prev;
             }
             if s.queue.unsent == Some(h) {
-                s.queue.unsent = entry.next;
+                s.queue.unsent = entry.next.get();
             }
             if s.queue.unsent_prev == Some(h) {
                 s.queue.unsent_prev = prev;
@@ -684,7 +684,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
         if entry.state == DeliveryState::Queued {
             self.dequeued(session);
         }
-        if let Some(message) = entry.message {
+        if let Some(message) = entry.message.get() {
             self.release_message(message);
         }
     }
@@ -727,7 +727,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
                 return Some((prev, h));
             }
             prev = Some(h);
-            cursor = entry.next;
+            cursor = entry.next.get();
         }
         None
     }

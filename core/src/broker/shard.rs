@@ -224,7 +224,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
     pub fn peer_next(&mut self, peer: PeerId, now: Instant) -> Option<Forward<'_>> {
         let found = self.take_next_for_host(peer.0, now)?;
         let entry = self.queue.get(found)?;
-        let handle = entry.message?;
+        let handle = entry.message.get()?;
         let message = self.messages.get(handle)?;
         let parts = message.parts(&self.blobs)?;
         let scope = match entry.identifiers.first().map(|id| id.get()) {

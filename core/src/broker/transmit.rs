@@ -13,6 +13,7 @@ use crate::codec::{
 };
 use crate::router::MAX_IDENTIFIERS;
 use crate::session::DeliveryState;
+use crate::storage::Link;
 use crate::time::Instant;
 
 /// What CONNACK says besides the reason code.
@@ -67,7 +68,7 @@ pub(crate) enum ControlKind {
 #[derive(Debug)]
 pub struct Control {
     pub(crate) kind: ControlKind,
-    pub(crate) next: Option<u32>,
+    pub(crate) next: Link,
 }
 
 impl Control {
@@ -102,7 +103,10 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
             return;
         };
         let tail = conn.controls_tail;
-        let Ok(handle) = self.controls.insert(Control { kind, next: None }) else {
+        let Ok(handle) = self.controls.insert(Control {
+            kind,
+            next: Link::NONE,
+        }) else {
             if let Some(c) = self.connection_mut(id) {
                 c.phase = Phase::Closing;
                 c.close_reason = Some(ReasonCode::ServerBusy);
@@ -112,7 +116,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
             return;
         };
         match tail.and_then(|t| self.controls.get_mut(t)) {
-            Some(t) => t.next = Some(handle),
+            Some(t) => t.next = Link::to(handle),
             None => {
                 if let Some(c) = self.connection_mut(id) {
                     c.controls_head = Some(handle);
@@ -194,7 +198,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
                 c.free(&mut self.blobs);
             }
             if let Some(c) = self.connection_mut(id) {
-                c.controls_head = next;
+                c.controls_head = next.get();
                 if next.is_none() {
                     c.controls_tail = None;
                 }
@@ -390,7 +394,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
             let Some(entry) = self.queue.get(h) else {
                 break;
             };
-            let next = entry.next;
+            let next = entry.next.get();
             if !entry.needs_send {
                 self.pass_entry(session, advance, h, next);
                 prev = Some(h);
@@ -463,7 +467,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
                     *n = n.saturating_sub(1);
                 }
             };
-            let Some(message) = entry.message.and_then(|m| self.messages.get(m)) else {
+            let Some(message) = entry.message.get().and_then(|m| self.messages.get(m)) else {
                 resend_done(&mut awaiting_resend);
                 self.unlink_entry(session, prev, h);
                 cursor = next;
@@ -492,7 +496,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
             let Some(entry) = self.queue.get(h) else {
                 break;
             };
-            let Some(message) = entry.message.and_then(|m| self.messages.get(m)) else {
+            let Some(message) = entry.message.get().and_then(|m| self.messages.get(m)) else {
                 break;
             };
             let Some(parts) = message.parts(&self.blobs) else {
@@ -546,7 +550,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
                 Ok(n) => written += n,
                 Err(EncodeError::InsufficientSize { .. }) if pieces && written < out.len() => {
                     let room = &mut out[written..];
-                    let Some((p, n)) = entry.message.and_then(|message| {
+                    let Some((p, n)) = entry.message.get().and_then(|message| {
                         super::pieces::Partial::start(&publish, version, message, parts, room)
                     }) else {
                         break;
@@ -568,7 +572,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
             resend_done(&mut awaiting_resend);
             let qos = entry.qos;
             let bytes = entry.bytes;
-            if let (AliasUse::New(a), Some(message)) = (alias, entry.message) {
+            if let (AliasUse::New(a), Some(message)) = (alias, entry.message.get()) {
                 self.remember_outbound_alias(id, a, message);
             }
             // The rest goes out from the stored message, kept until then.
@@ -647,7 +651,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
                         nearest = nearest.min(d);
                     }
                 }
-                cursor = e.next;
+                cursor = e.next.get();
             }
             free = nearest - 1;
             if free == 0 {
@@ -679,7 +683,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
                     pending += 1;
                 }
             }
-            cursor = e.next;
+            cursor = e.next.get();
         }
         pending
     }

@@ -36,7 +36,7 @@ pub use text::CompactText;
 
 use crate::codec::{QoS, SubscriptionOptions};
 use crate::index::{Index, hash_key};
-use crate::storage::{CapacityError, Entry, Slab, Storage, Text};
+use crate::storage::{CapacityError, Entry, Link, Slab, Storage, Text};
 use crate::topic::{LEVEL_SEPARATOR, SubscriptionFilter, TopicName};
 
 /// Identifies a session (one client's state) inside a broker.
@@ -223,49 +223,6 @@ impl Owner {
         } else {
             Self::Group(key & !Self::GROUP_BIT)
         }
-    }
-}
-
-/// A handle into one of the router's slabs, or none: four bytes where `Option<u32>` takes
-/// eight. Nodes, subscriptions and groups are mostly links, so this is a third of their
-/// size, which is RAM on a microcontroller and cache lines on a server. `u32::MAX` stands
-/// for none; the hash indexes reserve it too, so no handle in use ever has that value.
-#[derive(Clone, Copy, PartialEq, Eq)]
-struct Link(u32);
-
-impl Link {
-    const NONE: Self = Self(u32::MAX);
-
-    #[inline]
-    const fn to(handle: u32) -> Self {
-        Self(handle)
-    }
-
-    #[inline]
-    const fn get(self) -> Option<u32> {
-        if self.0 == u32::MAX {
-            None
-        } else {
-            Some(self.0)
-        }
-    }
-
-    #[inline]
-    const fn is_none(self) -> bool {
-        self.0 == u32::MAX
-    }
-}
-
-impl From<Option<u32>> for Link {
-    #[inline]
-    fn from(handle: Option<u32>) -> Self {
-        handle.map_or(Self::NONE, Self::to)
-    }
-}
-
-impl fmt::Debug for Link {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.get().fmt(f)
     }
 }
 

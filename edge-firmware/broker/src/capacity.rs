@@ -9,9 +9,10 @@
 //!
 //! | state | capacity | RAM (bytes, approx.) |
 //! |---|---:|---:|
-//! | the broker (all of the below; with persistence 512 more) | | 31 944 |
+//! | the broker (all of the below; with persistence 512 more) | | 31 272 |
 //! | connections | [`SOCKETS`] | 10 × 160 |
-//! | sessions | [`SESSIONS`]: the clients' and the uplink's bridge | (8 + 1) × 208 |
+//! | sessions | [`SESSIONS`]: the clients' and the uplink's bridge | (8 + 1) × 224 |
+//! | queue entries / control packets waiting to be sent | 64 / 40 | 64 × 48 + 40 × 28 |
 //! | subscriptions / trie nodes and their levels' text | [`SUBSCRIPTIONS`] / 96 | 64 × 32 + 96 × 32 + 1 152 |
 //! | hash indexes: the router's children and subscriptions, its subscribing sessions, client ids, retained topics | 2 × 128, 16, 16, 64 places | 8 per place |
 //! | message bytes (topics, payloads, properties) | 8 KiB | 8 192 |
