@@ -468,8 +468,8 @@ fn packets_near_2_kib_cross_the_board_both_ways_from_several_clients_at_once() {
     sub.send(&subscribe);
     assert_eq!(sub.packet(), Some((0x90, vec![0, 1, 0, 1])));
 
-    // Three 3.1.1 publishers, one more than the board has buffers for packets larger than
-    // a socket's own (capacity.rs), each with a QoS 1 PUBLISH of 2 012 bytes (the limit is
+    // Three 3.1.1 publishers, more than the board has buffers for packets larger than a
+    // socket's own (capacity.rs: one), each with a QoS 1 PUBLISH of 2 012 bytes (the limit is
     // 2 048) sent in two halves: all three are incomplete at once.
     const PAYLOAD: usize = 2000;
     let mut publishers: Vec<(Raw, Vec<u8>, Vec<u8>)> = (0..3u8)

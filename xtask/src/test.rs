@@ -58,7 +58,7 @@ pub(crate) const SUITES: &[Suite] = &[
     },
     Suite {
         name: "size",
-        about: "size of core/size-probe (fail if over 64 KiB flash or 40 KiB RAM) and of the QEMU firmware (fail if over 96 KiB flash)",
+        about: "size of core/size-probe (fail if over 64 KiB flash or 40 KiB RAM) and of the QEMU firmware (fail if over 96 KiB flash or 48 KiB RAM)",
         run: crate::size::suite,
     },
     Suite {

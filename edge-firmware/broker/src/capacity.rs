@@ -17,7 +17,7 @@
 //! | hash indexes: the router's children and subscriptions, its subscribing sessions, client ids, retained topics | 2 × 128, 16, 16, 64 places | 8 per place |
 //! | message bytes (topics, payloads, properties) | 8 KiB | 8 192 |
 //! | per socket: TCP rings + inbox | [`SOCKET_RX`] + [`SOCKET_TX`] + [`INBOX`] | 10 × 640 |
-//! | shared buffers for larger received packets | [`LARGE_BUFFERS`] × [`PACKET`] | 2 × 2 048 |
+//! | shared buffer for larger received packets | [`LARGE_BUFFERS`] × [`PACKET`] | 1 × 2 048 |
 //! | the uplink (feature `uplink`): TCP rings + inbox | [`SOCKET_RX`] + [`UPLINK_TX`] + [`INBOX`] | 2 688 |
 //!
 //! `cargo xtask size` measures the whole firmware (README, "Firmware").
@@ -48,12 +48,15 @@ pub const SOCKET_RX: usize = 256;
 /// complete yet, or one held back by backpressure). Most packets fit (a CONNECT, a
 /// SUBSCRIBE, an acknowledgment, a sensor reading with its topic); a larger one is
 /// assembled in one of the [`LARGE_BUFFERS`] shared buffers. 128 bytes rather than 256 saves
-/// 128 bytes per socket; packets of 129 to 256 bytes then share the large buffers too.
+/// 128 bytes per socket; packets of 129 to 256 bytes then share the large buffer too.
 pub const INBOX: usize = 128;
 /// Buffers of [`PACKET`] bytes shared by all sockets, each lent to one socket while a
 /// packet larger than [`INBOX`] arrives. A socket that needs one while all are lent stops
-/// reading (TCP slows its client down) until one comes back.
-pub const LARGE_BUFFERS: usize = 2;
+/// reading (TCP slows its client down) until one comes back. One: a packet is consumed as
+/// soon as its last byte arrives, so on a LAN a buffer is lent for a few milliseconds; a
+/// second one would cost 2 KiB of RAM, the margin between this firmware and its 48 KiB
+/// goal. A client that trickles a large packet holds it at most `inbox::LARGE_HOLD`.
+pub const LARGE_BUFFERS: usize = 1;
 /// TCP transmit ring of each socket. The core writes a PUBLISH into it in pieces
 /// (`Broker::poll_transmit_pieces`), so it need not hold a whole packet: only the largest
 /// control packet (acknowledgments, CONNACK, SUBACK: a few dozen bytes; a SUBACK answers
