@@ -20,13 +20,15 @@
 
 use super::{Broker, BrokerStorage, ConnectionId, Hooks, OverflowPolicy};
 use crate::codec::QoS;
+use crate::storage::Link;
 
 impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
     /// Whether the connection is stalled by backpressure: its next PUBLISH waits for a
     /// subscriber's queue to drain. The host stops reading its socket until
     /// [`super::Event::Resume`], keeping the bytes [`Broker::handle_bytes`] did not consume.
     pub fn is_stalled(&self, id: ConnectionId) -> bool {
-        self.connection(id).is_some_and(|c| c.stalled_on.is_some())
+        self.connection(id)
+            .is_some_and(|c| c.stalled_on.get().is_some())
     }
 
     /// Whether queueing `bytes` more for `session` must wait, under the backpressure
@@ -83,7 +85,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
     pub(super) fn stall(&mut self, id: ConnectionId, session: u32) {
         self.unstall(id);
         if let Some(c) = self.connection_mut(id) {
-            c.stalled_on = Some(session);
+            c.stalled_on = Link::to(session);
             if let Some(s) = self.sessions.get_mut(session) {
                 s.stalled_publishers += 1;
             }
@@ -128,8 +130,8 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
             let Some(c) = self.connections.get_mut(slot) else {
                 continue;
             };
-            if c.stalled_on == Some(session) {
-                c.stalled_on = None;
+            if c.stalled_on.get() == Some(session) {
+                c.stalled_on = Link::NONE;
                 c.resume_unreported = true;
                 self.queue_event(slot);
             }

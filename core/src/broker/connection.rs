@@ -3,6 +3,7 @@
 
 use crate::blob::BlobId;
 use crate::codec::ProtocolVersion;
+use crate::storage::Link;
 use crate::time::Instant;
 
 /// Identifies a transport connection. Handles are never reused while the broker runs: a
@@ -47,12 +48,12 @@ pub struct Connection {
     /// Effective keep alive in seconds (0: none).
     pub(crate) keep_alive: u16,
     /// Control packets to send, oldest first.
-    pub(crate) controls_head: Option<u32>,
-    pub(crate) controls_tail: Option<u32>,
+    pub(crate) controls_head: Link,
+    pub(crate) controls_tail: Link,
     /// Inbound topic aliases (5.0 §3.3.2.3.4).
-    pub(crate) aliases: Option<u32>,
+    pub(crate) aliases: Link,
     /// Topic aliases the broker set towards the client.
-    pub(crate) outbound_aliases: Option<u32>,
+    pub(crate) outbound_aliases: Link,
     pub(crate) outbound_alias_count: u16,
     /// The client's Topic Alias Maximum: how many aliases the broker may set.
     pub(crate) client_alias_max: u16,
@@ -68,13 +69,13 @@ pub struct Connection {
     pub(crate) connected_unreported: bool,
     /// Linked in the broker's event list.
     pub(crate) event_queued: bool,
-    pub(crate) event_next: Option<u32>,
+    pub(crate) event_next: Link,
     /// Close requested, with this reason; reported once through an event.
     pub(crate) close_reason: Option<crate::codec::ReasonCode>,
     pub(crate) close_reported: bool,
     /// Backpressure: the session (handle) whose full queue holds this connection's next
     /// PUBLISH back ([`super::OverflowPolicy::Backpressure`]).
-    pub(crate) stalled_on: Option<u32>,
+    pub(crate) stalled_on: Link,
     /// The stall ended and no [`super::Event::Resume`] reported it yet.
     pub(crate) resume_unreported: bool,
     /// A PUBLISH begun by [`super::Broker::poll_transmit_pieces`] and not finished.

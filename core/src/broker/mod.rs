@@ -100,7 +100,7 @@ use crate::blob::BlobStore;
 use crate::codec::{DecodeError, Packet, ProtocolVersion, ReasonCode};
 use crate::router::Router;
 use crate::session::{InboundId, QueueEntry, Session};
-use crate::storage::Slab;
+use crate::storage::{Link, Slab};
 use crate::time::Instant;
 use connection::Phase;
 
@@ -514,10 +514,10 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
                 protocol: ProtocolVersion::V5,
                 session: None,
                 keep_alive: 0,
-                controls_head: None,
-                controls_tail: None,
-                aliases: None,
-                outbound_aliases: None,
+                controls_head: Link::NONE,
+                controls_tail: Link::NONE,
+                aliases: Link::NONE,
+                outbound_aliases: Link::NONE,
                 outbound_alias_count: 0,
                 client_alias_max: 0,
                 auth_method: None,
@@ -526,10 +526,10 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
                 transmit_signalled: false,
                 connected_unreported: false,
                 event_queued: false,
-                event_next: None,
+                event_next: Link::NONE,
                 close_reason: None,
                 close_reported: false,
-                stalled_on: None,
+                stalled_on: Link::NONE,
                 resume_unreported: false,
                 partial: None,
             })
@@ -782,9 +782,9 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
             return;
         }
         conn.event_queued = true;
-        conn.event_next = None;
+        conn.event_next = Link::NONE;
         match self.events_tail.and_then(|t| self.connections.get_mut(t)) {
-            Some(tail) => tail.event_next = Some(slot),
+            Some(tail) => tail.event_next = Link::to(slot),
             None => self.events_head = Some(slot),
         }
         self.events_tail = Some(slot);
@@ -838,9 +838,9 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
         let Some(conn) = self.connection(id) else {
             return;
         };
-        let mut control = conn.controls_head;
-        let mut alias = conn.aliases;
-        let mut outbound = conn.outbound_aliases;
+        let mut control = conn.controls_head.get();
+        let mut alias = conn.aliases.get();
+        let mut outbound = conn.outbound_aliases.get();
         let event_queued = conn.event_queued;
         let auth_blobs = [conn.auth_method, conn.pending_connect];
         for blob in auth_blobs.into_iter().flatten() {
@@ -868,10 +868,10 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
             let mut prev: Option<u32> = None;
             let mut cursor = self.events_head;
             while let Some(slot) = cursor {
-                let next = self.connections.get(slot).and_then(|c| c.event_next);
+                let next = self.connections.get(slot).and_then(|c| c.event_next.get());
                 if slot == id.slot {
                     match prev.and_then(|p| self.connections.get_mut(p)) {
-                        Some(p) => p.event_next = next,
+                        Some(p) => p.event_next = next.into(),
                         None => self.events_head = next,
                     }
                     if self.events_tail == Some(slot) {

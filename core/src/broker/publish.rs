@@ -869,7 +869,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
     }
 
     fn find_alias(&self, id: ConnectionId, alias: u16) -> Option<crate::blob::BlobId> {
-        let mut cursor = self.connection(id)?.aliases;
+        let mut cursor = self.connection(id)?.aliases.get();
         while let Some(h) = cursor {
             let a = self.aliases.get(h)?;
             if a.alias == alias {
@@ -887,7 +887,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
         topic: &str,
     ) -> Result<(), CapacityError> {
         let blob = self.blobs.insert_copy(topic.as_bytes())?;
-        let mut cursor = self.connection(id).and_then(|c| c.aliases);
+        let mut cursor = self.connection(id).and_then(|c| c.aliases.get());
         while let Some(h) = cursor {
             let Some(a) = self.aliases.get_mut(h) else {
                 break;
@@ -899,7 +899,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
             }
             cursor = a.next;
         }
-        let head = self.connection(id).and_then(|c| c.aliases);
+        let head = self.connection(id).and_then(|c| c.aliases.get());
         match self.aliases.insert(super::Alias {
             alias,
             topic: blob,
@@ -907,7 +907,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
         }) {
             Ok(h) => {
                 if let Some(c) = self.connection_mut(id) {
-                    c.aliases = Some(h);
+                    c.aliases = Link::to(h);
                 }
                 Ok(())
             }

@@ -102,7 +102,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
         let Some(conn) = self.connection(id) else {
             return;
         };
-        let tail = conn.controls_tail;
+        let tail = conn.controls_tail.get();
         let Ok(handle) = self.controls.insert(Control {
             kind,
             next: Link::NONE,
@@ -119,12 +119,12 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
             Some(t) => t.next = Link::to(handle),
             None => {
                 if let Some(c) = self.connection_mut(id) {
-                    c.controls_head = Some(handle);
+                    c.controls_head = Link::to(handle);
                 }
             }
         }
         if let Some(c) = self.connection_mut(id) {
-            c.controls_tail = Some(handle);
+            c.controls_tail = Link::to(handle);
         }
         self.signal_transmit(id);
     }
@@ -174,7 +174,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
         let phase = conn.phase;
 
         // Control packets.
-        while let Some(handle) = self.connection(id).and_then(|c| c.controls_head) {
+        while let Some(handle) = self.connection(id).and_then(|c| c.controls_head.get()) {
             let Some(control) = self.controls.get(handle) else {
                 break;
             };
@@ -198,9 +198,9 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
                 c.free(&mut self.blobs);
             }
             if let Some(c) = self.connection_mut(id) {
-                c.controls_head = next.get();
+                c.controls_head = next;
                 if next.is_none() {
-                    c.controls_tail = None;
+                    c.controls_tail = Link::NONE;
                 }
             }
         }
@@ -711,7 +711,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
         if conn.client_alias_max == 0 {
             return AliasUse::None;
         }
-        let mut cursor = conn.outbound_aliases;
+        let mut cursor = conn.outbound_aliases.get();
         while let Some(a) = cursor.and_then(|c| self.aliases.get(c)) {
             if self.blobs.get(a.topic) == Some(topic.as_bytes()) {
                 return AliasUse::Known(a.alias);
@@ -738,7 +738,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
         let Ok(topic) = self.blobs.insert_prefixed(blob, len, len, |_| {}) else {
             return;
         };
-        let head = self.connection(id).and_then(|c| c.outbound_aliases);
+        let head = self.connection(id).and_then(|c| c.outbound_aliases.get());
         match self.aliases.insert(super::Alias {
             alias,
             topic,
@@ -746,7 +746,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
         }) {
             Ok(handle) => {
                 if let Some(c) = self.connection_mut(id) {
-                    c.outbound_aliases = Some(handle);
+                    c.outbound_aliases = Link::to(handle);
                     c.outbound_alias_count += 1;
                 }
             }

@@ -9,8 +9,8 @@
 //!
 //! | state | capacity | RAM (bytes, approx.) |
 //! |---|---:|---:|
-//! | the broker (all of the below; with persistence 512 more) | | 31 272 |
-//! | connections | [`SOCKETS`] | 10 × 160 |
+//! | the broker (all of the below; with persistence 512 more) | | 31 032 |
+//! | connections | [`SOCKETS`] | 10 × 136 |
 //! | sessions | [`SESSIONS`]: the clients' and the uplink's bridge | (8 + 1) × 224 |
 //! | queue entries / control packets waiting to be sent | 64 / 40 | 64 × 48 + 40 × 28 |
 //! | subscriptions / trie nodes and their levels' text | [`SUBSCRIPTIONS`] / 96 | 64 × 32 + 96 × 32 + 1 152 |
