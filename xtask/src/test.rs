@@ -42,6 +42,11 @@ pub(crate) const SUITES: &[Suite] = &[
         run: clippy,
     },
     Suite {
+        name: "doc",
+        about: "cargo doc -D warnings: the workspace, and fulmar-core with all features",
+        run: doc,
+    },
+    Suite {
         name: "test",
         about: "cargo test: workspace, fulmar-core with all features, and with none (lib)",
         run: tests,
@@ -207,6 +212,21 @@ pub(crate) fn help() -> String {
 fn fmt(ctx: &Ctx) -> SuiteResult {
     let mut result = SuiteResult::default();
     result.check(ctx.run(&mut ctx.cargo(["fmt", "--all", "--", "--check"])));
+    result
+}
+
+/// API docs build without warnings (broken or private links, bad code blocks): what
+/// `cargo doc` shows users is checked like the code.
+fn doc(ctx: &Ctx) -> SuiteResult {
+    let mut result = SuiteResult::default();
+    for args in [
+        &["doc", "--no-deps", "--workspace"][..],
+        &["doc", "--no-deps", "-p", "fulmar-core", "--all-features"],
+    ] {
+        let mut command = ctx.cargo(args);
+        command.env("RUSTDOCFLAGS", "-D warnings");
+        result.check(ctx.run(&mut command));
+    }
     result
 }
 

@@ -23,6 +23,7 @@
 //! holds its next PUBLISH back, and on [`Event::Resume`] pass its kept bytes again.
 //!
 //! ```
+//! # #[cfg(feature = "alloc")] {
 //! use fulmar_core::broker::{Broker, Config, Event, Growable};
 //! use fulmar_core::codec::{decode, Packet, ProtocolVersion, ReasonCode};
 //! use fulmar_core::time::Instant;
@@ -40,6 +41,7 @@
 //! let (packet, _) = decode(&out[..n], ProtocolVersion::V3_1_1, 64).unwrap();
 //! let Packet::ConnAck(ack) = packet else { panic!() };
 //! assert_eq!(ack.reason_code, ReasonCode::Success);
+//! # }
 //! ```
 //!
 //! ## Shards (`alloc`)
