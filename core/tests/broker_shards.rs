@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 use fulmar_core::broker::{
-    Broker, Config, ForwardError, ForwardScope, Growable, OverflowPolicy, PeerId,
+    Broker, Config, ForwardError, Growable, OverflowPolicy, OwnedForward, PeerId,
 };
 use fulmar_core::codec::{Properties, Property, ProtocolVersion, QoS};
 use fulmar_core::sim::{ClientHandle, Received, Sim};
@@ -19,20 +19,7 @@ struct Cluster {
     /// Per broker, how many of its sessions subscribe to each filter.
     interest: Vec<BTreeMap<String, usize>>,
     /// Copies a broker refused for now (backpressure), per (to, from), in order.
-    waiting: BTreeMap<(usize, usize), Vec<Owned>>,
-}
-
-#[derive(Clone, Debug)]
-struct Owned {
-    token: u64,
-    topic: String,
-    properties: Vec<u8>,
-    payload: Vec<u8>,
-    qos: QoS,
-    retain: bool,
-    expiry: Option<u32>,
-    scope: ForwardScope,
-    stamp: u64,
+    waiting: BTreeMap<(usize, usize), Vec<OwnedForward>>,
 }
 
 impl Cluster {
@@ -103,18 +90,7 @@ impl Cluster {
                     let now = self.sims[i].now();
                     while let Some(f) = self.sims[i].broker.peer_next(peer, now) {
                         moved = true;
-                        let owned = Owned {
-                            token: f.token,
-                            topic: f.topic.to_owned(),
-                            properties: f.properties.to_vec(),
-                            payload: f.payload.to_vec(),
-                            qos: f.qos,
-                            retain: f.retain,
-                            expiry: f.expiry,
-                            scope: f.scope,
-                            stamp: f.stamp,
-                        };
-                        self.waiting.entry((j, i)).or_default().push(owned);
+                        self.waiting.entry((j, i)).or_default().push(f.to_owned());
                     }
                 }
             }
@@ -128,17 +104,7 @@ impl Cluster {
                 let queue = self.waiting.remove(&(to, from)).unwrap_or_default();
                 let mut rest = Vec::new();
                 for (k, copy) in queue.iter().enumerate() {
-                    let forward = fulmar_core::broker::Forward {
-                        token: copy.token,
-                        topic: &copy.topic,
-                        properties: &copy.properties,
-                        payload: &copy.payload,
-                        qos: copy.qos,
-                        retain: copy.retain,
-                        expiry: copy.expiry,
-                        scope: copy.scope,
-                        stamp: copy.stamp,
-                    };
+                    let forward = copy.forward();
                     let now = self.sims[to].now();
                     match self.sims[to].broker.forward_publish(peer, &forward, now) {
                         Err(ForwardError::Stalled) => {
@@ -149,7 +115,7 @@ impl Cluster {
                         Ok(_) => {
                             moved = true;
                             let back = self.peers[from][to].unwrap();
-                            assert!(self.sims[from].broker.peer_ack(back, copy.token));
+                            assert!(self.sims[from].broker.peer_ack(back, copy.token()));
                         }
                     }
                 }

@@ -70,7 +70,7 @@ use crate::auth::{Admission, Auth, EdgeHooks};
 use crate::connection::Origin;
 use crate::metrics::sys::SysTree;
 use crate::metrics::{Metrics, Refusal};
-use crate::shards::{self, Forwarded, Mesh, PeerLink, ShardState, Shards};
+use crate::shards::{self, Mesh, PeerLink, ShardState, Shards};
 use crate::store::{self, Committer, Store, SyncPolicy};
 
 /// Inputs waiting for the actor; readers wait when it is full.
@@ -853,7 +853,7 @@ impl Actor {
                 let Some(forward) = self.broker.peer_next(link.id, now) else {
                     break;
                 };
-                copies.push(Forwarded::new(&forward));
+                copies.push(forward.to_owned());
                 link.in_flight += 1;
             }
             if !copies.is_empty() {

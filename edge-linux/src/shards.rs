@@ -20,8 +20,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use fulmar_core::broker::{Forward, ForwardScope, PeerId};
-use fulmar_core::codec::QoS;
+use fulmar_core::broker::{OwnedForward, PeerId};
 use tokio::sync::mpsc;
 
 use crate::broker_task::BrokerHandle;
@@ -47,57 +46,12 @@ pub(crate) enum Mesh {
         added: bool,
     },
     /// Messages from shard `from` for this shard's sessions, in order.
-    Copies { from: usize, copies: Vec<Forwarded> },
+    Copies {
+        from: usize,
+        copies: Vec<OwnedForward>,
+    },
     /// Shard `from` took these copies (durably, with persistence).
     Taken { from: usize, tokens: Vec<u64> },
-}
-
-/// An owned [`Forward`], to cross to another actor.
-#[derive(Debug, Clone)]
-pub(crate) struct Forwarded {
-    token: u64,
-    topic: String,
-    properties: Vec<u8>,
-    payload: Vec<u8>,
-    qos: QoS,
-    retain: bool,
-    expiry: Option<u32>,
-    scope: ForwardScope,
-    stamp: u64,
-}
-
-impl Forwarded {
-    pub(crate) fn new(f: &Forward<'_>) -> Self {
-        Self {
-            token: f.token,
-            topic: f.topic.to_owned(),
-            properties: f.properties.to_vec(),
-            payload: f.payload.to_vec(),
-            qos: f.qos,
-            retain: f.retain,
-            expiry: f.expiry,
-            scope: f.scope,
-            stamp: f.stamp,
-        }
-    }
-
-    pub(crate) fn token(&self) -> u64 {
-        self.token
-    }
-
-    pub(crate) fn forward(&self) -> Forward<'_> {
-        Forward {
-            token: self.token,
-            topic: &self.topic,
-            properties: &self.properties,
-            payload: &self.payload,
-            qos: self.qos,
-            retain: self.retain,
-            expiry: self.expiry,
-            scope: self.scope,
-            stamp: self.stamp,
-        }
-    }
 }
 
 /// One other shard, as an actor sees it.
@@ -110,7 +64,7 @@ pub(crate) struct PeerLink {
     /// Copies sent to it and not taken yet.
     pub(crate) in_flight: usize,
     /// Copies it sent that wait here (a local subscriber's queue is full), in order.
-    pub(crate) waiting: VecDeque<Forwarded>,
+    pub(crate) waiting: VecDeque<OwnedForward>,
 }
 
 /// What an actor keeps to be one shard of several.

@@ -486,6 +486,15 @@ impl Drop for Lines {
 /// acknowledged its subscription; read messages with [`next_message`] (give `-F` to choose
 /// their format).
 pub fn mosquitto_sub(port: u16, args: &[&str]) -> Lines {
+    let sub = mosquitto_sub_lines(port, &[&["-d"], args].concat());
+    sub.expect_line(SUB_WAIT, |l| l.contains("received SUBACK"));
+    sub
+}
+
+/// Starts `mosquitto_sub ARGS` against 127.0.0.1:`port` and returns at once: every line it
+/// prints, from the first (a resumed session's queued messages arrive before the SUBACK
+/// [`mosquitto_sub`] waits for).
+pub fn mosquitto_sub_lines(port: u16, args: &[&str]) -> Lines {
     // mosquitto_sub block-buffers a piped stdout; stdbuf (coreutils) makes it line-buffered
     // so each line arrives when it is printed.
     let mut command = Command::new("stdbuf");
@@ -498,11 +507,8 @@ pub fn mosquitto_sub(port: u16, args: &[&str]) -> Lines {
             "-p",
             &port.to_string(),
         ])
-        .arg("-d")
         .args(args);
-    let sub = Lines::spawn(command);
-    sub.expect_line(SUB_WAIT, |l| l.contains("received SUBACK"));
-    sub
+    Lines::spawn(command)
 }
 
 /// The next message line of a [`mosquitto_sub`] (its debug lines skipped).

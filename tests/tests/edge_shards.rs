@@ -7,7 +7,9 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use fulmar_tests::{DataDir, Fulmar, Lines, mosquitto_sub, next_message, wait_until};
+use fulmar_tests::{
+    DataDir, Fulmar, Lines, mosquitto_sub, mosquitto_sub_lines, next_message, wait_until,
+};
 
 const SHARDS: &str = "runtime.shards=3";
 
@@ -162,20 +164,8 @@ fn retained_messages_and_persistent_sessions_survive_kill_9_across_shards() {
     let sub = mosquitto_sub(port, &["-i", "viewer-late", "-t", "weather/retained"]);
     assert_eq!(next_message(&sub), "cloudy", "retained after kill -9");
     for id in &ids {
-        // The queued messages come right after CONNACK, before the SUBACK the helper
-        // waits for: read every line from the start instead.
-        let mut command = Command::new("stdbuf");
-        command
-            .args([
-                "-oL",
-                "mosquitto_sub",
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &port.to_string(),
-            ])
-            .args(["-i", id, "-c", "-q", "1", "-t", "log/#"]);
-        let sub = Lines::spawn(command);
+        // The queued messages come right after CONNACK, before a SUBACK.
+        let sub = mosquitto_sub_lines(port, &["-i", id, "-c", "-q", "1", "-t", "log/#"]);
         let got: Vec<String> = (0..payloads.len())
             .filter_map(|_| sub.next_line(Duration::from_secs(10)))
             .collect();

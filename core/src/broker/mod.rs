@@ -92,7 +92,7 @@ pub use hooks::{
 pub use message::Message;
 pub use persistence::{PendingChange, PersistOp};
 #[cfg(feature = "alloc")]
-pub use shard::{Forward, ForwardError, ForwardScope, InterestChange, PeerId};
+pub use shard::{Forward, ForwardError, ForwardScope, InterestChange, OwnedForward, PeerId};
 pub use storage::BrokerStorage;
 #[cfg(feature = "alloc")]
 pub use storage::Growable;

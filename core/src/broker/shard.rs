@@ -93,6 +93,59 @@ pub struct Forward<'b> {
     pub stamp: u64,
 }
 
+impl Forward<'_> {
+    /// An owned copy, to hand to another broker that runs elsewhere (another task).
+    pub fn to_owned(&self) -> OwnedForward {
+        OwnedForward {
+            token: self.token,
+            topic: String::from(self.topic),
+            properties: self.properties.to_vec(),
+            payload: self.payload.to_vec(),
+            qos: self.qos,
+            retain: self.retain,
+            expiry: self.expiry,
+            scope: self.scope,
+            stamp: self.stamp,
+        }
+    }
+}
+
+/// A [`Forward`] that owns its bytes ([`Forward::to_owned`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OwnedForward {
+    token: u64,
+    topic: String,
+    properties: Vec<u8>,
+    payload: Vec<u8>,
+    qos: QoS,
+    retain: bool,
+    expiry: Option<u32>,
+    scope: ForwardScope,
+    stamp: u64,
+}
+
+impl OwnedForward {
+    /// The token to acknowledge it with ([`Broker::peer_ack`]).
+    pub fn token(&self) -> u64 {
+        self.token
+    }
+
+    /// The borrowed form, for [`Broker::forward_publish`].
+    pub fn forward(&self) -> Forward<'_> {
+        Forward {
+            token: self.token,
+            topic: &self.topic,
+            properties: &self.properties,
+            payload: &self.payload,
+            qos: self.qos,
+            retain: self.retain,
+            expiry: self.expiry,
+            scope: self.scope,
+            stamp: self.stamp,
+        }
+    }
+}
+
 /// A subscription of this broker's own sessions appeared or went, from
 /// [`Broker::poll_interest`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -335,7 +388,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
                 // A group's copy is one of several: the plain or retain-only copy carries
                 // the retained change.
                 if forward.retain && !matches!(forward.scope, ForwardScope::Group(_)) {
-                    self.apply_forwarded_retained(message, forward, now);
+                    self.apply_forwarded_retained(message, forward);
                 }
             }
             Err(Refused::Wait { session }) => {
@@ -382,7 +435,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
     }
 
     /// Keeps a forwarded retained change if its stamp is the newest for its topic.
-    fn apply_forwarded_retained(&mut self, message: u32, forward: &Forward<'_>, _now: Instant) {
+    fn apply_forwarded_retained(&mut self, message: u32, forward: &Forward<'_>) {
         let Some(shard) = self.shard.as_mut() else {
             return;
         };
@@ -470,9 +523,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
 
     /// Whether `session` stands in for another shard.
     pub(super) fn is_peer(&self, session: u32) -> bool {
-        self.shard
-            .as_ref()
-            .is_some_and(|s| s.peers.contains_key(&session))
+        self.sessions.get(session).is_some_and(|s| s.peer)
     }
 
     /// Reports a local subscription change to the host (sharded brokers only).
