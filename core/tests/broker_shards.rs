@@ -27,7 +27,7 @@ impl Cluster {
         let mut sims: Vec<Sim<Growable>> = (0..n)
             .map(|i| {
                 let mut broker = Broker::new(config.clone(), 7 + i as u64);
-                broker.enable_sharding(i as u8);
+                broker.enable_sharding(i as u8, n as u8);
                 Sim::with_broker(broker)
             })
             .collect();
@@ -431,4 +431,89 @@ fn a_client_cannot_take_a_peer_session() {
             ..
         })
     ));
+}
+
+/// Applies a broker's pending persistence ops to `store`, as its host's committer would.
+fn drain_persist(broker: &mut Broker<Growable>, store: &mut BTreeMap<Vec<u8>, Vec<u8>>) {
+    use fulmar_core::broker::PersistOp;
+    let mut buf = vec![0u8; 1 << 16];
+    while let Some(op) = broker.poll_persist(&mut buf).expect("buffer large enough") {
+        match op {
+            PersistOp::Put { key, value } => {
+                store.insert(key.to_vec(), value.to_vec());
+            }
+            PersistOp::Delete { key } => {
+                store.remove(key);
+            }
+            PersistOp::DeleteSession { prefix } => store.retain(|k, _| !k.starts_with(prefix)),
+            PersistOp::Reset => store.clear(),
+        }
+    }
+}
+
+#[test]
+fn one_shard_persists_each_retained_topic_so_the_store_keeps_the_newest_change() {
+    use fulmar_core::broker::retained_owner;
+    use fulmar_core::persist::Key;
+    let config = Config {
+        persistence: true,
+        ..Config::default()
+    };
+    let mut c = Cluster::new(2, config.clone());
+    let a = c.connect(0, "a");
+    let b = c.connect(1, "b");
+    // One store per shard, so who wrote what can be told apart.
+    let mut stores = [BTreeMap::new(), BTreeMap::new()];
+    for (sim, store) in c.sims.iter_mut().zip(&mut stores) {
+        drain_persist(&mut sim.broker, store);
+    }
+    // Both shards change the same topics before hearing of each other's change; some are
+    // cleared again on the other shard afterwards.
+    let topics: Vec<String> = (0..12).map(|i| format!("state/{i}")).collect();
+    for topic in &topics {
+        c.sims[0].publish(a, topic, b"from-0", QoS::AtMostOnce, true);
+        c.sims[1].publish(b, topic, b"from-1", QoS::AtMostOnce, true);
+    }
+    c.settle();
+    for topic in topics.iter().step_by(3) {
+        c.publish(0, a, topic, b"", QoS::AtMostOnce, true);
+    }
+    c.settle();
+    for (sim, store) in c.sims.iter_mut().zip(&mut stores) {
+        drain_persist(&mut sim.broker, store);
+    }
+    for (index, store) in stores.iter().enumerate() {
+        for key in store.keys() {
+            if let Ok(Key::Retained(topic)) = Key::decode(key) {
+                assert_eq!(
+                    usize::from(retained_owner(topic, 2)),
+                    index,
+                    "{topic} written by shard {index}, which does not own it"
+                );
+            }
+        }
+    }
+    assert!(
+        stores
+            .iter()
+            .all(|s| s.keys().any(|k| k.first() == Some(&b'R'))),
+        "both shards own some of the topics"
+    );
+    // The records of both shards rebuild the retained messages the shards converged on.
+    let mut rebuilt = Broker::<Growable>::new(config, 99);
+    for (key, value) in stores.iter().flatten() {
+        rebuilt
+            .restore(key, value, fulmar_core::time::Instant::ZERO)
+            .expect("every stored record restores");
+    }
+    let retained = |broker: &Broker<Growable>| {
+        let mut v = Vec::new();
+        broker.for_each_retained(|t, p, _| v.push((t.to_owned(), p.to_vec())));
+        v.sort();
+        v
+    };
+    let converged = retained(&c.sims[0].broker);
+    assert_eq!(converged, retained(&c.sims[1].broker));
+    assert_eq!(converged.len(), 8, "4 of 12 topics cleared");
+    assert_eq!(retained(&rebuilt), converged);
 }

@@ -371,23 +371,19 @@ pub(crate) fn prepare(
         let hooks = EdgeHooks::for_shard(auth.clone(), shard);
         let mut broker = Broker::with_hooks(config.clone(), seed ^ shard as u64, hooks);
         if count > 1 {
-            broker.enable_sharding(u8::try_from(shard).unwrap_or(u8::MAX));
+            broker.enable_sharding(
+                u8::try_from(shard).unwrap_or(u8::MAX),
+                u8::try_from(count).unwrap_or(u8::MAX),
+            );
         }
-        let store = store.as_ref().map(Store::share);
+        let part = (count > 1).then_some(shards::Part {
+            index: shard,
+            count,
+        });
+        let store = store.as_ref().map(|s| s.share(part));
         if let Some(store) = &store {
             store.restore_where(&mut broker, clock.now(), |key| {
-                count == 1
-                    || match fulmar_core::persist::Key::decode(key) {
-                        Ok(fulmar_core::persist::Key::Retained(_)) => true,
-                        Ok(
-                            fulmar_core::persist::Key::Session(client)
-                            | fulmar_core::persist::Key::Subscription(client, _)
-                            | fulmar_core::persist::Key::Message(client, _)
-                            | fulmar_core::persist::Key::Inbound(client, _),
-                        ) => shards::shard_of(client, count) == shard,
-                        // The core reports what it cannot read.
-                        Err(_) => shard == 0,
-                    }
+                part.is_none_or(|part| part.restores(key))
             })?;
         }
         let mut peers = vec![None; count];

@@ -20,7 +20,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use fulmar_core::broker::{OwnedForward, PeerId};
+use fulmar_core::broker::{OwnedForward, PeerId, retained_owner};
 use tokio::sync::mpsc;
 
 use crate::broker_task::BrokerHandle;
@@ -180,6 +180,46 @@ pub(crate) fn shard_of(client_id: &str, n: usize) -> usize {
         h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
     }
     (h % n as u64) as usize
+}
+
+/// Which records of the shared store a shard restores and writes (one shard of
+/// several; `None`: the only broker, which owns everything).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Part {
+    pub(crate) index: usize,
+    pub(crate) count: usize,
+}
+
+impl Part {
+    /// Whether this shard writes the record under `key`: its own sessions' records and
+    /// the retained topics the core gives it ([`retained_owner`]), so a reset it
+    /// reports clears those and no other shard's.
+    pub(crate) fn writes(self, key: &[u8]) -> bool {
+        use fulmar_core::persist::Key;
+        match Key::decode(key) {
+            Ok(Key::Retained(topic)) => {
+                let count = u8::try_from(self.count).unwrap_or(u8::MAX);
+                usize::from(retained_owner(topic, count)) == self.index
+            }
+            Ok(
+                Key::Session(client)
+                | Key::Subscription(client, _)
+                | Key::Message(client, _)
+                | Key::Inbound(client, _),
+            ) => shard_of(client, self.count) == self.index,
+            // The core reports what it cannot read, once.
+            Err(_) => self.index == 0,
+        }
+    }
+
+    /// Whether this shard restores the record under `key`: what it writes, and every
+    /// retained message (each shard keeps them all).
+    pub(crate) fn restores(self, key: &[u8]) -> bool {
+        matches!(
+            fulmar_core::persist::Key::decode(key),
+            Ok(fulmar_core::persist::Key::Retained(_))
+        ) || self.writes(key)
+    }
 }
 
 #[cfg(test)]

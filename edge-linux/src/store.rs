@@ -39,6 +39,8 @@ use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
+use crate::shards::Part;
+
 /// The database file inside the data directory.
 pub const DATABASE_FILE: &str = "fulmar.redb";
 
@@ -173,6 +175,9 @@ pub(crate) struct Store {
     db: std::sync::Arc<redb::Database>,
     path: PathBuf,
     sync: SyncPolicy,
+    /// The records this store's broker writes, when it is one shard of several: its
+    /// reset clears only those.
+    part: Option<Part>,
 }
 
 impl Store {
@@ -198,15 +203,18 @@ impl Store {
             db: std::sync::Arc::new(db),
             path,
             sync: settings.sync,
+            part: None,
         })
     }
 
-    /// The same database for another shard's broker, with its own writer thread.
-    pub(crate) fn share(&self) -> Self {
+    /// The same database for a shard's broker (`part`; `None`: the only broker), with its
+    /// own writer thread.
+    pub(crate) fn share(&self, part: Option<Part>) -> Self {
         Self {
             db: self.db.clone(),
             path: self.path.clone(),
             sync: self.sync,
+            part,
         }
     }
 
@@ -343,7 +351,11 @@ impl Store {
                             .retain_in::<&[u8], _>(range, |_, _| false)
                             .map_err(db_error)?;
                     }
-                    Op::Reset => table.retain(|_, _| false).map_err(db_error)?,
+                    // A shard's reset clears its own records: the other shards' are
+                    // theirs to keep.
+                    Op::Reset => table
+                        .retain(|key, _| self.part.is_some_and(|part| !part.writes(key)))
+                        .map_err(db_error)?,
                 }
             }
         }
@@ -570,6 +582,50 @@ mod tests {
             .unwrap()
             .map(|e| e.unwrap().0.value().to_vec())
             .collect()
+    }
+
+    #[test]
+    fn a_shards_reset_clears_its_own_records_only() {
+        use fulmar_core::persist::Key;
+        let dir = scratch("shard-reset");
+        let settings = Settings {
+            data_dir: dir.clone(),
+            ..Settings::default()
+        };
+        let store = Store::open(&settings).unwrap();
+        let key = |k: Key<'_>| {
+            let mut buf = [0u8; 64];
+            let n = k.encode(&mut buf).unwrap();
+            buf[..n].to_vec()
+        };
+        let parts = [0, 1].map(|index| Part { index, count: 2 });
+        // Records of both shards: sessions by client, retained topics by owner.
+        let mut owned = [Vec::new(), Vec::new()];
+        for i in 0..16 {
+            let client = format!("c{i}");
+            let topic = format!("t/{i}");
+            for k in [key(Key::Session(&client)), key(Key::Retained(&topic))] {
+                let owner = parts.iter().position(|p| p.writes(&k)).unwrap();
+                assert!(!parts[1 - owner].writes(&k), "one writer per record");
+                owned[owner].push(k);
+            }
+        }
+        assert!(owned.iter().all(|o| !o.is_empty()));
+        let ops: Vec<Op> = owned
+            .iter()
+            .flatten()
+            .map(|k| Op::Put(k.as_slice().into(), b"v".as_slice().into()))
+            .collect();
+        store.commit(&ops, true).unwrap();
+        let shard0 = store.share(Some(parts[0]));
+        shard0.commit(&[Op::Reset], true).unwrap();
+        let mut left = keys(&store);
+        left.sort();
+        let mut expected = owned[1].clone();
+        expected.sort();
+        assert_eq!(left, expected, "shard 1's records survive shard 0's reset");
+        drop((store, shard0));
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[test]

@@ -92,7 +92,9 @@ pub use hooks::{
 pub use message::Message;
 pub use persistence::{PendingChange, PersistOp};
 #[cfg(feature = "alloc")]
-pub use shard::{Forward, ForwardError, ForwardScope, InterestChange, OwnedForward, PeerId};
+pub use shard::{
+    Forward, ForwardError, ForwardScope, InterestChange, OwnedForward, PeerId, retained_owner,
+};
 pub use storage::BrokerStorage;
 #[cfg(feature = "alloc")]
 pub use storage::Growable;

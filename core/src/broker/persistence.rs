@@ -487,7 +487,13 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
             };
             if let Some(slot) = dump.retained.checked_sub(1) {
                 let bound = self.retained.handle_bound();
-                let next = (slot..bound).find(|s| self.retained.get(*s).is_some());
+                // A shard dumps only the retained topics it persists (the others' are
+                // replicas another shard writes).
+                let next = (slot..bound).find(|s| {
+                    self.retained
+                        .get(*s)
+                        .is_some_and(|&m| self.persists_retained_of(m))
+                });
                 let Some(slot) = next else { return Ok(None) };
                 let message = self.retained.get(slot).copied().unwrap_or(u32::MAX);
                 let rendered = self.render_retained(message, buf)?;

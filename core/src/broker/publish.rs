@@ -351,8 +351,11 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
 
     /// Marks the retained topic of `message` as changed for persistence; the marker keeps
     /// its own copy of the topic name, taken from the message's blob.
-    fn mark_retained_topic_of(&mut self, message: u32) {
+    pub(super) fn mark_retained_topic_of(&mut self, message: u32) {
         if !self.config.persistence {
+            return;
+        }
+        if !self.persists_retained_of(message) {
             return;
         }
         let (blob, len) = self
@@ -361,6 +364,18 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
             .map_or((None, 0), |m| (Some(m.blob), usize::from(m.topic_len)));
         let copy = blob.and_then(|b| self.blobs.insert_prefixed(b, len, len, |_| {}).ok());
         self.mark_retained_blob(copy);
+    }
+
+    /// Whether this broker persists the retained topic of `message`: every topic, unless
+    /// it is one shard of several ([`Broker::enable_sharding`]).
+    pub(super) fn persists_retained_of(&self, message: u32) -> bool {
+        #[cfg(feature = "alloc")]
+        return self.owns_retained_of(message);
+        #[cfg(not(feature = "alloc"))]
+        {
+            let _ = message;
+            true
+        }
     }
 
     pub(super) fn retain(&mut self, message: u32, clear: bool) {

@@ -26,7 +26,9 @@
 //!   subscription asked for it). Two shards may change the same topic at the same time, so
 //!   each change carries a stamp (a Lamport clock and the shard's index): every broker
 //!   keeps the change with the highest stamp, and all end with the same message. Only
-//!   the broker the PUBLISH arrived at persists it.
+//!   the broker the topic maps to ([`Broker::enable_sharding`]) persists its changes,
+//!   its own and the newer ones forwarded to it, so the store sees every change of a
+//!   topic in the order of their stamps, from one writer.
 //! - **Acknowledgements**: a peer's queue is an online session's for backpressure, so a
 //!   publisher is slowed when another broker cannot take more. The host holds back a
 //!   PUBACK or PUBREC until every peer has taken what was queued before it
@@ -190,6 +192,8 @@ pub(super) fn is_replica(delivery: &Delivery) -> bool {
 pub(crate) struct ShardState {
     /// This broker's index among the shards (the low byte of its stamps).
     index: u8,
+    /// How many shards there are.
+    count: u8,
     /// Lamport clock of retained changes.
     clock: u64,
     /// Peers, by session handle; the session a forwarded copy from it waits on.
@@ -204,12 +208,15 @@ pub(crate) struct ShardState {
 }
 
 impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
-    /// Makes this broker shard `index` of several (see the broker module docs, "Shards"): from now
-    /// on its local subscription changes are reported by [`Broker::poll_interest`] and
-    /// retained changes are stamped. Call before any client connects.
-    pub fn enable_sharding(&mut self, index: u8) {
+    /// Makes this broker shard `index` of `count` (see the broker module docs, "Shards"):
+    /// from now on its local subscription changes are reported by
+    /// [`Broker::poll_interest`], retained changes are stamped, and it persists the
+    /// retained topics that map to it (a stable hash of the topic name, the same in every
+    /// shard) and no others. Call before any client connects.
+    pub fn enable_sharding(&mut self, index: u8, count: u8) {
         self.shard = Some(Box::new(ShardState {
             index,
+            count: count.max(1),
             ..ShardState::default()
         }));
     }
@@ -434,6 +441,19 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
         result
     }
 
+    /// Whether this broker persists the retained topic of `message` (see
+    /// [`Broker::enable_sharding`]): two shards writing the same topic could otherwise
+    /// leave on disk whichever commit landed last rather than the newest change.
+    pub(super) fn owns_retained_of(&self, message: u32) -> bool {
+        let Some(shard) = self.shard.as_ref() else {
+            return true;
+        };
+        self.messages
+            .get(message)
+            .and_then(|m| m.parts(&self.blobs))
+            .is_none_or(|p| retained_owner(p.topic, shard.count) == shard.index)
+    }
+
     /// Keeps a forwarded retained change if its stamp is the newest for its topic.
     fn apply_forwarded_retained(&mut self, message: u32, forward: &Forward<'_>) {
         let Some(shard) = self.shard.as_mut() else {
@@ -447,30 +467,41 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
         if !newer {
             return;
         }
-        shard
-            .topic_stamps
-            .insert(String::from(forward.topic), forward.stamp);
+        match shard.topic_stamps.get_mut(forward.topic) {
+            Some(kept) => *kept = forward.stamp,
+            None => {
+                shard
+                    .topic_stamps
+                    .insert(String::from(forward.topic), forward.stamp);
+            }
+        }
         shard.message_stamps.insert(message, forward.stamp);
-        // The broker it was published to persists it; this copy is only a replica.
+        // Persisted here only if the topic maps to this shard.
+        self.mark_retained_topic_of(message);
         self.retain_unpersisted(message, forward.payload.is_empty());
     }
 
     /// A local retained change: stamps it (see the module docs).
     pub(super) fn stamp_retained(&mut self, message: u32) {
+        let Some(shard) = self.shard.as_mut() else {
+            return;
+        };
         let Some(topic) = self
             .messages
             .get(message)
             .and_then(|m| m.parts(&self.blobs))
-            .map(|p| String::from(p.topic))
+            .map(|p| p.topic)
         else {
-            return;
-        };
-        let Some(shard) = self.shard.as_mut() else {
             return;
         };
         shard.clock += 1;
         let stamp = (shard.clock << 8) | u64::from(shard.index);
-        shard.topic_stamps.insert(topic, stamp);
+        match shard.topic_stamps.get_mut(topic) {
+            Some(kept) => *kept = stamp,
+            None => {
+                shard.topic_stamps.insert(String::from(topic), stamp);
+            }
+        }
         shard.message_stamps.insert(message, stamp);
     }
 
@@ -568,4 +599,16 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
             }
         }
     }
+}
+
+/// The shard, among `count`, that persists the changes of retained `topic` (see
+/// [`Broker::enable_sharding`]): FNV-1a of the name, the same in every shard and every
+/// run. A host whose shards share one store clears only its own records on
+/// [`super::PersistOp::Reset`], so it needs to know.
+pub fn retained_owner(topic: &str, count: u8) -> u8 {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in topic.bytes() {
+        h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
+    }
+    (h % u32::from(count.max(1))) as u8
 }
