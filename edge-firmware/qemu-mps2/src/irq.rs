@@ -11,8 +11,10 @@ use cortex_m::peripheral::NVIC;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u16)]
 pub enum Irq {
-    /// CMSDK APB timer 0.
+    /// CMSDK APB timer 0 (the clock's wraps).
     Timer0 = 8,
+    /// CMSDK APB timer 1 (the alarm).
+    Timer1 = 9,
     /// LAN9118 Ethernet.
     Ethernet = 13,
 }
@@ -36,7 +38,9 @@ pub fn enable(irq: Irq) {
 /// Runs the handler of interrupt `irqn` (cortex-m-rt's `DefaultHandler` argument).
 pub fn dispatch(irqn: i16) {
     if irqn == Irq::Timer0 as i16 {
-        crate::time::on_interrupt();
+        crate::time::on_wrap();
+    } else if irqn == Irq::Timer1 as i16 {
+        crate::time::on_alarm();
     } else if irqn == Irq::Ethernet as i16 {
         crate::lan9118::on_interrupt();
     }
