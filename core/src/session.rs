@@ -137,6 +137,8 @@ pub struct Session<T> {
     /// A stand-in for another shard of the same process (`Broker::peer_open`): drained by
     /// the host, never persisted.
     pub(crate) peer: bool,
+    /// A client's session counted by `Hooks::claim_session` (released when it ends).
+    pub(crate) claimed: bool,
     /// Publishers stalled on this session's full queue (backpressure), woken when it drains.
     pub(crate) stalled_publishers: u32,
 }

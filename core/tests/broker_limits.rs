@@ -646,3 +646,54 @@ fn retained_bytes_freed_by_replace_clear_and_expiry<S: BrokerStorage>() {
         [String::from_utf8(vec![b'd'; 60]).unwrap()]
     );
 }
+
+/// A host's count of sessions ([`fulmar_core::broker::Hooks::claim_session`]: shards
+/// sharing one `max_sessions`): a new session it refuses gets CONNACK 0x97 Quota exceeded,
+/// a resumed session is not counted again, and a session that ends is given back.
+#[test]
+fn the_hosts_session_count_refuses_new_sessions_and_gets_ended_ones_back() {
+    use fulmar_core::broker::{Broker, Growable, Hooks};
+    use std::cell::Cell;
+    use std::rc::Rc;
+
+    struct Budget(Rc<Cell<usize>>);
+    impl Hooks for Budget {
+        fn claim_session(&mut self) -> bool {
+            let left = self.0.get();
+            self.0.set(left.saturating_sub(1));
+            left > 0
+        }
+        fn session_ended(&mut self) {
+            self.0.set(self.0.get() + 1);
+        }
+    }
+
+    let left = Rc::new(Cell::new(2));
+    let broker = Broker::<Growable, _>::with_hooks(Config::default(), 1, Budget(left.clone()));
+    let mut sim = Sim::with_broker(broker);
+    // 3.1.1 without Clean Session: the session outlives the connection.
+    let a = sim.connect(V3, "a", false, 0);
+    sim.disconnect(a, ReasonCode::Success);
+    let b = sim.connect(V5, "b", true, 0);
+    assert_eq!(left.get(), 0, "a's stored session and b's online one");
+    let c = sim.connect_with(&connect_packet(V5, "c", true, 0));
+    assert!(
+        matches!(
+            sim.received(c).first(),
+            Some(Received::ConnAck {
+                code: ReasonCode::QuotaExceeded,
+                ..
+            })
+        ),
+        "the host refused a third session"
+    );
+    // Resuming a stored session takes nothing more.
+    let a = sim.connect(V3, "a", false, 0);
+    assert_eq!(left.get(), 0);
+    // b's session ends with its connection: its place comes back, and c gets in.
+    sim.disconnect(b, ReasonCode::Success);
+    assert_eq!(left.get(), 1);
+    let _c = sim.connect(V5, "c", true, 0);
+    assert_eq!(left.get(), 0);
+    assert!(sim.is_connected(a));
+}

@@ -66,7 +66,7 @@ use futures_util::task::AtomicWaker;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
-use crate::auth::{Admission, Auth, EdgeHooks};
+use crate::auth::{Admission, Auth, EdgeHooks, SessionBudget};
 use crate::connection::Origin;
 use crate::metrics::sys::SysTree;
 use crate::metrics::{Metrics, Refusal};
@@ -364,11 +364,15 @@ pub(crate) fn prepare(
     count: usize,
 ) -> Result<Vec<Prepared>, store::Error> {
     config.persistence = store.is_some();
+    // The limit on client sessions holds across shards (the hooks count them); each core's
+    // own limit also makes room for its stand-ins for the other shards.
+    let sessions = Arc::new(SessionBudget::new(config.max_sessions));
+    config.max_sessions = config.max_sessions.saturating_add(count - 1);
     let clock = Clock::start();
     let seed = random_seed();
     let mut prepared = Vec::with_capacity(count);
     for shard in 0..count {
-        let hooks = EdgeHooks::for_shard(auth.clone(), shard);
+        let hooks = EdgeHooks::for_shard(auth.clone(), shard, sessions.clone());
         let mut broker = Broker::with_hooks(config.clone(), seed ^ shard as u64, hooks);
         if count > 1 {
             broker.enable_sharding(

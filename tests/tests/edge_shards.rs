@@ -173,3 +173,52 @@ fn retained_messages_and_persistent_sessions_survive_kill_9_across_shards() {
     }
     assert!(shards_used(&broker).len() >= 2);
 }
+
+/// Runs `mosquitto_sub -E` (connect, subscribe, leave) with `args`; its output and whether
+/// it succeeded.
+fn subscribe_and_leave(port: u16, args: &[&str]) -> (bool, String) {
+    let out = Command::new("timeout")
+        .args(["10", "mosquitto_sub", "-h", "127.0.0.1", "-p"])
+        .arg(port.to_string())
+        .args(["-E", "-q", "1", "-t", "limit/x"])
+        .args(args)
+        .output()
+        .expect("run mosquitto_sub");
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}
+
+#[test]
+fn the_session_limit_holds_across_shards() {
+    let data = DataDir::new("shards-session-limit");
+    let broker = Fulmar::start_with(&[
+        "--set",
+        SHARDS,
+        "--set",
+        "limits.max_sessions=4",
+        "--set",
+        "limits.max_connections=4",
+        "--data-dir",
+        data.arg(),
+    ]);
+    let port = broker.port();
+    // Four stored sessions (3.1.1 without clean session), spread over the shards.
+    for i in 0..4 {
+        let (ok, out) = subscribe_and_leave(port, &["-c", "-i", &format!("keep-{i}")]);
+        assert!(ok, "session {i} refused: {out}");
+    }
+    let used = shards_used(&broker);
+    assert!(used.len() >= 2, "sessions landed on {used:?}");
+    // A fifth is refused whatever its shard: 3.1.1 return code 3.
+    for id in ["extra-a", "extra-b", "extra-c"] {
+        let (ok, out) = subscribe_and_leave(port, &["-c", "-i", id]);
+        assert!(!ok, "{id} got a fifth session: {out}");
+        assert!(out.contains("unavailable"), "{id}: {out}");
+    }
+    // Ending one stored session (clean session) makes room on any shard.
+    let (ok, out) = subscribe_and_leave(port, &["-i", "keep-0"]);
+    assert!(ok, "{out}");
+    let (ok, out) = subscribe_and_leave(port, &["-c", "-i", "extra-a"]);
+    assert!(ok, "a place was given back: {out}");
+}

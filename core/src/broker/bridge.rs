@@ -81,6 +81,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
         }
         session.bridge = true;
         session.expiry_interval = NEVER_EXPIRES;
+        self.unclaim_session(handle);
         self.mark_session(handle);
         Ok(BridgeId(handle))
     }

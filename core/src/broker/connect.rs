@@ -202,7 +202,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
                     }
                     self.end_session(h, now);
                 }
-                match self.create_session(client_id) {
+                match self.create_client_session(client_id) {
                     Ok(h) => (h, false),
                     Err(code) => return self.refuse(id, protocol, code, now),
                 }
@@ -344,6 +344,38 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
         core::str::from_utf8(buf).unwrap_or("fulmar-client")
     }
 
+    /// A new session for a network client (or one restored from storage): counted by
+    /// [`super::Hooks::claim_session`] as well as by `max_sessions`.
+    pub(super) fn create_client_session(&mut self, client_id: &str) -> Result<u32, ReasonCode> {
+        if !self.hooks.claim_session() {
+            return Err(quota_code());
+        }
+        match self.create_session(client_id) {
+            Ok(handle) => {
+                if let Some(s) = self.sessions.get_mut(handle) {
+                    s.claimed = true;
+                }
+                Ok(handle)
+            }
+            Err(code) => {
+                self.hooks.session_ended();
+                Err(code)
+            }
+        }
+    }
+
+    /// Makes `handle` a session the host drives (a bridge's or a peer's), which
+    /// [`super::Hooks::claim_session`] does not count.
+    pub(super) fn unclaim_session(&mut self, handle: u32) {
+        if let Some(s) = self.sessions.get_mut(handle)
+            && core::mem::take(&mut s.claimed)
+        {
+            self.hooks.session_ended();
+        }
+    }
+
+    /// A new session, not counted by [`super::Hooks::claim_session`] (a bridge's or a
+    /// peer's, or a client's through [`Broker::create_client_session`]).
     pub(super) fn create_session(&mut self, client_id: &str) -> Result<u32, ReasonCode> {
         if self.sessions.len() >= self.config.max_sessions {
             return Err(quota_code());
@@ -372,6 +404,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
                 bridge: false,
                 bridge_up: false,
                 peer: false,
+                claimed: false,
                 stalled_publishers: 0,
             })
             .map_err(|_| quota_code())?;
@@ -563,6 +596,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
             inbound = self.inbound.remove(h).and_then(|i| i.next);
         }
         self.client_index.remove(hash, |h| h == handle);
+        self.unclaim_session(handle);
         self.sessions.remove(handle);
     }
 }

@@ -76,6 +76,19 @@ pub trait Hooks {
         let _ = (client, filter, qos);
         true
     }
+
+    /// Whether a new client session may start (a CONNECT that resumes none, or a session
+    /// restored from storage), on top of this broker's own
+    /// [`super::Config::max_sessions`]. A host that runs several brokers under one limit
+    /// (shards) counts them here; a refusal answers CONNECT with 0x97 Quota exceeded (3.x:
+    /// 3 Server unavailable). Each `true` is matched by one [`Hooks::session_ended`] when
+    /// that session ends. Bridges and peers are not counted.
+    fn claim_session(&mut self) -> bool {
+        true
+    }
+
+    /// A session [`Hooks::claim_session`] let start has ended.
+    fn session_ended(&mut self) {}
 }
 
 /// One step of an MQTT 5.0 enhanced authentication exchange (§4.12).

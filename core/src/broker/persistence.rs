@@ -658,6 +658,9 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
                 if let Some(old) = old {
                     self.release_message(old.message);
                 }
+                if record.bridge {
+                    self.unclaim_session(h);
+                }
             }
             Key::Subscription(client_id, filter) => {
                 let record: SubscriptionRecord = decode_value(value)?;
@@ -721,7 +724,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
             return Ok(h);
         }
         let h = self
-            .create_session(client_id)
+            .create_client_session(client_id)
             .map_err(|_| PersistError::Capacity)?;
         if let Some(s) = self.sessions.get_mut(h) {
             s.expiry_interval = self.config.max_session_expiry;

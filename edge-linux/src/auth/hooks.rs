@@ -3,6 +3,7 @@
 //! (except the logged fallback when a verdict is missing).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use fulmar_core::broker::{ClientInfo, ConnectRequest, ConnectionId, Hooks};
 use fulmar_core::codec::{QoS, ReasonCode};
@@ -20,21 +21,64 @@ pub struct EdgeHooks {
     /// The session user name of the connection accepted last, for
     /// [`Hooks::session_username`], which the core asks right after accepting.
     accepted: Option<(ConnectionId, Option<String>)>,
+    /// `limits.max_sessions`, shared with the other shards' hooks.
+    sessions: Arc<SessionBudget>,
 }
 
 impl EdgeHooks {
-    /// Hooks that decide with `auth`.
+    /// Hooks that decide with `auth`, for a broker that counts its sessions alone.
     pub fn new(auth: Arc<Auth>) -> Self {
-        Self::for_shard(auth, 0)
+        Self::for_shard(auth, 0, Arc::new(SessionBudget::new(usize::MAX)))
     }
 
-    /// Hooks for the core of shard `shard`.
-    pub fn for_shard(auth: Arc<Auth>, shard: usize) -> Self {
+    /// Hooks for the core of shard `shard`; `sessions` is the limit all shards share.
+    pub fn for_shard(auth: Arc<Auth>, shard: usize, sessions: Arc<SessionBudget>) -> Self {
         Self {
             auth,
             shard,
             accepted: None,
+            sessions,
         }
+    }
+}
+
+/// The client sessions all shards hold together, against `limits.max_sessions`: each
+/// core counts only its own, so without this N shards would keep N times the limit
+/// (and the memory it bounds).
+#[derive(Debug)]
+pub struct SessionBudget {
+    used: AtomicUsize,
+    max: usize,
+}
+
+impl SessionBudget {
+    /// A budget of `max` sessions.
+    pub fn new(max: usize) -> Self {
+        Self {
+            used: AtomicUsize::new(0),
+            max,
+        }
+    }
+
+    /// Takes a place for a new session, if one is left.
+    fn claim(&self) -> bool {
+        self.used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.max).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    /// Gives a place back.
+    fn release(&self) {
+        let _ = self
+            .used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+    }
+
+    /// Sessions held now.
+    pub fn used(&self) -> usize {
+        self.used.load(Ordering::Acquire)
     }
 }
 
@@ -102,6 +146,14 @@ impl Hooks for EdgeHooks {
             .and_then(|rest| rest.split_once('/'))
             .map_or(filter, |(_, filter)| filter);
         self.auth.may_subscribe(acl_client(client), filter)
+    }
+
+    fn claim_session(&mut self) -> bool {
+        self.sessions.claim()
+    }
+
+    fn session_ended(&mut self) {
+        self.sessions.release();
     }
 }
 

@@ -74,7 +74,7 @@ use tokio::sync::Semaphore;
 use tracing::{error, info, warn};
 
 pub(crate) use admission::Admission;
-pub use hooks::EdgeHooks;
+pub use hooks::{EdgeHooks, SessionBudget};
 
 use acl::Acl;
 use password::PasswordFile;
