@@ -178,6 +178,9 @@ struct SimClient {
     /// Bytes written by the client that the broker did not take because backpressure
     /// stalled the connection (a socket's receive buffer); fed again on `Event::Resume`.
     unsent: Vec<u8>,
+    /// Whether the client reads its socket: while it does not, the broker's output for
+    /// it stays in the broker ([`Sim::stop_reading`]).
+    reading: bool,
 }
 
 /// Clients and a broker in virtual time. See the [module documentation](self).
@@ -235,6 +238,7 @@ impl<S: BrokerStorage, H: Hooks> Sim<S, H> {
             next_packet_id: 0,
             aliases: Default::default(),
             unsent: Vec::new(),
+            reading: true,
         });
         Some(ClientHandle(self.clients.len() - 1))
     }
@@ -259,6 +263,7 @@ impl<S: BrokerStorage, H: Hooks> Sim<S, H> {
             next_packet_id: 0,
             aliases: Default::default(),
             unsent: Vec::new(),
+            reading: true,
         });
         ClientHandle(self.clients.len() - 1)
     }
@@ -326,6 +331,21 @@ impl<S: BrokerStorage, H: Hooks> Sim<S, H> {
         self.clients[client.0].unsent.len()
     }
 
+    /// The client stops reading its socket: what the broker has for it stays unsent until
+    /// [`Sim::resume_reading`].
+    pub fn stop_reading(&mut self, client: ClientHandle) {
+        self.clients[client.0].reading = false;
+    }
+
+    /// The client reads its socket again and takes what waited.
+    pub fn resume_reading(&mut self, client: ClientHandle) {
+        self.clients[client.0].reading = true;
+        if let Some(connection) = self.clients[client.0].connection {
+            self.drain(connection);
+        }
+        self.pump();
+    }
+
     /// Feeds a resumed connection the bytes it held back.
     fn resume(&mut self, connection: ConnectionId) {
         let Some(client) = self
@@ -382,6 +402,9 @@ impl<S: BrokerStorage, H: Hooks> Sim<S, H> {
         else {
             return;
         };
+        if !self.clients[index].reading {
+            return;
+        }
         loop {
             match self
                 .broker

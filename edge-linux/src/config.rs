@@ -613,6 +613,9 @@ impl Config {
                 Overflow::DropNew => OverflowPolicy::DropNew,
                 Overflow::DropOldest => OverflowPolicy::DropOldest,
             },
+            // Growable storage: a client's pending answers take no other client's room (its
+            // writer's own bound holds it back).
+            max_pending_controls: usize::MAX,
             // QoS 0 is at most once: a slow subscriber drops it rather than make its
             // publisher wait, unbounded, in socket buffers (unless asked to).
             qos0_backpressure: l.qos0_backpressure,

@@ -399,6 +399,42 @@ fn a_silent_client_is_closed_after_one_and_a_half_keep_alives_of_wall_time_on_a_
 }
 
 #[test]
+fn publishers_that_do_not_read_their_acknowledgments_do_not_hold_up_another_client() {
+    const PUBLISHES: u16 = 200;
+    let board = Board::boot();
+    // Three clients each send 200 QoS 1 PUBLISHes in one write (many to a TCP segment:
+    // together more PUBACKs than the board's pool of 40 pending control packets) and read
+    // nothing yet. Each may have 3 answers waiting; beyond that the board stops consuming
+    // its input until they are written.
+    let mut greedy: Vec<Raw> = (0..3)
+        .map(|i| {
+            let (mut raw, code) = Raw::connect(&board, &format!("greedy{i}"), 4, true, None);
+            assert_eq!(code, 0);
+            let mut burst = Vec::new();
+            for id in 1..=PUBLISHES {
+                // PUBLISH QoS 1 to "b": topic, packet identifier, a one-byte payload.
+                burst.extend_from_slice(&[0x32, 6, 0, 1, b'b']);
+                burst.extend_from_slice(&id.to_be_bytes());
+                burst.push(b'x');
+            }
+            raw.send(&burst);
+            raw
+        })
+        .collect();
+    // Another client subscribes and gets a QoS 1 message through meanwhile.
+    let other = subscribe(&board, "other", "-q 1 -t t", false);
+    publish(&board, "-q 1 -t t -m through");
+    other.expect_line(WAIT, |l| l == "t through");
+    // Every PUBLISH of the greedy clients is acknowledged, in order [MQTT-4.6.0-2].
+    for g in &mut greedy {
+        for id in 1..=PUBLISHES {
+            let (header, body) = g.packet().expect("a PUBACK");
+            assert_eq!((header, &body[..2]), (0x40, &id.to_be_bytes()[..]));
+        }
+    }
+}
+
+#[test]
 fn the_client_over_the_limit_gets_a_connack_refusal_and_the_others_keep_working() {
     let board = Board::boot();
     let mut clients: Vec<Raw> = (0..CLIENTS)

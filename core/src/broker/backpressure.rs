@@ -24,11 +24,31 @@ use crate::storage::Link;
 
 impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
     /// Whether the connection is stalled by backpressure: its next PUBLISH waits for a
-    /// subscriber's queue to drain. The host stops reading its socket until
-    /// [`super::Event::Resume`], keeping the bytes [`Broker::handle_bytes`] did not consume.
+    /// subscriber's queue to drain, or its next packet for its control packets to be
+    /// written ([`super::Config::max_pending_controls`]). The host stops reading its socket
+    /// until [`super::Event::Resume`], keeping the bytes [`Broker::handle_bytes`] did not
+    /// consume.
     pub fn is_stalled(&self, id: ConnectionId) -> bool {
         self.connection(id)
-            .is_some_and(|c| c.stalled_on.get().is_some())
+            .is_some_and(|c| c.stalled_on.get().is_some() || c.controls_full)
+    }
+
+    /// Whether connection `id` has [`super::Config::max_pending_controls`] control packets
+    /// waiting to be sent. A walk of its chain, bounded by the limit (a few on firmware);
+    /// none without a limit.
+    pub(super) fn controls_at_limit(&self, id: ConnectionId) -> bool {
+        let limit = self.config.max_pending_controls;
+        if limit == usize::MAX {
+            return false;
+        }
+        let mut next = self.connection(id).and_then(|c| c.controls_head.get());
+        for _ in 0..limit {
+            let Some(handle) = next else {
+                return false;
+            };
+            next = self.controls.get(handle).and_then(|c| c.next.get());
+        }
+        true
     }
 
     /// Whether queueing `bytes` more for `session` must wait, under the backpressure

@@ -57,6 +57,18 @@ pub struct Config {
     pub max_queued_bytes: usize,
     /// What a full queue does.
     pub overflow_policy: OverflowPolicy,
+    /// Control packets (acknowledgments, PINGRESP, SUBACK...) one connection may have
+    /// waiting to be sent before the broker stops consuming its input: its next packet
+    /// stays with the host ([`super::Broker::is_stalled`]) until they are all written
+    /// ([`super::Event::Resume`]), so TCP holds back a client that sends faster than it
+    /// reads. A fair share of a fixed pool of control packets: with at most
+    /// `pool / max_connections - 1` each (one more comes with a closing DISCONNECT), a
+    /// client that publishes at QoS 1 or 2 without reading its socket can never fill the
+    /// pool, whose exhaustion closes the connection that needs one more (0x89 Server
+    /// busy), whoever it is. The limit delays answers, it never drops one: every PUBLISH
+    /// consumed is acknowledged, in order [MQTT-4.6.0-2]. `usize::MAX` (the default, for
+    /// growable storage): no limit.
+    pub max_pending_controls: usize,
     /// With [`OverflowPolicy::Backpressure`]: whether a QoS 0 delivery to a client whose
     /// queue is full holds its publisher back too (`true`), or is dropped for that client
     /// and counted in [`super::Stats::messages_dropped`] (`false`, the default). QoS 0 is
@@ -108,6 +120,7 @@ impl Default for Config {
             max_queued_messages: 1000,
             max_queued_bytes: 1 << 20,
             overflow_policy: OverflowPolicy::DropNew,
+            max_pending_controls: usize::MAX,
             qos0_backpressure: false,
             queue_qos0_offline: false,
             max_retained: 10_000,

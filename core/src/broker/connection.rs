@@ -76,6 +76,9 @@ pub struct Connection {
     /// Backpressure: the session (handle) whose full queue holds this connection's next
     /// PUBLISH back ([`super::OverflowPolicy::Backpressure`]).
     pub(crate) stalled_on: Link,
+    /// Input held back because [`super::Config::max_pending_controls`] control packets
+    /// wait to be sent; resumed once they are written.
+    pub(crate) controls_full: bool,
     /// The stall ended and no [`super::Event::Resume`] reported it yet.
     pub(crate) resume_unreported: bool,
     /// A PUBLISH begun by [`super::Broker::poll_transmit_pieces`] and not finished.

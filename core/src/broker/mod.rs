@@ -203,6 +203,7 @@ const UNCONFIGURED: Config = Config {
     max_queued_messages: 0,
     max_queued_bytes: 0,
     overflow_policy: OverflowPolicy::DropNew,
+    max_pending_controls: 0,
     qos0_backpressure: false,
     queue_qos0_offline: false,
     max_retained: 0,
@@ -534,6 +535,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
                 close_reason: None,
                 close_reported: false,
                 stalled_on: Link::NONE,
+                controls_full: false,
                 resume_unreported: false,
                 partial: None,
             })
@@ -579,6 +581,14 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
             let awaiting_connect = conn.phase == Phase::AwaitingConnect;
             let rest = &bytes[consumed..];
             if rest.is_empty() {
+                return consumed;
+            }
+            if self.controls_at_limit(id) {
+                // Its answers are not being read: the rest waits with the host until they
+                // are written ([`Event::Resume`]), rather than taking other clients' room.
+                if let Some(c) = self.connection_mut(id) {
+                    c.controls_full = true;
+                }
                 return consumed;
             }
             match crate::codec::decode(rest, version, self.config.max_packet_size as usize) {

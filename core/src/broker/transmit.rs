@@ -201,6 +201,12 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
                 c.controls_head = next;
                 if next.is_none() {
                     c.controls_tail = Link::NONE;
+                    // All its answers are written: its input may go on.
+                    if c.controls_full {
+                        c.controls_full = false;
+                        c.resume_unreported = true;
+                        self.queue_event(id.slot);
+                    }
                 }
             }
         }

@@ -9,10 +9,10 @@
 //!
 //! | state | capacity | RAM (bytes, approx.) |
 //! |---|---:|---:|
-//! | the broker (all of the below; with persistence 512 more) | | 31 032 |
+//! | the broker (all of the below; with persistence 512 more) | | 31 040 |
 //! | connections | [`SOCKETS`] | 10 × 136 |
 //! | sessions | [`SESSIONS`]: the clients' and the uplink's bridge | (8 + 1) × 224 |
-//! | queue entries / control packets waiting to be sent | 64 / 40 | 64 × 48 + 40 × 28 |
+//! | queue entries / control packets waiting to be sent | 64 / [`CONTROLS`] ([`CONTROLS_PER_CONNECTION`] each) | 64 × 48 + 40 × 28 |
 //! | subscriptions / trie nodes and their levels' text | [`SUBSCRIPTIONS`] / 96 | 64 × 32 + 96 × 32 + 1 152 |
 //! | hash indexes: the router's children and subscriptions, its subscribing sessions, client ids, retained topics | 2 × 128, 16, 16, 64 places | 8 per place |
 //! | message bytes (topics, payloads, properties) | 8 KiB | 8 192 |
@@ -67,6 +67,18 @@ pub const SOCKET_TX: usize = 256;
 /// the largest one (a message of at most [`PACKET`] bytes as published, plus a margin for
 /// a longer packet identifier and topic framing).
 pub const UPLINK_TX: usize = PACKET + 256;
+/// Control packets waiting to be sent (acknowledgments, PINGRESP, SUBACK...), all
+/// connections together.
+pub const CONTROLS: usize = 40;
+/// Control packets one connection may have waiting before its input stops being consumed
+/// (`Config::max_pending_controls`): its share of [`CONTROLS`], less one for the DISCONNECT
+/// that may come when it closes, so a client that publishes at QoS 1 or 2 without reading
+/// never takes another's room (TCP holds it back instead).
+pub const CONTROLS_PER_CONNECTION: usize = CONTROLS / SOCKETS - 1;
+const _: () = assert!(
+    CONTROLS_PER_CONNECTION >= 1,
+    "too few control packets per socket"
+);
 /// The MQTT port.
 pub const MQTT_PORT: u16 = 1883;
 /// Durable changes the broker can report between two runs of the persistence task (more
@@ -84,7 +96,7 @@ fulmar_core::fixed_broker_storage! {
     pub struct Storage {
         connections: SOCKETS, sessions: SESSIONS, subscriptions: SUBSCRIPTIONS,
         topic_nodes: 96, share_groups: 4, text: 32, messages: 64, queue: 64,
-        controls: 40, inbound: 16, aliases: 16, retained: RETAINED, blob_bytes: 8192,
+        controls: CONTROLS, inbound: 16, aliases: 16, retained: RETAINED, blob_bytes: 8192,
         slots: 128, pending: PENDING_CHANGES, auth_scratch: 0,
     }
 }
@@ -99,6 +111,7 @@ pub fn config() -> Config {
         max_packet_size: PACKET as u32,
         max_subscriptions_per_client: 16,
         max_inflight: 4,
+        max_pending_controls: CONTROLS_PER_CONNECTION,
         receive_maximum: 2,
         max_queued_messages: 8,
         max_queued_bytes: 4096,

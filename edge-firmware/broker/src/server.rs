@@ -160,6 +160,8 @@ async fn run(
     conn: ConnectionId,
     inbox: &mut Inbox,
 ) -> bool {
+    // The broker held this connection's input back when it was last fed.
+    let mut held = false;
     loop {
         // A client that stops reading cannot hold its slot: its output must drain within
         // OUTPUT_TIMEOUT (the broker's queues are a few KB), or it is cut off.
@@ -178,6 +180,18 @@ async fn run(
         });
         if closing {
             return true;
+        }
+        // Held back (a subscriber's queue was full, or its own answers were waiting to be
+        // written: `Config::max_pending_controls`) and free again: the held bytes go in.
+        if held && !stalled {
+            held = false;
+            if !inbox.is_empty() {
+                match feed(conn, inbox) {
+                    Some(stalled) => held = stalled,
+                    None => return false,
+                }
+                continue;
+            }
         }
         let deadline = deadline.map_or_else(
             || embassy_time::Instant::now() + Duration::from_secs(3600),
@@ -204,16 +218,16 @@ async fn run(
             Either3::First(Input::Read(Ok(0) | Err(_))) => return false,
             Either3::First(Input::Read(Ok(n))) => {
                 inbox.add(n);
-                if !feed(conn, inbox) {
-                    warn!("slot {}: receive buffer full without a whole packet", slot);
-                    return false;
+                match feed(conn, inbox) {
+                    Some(stalled) => held = stalled,
+                    None => {
+                        warn!("slot {}: receive buffer full without a whole packet", slot);
+                        return false;
+                    }
                 }
             }
             Either3::First(Input::Large(large)) => inbox.use_large(large),
-            // Resumed after a stall: the held bytes go in again.
-            Either3::Second(()) if stalled && !inbox.is_empty() => {
-                feed(conn, inbox);
-            }
+            // Output to write, a resumption (handled at the top), or closing.
             Either3::Second(()) => {}
             Either3::Third(()) if hold.is_some_and(|h| embassy_time::Instant::now() >= h) => {
                 warn!("slot {}: a large packet did not complete in time", slot);
@@ -236,18 +250,19 @@ enum Input {
 }
 
 /// Passes the bytes held in `inbox` to the broker and keeps what it did not consume (an
-/// incomplete packet, or one held back by backpressure). `false` if a large buffer is
-/// full, nothing was consumed and nothing is held back: the core refuses packets over
-/// PACKET bytes before they fill it, so that would be a connection that cannot make
-/// progress. (A full small inbox asks for a large buffer instead.)
-fn feed(conn: ConnectionId, inbox: &mut Inbox) -> bool {
+/// incomplete packet, or one held back by backpressure); returns whether the broker holds
+/// the connection's input back. `None` if a large buffer is full, nothing was consumed
+/// and nothing is held back: the core refuses packets over PACKET bytes before they fill
+/// it, so that would be a connection that cannot make progress. (A full small inbox asks
+/// for a large buffer instead.)
+fn feed(conn: ConnectionId, inbox: &mut Inbox) -> Option<bool> {
     let (used, stalled) = with(|state| {
         let used = state.broker.handle_bytes(conn, inbox.bytes(), now());
         dispatch(state);
         (used, state.broker.is_stalled(conn))
     });
     inbox.consume(used);
-    !(inbox.is_large() && inbox.is_full()) || used > 0 || stalled
+    (!(inbox.is_large() && inbox.is_full()) || used > 0 || stalled).then_some(stalled)
 }
 
 /// Writes everything the broker has for `conn` into the socket, straight into its
