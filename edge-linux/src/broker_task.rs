@@ -85,6 +85,9 @@ const BATCH: usize = 256;
 pub(crate) const OUTPUT_BYTES: usize = 256 * 1024;
 /// Messages from other shards taken per wake-up, at most.
 const MESH_BATCH: usize = 1024;
+/// How long a stopping shard keeps exchanging copies with the others, so that the
+/// acknowledgements waiting for them can go out (the server waits 5 s for connections).
+const SHARD_DRAIN: std::time::Duration = std::time::Duration::from_secs(3);
 /// Bytes of input handed to the core per call. `handle_bytes` handles every whole packet it
 /// is given before the host can drain any output, and a subscriber's queue in the core is
 /// bounded ([`fulmar_core::broker::Config::max_queued_messages`]): a 16 KiB read of small
@@ -458,6 +461,8 @@ impl Prepared {
                     .collect(),
                 interest: HashMap::new(),
                 taken_held: Vec::new(),
+                said_done: false,
+                done: vec![false; count],
             });
             let sys = if this.shard == 0 {
                 sys_interval
@@ -479,6 +484,7 @@ impl Prepared {
                 shard,
                 shard_count: count,
                 copies_first: false,
+                stopping: None,
             };
             tasks.push(tokio::spawn(actor.run(receiver, mesh)));
             handles.push(BrokerHandle {
@@ -568,6 +574,20 @@ struct Parked {
     until: Hold,
 }
 
+/// What output may leave now: the last durable commit, and the oldest copy another shard
+/// has not taken yet.
+#[derive(Debug, Clone, Copy)]
+struct Readiness {
+    durable: u64,
+    oldest: Option<u64>,
+}
+
+impl Readiness {
+    fn allows(self, hold: Hold) -> bool {
+        hold.commit <= self.durable && (hold.seq == 0 || self.oldest.is_none_or(|o| o > hold.seq))
+    }
+}
+
 /// What a chunk of output waits for before it may leave.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 struct Hold {
@@ -614,6 +634,9 @@ struct Actor {
     /// Whether other shards' waiting copies went before local publishers at the last
     /// resume (they alternate).
     copies_first: bool,
+    /// Set once told to stop (a shard of several): every connection is closed and parked,
+    /// and copies still move between the shards until this deadline at the latest.
+    stopping: Option<tokio::time::Instant>,
 }
 
 /// What happened when the actor tried to move a connection's output to its writer.
@@ -638,16 +661,17 @@ impl Actor {
         // After a timeout was handled, never re-arm sooner than 1 ms later: a deadline the
         // core failed to clear would otherwise spin this task.
         let mut floor = self.clock.started;
+        let mut inbox_open = true;
         loop {
             // poll_timeout scans every connection and session; once per batch, not per input.
             let deadline = self
                 .broker
                 .poll_timeout()
                 .map(|at| self.clock.deadline(at).max(floor));
-            let deadline = match (deadline, self.sys.next_due()) {
-                (Some(core), Some(sys)) => Some(core.min(sys)),
-                (core, sys) => core.or(sys),
-            };
+            let deadline = [deadline, self.sys.next_due(), self.stopping]
+                .into_iter()
+                .flatten()
+                .min();
             // The disk is far behind: take no more input until the commit in flight ends
             // (readers then wait, and TCP slows the clients).
             let accepting = !self.store.as_ref().is_some_and(Committer::saturated);
@@ -658,16 +682,31 @@ impl Actor {
                 }
             };
             tokio::select! {
-                received = inbox.recv_many(&mut batch, BATCH), if accepting => {
+                received = inbox.recv_many(&mut batch, BATCH), if accepting && inbox_open => {
                     if received == 0 {
+                        if self.stopping.is_some() {
+                            inbox_open = false;
+                            continue;
+                        }
                         // Every handle is gone: nobody can talk to the broker any more.
                         break;
                     }
                     for input in batch.drain(..) {
                         let now = self.now();
+                        if self.stopping.is_some() {
+                            // Every connection is closed: what still comes from them is
+                            // theirs to send again (nothing of it was acknowledged).
+                            continue;
+                        }
                         if let Input::Shutdown = input {
-                            self.shutdown(now).await;
-                            return;
+                            self.stop_clients(now);
+                            if self.shard.is_none() {
+                                self.finish_shutdown().await;
+                                return;
+                            }
+                            self.stopping =
+                                Some(tokio::time::Instant::now() + SHARD_DRAIN);
+                            break;
                         }
                         self.handle(input, now);
                         // Output after every input, not once per batch: a read can hold
@@ -714,7 +753,22 @@ impl Actor {
                     floor = tokio::time::Instant::now() + std::time::Duration::from_millis(1);
                 }
             }
-            self.observe();
+            match self.stopping {
+                None => self.observe(),
+                Some(deadline) => {
+                    let drained = self.drained();
+                    if drained || tokio::time::Instant::now() >= deadline {
+                        if !drained {
+                            warn!(
+                                "stopping before the other shards took every copy: the \
+                                 acknowledgements waiting for them are not sent"
+                            );
+                        }
+                        self.finish_shutdown().await;
+                        return;
+                    }
+                }
+            }
         }
         if let Some(store) = self.store.take() {
             store.close().await;
@@ -778,24 +832,11 @@ impl Actor {
     /// Hands the writers every held chunk whose commit is durable, and the last words of
     /// parked connections whose output is all released.
     fn release(&mut self) {
-        let durable = self.store.as_ref().map_or(u64::MAX, Committer::durable);
-        // Copies to other shards are taken in order: below the oldest one still pending
-        // everywhere, every acknowledgement may go.
-        let oldest = self.shard.as_ref().and_then(|shard| {
-            shard
-                .peers
-                .iter()
-                .flatten()
-                .filter_map(|p| self.broker.peer_oldest(p.id))
-                .min()
-        });
-        let ready = |hold: Hold| {
-            hold.commit <= durable && (hold.seq == 0 || oldest.is_none_or(|o| o > hold.seq))
-        };
+        let ready = self.readiness();
         if let Some(shard) = &mut self.shard {
             let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut shard.taken_held)
                 .into_iter()
-                .partition(|(commit, _, _)| *commit <= durable);
+                .partition(|(commit, _, _)| *commit <= ready.durable);
             shard.taken_held = later;
             for (_, to, tokens) in due {
                 let from = shard.index;
@@ -807,7 +848,7 @@ impl Actor {
             let Some(peer) = self.links.get_mut(id) else {
                 return false;
             };
-            if !release_held(peer, ready) {
+            if !release_held(peer, |hold| ready.allows(hold)) {
                 // The writer is gone; the reader reports the close.
                 peer.held.clear();
             }
@@ -817,12 +858,30 @@ impl Actor {
         self.holding = holding;
         let (due, waiting): (Vec<Parked>, Vec<Parked>) = std::mem::take(&mut self.parked)
             .into_iter()
-            .partition(|p| ready(p.until));
+            .partition(|p| ready.allows(p.until));
         self.parked = waiting;
         for mut parked in due {
             // Everything of a parked connection waits for `until`.
             release_held(&mut parked.peer, |_| true);
             parked.peer.link.finish(parked.last);
+        }
+    }
+
+    /// What held output may leave now.
+    fn readiness(&self) -> Readiness {
+        // Copies to other shards are taken in order: below the oldest one still pending
+        // everywhere, every acknowledgement may go.
+        let oldest = self.shard.as_ref().and_then(|shard| {
+            shard
+                .peers
+                .iter()
+                .flatten()
+                .filter_map(|p| self.broker.peer_oldest(p.id))
+                .min()
+        });
+        Readiness {
+            durable: self.store.as_ref().map_or(u64::MAX, Committer::durable),
+            oldest,
         }
     }
 
@@ -906,6 +965,11 @@ impl Actor {
                     link.waiting.extend(copies);
                 }
                 self.take_copies(from, now);
+            }
+            Mesh::Done { from } => {
+                if let Some(done) = shard.done.get_mut(from) {
+                    *done = true;
+                }
             }
             Mesh::Taken { from, tokens } => {
                 if let Some(Some(link)) = shard.peers.get_mut(from) {
@@ -1328,8 +1392,10 @@ impl Actor {
         }
     }
 
-    /// Flushes what is pending, commits every state change, and lets every connection go.
-    async fn shutdown(&mut self, now: Instant) {
+    /// The first step of stopping: every connection is closed in the core (5.0 clients are
+    /// told why, DISCONNECT 0x8B; wills go out) and parked, its last words behind the
+    /// output it holds, which leaves as its commit and the other shards' taking allow.
+    fn stop_clients(&mut self, now: Instant) {
         self.pump(now);
         let stats = self.broker.stats();
         info!(
@@ -1343,8 +1409,6 @@ impl Actor {
         );
         let ids: Vec<ConnectionId> = self.links.keys().copied().collect();
         debug!(connections = ids.len(), "closing every connection");
-        // 5.0 clients are told why (DISCONNECT 0x8B); the Close events that follow hand each
-        // connection's last bytes to its writer.
         for id in &ids {
             self.broker.close_connection(
                 *id,
@@ -1354,7 +1418,6 @@ impl Actor {
         }
         self.pump(now);
         let ids: Vec<ConnectionId> = self.links.keys().copied().collect();
-        let mut last_words = Vec::new();
         for id in ids {
             let last = match self.links.get(&id) {
                 // A blocked connection's writer is behind: what is still in the core
@@ -1364,18 +1427,71 @@ impl Actor {
                 None => continue,
             };
             if let Some(peer) = self.links.remove(&id) {
-                last_words.push((peer, last));
+                let until = peer
+                    .held
+                    .iter()
+                    .map(|(h, _)| *h)
+                    .fold(Hold::default(), Hold::max);
+                self.parked.push(Parked { peer, last, until });
             }
         }
-        // Everything the core reported is made durable before anything held goes out.
+        if let Some(store) = &mut self.store {
+            store.collect(&mut self.broker);
+        }
+        self.exchange(now);
+    }
+
+    /// Whether a stopping shard may finish: the other shards took every copy it sent
+    /// (then it tells them so, once) and each of them said the same. A shard that has
+    /// not taken another's copies keeps that one running.
+    fn drained(&mut self) -> bool {
+        let Some(shard) = &mut self.shard else {
+            return true;
+        };
+        let taken = shard.taken_held.is_empty()
+            && shard
+                .peers
+                .iter()
+                .flatten()
+                .all(|p| self.broker.peer_backlog(p.id) == 0);
+        if taken && !shard.said_done {
+            shard.said_done = true;
+            let from = shard.index;
+            for to in 0..shard.peers.len() {
+                shard.send(to, Mesh::Done { from });
+            }
+        }
+        shard.said_done
+            && shard
+                .peers
+                .iter()
+                .zip(&shard.done)
+                .all(|(peer, done)| peer.is_none() || *done)
+    }
+
+    /// The last step of stopping: every state change is made durable, each connection gets
+    /// the held output that may leave now and its last words, and the store closes.
+    /// Acknowledgements whose copies another shard never took are not sent: the client
+    /// still owns those messages.
+    async fn finish_shutdown(&mut self) {
         if let Some(store) = &mut self.store {
             store.collect(&mut self.broker);
             store.commit_all().await;
         }
         self.release();
-        for (mut peer, last) in last_words {
-            release_held(&mut peer, |_| true);
-            peer.link.finish(last);
+        let ready = self.readiness();
+        let mut withheld = 0;
+        for mut parked in std::mem::take(&mut self.parked) {
+            release_held(&mut parked.peer, |hold| ready.allows(hold));
+            withheld += parked.peer.held.len();
+            parked.peer.held.clear();
+            parked.peer.link.finish(parked.last);
+        }
+        if withheld > 0 {
+            warn!(
+                chunks = withheld,
+                "output held for copies no other shard took was not sent"
+            );
         }
         if let Some(store) = self.store.take() {
             store.close().await;

@@ -52,6 +52,8 @@ pub(crate) enum Mesh {
     },
     /// Shard `from` took these copies (durably, with persistence).
     Taken { from: usize, tokens: Vec<u64> },
+    /// Shard `from` is stopping and every copy it sent was taken: it sends no more.
+    Done { from: usize },
 }
 
 /// One other shard, as an actor sees it.
@@ -79,6 +81,10 @@ pub(crate) struct ShardState {
     pub(crate) interest: HashMap<String, usize>,
     /// "Taken" answers waiting for a commit, with the shard they go to.
     pub(crate) taken_held: Vec<(u64, usize, Vec<u64>)>,
+    /// Stopping: this shard told the others it sends no more ([`Mesh::Done`]).
+    pub(crate) said_done: bool,
+    /// Stopping: which other shards said so, by index.
+    pub(crate) done: Vec<bool>,
 }
 
 impl ShardState {
@@ -244,6 +250,8 @@ mod tests {
             peers: Vec::new(),
             interest: HashMap::new(),
             taken_held: Vec::new(),
+            said_done: false,
+            done: Vec::new(),
         };
         assert!(s.count_interest("a/#", true));
         assert!(!s.count_interest("a/#", true));

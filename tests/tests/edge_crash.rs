@@ -449,10 +449,26 @@ fn wanted(topic: &str, seqs: &[u32]) -> Vec<(String, u32)> {
     seqs.iter().map(|s| (topic.to_owned(), *s)).collect()
 }
 
-/// Runs the whole scenario with `--sync policy`, the subscribers speaking `version`.
-fn crash_loses_nothing_acknowledged(sync: &str, version: ProtocolVersion) {
+/// How the broker is stopped mid-stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    /// SIGKILL: a crash.
+    Kill,
+    /// SIGTERM: a graceful stop, which must exit 0.
+    Term,
+}
+
+/// Runs the whole scenario with `--sync policy`, the subscribers speaking `version`, the
+/// broker stopped by `stop` and started with `extra` arguments both times.
+fn crash_loses_nothing_acknowledged(
+    sync: &str,
+    version: ProtocolVersion,
+    stop: Stop,
+    extra: &[&str],
+) {
     let data = DataDir::new("crash");
-    let mut broker = Fulmar::start_with(&["--data-dir", data.arg(), "--sync", sync]);
+    let args = [&["--data-dir", data.arg(), "--sync", sync], extra].concat();
+    let mut broker = Fulmar::start_with(&args);
     let addr = broker.addr();
 
     // The offline subscriber's session: subscribed, then gone while the streams run.
@@ -487,12 +503,18 @@ fn crash_loses_nothing_acknowledged(sync: &str, version: ProtocolVersion) {
         assert!(Instant::now() < deadline, "the streams did not get going");
         thread::sleep(Duration::from_millis(1));
     }
-    broker.kill();
+    match stop {
+        Stop::Kill => broker.kill(),
+        Stop::Term => {
+            let status = broker.terminate().expect("fulmar exits after SIGTERM");
+            assert!(status.success(), "{status:?}");
+        }
+    }
     let acked_q1 = q1.join().expect("QoS 1 publisher");
     let acked_q2 = q2.join().expect("QoS 2 publisher");
     let mut online = online_task.join().expect("online subscriber");
     eprintln!(
-        "killed with {} QoS 1 and {} QoS 2 messages acknowledged (of {STREAM_MAX} each); the \
+        "stopped ({stop:?}) with {} QoS 1 and {} QoS 2 messages acknowledged (of {STREAM_MAX} each); the \
          online subscriber had {} deliveries",
         acked_q1.len(),
         acked_q2.len(),
@@ -500,11 +522,11 @@ fn crash_loses_nothing_acknowledged(sync: &str, version: ProtocolVersion) {
     );
     assert!(
         acked_q1.len() < usize::from(STREAM_MAX) || acked_q2.len() < usize::from(STREAM_MAX),
-        "the streams ended before the kill: nothing was mid-stream"
+        "the streams ended before the stop: nothing was mid-stream"
     );
     drop(broker);
 
-    let broker = Fulmar::start_with(&["--data-dir", data.arg(), "--sync", sync]);
+    let broker = Fulmar::start_with(&args);
     let addr = broker.addr();
     let mut all = wanted("crash/q1", &acked_q1);
     all.extend(wanted("crash/q2", &acked_q2));
@@ -555,12 +577,22 @@ fn crash_loses_nothing_acknowledged(sync: &str, version: ProtocolVersion) {
 
 #[test]
 fn kill_9_loses_nothing_acknowledged_with_group_commit() {
-    crash_loses_nothing_acknowledged("batch", V311);
+    crash_loses_nothing_acknowledged("batch", V311, Stop::Kill, &[]);
 }
 
 #[test]
 fn kill_9_loses_nothing_acknowledged_with_a_sync_per_input_to_v5_sessions() {
-    crash_loses_nothing_acknowledged("always", ProtocolVersion::V5);
+    crash_loses_nothing_acknowledged("always", ProtocolVersion::V5, Stop::Kill, &[]);
+}
+
+/// With three broker shards the publishers (`crash-pub-*`, shard 1) and the subscribers
+/// (`crash-offline`, shard 0; `crash-online`, shard 2) meet on no shard: every message
+/// crosses shards, and SIGTERM reaches the shards one after the other. A stopping shard
+/// keeps taking the others' copies until they are all taken, and an acknowledgement
+/// whose copies were not taken is not sent.
+#[test]
+fn sigterm_across_shards_loses_nothing_acknowledged() {
+    crash_loses_nothing_acknowledged("batch", V311, Stop::Term, &["--set", "runtime.shards=3"]);
 }
 
 /// With `--sync none` nothing is made durable while running (for up to a second), so a
