@@ -210,21 +210,35 @@ pub(crate) fn build_qemu_firmware(ctx: &Ctx, extra: &[&str]) -> Result<PathBuf, 
         .join(QEMU_BIN))
 }
 
-/// Builds the ESP32-C3 firmware in release mode and returns its ELF.
+/// The bridge uplink configuration the ESP32-C3 firmware is built with: without one the
+/// compiler leaves the (unconfigured) uplink out, and CI would neither link nor measure it.
+const ESP32C3_UPLINK: &str = "upstream 192.168.1.10:1883; up sensors/# 1; down commands/# 1";
+
+/// Builds the ESP32-C3 firmware in release mode, with its uplink configured
+/// ([`ESP32C3_UPLINK`]), and returns its ELF.
 pub(crate) fn build_esp32c3_firmware(ctx: &Ctx) -> Result<PathBuf, String> {
-    build_board(ctx, ESP32C3_BOARD, ESP32C3_TARGET, ESP32C3_BIN)
+    let env = [("FULMAR_UPLINK", ESP32C3_UPLINK)];
+    build_board(ctx, ESP32C3_BOARD, ESP32C3_TARGET, ESP32C3_BIN, &env)
 }
 
 /// Builds the NUCLEO-H743ZI firmware in release mode and returns its ELF.
 pub(crate) fn build_stm32_firmware(ctx: &Ctx) -> Result<PathBuf, String> {
-    build_board(ctx, STM32_BOARD, TARGET, STM32_BIN)
+    build_board(ctx, STM32_BOARD, TARGET, STM32_BIN, &[])
 }
 
-/// `cargo build --release` in a board's folder (so its `.cargo/config.toml` applies), and
-/// the path of its binary `bin` built for `target`.
-fn build_board(ctx: &Ctx, board: &str, target: &str, bin: &str) -> Result<PathBuf, String> {
+/// `cargo build --release` in a board's folder (so its `.cargo/config.toml` applies) with
+/// environment `env`, and the path of its binary `bin` built for `target`.
+fn build_board(
+    ctx: &Ctx,
+    board: &str,
+    target: &str,
+    bin: &str,
+    env: &[(&str, &str)],
+) -> Result<PathBuf, String> {
     let mut build = firmware_cargo(ctx, &["build", "--release"]);
-    build.current_dir(ctx.root.join(board));
+    build
+        .current_dir(ctx.root.join(board))
+        .envs(env.iter().copied());
     ctx.run(&mut build)?;
     Ok(firmware_target_dir(ctx)
         .join(target)

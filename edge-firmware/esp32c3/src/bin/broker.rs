@@ -3,7 +3,10 @@
 //! embassy-net (address by DHCP), the broker from `fulmar-firmware`, defmt logs through
 //! espflash. The network name and password come from the build environment:
 //! `FULMAR_WIFI_SSID`, `FULMAR_WIFI_PASSWORD`. The broker state is in RAM only on this
-//! board.
+//! board. With the `uplink` feature (default) and `FULMAR_UPLINK` in the build
+//! environment (the uplink's settings separated by `;`, e.g.
+//! `upstream 192.168.1.10:1883; up sensors/# 1; down commands/# 1`), it bridges to an
+//! upstream broker (`fulmar_firmware::uplink`), its store-and-forward backlog in RAM.
 #![no_std]
 #![no_main]
 
@@ -73,6 +76,9 @@ async fn main(spawner: Spawner) {
         // DHCP's socket.
         extra_sockets = 1
     );
+    // The uplink waits for the network itself (DHCP), and reconnects as it comes and goes.
+    #[cfg(feature = "uplink")]
+    fulmar_firmware::spawn_uplink!(spawner, stack, option_env!("FULMAR_UPLINK"));
     stack.wait_config_up().await;
     if let Some(v4) = stack.config_v4() {
         info!("address {}", v4.address);
