@@ -392,7 +392,7 @@ fn a_silent_client_is_closed_after_one_and_a_half_keep_alives_of_wall_time_on_a_
     drop(load);
     eprintln!("silent client closed after {waited:?} (keep alive 2 s, host busy)");
     assert!(
-        waited >= Duration::from_millis(2900) && waited < Duration::from_millis(4500),
+        waited >= Duration::from_millis(2900) && waited < Duration::from_secs(5),
         "closed after {waited:?}, not at 1.5 keep-alives (3 s)"
     );
     wills.expect_line(WAIT, |l| l == "wills/silent timed out");

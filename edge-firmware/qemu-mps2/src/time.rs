@@ -9,6 +9,9 @@
 //! and deliver fewer interrupts; a clock that counted 1 ms interrupts fell behind then (8
 //! times slower on a loaded CI machine, stretching keep-alives and backoffs alike).
 //!
+//! The first wrap comes [`FIRST_WRAP`] counts (2 s) after boot rather than 171.8 s, so
+//! every run, and every end-to-end test longer than that, goes through the wrap path.
+//!
 //! Timer 1 is armed for the earliest timer in `embassy-time-queue-utils`' queue and stopped
 //! when it fires, so the CPU sleeps until something is due; an alarm further than one
 //! counter period away fires early and is armed again.
@@ -35,6 +38,10 @@ const CTRL_IRQ_ENABLE: u32 = 1 << 3;
 /// Timer counts (the AN386 system clock, which the APB timers count) per `embassy-time`
 /// tick (`tick-hz-1_000`).
 const COUNTS_PER_TICK: u64 = 25_000_000 / embassy_time_driver::TICK_HZ;
+/// Timer 0's first count down, from boot to its first wrap: 2 s (later ones are 2^32).
+const FIRST_WRAP: u32 = 50_000_000;
+/// The counts timer 0's first period skips, taken off every reading so time starts at 0.
+const SKIPPED: u64 = (u32::MAX - FIRST_WRAP) as u64;
 
 fn read(timer: usize, offset: usize) -> u32 {
     // SAFETY: timer + offset is a register of one of the two CMSDK timers (CTRL, VALUE,
@@ -67,7 +74,7 @@ impl Driver {
         if read(TIMER0, INTSTATUS) & 1 != 0 && value & (1 << 31) != 0 {
             wraps += 1;
         }
-        (u64::from(wraps) << 32) | u64::from(u32::MAX - value)
+        ((u64::from(wraps) << 32) | u64::from(u32::MAX - value)) - SKIPPED
     }
 
     /// Wakes the timers due now and arms timer 1 for the next one.
@@ -126,7 +133,7 @@ pub fn init() {
     write(TIMER1, INTSTATUS, 1);
     write(TIMER0, CTRL, 0);
     write(TIMER0, RELOAD, u32::MAX);
-    write(TIMER0, VALUE, u32::MAX);
+    write(TIMER0, VALUE, FIRST_WRAP);
     write(TIMER0, INTSTATUS, 1);
     write(TIMER0, CTRL, CTRL_ENABLE | CTRL_IRQ_ENABLE);
     irq::enable(Irq::Timer0);
