@@ -298,6 +298,11 @@ fn retained_messages_are_everywhere_and_converge() {
     // Retained with nobody subscribed anywhere: still replicated.
     c.publish(0, a, "state/x", b"v1", QoS::AtLeastOnce, true);
     assert_eq!(c.sims[1].broker.retained_count(), 1, "replicated");
+    // Each shard counts its own client sessions (not its stand-ins for the others) and
+    // every retained message; added up, one broker's figures.
+    let mut total = c.sims[0].broker.stats();
+    total.add_shard(&c.sims[1].broker.stats());
+    assert_eq!((total.sessions, total.retained), (2, 1));
     let late = c.connect(1, "late");
     c.sims[1].subscribe(late, "state/#", QoS::AtLeastOnce);
     assert_eq!(c.payloads(1, late), [b"v1".to_vec()]);

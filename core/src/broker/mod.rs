@@ -190,6 +190,29 @@ pub struct Stats {
     pub protocol_errors: u64,
 }
 
+impl Stats {
+    /// Adds the figures of another shard of the same broker ([`Broker::enable_sharding`]):
+    /// counters and sessions add up; retained messages are in every shard, so they are
+    /// counted once.
+    pub fn add_shard(&mut self, other: &Self) {
+        self.clients_connected += other.clients_connected;
+        self.sessions += other.sessions;
+        self.packets_received += other.packets_received;
+        self.packets_sent += other.packets_sent;
+        self.bytes_received += other.bytes_received;
+        self.bytes_sent += other.bytes_sent;
+        self.messages_received += other.messages_received;
+        self.messages_sent += other.messages_sent;
+        self.messages_dropped += other.messages_dropped;
+        self.messages_expired += other.messages_expired;
+        self.messages_oversized += other.messages_oversized;
+        self.retained = self.retained.max(other.retained);
+        self.messages_stored += other.messages_stored;
+        self.deliveries_queued += other.deliveries_queued;
+        self.protocol_errors += other.protocol_errors;
+    }
+}
+
 /// The configuration of [`Broker::unconfigured`]: every limit zero (no connection is
 /// accepted), every option off, so the whole broker is zero bytes.
 const UNCONFIGURED: Config = Config {
@@ -407,7 +430,12 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
     /// Counters for `$SYS` and metrics.
     pub fn stats(&self) -> Stats {
         let mut stats = self.stats;
-        stats.sessions = self.sessions.len() as u64;
+        // A shard's stand-ins for the others are not sessions anyone holds.
+        #[cfg(feature = "alloc")]
+        let peers = self.shard.as_ref().map_or(0, |s| s.peer_count());
+        #[cfg(not(feature = "alloc"))]
+        let peers = 0;
+        stats.sessions = self.sessions.len().saturating_sub(peers) as u64;
         stats.retained = self.retained.len() as u64;
         stats.messages_stored = self.messages.len() as u64;
         stats.deliveries_queued = self.queue.len() as u64;

@@ -207,6 +207,13 @@ pub(crate) struct ShardState {
     message_stamps: BTreeMap<u32, u64>,
 }
 
+impl ShardState {
+    /// How many stand-ins for other shards this broker has.
+    pub(super) fn peer_count(&self) -> usize {
+        self.peers.len()
+    }
+}
+
 impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
     /// Makes this broker shard `index` of `count` (see the broker module docs, "Shards"):
     /// from now on its local subscription changes are reported by

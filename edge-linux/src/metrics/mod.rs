@@ -194,9 +194,7 @@ impl Metrics {
     }
 
     /// Shard `index` of `count` reports its core's counters; the sum of every shard's is
-    /// what `/metrics` and `$SYS` show. `peers`: the shard's stand-ins for the others,
-    /// which are sessions in its core but no client's. Retained messages are kept by every
-    /// shard, so they count once.
+    /// what `/metrics` and `$SYS` show ([`Stats::add_shard`]).
     pub fn record_shard(&self, index: usize, count: usize, stats: &Stats, subscriptions: usize) {
         let total = {
             let mut shards = self
@@ -209,25 +207,10 @@ impl Metrics {
             if let Some(slot) = shards.get_mut(index) {
                 *slot = (*stats, subscriptions);
             }
-            let peers = count.saturating_sub(1) as u64;
             shards
                 .iter()
                 .fold((Stats::ZERO, 0), |(mut sum, subs), (s, n)| {
-                    sum.clients_connected += s.clients_connected;
-                    sum.sessions += s.sessions.saturating_sub(peers);
-                    sum.packets_received += s.packets_received;
-                    sum.packets_sent += s.packets_sent;
-                    sum.bytes_received += s.bytes_received;
-                    sum.bytes_sent += s.bytes_sent;
-                    sum.messages_received += s.messages_received;
-                    sum.messages_sent += s.messages_sent;
-                    sum.messages_dropped += s.messages_dropped;
-                    sum.messages_expired += s.messages_expired;
-                    sum.messages_oversized += s.messages_oversized;
-                    sum.retained = sum.retained.max(s.retained);
-                    sum.messages_stored += s.messages_stored;
-                    sum.deliveries_queued += s.deliveries_queued;
-                    sum.protocol_errors += s.protocol_errors;
+                    sum.add_shard(s);
                     (sum, subs + n)
                 })
         };
