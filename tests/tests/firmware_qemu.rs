@@ -399,13 +399,16 @@ fn a_silent_client_is_closed_after_one_and_a_half_keep_alives_of_wall_time_on_a_
 }
 
 #[test]
-fn publishers_that_do_not_read_their_acknowledgments_do_not_hold_up_another_client() {
+fn clients_that_send_faster_than_they_read_their_answers_are_held_back_not_closed() {
     const PUBLISHES: u16 = 200;
+    const PINGS: usize = 128;
     let board = Board::boot();
-    // Three clients each send 200 QoS 1 PUBLISHes in one write (many to a TCP segment:
-    // together more PUBACKs than the board's pool of 40 pending control packets) and read
-    // nothing yet. Each may have 3 answers waiting; beyond that the board stops consuming
-    // its input until they are written.
+    // Three clients each send 200 QoS 1 PUBLISHes in one write (many to a TCP segment)
+    // and read nothing yet; a fourth pipelines 128 PINGREQs, 64 in each 128-byte inbox
+    // the board feeds its core at once: more answers than the board's pool of 40 pending
+    // control packets. Each may have 3 answers waiting; beyond that the board stops
+    // consuming its input until they are written. (With no such limit the PINGREQs
+    // overflowed the pool and their client was closed.)
     let mut greedy: Vec<Raw> = (0..3)
         .map(|i| {
             let (mut raw, code) = Raw::connect(&board, &format!("greedy{i}"), 4, true, None);
@@ -421,16 +424,24 @@ fn publishers_that_do_not_read_their_acknowledgments_do_not_hold_up_another_clie
             raw
         })
         .collect();
+    let (mut pinger, code) = Raw::connect(&board, "pinger", 4, true, None);
+    assert_eq!(code, 0);
+    pinger.send(&[0xC0, 0].repeat(PINGS));
     // Another client subscribes and gets a QoS 1 message through meanwhile.
     let other = subscribe(&board, "other", "-q 1 -t t", false);
     publish(&board, "-q 1 -t t -m through");
     other.expect_line(WAIT, |l| l == "t through");
-    // Every PUBLISH of the greedy clients is acknowledged, in order [MQTT-4.6.0-2].
+    // Every PUBLISH of the greedy clients is acknowledged, in order [MQTT-4.6.0-2], and
+    // every PINGREQ answered.
     for g in &mut greedy {
         for id in 1..=PUBLISHES {
             let (header, body) = g.packet().expect("a PUBACK");
             assert_eq!((header, &body[..2]), (0x40, &id.to_be_bytes()[..]));
         }
+    }
+    for i in 0..PINGS {
+        let answer = pinger.packet();
+        assert_eq!(answer, Some((0xD0, vec![])), "PINGRESP {i} of {PINGS}");
     }
 }
 
