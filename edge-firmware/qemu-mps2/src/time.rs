@@ -6,7 +6,7 @@
 //! [`now`](embassy_time_driver::Driver::now) is whatever the counter says. Under QEMU the
 //! counter is computed from the virtual clock, which follows the host's clock (no
 //! `-icount`), so firmware time keeps real time even when a busy host lets QEMU run late
-//! and deliver fewer interrupts; a clock that counted 1 ms interrupts fell behind then (8
+//! and deliver fewer interrupts; a clock that counted 1 ms interrupts fell behind then (6 to 8
 //! times slower on a loaded CI machine, stretching keep-alives and backoffs alike).
 //!
 //! The first wrap comes [`FIRST_WRAP`] counts (2 s) after boot rather than 171.8 s, so
