@@ -40,11 +40,15 @@ fn config() -> Config {
     }
 }
 
-fn pubacks(received: &[Received]) -> Vec<PacketId> {
+/// The packet identifiers of the acknowledgments of one kind ("PUBACK", "PUBREC",
+/// "PUBCOMP") among `received`, in order.
+fn acks(received: &[Received], kind: &str) -> Vec<PacketId> {
     received
         .iter()
-        .filter_map(|r| match r {
-            Received::PubAck(id, _) => Some(*id),
+        .filter_map(|r| match (kind, r) {
+            ("PUBACK", Received::PubAck(id, _))
+            | ("PUBREC", Received::PubRec(id, _))
+            | ("PUBCOMP", Received::PubComp(id, _)) => Some(*id),
             _ => None,
         })
         .collect()
@@ -79,7 +83,7 @@ fn greedy_publishers_do_not_starve_others<S: BrokerStorage>(config: Config) {
             .any(|r| matches!(r, Received::Publish { payload, .. } if payload == b"round trip")),
         "{got:?}"
     );
-    assert_eq!(pubacks(&got), id.into_iter().collect::<Vec<_>>());
+    assert_eq!(acks(&got, "PUBACK"), id.into_iter().collect::<Vec<_>>());
     sim.send(other, &Packet::PingReq);
     assert_eq!(sim.received(other), vec![Received::PingResp]);
     assert!(sim.is_connected(other));
@@ -89,7 +93,7 @@ fn greedy_publishers_do_not_starve_others<S: BrokerStorage>(config: Config) {
         assert!(sim.is_stalled(g));
         assert!(sim.unsent_len(g) > 0);
         sim.resume_reading(g);
-        let acks = pubacks(&sim.received(g));
+        let acks = acks(&sim.received(g), "PUBACK");
         let expected: Vec<PacketId> = (1..=GREEDY_PUBLISHES)
             .map(|i| PacketId::new(i).unwrap())
             .collect();
@@ -100,15 +104,51 @@ fn greedy_publishers_do_not_starve_others<S: BrokerStorage>(config: Config) {
     }
 }
 
-#[test]
-fn greedy_publishers_do_not_starve_others_in_a_fixed_pool() {
-    greedy_publishers_do_not_starve_others::<SmallPool>(config());
+/// A QoS 2 publisher that does not read: held back at its share through both halves of
+/// the exchange, every PUBREC and then every PUBCOMP arrives, in order.
+fn a_qos2_publisher_is_held_back_through_both_halves<S: BrokerStorage>(config: Config) {
+    let mut sim: Sim<S> = Sim::new(config);
+    let publisher = sim.connect(V5, "qos2", true, 0);
+    sim.stop_reading(publisher);
+    let ids: Vec<PacketId> = (0..6u8)
+        .filter_map(|i| sim.publish(publisher, "bulk", &[i], QOS2, false))
+        .collect();
+    assert!(sim.is_stalled(publisher));
+    sim.resume_reading(publisher);
+    assert_eq!(acks(&sim.received(publisher), "PUBREC"), ids);
+    sim.stop_reading(publisher);
+    for id in &ids {
+        sim.acknowledge(publisher, &Received::PubRec(*id, ReasonCode::Success));
+    }
+    assert!(sim.is_stalled(publisher));
+    sim.resume_reading(publisher);
+    assert_eq!(acks(&sim.received(publisher), "PUBCOMP"), ids);
+    assert!(sim.is_connected(publisher) && !sim.is_stalled(publisher));
 }
 
-#[test]
-fn greedy_publishers_do_not_starve_others_in_growable_storage() {
-    greedy_publishers_do_not_starve_others::<Growable>(config());
+/// Runs each generic test on [`SmallPool`] (`small_pool::name`) and [`Growable`]
+/// (`growable::name`), with [`config`].
+macro_rules! on_both_storages {
+    ($($name:ident),* $(,)?) => {
+        mod small_pool {
+            $(#[test]
+            fn $name() {
+                super::$name::<super::SmallPool>(super::config());
+            })*
+        }
+        mod growable {
+            $(#[test]
+            fn $name() {
+                super::$name::<super::Growable>(super::config());
+            })*
+        }
+    };
 }
+
+on_both_storages!(
+    greedy_publishers_do_not_starve_others,
+    a_qos2_publisher_is_held_back_through_both_halves,
+);
 
 /// What the limit prevents: without it one client that publishes as many QoS 1 messages
 /// as the pool holds, reading nothing, fills it, and the next client's CONNACK cannot be
