@@ -79,6 +79,12 @@ const _: () = assert!(
     CONTROLS_PER_CONNECTION >= 1,
     "too few control packets per socket"
 );
+/// Largest Ethernet frame a board's driver sends or takes (without FCS): 576 bytes of IP
+/// (the size every IPv4 host must accept, RFC 791) plus the 14-byte header. Not Ethernet's
+/// 1 500: the sockets' TCP rings are a few hundred bytes each way, so their segments are no
+/// larger than the 536-byte MSS this gives anyway, and every frame buffer is 0.9 KB
+/// smaller. Larger frames (never TCP, which keeps to the MSS) are dropped.
+pub const ETHERNET_MTU: usize = 576 + 14;
 /// The MQTT port.
 pub const MQTT_PORT: u16 = 1883;
 /// Durable changes the broker can report between two runs of the persistence task (more

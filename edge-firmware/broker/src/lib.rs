@@ -12,6 +12,7 @@
 //! - [`persist`]: retained messages and persistent sessions in NOR flash
 //!   (`sequential-storage`), restored at boot.
 //! - `uplink` (feature `uplink`): the bridge to an upstream broker, with store and forward.
+//! - [`log_panic`]: what a board's panic handler logs before it stops.
 //!
 //! [`Config`]: fulmar_core::broker::Config
 #![no_std]
@@ -22,3 +23,20 @@ pub mod persist;
 pub mod server;
 #[cfg(feature = "uplink")]
 pub mod uplink;
+
+/// Logs a panic's location and literal message (defmt `error`). A board's
+/// `#[panic_handler]` calls it, then stops the way that board can (QEMU exits, a board
+/// under a probe faults). Only a literal message is logged: formatting a panic's arguments
+/// would bring `core::fmt` (kilobytes of flash) into the firmware.
+pub fn log_panic(info: &core::panic::PanicInfo<'_>) {
+    let message = info.message().as_str().unwrap_or("(formatted)");
+    match info.location() {
+        Some(at) => defmt::error!(
+            "panic at {=str}:{=u32}: {=str}",
+            at.file(),
+            at.line(),
+            message
+        ),
+        None => defmt::error!("panic: {=str}", message),
+    }
+}

@@ -62,12 +62,9 @@ const RX_STATUS_ERROR: u32 = 1 << 15;
 /// TX command A: first and last segment of a frame.
 const TX_CMD_A_FIRST_LAST: u32 = (1 << 13) | (1 << 12);
 
-/// Largest Ethernet frame without FCS: 576 bytes of IP (the size every IPv4 host must
-/// accept, RFC 791) plus the 14-byte header. Not Ethernet's 1500: the clients' sockets have
-/// TCP rings of a few hundred bytes each way (`fulmar_firmware::capacity`), so their
-/// segments are no larger than the 536-byte MSS this gives anyway, and both frame buffers
-/// are 1.8 KB smaller. Larger frames (never TCP, which keeps to the MSS) are dropped.
-const MTU: usize = 576 + 14;
+/// Largest Ethernet frame without FCS (`capacity::ETHERNET_MTU`: both frame buffers are
+/// 1.8 KB smaller than at Ethernet's 1 500 bytes of IP).
+const MTU: usize = fulmar_firmware::capacity::ETHERNET_MTU;
 /// FCS the controller appends to each received frame.
 const FCS: usize = 4;
 /// Bounded waits for the chip (reset, MAC access): a dead chip must not hang the boot.

@@ -103,18 +103,7 @@ unsafe fn HardFault(frame: &cortex_m_rt::ExceptionFrame) -> ! {
 
 #[panic_handler]
 fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
-    // The location and a literal message only: formatting a panic's arguments would bring
-    // `core::fmt` (kilobytes) into the firmware.
-    let message = info.message().as_str().unwrap_or("(formatted)");
-    match info.location() {
-        Some(at) => error!(
-            "panic at {=str}:{=u32}: {=str}",
-            at.file(),
-            at.line(),
-            message
-        ),
-        None => error!("panic: {=str}", message),
-    }
+    fulmar_firmware::log_panic(info);
     // Ends QEMU with a failure status, so a test or CI run sees the crash.
     semihosting::process::exit(1)
 }

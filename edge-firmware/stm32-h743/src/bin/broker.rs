@@ -10,12 +10,11 @@
 use defmt_rtt as _;
 use embassy_executor::Spawner;
 use embassy_net::Ipv4Address;
-use embassy_stm32::eth::{Ethernet, GenericPhy, PacketQueue, Sma};
-use embassy_stm32::peripherals::{ETH, ETH_SMA};
+use embassy_stm32::eth::Sma;
 use embassy_stm32::rng::Rng;
-use embassy_stm32::{Config, bind_interrupts, eth, peripherals, rng};
-use panic_probe as _;
-use static_cell::StaticCell;
+use embassy_stm32::{Config, bind_interrupts, peripherals, rng};
+use fulmar_stm32_h743::eth::{self, Buffers, Ethernet, RmiiPins};
+use static_cell::ConstStaticCell;
 
 /// The board's address; static, so the broker is reachable at a known place.
 const ADDRESS: Ipv4Address = Ipv4Address::new(192, 168, 1, 50);
@@ -28,8 +27,6 @@ bind_interrupts!(struct Irqs {
     RNG => rng::InterruptHandler<peripherals::RNG>;
 });
 
-type Device = Ethernet<'static, ETH, GenericPhy<Sma<'static, ETH_SMA>>>;
-
 defmt::timestamp!("{=u64:ms}", embassy_time::Instant::now().as_millis());
 
 #[embassy_executor::main]
@@ -41,26 +38,22 @@ async fn main(spawner: Spawner) {
     fulmar_firmware::server::start(seed, false);
 
     // NUCLEO-H743ZI RMII pins (UM2407): REF_CLK PA1, CRS_DV PA7, RXD0 PC4, RXD1 PC5,
-    // TXD0 PG13, TXD1 PB13, TX_EN PG11; MDIO PA2, MDC PC1.
-    static PACKETS: StaticCell<PacketQueue<4, 4>> = StaticCell::new();
-    let device = Ethernet::new(
-        PACKETS.init(PacketQueue::new()),
-        p.ETH,
-        Irqs,
-        p.PA1,
-        p.PA7,
-        p.PC4,
-        p.PC5,
-        p.PG13,
-        p.PB13,
-        p.PG11,
-        MAC,
-        p.ETH_SMA,
-        p.PA2,
-        p.PC1,
-    );
+    // TXD0 PG13, TXD1 PB13, TX_EN PG11; MDIO PA2, MDC PC1. The frame buffers are all zero
+    // bytes, in `.bss` (AXI SRAM, which the Ethernet DMA reaches).
+    static BUFFERS: ConstStaticCell<Buffers> = ConstStaticCell::new(Buffers::new());
+    let pins = RmiiPins {
+        ref_clk: p.PA1,
+        crs_dv: p.PA7,
+        rx_d0: p.PC4,
+        rx_d1: p.PC5,
+        tx_d0: p.PG13,
+        tx_d1: p.PB13,
+        tx_en: p.PG11,
+    };
+    let sma = Sma::new(p.ETH_SMA, p.PA2, p.PC1);
+    let device = Ethernet::new(BUFFERS.take(), p.ETH, Irqs, pins, sma, MAC);
     let config = fulmar_firmware::server::static_ipv4(ADDRESS, GATEWAY);
-    let _stack = fulmar_firmware::spawn_network!(spawner, Device, device, config, seed);
+    let _stack = fulmar_firmware::spawn_network!(spawner, Ethernet, device, config, seed);
     defmt::info!("address {}", ADDRESS);
     #[cfg(feature = "uplink")]
     fulmar_firmware::spawn_uplink!(spawner, _stack, option_env!("FULMAR_UPLINK"));
@@ -94,4 +87,12 @@ fn clocks() -> Config {
     config.rcc.apb4_pre = APBPrescaler::DIV2;
     config.rcc.voltage_scale = VoltageScale::Scale1;
     config
+}
+
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
+    cortex_m::interrupt::disable();
+    fulmar_firmware::log_panic(info);
+    // An undefined instruction: a HardFault, which `probe-rs run` reports and stops on.
+    cortex_m::asm::udf()
 }
