@@ -7,8 +7,11 @@
 //! and two to receive: 4.6 KB of RAM. The broker's clients send TCP segments of at most
 //! the 536-byte MSS a 576-byte MTU gives (their sockets' rings are a few hundred bytes
 //! anyway), so this driver keeps the same three buffers at about 600 bytes each: 1.9 KB. The
-//! parts that do not depend on buffer sizes come from embassy-stm32: the clocks, the pins'
-//! alternate functions, the PHY (`GenericPhy` over `Sma`, the MDIO management interface).
+//! clocks and the pins' alternate functions come from embassy-stm32; the PHY (any IEEE
+//! 802.3 PHY: the NUCLEO's LAN8742A) is reset, auto-negotiates and reports its link through
+//! the MAC's MDIO interface here, in a few registers' worth of code rather than
+//! embassy-stm32's `GenericPhy` and `Sma` (0.6 KB more flash, which the board's 96 KiB
+//! goal does not have).
 //!
 //! The MAC's DMA works on two rings of descriptors (RM0433, "Ethernet DMA descriptors"):
 //! the driver gives a descriptor to the DMA by setting its OWN bit, and the DMA clears it
@@ -20,13 +23,14 @@
 //! see the same memory.
 #![allow(unsafe_code)]
 
+use core::future::Future;
 use core::sync::atomic::{AtomicU32, Ordering, fence};
 use core::task::Context;
 
 use embassy_net_driver::{Capabilities, HardwareAddress, LinkState};
 use embassy_stm32::Peri;
 use embassy_stm32::eth::{
-    CRSPin, GenericPhy, Phy, RXD0Pin, RXD1Pin, RefClkPin, Sma, TXD0Pin, TXD1Pin, TXEnPin,
+    CRSPin, MDCPin, MDIOPin, RXD0Pin, RXD1Pin, RefClkPin, TXD0Pin, TXD1Pin, TXEnPin,
 };
 use embassy_stm32::gpio::{AfType, Flex, OutputType, Pin, Speed};
 use embassy_stm32::interrupt::typelevel::{self, Binding, Interrupt};
@@ -170,9 +174,12 @@ struct Tx {
 pub struct Ethernet {
     rx: Rx,
     tx: Tx,
-    phy: GenericPhy<Sma<'static, ETH_SMA>>,
+    /// The PHY's MDIO address.
+    phy: u8,
     mac: [u8; 6],
+    mdio: Mdio,
     _pins: [Flex<'static>; 7],
+    _mdio_pins: [Flex<'static>; 2],
 }
 
 impl core::fmt::Debug for Ethernet {
@@ -202,13 +209,17 @@ fn af_pin(pin: Peri<'static, impl Pin>, af: u8) -> Flex<'static> {
 
 impl Ethernet {
     /// Starts the MAC on `buffers` with MAC address `mac`, its RMII `pins`, and the PHY
-    /// behind `sma` (found by probing the 32 MDIO addresses, then auto-negotiating).
+    /// on the MDIO bus (`mdio`, `mdc`: found by probing its 32 addresses, then reset and
+    /// auto-negotiating). `hclk` is the AHB clock, which the MDIO clock divides.
     pub fn new<A, B, C, D, E, F, G>(
         buffers: &'static mut Buffers,
         _eth: Peri<'static, ETH>,
         _irq: impl Binding<typelevel::ETH, InterruptHandler>,
         pins: RmiiPins<A, B, C, D, E, F, G>,
-        sma: Sma<'static, ETH_SMA>,
+        _sma: Peri<'static, ETH_SMA>,
+        mdio: Peri<'static, impl MDIOPin<ETH_SMA>>,
+        mdc: Peri<'static, impl MDCPin<ETH_SMA>>,
+        hclk: u32,
         mac: [u8; 6],
     ) -> Self
     where
@@ -220,6 +231,8 @@ impl Ethernet {
         F: TXD1Pin<ETH>,
         G: TXEnPin<ETH>,
     {
+        let (mdio_af, mdc_af) = (mdio.af_num(), mdc.af_num());
+        let mdio_pins = [af_pin(mdio, mdio_af), af_pin(mdc, mdc_af)];
         let afs = [
             pins.ref_clk.af_num(),
             pins.crs_dv.af_num(),
@@ -331,9 +344,8 @@ impl Ethernet {
             w.set_tie(true);
         });
 
-        let mut phy = GenericPhy::new_auto(sma);
-        phy.phy_reset();
-        phy.phy_init();
+        let mdio = Mdio::new(hclk);
+        let phy = mdio.reset_phy();
 
         typelevel::ETH::unpend();
         // SAFETY: the handler bound to ETH (`InterruptHandler`, required by `_irq`) only
@@ -352,9 +364,94 @@ impl Ethernet {
                 buffer: tx,
             },
             phy,
+            mdio,
             mac,
             _pins: pins,
+            _mdio_pins: mdio_pins,
         }
+    }
+}
+
+// IEEE 802.3 clause 22 PHY registers.
+const PHY_CONTROL: u8 = 0;
+const PHY_STATUS: u8 = 1;
+const PHY_ID1: u8 = 2;
+const CONTROL_RESET: u16 = 1 << 15;
+/// Speed 100 Mbit/s, auto-negotiation on and restarted.
+const CONTROL_AUTONEG: u16 = (1 << 13) | (1 << 12) | (1 << 9);
+const STATUS_LINK_UP: u16 = 1 << 2;
+const STATUS_AUTONEG_DONE: u16 = 1 << 5;
+/// MDIO operations (MACMDIOAR GOC).
+const MDIO_WRITE: u8 = 0b01;
+const MDIO_READ: u8 = 0b11;
+/// Bounded waits for the MDIO bus and the PHY's reset: a missing PHY must not hang the boot.
+const SPIN_LIMIT: u32 = 1_000_000;
+
+/// The MAC's MDIO interface to the PHY (MACMDIOAR, MACMDIODR).
+#[derive(Debug)]
+struct Mdio {
+    /// MDC = HCLK divided so that it stays under 2.5 MHz (MACMDIOAR CR).
+    clock_range: u8,
+}
+
+impl Mdio {
+    fn new(hclk: u32) -> Self {
+        let clock_range = match hclk / 1_000_000 {
+            0..=34 => 2,
+            35..=59 => 3,
+            60..=99 => 0,
+            100..=149 => 1,
+            150..=249 => 4,
+            _ => 5,
+        };
+        Self { clock_range }
+    }
+
+    /// Runs one MDIO operation and waits (bounded) for its end.
+    fn operate(&self, phy: u8, register: u8, operation: u8) {
+        let mac = pac::ETH.ethernet_mac();
+        mac.macmdioar().modify(|w| {
+            w.set_pa(phy);
+            w.set_rda(register);
+            w.set_goc(operation);
+            w.set_cr(self.clock_range);
+            w.set_mb(true);
+        });
+        for _ in 0..SPIN_LIMIT {
+            if !mac.macmdioar().read().mb() {
+                break;
+            }
+        }
+    }
+
+    fn read(&self, phy: u8, register: u8) -> u16 {
+        self.operate(phy, register, MDIO_READ);
+        pac::ETH.ethernet_mac().macmdiodr().read().md()
+    }
+
+    fn write(&self, phy: u8, register: u8, value: u16) {
+        pac::ETH
+            .ethernet_mac()
+            .macmdiodr()
+            .write(|w| w.set_md(value));
+        self.operate(phy, register, MDIO_WRITE);
+    }
+
+    /// Finds the PHY (the first address whose identifier reads as something other than
+    /// the bus's idle all-ones; 0 if none does), resets it and starts auto-negotiation.
+    /// Returns its address.
+    fn reset_phy(&self) -> u8 {
+        let phy = (0..32)
+            .find(|&address| self.read(address, PHY_ID1) != 0xFFFF)
+            .unwrap_or(0);
+        self.write(phy, PHY_CONTROL, CONTROL_RESET);
+        for _ in 0..SPIN_LIMIT {
+            if self.read(phy, PHY_CONTROL) & CONTROL_RESET == 0 {
+                break;
+            }
+        }
+        self.write(phy, PHY_CONTROL, CONTROL_AUTONEG);
+        phy
     }
 }
 
@@ -485,7 +582,11 @@ impl embassy_net_driver::Driver for Ethernet {
     }
 
     fn link_state(&mut self, cx: &mut Context<'_>) -> LinkState {
-        if self.phy.poll_link(cx) {
+        // Looked at again in half a second (embassy-net asks on every poll; a timer wakes it
+        // while nothing else does), as embassy-stm32's PHY driver does.
+        let _ = core::pin::pin!(embassy_time::Timer::after_millis(500)).poll(cx);
+        let status = self.mdio.read(self.phy, PHY_STATUS);
+        if status & (STATUS_LINK_UP | STATUS_AUTONEG_DONE) == STATUS_LINK_UP | STATUS_AUTONEG_DONE {
             LinkState::Up
         } else {
             LinkState::Down

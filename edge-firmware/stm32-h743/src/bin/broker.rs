@@ -10,21 +10,20 @@
 use defmt_rtt as _;
 use embassy_executor::Spawner;
 use embassy_net::Ipv4Address;
-use embassy_stm32::eth::Sma;
-use embassy_stm32::rng::Rng;
-use embassy_stm32::{Config, bind_interrupts, peripherals, rng};
+use embassy_stm32::{Config, bind_interrupts};
 use fulmar_stm32_h743::eth::{self, Buffers, Ethernet, RmiiPins};
 use static_cell::ConstStaticCell;
 
 /// The board's address; static, so the broker is reachable at a known place.
 const ADDRESS: Ipv4Address = Ipv4Address::new(192, 168, 1, 50);
 const GATEWAY: Ipv4Address = Ipv4Address::new(192, 168, 1, 1);
+/// The AHB clock [`clocks`] sets (the MDIO clock divides it).
+const HCLK: u32 = 200_000_000;
 /// A locally administered MAC address.
 const MAC: [u8; 6] = [0x02, 0x00, 0x00, 0xF0, 0x1A, 0x00];
 
 bind_interrupts!(struct Irqs {
     ETH => eth::InterruptHandler;
-    RNG => rng::InterruptHandler<peripherals::RNG>;
 });
 
 defmt::timestamp!("{=u64:ms}", embassy_time::Instant::now().as_millis());
@@ -32,9 +31,13 @@ defmt::timestamp!("{=u64:ms}", embassy_time::Instant::now().as_millis());
 #[embassy_executor::main]
 async fn main(spawner: Spawner) {
     let p = embassy_stm32::init(clocks());
-    // The hardware RNG seeds the broker's hash indexes and the TCP sequence numbers.
-    let mut rng = Rng::new(p.RNG, Irqs);
-    let seed = rng.next_u64();
+    // The hardware RNG seeds the broker's hash indexes and the TCP sequence numbers; should
+    // it fail, the MCU's unique id keeps boards apart (but not one board's boots).
+    let seed = fulmar_stm32_h743::rng::seed(p.RNG).unwrap_or_else(|| {
+        defmt::warn!("RNG failed: seeding from the unique id");
+        let id = embassy_stm32::uid::uid();
+        u64::from_le_bytes([id[0], id[1], id[2], id[3], id[4], id[5], id[6], id[7]])
+    });
     fulmar_firmware::server::start(seed, false);
 
     // NUCLEO-H743ZI RMII pins (UM2407): REF_CLK PA1, CRS_DV PA7, RXD0 PC4, RXD1 PC5,
@@ -50,8 +53,17 @@ async fn main(spawner: Spawner) {
         tx_d1: p.PB13,
         tx_en: p.PG11,
     };
-    let sma = Sma::new(p.ETH_SMA, p.PA2, p.PC1);
-    let device = Ethernet::new(BUFFERS.take(), p.ETH, Irqs, pins, sma, MAC);
+    let device = Ethernet::new(
+        BUFFERS.take(),
+        p.ETH,
+        Irqs,
+        pins,
+        p.ETH_SMA,
+        p.PA2,
+        p.PC1,
+        HCLK,
+        MAC,
+    );
     let config = fulmar_firmware::server::static_ipv4(ADDRESS, GATEWAY);
     let _stack = fulmar_firmware::spawn_network!(spawner, Ethernet, device, config, seed);
     defmt::info!("address {}", ADDRESS);
