@@ -188,9 +188,9 @@ impl core::fmt::Debug for Ethernet {
     }
 }
 
-/// The RMII pins between the MAC and the PHY.
+/// The pins between the MAC and the PHY: RMII data and MDIO management.
 #[derive(Debug)]
-pub struct RmiiPins<A: Pin, B: Pin, C: Pin, D: Pin, E: Pin, F: Pin, G: Pin> {
+pub struct RmiiPins<A: Pin, B: Pin, C: Pin, D: Pin, E: Pin, F: Pin, G: Pin, H: Pin, I: Pin> {
     pub ref_clk: Peri<'static, A>,
     pub crs_dv: Peri<'static, B>,
     pub rx_d0: Peri<'static, C>,
@@ -198,6 +198,8 @@ pub struct RmiiPins<A: Pin, B: Pin, C: Pin, D: Pin, E: Pin, F: Pin, G: Pin> {
     pub tx_d0: Peri<'static, E>,
     pub tx_d1: Peri<'static, F>,
     pub tx_en: Peri<'static, G>,
+    pub mdio: Peri<'static, H>,
+    pub mdc: Peri<'static, I>,
 }
 
 /// Puts `pin` in the alternate function `af` and keeps it there.
@@ -208,17 +210,15 @@ fn af_pin(pin: Peri<'static, impl Pin>, af: u8) -> Flex<'static> {
 }
 
 impl Ethernet {
-    /// Starts the MAC on `buffers` with MAC address `mac`, its RMII `pins`, and the PHY
-    /// on the MDIO bus (`mdio`, `mdc`: found by probing its 32 addresses, then reset and
-    /// auto-negotiating). `hclk` is the AHB clock, which the MDIO clock divides.
-    pub fn new<A, B, C, D, E, F, G>(
+    /// Starts the MAC on `buffers` with MAC address `mac`, its RMII `pins`, and the PHY on
+    /// the MDIO bus (found by probing its 32 addresses, then reset and auto-negotiating).
+    /// `hclk` is the AHB clock, which the MDIO clock divides.
+    pub fn new<A, B, C, D, E, F, G, H, I>(
         buffers: &'static mut Buffers,
         _eth: Peri<'static, ETH>,
         _irq: impl Binding<typelevel::ETH, InterruptHandler>,
-        pins: RmiiPins<A, B, C, D, E, F, G>,
+        pins: RmiiPins<A, B, C, D, E, F, G, H, I>,
         _sma: Peri<'static, ETH_SMA>,
-        mdio: Peri<'static, impl MDIOPin<ETH_SMA>>,
-        mdc: Peri<'static, impl MDCPin<ETH_SMA>>,
         hclk: u32,
         mac: [u8; 6],
     ) -> Self
@@ -230,9 +230,11 @@ impl Ethernet {
         E: TXD0Pin<ETH>,
         F: TXD1Pin<ETH>,
         G: TXEnPin<ETH>,
+        H: MDIOPin<ETH_SMA>,
+        I: MDCPin<ETH_SMA>,
     {
-        let (mdio_af, mdc_af) = (mdio.af_num(), mdc.af_num());
-        let mdio_pins = [af_pin(mdio, mdio_af), af_pin(mdc, mdc_af)];
+        let (mdio_af, mdc_af) = (pins.mdio.af_num(), pins.mdc.af_num());
+        let mdio_pins = [af_pin(pins.mdio, mdio_af), af_pin(pins.mdc, mdc_af)];
         let afs = [
             pins.ref_clk.af_num(),
             pins.crs_dv.af_num(),

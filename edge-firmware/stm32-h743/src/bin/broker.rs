@@ -52,18 +52,10 @@ async fn main(spawner: Spawner) {
         tx_d0: p.PG13,
         tx_d1: p.PB13,
         tx_en: p.PG11,
+        mdio: p.PA2,
+        mdc: p.PC1,
     };
-    let device = Ethernet::new(
-        BUFFERS.take(),
-        p.ETH,
-        Irqs,
-        pins,
-        p.ETH_SMA,
-        p.PA2,
-        p.PC1,
-        HCLK,
-        MAC,
-    );
+    let device = Ethernet::new(BUFFERS.take(), p.ETH, Irqs, pins, p.ETH_SMA, HCLK, MAC);
     let config = fulmar_firmware::server::static_ipv4(ADDRESS, GATEWAY);
     let _stack = fulmar_firmware::spawn_network!(spawner, Ethernet, device, config, seed);
     defmt::info!("address {}", ADDRESS);
