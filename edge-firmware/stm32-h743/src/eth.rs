@@ -32,7 +32,7 @@ use embassy_stm32::Peri;
 use embassy_stm32::eth::{
     CRSPin, MDCPin, MDIOPin, RXD0Pin, RXD1Pin, RefClkPin, TXD0Pin, TXD1Pin, TXEnPin,
 };
-use embassy_stm32::gpio::{AfType, Flex, OutputType, Pin, Speed};
+use embassy_stm32::gpio::{AfType, AnyPin, Flex, OutputType, Pin, Speed};
 use embassy_stm32::interrupt::typelevel::{self, Binding, Interrupt};
 use embassy_stm32::pac;
 use embassy_stm32::pac::syscfg::vals::EthSelPhy;
@@ -178,8 +178,6 @@ pub struct Ethernet {
     phy: u8,
     mac: [u8; 6],
     mdio: Mdio,
-    _pins: [Flex<'static>; 7],
-    _mdio_pins: [Flex<'static>; 2],
 }
 
 impl core::fmt::Debug for Ethernet {
@@ -202,11 +200,12 @@ pub struct RmiiPins<A: Pin, B: Pin, C: Pin, D: Pin, E: Pin, F: Pin, G: Pin, H: P
     pub mdc: Peri<'static, I>,
 }
 
-/// Puts `pin` in the alternate function `af` and keeps it there.
-fn af_pin(pin: Peri<'static, impl Pin>, af: u8) -> Flex<'static> {
+/// Gives `pin` to the MAC (its alternate function `af`) for good: the pin is consumed, and
+/// its `Flex` is forgotten so that nothing ever sets it back to an analog input.
+fn af_pin(pin: Peri<'static, AnyPin>, af: u8) {
     let mut flex = Flex::new(pin);
     flex.set_as_af_unchecked(af, PIN_SPEED);
-    flex
+    core::mem::forget(flex);
 }
 
 impl Ethernet {
@@ -233,26 +232,24 @@ impl Ethernet {
         H: MDIOPin<ETH_SMA>,
         I: MDCPin<ETH_SMA>,
     {
-        let (mdio_af, mdc_af) = (pins.mdio.af_num(), pins.mdc.af_num());
-        let mdio_pins = [af_pin(pins.mdio, mdio_af), af_pin(pins.mdc, mdc_af)];
-        let afs = [
-            pins.ref_clk.af_num(),
-            pins.crs_dv.af_num(),
-            pins.rx_d0.af_num(),
-            pins.rx_d1.af_num(),
-            pins.tx_d0.af_num(),
-            pins.tx_d1.af_num(),
-            pins.tx_en.af_num(),
-        ];
-        let pins = [
-            af_pin(pins.ref_clk, afs[0]),
-            af_pin(pins.crs_dv, afs[1]),
-            af_pin(pins.rx_d0, afs[2]),
-            af_pin(pins.rx_d1, afs[3]),
-            af_pin(pins.tx_d0, afs[4]),
-            af_pin(pins.tx_d1, afs[5]),
-            af_pin(pins.tx_en, afs[6]),
-        ];
+        let af = pins.ref_clk.af_num();
+        af_pin(pins.ref_clk.into(), af);
+        let af = pins.crs_dv.af_num();
+        af_pin(pins.crs_dv.into(), af);
+        let af = pins.rx_d0.af_num();
+        af_pin(pins.rx_d0.into(), af);
+        let af = pins.rx_d1.af_num();
+        af_pin(pins.rx_d1.into(), af);
+        let af = pins.tx_d0.af_num();
+        af_pin(pins.tx_d0.into(), af);
+        let af = pins.tx_d1.af_num();
+        af_pin(pins.tx_d1.into(), af);
+        let af = pins.tx_en.af_num();
+        af_pin(pins.tx_en.into(), af);
+        let af = pins.mdio.af_num();
+        af_pin(pins.mdio.into(), af);
+        let af = pins.mdc.af_num();
+        af_pin(pins.mdc.into(), af);
         critical_section::with(|_| {
             pac::RCC.ahb1enr().modify(|w| {
                 w.set_ethen(true);
@@ -290,7 +287,6 @@ impl Ethernet {
         mac_regs
             .maca0lr()
             .write(|w| w.set_addrlo(u32::from_le_bytes([mac[0], mac[1], mac[2], mac[3]])));
-        mac_regs.macqtx_fcr().modify(|w| w.set_pt(0x100));
         // The management counters' interrupts stay off.
         mac_regs.mmc_rx_interrupt_mask().write(|w| {
             w.set_rxcrcerpim(true);
@@ -368,8 +364,6 @@ impl Ethernet {
             phy,
             mdio,
             mac,
-            _pins: pins,
-            _mdio_pins: mdio_pins,
         }
     }
 }

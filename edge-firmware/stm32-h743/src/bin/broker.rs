@@ -31,6 +31,9 @@ defmt::timestamp!("{=u64:ms}", embassy_time::Instant::now().as_millis());
 #[embassy_executor::main]
 async fn main(spawner: Spawner) {
     let p = embassy_stm32::init(clocks());
+    if let Some(core) = cortex_m::Peripherals::take() {
+        fulmar_stm32_h743::time::init(core.SYST);
+    }
     // The hardware RNG seeds the broker's hash indexes and the TCP sequence numbers; should
     // it fail, the MCU's unique id keeps boards apart (but not one board's boots).
     let seed = fulmar_stm32_h743::rng::seed(p.RNG).unwrap_or_else(|| {
