@@ -232,24 +232,16 @@ impl Ethernet {
         H: MDIOPin<ETH_SMA>,
         I: MDCPin<ETH_SMA>,
     {
-        let af = pins.ref_clk.af_num();
-        af_pin(pins.ref_clk.into(), af);
-        let af = pins.crs_dv.af_num();
-        af_pin(pins.crs_dv.into(), af);
-        let af = pins.rx_d0.af_num();
-        af_pin(pins.rx_d0.into(), af);
-        let af = pins.rx_d1.af_num();
-        af_pin(pins.rx_d1.into(), af);
-        let af = pins.tx_d0.af_num();
-        af_pin(pins.tx_d0.into(), af);
-        let af = pins.tx_d1.af_num();
-        af_pin(pins.tx_d1.into(), af);
-        let af = pins.tx_en.af_num();
-        af_pin(pins.tx_en.into(), af);
-        let af = pins.mdio.af_num();
-        af_pin(pins.mdio.into(), af);
-        let af = pins.mdc.af_num();
-        af_pin(pins.mdc.into(), af);
+        // Each pin to its alternate function for the MAC (the number its type knows).
+        macro_rules! to_mac {
+            ($($pin:ident),*) => {$(
+                let af = pins.$pin.af_num();
+                af_pin(pins.$pin.into(), af);
+            )*};
+        }
+        to_mac!(
+            ref_clk, crs_dv, rx_d0, rx_d1, tx_d0, tx_d1, tx_en, mdio, mdc
+        );
         critical_section::with(|_| {
             pac::RCC.ahb1enr().modify(|w| {
                 w.set_ethen(true);

@@ -1,7 +1,6 @@
 //! An `embassy-time` driver on the Cortex-M7's SysTick: a 1 kHz tick.
 //!
-//! SysTick counts the 400 MHz core clock down from [`RELOAD`] and interrupts at zero, once
-//! per millisecond; the interrupt advances a 64-bit tick count (`embassy-time`'s
+//! SysTick counts the core clock down and interrupts at zero, once per millisecond; the interrupt advances a 64-bit tick count (`embassy-time`'s
 //! `tick-hz-1_000`) and wakes the timers that are due, kept in `embassy-time-queue-utils`'
 //! queue. A tick rather than one of the MCU's timers with an alarm (embassy-stm32's time
 //! driver, 0.5 KB more flash, which the board's 96 KiB goal does not have) is exact enough
@@ -14,10 +13,6 @@ use cortex_m::peripheral::SYST;
 use cortex_m::peripheral::syst::SystClkSource;
 use critical_section::{CriticalSection, Mutex};
 use embassy_time_queue_utils::Queue;
-
-/// Core clock cycles per tick (the board's `clocks()` sets the core to 400 MHz): one
-/// interrupt per millisecond, within SysTick's 24 bits.
-const RELOAD: u32 = 400_000_000 / embassy_time_driver::TICK_HZ as u32 - 1;
 
 struct Driver {
     /// Ticks since [`init`].
@@ -55,11 +50,12 @@ embassy_time_driver::time_driver_impl!(static DRIVER: Driver = Driver {
     alarm: Mutex::new(Cell::new(u64::MAX)),
 });
 
-/// Starts the tick; call once at boot, after the clocks are set and before anything waits
-/// on time.
-pub fn init(mut syst: SYST) {
+/// Starts the tick from the core clock, `core_hz` (at most 16.7 GHz: a tick's cycles fit
+/// SysTick's 24 bits); call once at boot, after the clocks are set and before anything
+/// waits on time.
+pub fn init(mut syst: SYST, core_hz: u32) {
     syst.set_clock_source(SystClkSource::Core);
-    syst.set_reload(RELOAD);
+    syst.set_reload(core_hz / embassy_time_driver::TICK_HZ as u32 - 1);
     syst.clear_current();
     syst.enable_interrupt();
     syst.enable_counter();

@@ -1,6 +1,7 @@
 //! The Fulmar broker firmware for the NUCLEO-H743ZI: MQTT on port 1883 of 192.168.1.50/24
 //! (gateway 192.168.1.1; change [`ADDRESS`] and [`GATEWAY`] for your network), the board's
-//! RMII Ethernet (LAN8742A PHY) through embassy-stm32's driver, defmt logs over RTT. The
+//! RMII Ethernet (LAN8742A PHY) through this crate's driver (`eth`), `embassy-time` on
+//! SysTick, clocks and pins set by embassy-stm32, defmt logs over RTT. The
 //! broker state is in RAM only on this board (no flash persistence yet). With the `uplink`
 //! feature, a bridge to an upstream broker configured at build time by `FULMAR_UPLINK`
 //! (`fulmar_firmware::uplink`; its backlog is in RAM here).
@@ -17,8 +18,10 @@ use static_cell::ConstStaticCell;
 /// The board's address; static, so the broker is reachable at a known place.
 const ADDRESS: Ipv4Address = Ipv4Address::new(192, 168, 1, 50);
 const GATEWAY: Ipv4Address = Ipv4Address::new(192, 168, 1, 1);
+/// The core clock [`clocks`] sets (SysTick counts it).
+const SYSCLK: u32 = 400_000_000;
 /// The AHB clock [`clocks`] sets (the MDIO clock divides it).
-const HCLK: u32 = 200_000_000;
+const HCLK: u32 = SYSCLK / 2;
 /// A locally administered MAC address.
 const MAC: [u8; 6] = [0x02, 0x00, 0x00, 0xF0, 0x1A, 0x00];
 
@@ -31,8 +34,10 @@ defmt::timestamp!("{=u64:ms}", embassy_time::Instant::now().as_millis());
 #[embassy_executor::main]
 async fn main(spawner: Spawner) {
     let p = embassy_stm32::init(clocks());
-    if let Some(core) = cortex_m::Peripherals::take() {
-        fulmar_stm32_h743::time::init(core.SYST);
+    match cortex_m::Peripherals::take() {
+        Some(core) => fulmar_stm32_h743::time::init(core.SYST, SYSCLK),
+        // Nothing takes them before `main`; were it to, timers would never fire.
+        None => defmt::error!("SysTick taken: no time driver"),
     }
     // The hardware RNG seeds the broker's hash indexes and the TCP sequence numbers; should
     // it fail, the MCU's unique id keeps boards apart (but not one board's boots).
