@@ -53,10 +53,9 @@
 //! socket is not read and TCP slows the publisher, and on [`Event::Resume`] feeds the held
 //! bytes again and lets the reader go on. Other connections are not affected.
 
-use std::collections::{HashMap, VecDeque};
-use std::net::SocketAddr;
+use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use fulmar_core::broker::{Broker, ConnectionId, Event, ForwardError, Growable, PeerId};
 use fulmar_core::time::Instant;
@@ -72,6 +71,10 @@ use crate::metrics::sys::SysTree;
 use crate::metrics::{Metrics, Refusal};
 use crate::shards::{self, Mesh, PeerLink, ShardState, Shards};
 use crate::store::{self, Committer, Store, SyncPolicy};
+
+mod peers;
+
+use peers::{Peer, Peers};
 
 /// Inputs waiting for the actor; readers wait when it is full.
 const INBOX: usize = 1024;
@@ -177,11 +180,15 @@ impl OutputQueue {
 
 /// The output a connection's writer has not written yet, shared by the actor (which adds)
 /// and the writer (which subtracts). Held by both ends of a connection: small, because an
-/// idle connection costs this and little more (no channel allocations).
+/// idle connection costs this and little more (no channel allocations); 72 bytes, so with
+/// the `Arc`'s counts and the allocator's header it takes a 96-byte block (checked by a
+/// test).
 #[derive(Debug, Default)]
 pub(crate) struct Room {
-    /// Bytes sent to the writer and not yet written to the socket.
-    pub(crate) queued: AtomicUsize,
+    /// Bytes sent to the writer and not yet written to the socket: at most
+    /// [`OUTPUT_BYTES`] and one chunk, which is one packet of at most 256 MiB and a margin,
+    /// so 32 bits count it.
+    queued: AtomicU32,
     /// Set by the actor when it stopped at [`OUTPUT_BYTES`]: the writer reports
     /// [`Input::Drained`] once `queued` is down to half.
     pub(crate) wanted: AtomicBool,
@@ -197,14 +204,25 @@ pub(crate) struct Room {
 }
 
 impl Room {
+    /// Bytes sent to the writer and not yet written.
+    fn queued(&self) -> usize {
+        self.queued.load(Ordering::SeqCst) as usize
+    }
+
+    /// Counts `n` bytes more sent to the writer.
+    fn add_queued(&self, n: usize) {
+        self.queued
+            .fetch_add(u32::try_from(n).unwrap_or(u32::MAX), Ordering::SeqCst);
+    }
+
     /// Whether the actor may hand the writer more output.
     fn has_room(&self) -> bool {
-        self.queued.load(Ordering::SeqCst) < OUTPUT_BYTES
+        self.queued() < OUTPUT_BYTES
     }
 
     /// Whether the writer is far enough behind the limit to take output again.
     fn drained(&self) -> bool {
-        self.queued.load(Ordering::SeqCst) <= OUTPUT_BYTES / 2
+        self.queued() <= OUTPUT_BYTES / 2
     }
 
     /// Whether the actor takes input from this connection; when not, `cx` is woken once
@@ -266,8 +284,10 @@ impl Room {
 
     /// The writer wrote `n` bytes; returns whether it must report [`Input::Drained`].
     pub(crate) fn written(&self, n: usize) -> bool {
+        let n = u32::try_from(n).unwrap_or(u32::MAX);
         let before = self.queued.fetch_sub(n, Ordering::SeqCst);
-        before.saturating_sub(n) <= OUTPUT_BYTES / 2 && self.wanted.swap(false, Ordering::SeqCst)
+        before.saturating_sub(n) as usize <= OUTPUT_BYTES / 2
+            && self.wanted.swap(false, Ordering::SeqCst)
     }
 }
 
@@ -471,7 +491,7 @@ impl Prepared {
             };
             let actor = Actor {
                 broker: this.broker,
-                links: HashMap::new(),
+                links: Peers::default(),
                 blocked: Vec::new(),
                 resumed: Vec::new(),
                 clock: this.clock,
@@ -537,33 +557,6 @@ fn random_seed() -> u64 {
     std::collections::hash_map::RandomState::new().hash_one(std::process::id())
 }
 
-/// The actor's view of one connection.
-#[derive(Debug)]
-struct Peer {
-    link: Link,
-    addr: SocketAddr,
-    /// The verified TLS client certificate's identity, when the listener takes it as the
-    /// username. Kept for the authentication hooks, which must see it in place of the
-    /// CONNECT's username (Mosquitto's `use_identity_as_username`).
-    identity: Option<String>,
-    /// Bytes received but not consumed by the core yet, from `consumed` on: the start of a
-    /// packet whose end has not arrived (the core refuses a packet larger than the maximum
-    /// packet size as soon as its fixed header is in), or what a stalled publisher sent
-    /// before its reader paused.
-    unconsumed: Vec<u8>,
-    /// How much of `unconsumed` the core has taken: a backlog is taken from the front
-    /// without copying the rest each time.
-    consumed: usize,
-    /// The writer is [`OUTPUT_BYTES`] behind: output stays in the core until it drains.
-    blocked: bool,
-    /// Output waiting for a commit to be durable, each chunk with the commit it waits for
-    /// (0: none, it only waits behind earlier chunks). Already counted in the link's room.
-    held: VecDeque<(Hold, Vec<u8>)>,
-    /// The core stalled this connection's input (backpressure): bytes that still arrive
-    /// (read before the reader paused) wait in `unconsumed` until [`Event::Resume`].
-    stalled: bool,
-}
-
 /// A connection the core closed while output for it waited for a commit.
 #[derive(Debug)]
 struct Parked {
@@ -613,7 +606,7 @@ impl Hold {
 
 struct Actor {
     broker: Broker<Growable, EdgeHooks>,
-    links: HashMap<ConnectionId, Peer>,
+    links: Peers,
     /// Connections whose output waits for their writer.
     blocked: Vec<ConnectionId>,
     clock: Clock,
@@ -845,14 +838,12 @@ impl Actor {
         }
         let mut holding = std::mem::take(&mut self.holding);
         holding.retain(|id| {
-            let Some(peer) = self.links.get_mut(id) else {
+            let Some(peer) = self.links.get_mut(*id) else {
                 return false;
             };
-            if !release_held(peer, |hold| ready.allows(hold)) {
-                // The writer is gone; the reader reports the close.
-                peer.held.clear();
-            }
-            !peer.held.is_empty()
+            // When the writer is gone, the reader reports the close.
+            peer.release_held(|hold| ready.allows(hold));
+            peer.has_held()
         });
         holding.dedup();
         self.holding = holding;
@@ -862,7 +853,7 @@ impl Actor {
         self.parked = waiting;
         for mut parked in due {
             // Everything of a parked connection waits for `until`.
-            release_held(&mut parked.peer, |_| true);
+            parked.peer.release_held(|_| true);
             parked.peer.link.finish(parked.last);
         }
     }
@@ -1060,34 +1051,23 @@ impl Actor {
                     self.broker.handle_disconnect(id, now);
                     return;
                 }
+                // Later lines name the connection by `conn` only: the actor keeps no address
+                // per connection (every idle connection would pay for it).
                 debug!(
                     %peer,
                     conn = id.slot(),
                     identity = origin.identity.as_deref(),
                     "connection opened"
                 );
-                self.links.insert(
-                    id,
-                    Peer {
-                        link,
-                        addr: peer,
-                        identity: origin.identity,
-                        unconsumed: Vec::new(),
-                        consumed: 0,
-                        blocked: false,
-                        held: VecDeque::new(),
-                        stalled: false,
-                    },
-                );
+                self.links.insert(Peer::new(id, link));
             }
             Input::Bytes(id, bytes) => {
                 self.metrics.received(bytes.len());
                 self.feed(id, bytes, now);
             }
             Input::Closed(id) => {
-                if let Some(peer) = self.links.remove(&id) {
+                if self.links.remove(id).is_some() {
                     debug!(
-                        peer = %peer.addr,
                         conn = id.slot(),
                         client = self.broker.connection_client_id(id).unwrap_or(""),
                         "connection closed by the peer"
@@ -1105,21 +1085,15 @@ impl Actor {
     /// the output drained in between, and keeps what it did not consume (the start of a
     /// packet) for the next read.
     fn feed(&mut self, id: ConnectionId, bytes: Vec<u8>, now: Instant) {
-        let Some(peer) = self.links.get_mut(&id) else {
+        let Some(peer) = self.links.get_mut(id) else {
             return;
         };
         if peer.stalled {
             // Read before the reader paused: it waits with the held-back PUBLISH.
-            peer.unconsumed.extend_from_slice(&bytes);
+            peer.stash_input(&bytes);
             return;
         }
-        let (data, mut offset) = if peer.unconsumed.len() <= peer.consumed {
-            (bytes, 0)
-        } else {
-            let mut data = std::mem::take(&mut peer.unconsumed);
-            data.extend_from_slice(&bytes);
-            (data, std::mem::take(&mut peer.consumed))
-        };
+        let (data, mut offset) = peer.take_input(bytes);
         while offset < data.len() {
             let end = data.len().min(offset + FEED_STEP);
             let mut used =
@@ -1135,7 +1109,7 @@ impl Actor {
             if self.broker.is_stalled(id) {
                 // Backpressure: a subscriber's queue is full. Stop reading this publisher
                 // until the core resumes it; its PUBLISH is neither taken nor acked.
-                if let Some(peer) = self.links.get_mut(&id) {
+                if let Some(peer) = self.links.get_mut(id) {
                     debug!(
                         conn = id.slot(),
                         "input paused: a subscriber's queue is full"
@@ -1155,13 +1129,14 @@ impl Actor {
         // The connection may have been closed meanwhile; then the rest is moot.
         // A partial packet is copied out; a longer rest (a stalled publisher's backlog)
         // stays where it is.
-        if let Some(peer) = self.links.get_mut(&id) {
+        if let Some(peer) = self.links.get_mut(id) {
             let rest = data.get(offset..).unwrap_or_default();
-            (peer.unconsumed, peer.consumed) = if rest.len() > FEED_STEP {
+            let (kept, consumed) = if rest.len() > FEED_STEP {
                 (data, offset)
             } else {
                 (rest.to_vec(), 0)
             };
+            peer.keep_input(kept, consumed);
         }
     }
 
@@ -1177,13 +1152,13 @@ impl Actor {
             }
         }
         while let Some(id) = self.resumed.pop() {
-            let Some(peer) = self.links.get_mut(&id) else {
+            let Some(peer) = self.links.get_mut(id) else {
                 continue;
             };
             peer.stalled = false;
             debug!(conn = id.slot(), "input resumes");
             self.feed(id, Vec::new(), now);
-            if let Some(peer) = self.links.get(&id)
+            if let Some(peer) = self.links.get(id)
                 && !peer.stalled
             {
                 peer.link.room.resume_input();
@@ -1193,7 +1168,7 @@ impl Actor {
 
     /// Resumes the output of a blocked connection.
     fn unblock(&mut self, id: ConnectionId, now: Instant) {
-        if let Some(peer) = self.links.get_mut(&id)
+        if let Some(peer) = self.links.get_mut(id)
             && peer.blocked
         {
             peer.blocked = false;
@@ -1213,7 +1188,7 @@ impl Actor {
             .blocked
             .iter()
             .copied()
-            .filter(|id| self.links.get(id).is_none_or(|p| p.link.room.drained()))
+            .filter(|id| self.links.get(*id).is_none_or(|p| p.link.room.drained()))
             .collect();
         for id in drained {
             self.blocked.retain(|b| *b != id);
@@ -1229,12 +1204,15 @@ impl Actor {
                 Event::Transmit(id) => self.transmit(id, now),
                 Event::Connected(id) => {
                     self.metrics.connected();
-                    if let Some(peer) = self.links.get(&id) {
+                    if tracing::enabled!(tracing::Level::DEBUG) {
+                        let client = self.broker.connection_client_id(id).unwrap_or("");
+                        // The user name it was accepted under: a certificate's identity,
+                        // where the listener takes that as the user name.
+                        let user = self.broker.session(client).and_then(|s| s.username());
                         debug!(
-                            peer = %peer.addr,
                             conn = id.slot(),
-                            client = self.broker.connection_client_id(id).unwrap_or(""),
-                            identity = peer.identity.as_deref(),
+                            client,
+                            user,
                             shard = self.shard.as_ref().map(|s| s.index),
                             "client connected"
                         );
@@ -1255,8 +1233,8 @@ impl Actor {
                 self.blocked.push(id);
             }
             Flush::WriterGone => {
-                if let Some(peer) = self.links.remove(&id) {
-                    debug!(peer = %peer.addr, conn = id.slot(), "connection lost while writing");
+                if self.links.remove(id).is_some() {
+                    debug!(conn = id.slot(), "connection lost while writing");
                 }
                 self.broker.handle_disconnect(id, now);
             }
@@ -1264,27 +1242,26 @@ impl Actor {
     }
 
     fn flush(&mut self, id: ConnectionId, now: Instant) -> Flush {
-        let Some(peer) = self.links.get_mut(&id) else {
+        let Some(peer) = self.links.get_mut(id) else {
             return Flush::Done;
         };
         if peer.blocked {
             return Flush::Done;
         }
-        let room = &peer.link.room;
         loop {
             if peer.link.is_closed() {
                 return Flush::WriterGone;
             }
             // Room first, bytes second: output never leaves the core without a place to go.
-            if !room.has_room() {
+            if !peer.link.room.has_room() {
                 // Ask the writer to report room, then look again: it may have written
                 // between the two, before it could see the flag.
-                room.wanted.store(true, Ordering::SeqCst);
-                if !room.has_room() {
+                peer.link.room.wanted.store(true, Ordering::SeqCst);
+                if !peer.link.room.has_room() {
                     peer.blocked = true;
                     return Flush::Blocked;
                 }
-                room.wanted.store(false, Ordering::SeqCst);
+                peer.link.room.wanted.store(false, Ordering::SeqCst);
             }
             let n = match self.broker.poll_transmit(id, &mut self.buffer, now) {
                 Ok(n) => n,
@@ -1295,7 +1272,7 @@ impl Actor {
             let Some(bytes) = self.buffer.get(..n).filter(|b| !b.is_empty()) else {
                 return Flush::Done;
             };
-            room.queued.fetch_add(n, Ordering::SeqCst);
+            peer.link.room.add_queued(n);
             self.metrics.sent(n);
             // Transmitting changes durable state too (a QoS 2 delivery's packet identifier):
             // a chunk that holds an acknowledgement, a PUBREL or a QoS 2 delivery waits for
@@ -1328,11 +1305,11 @@ impl Actor {
                 commit: commit.unwrap_or(0),
                 seq: seq.unwrap_or(0),
             };
-            if !hold.is_none() || !peer.held.is_empty() {
-                if peer.held.is_empty() {
+            if !hold.is_none() || peer.has_held() {
+                if !peer.has_held() {
                     self.holding.push(id);
                 }
-                peer.held.push_back((hold, bytes.to_vec()));
+                peer.hold(hold, bytes.to_vec());
             } else if peer.link.send(bytes.to_vec()).is_err() {
                 return Flush::WriterGone;
             }
@@ -1341,9 +1318,8 @@ impl Actor {
 
     /// The core closes a connection: its pending output becomes the writer's last words.
     fn close(&mut self, id: ConnectionId, reason: fulmar_core::codec::ReasonCode, now: Instant) {
-        if let Some(peer) = self.links.remove(&id) {
+        if let Some(peer) = self.links.remove(id) {
             debug!(
-                peer = %peer.addr,
                 conn = id.slot(),
                 client = self.broker.connection_client_id(id).unwrap_or(""),
                 ?reason,
@@ -1354,8 +1330,8 @@ impl Actor {
                 store.collect(&mut self.broker);
                 store.hold_until()
             });
-            if commit.is_some() || !peer.held.is_empty() {
-                let until = peer.held.iter().map(|(h, _)| *h).fold(
+            if commit.is_some() || peer.has_held() {
+                let until = peer.holds().fold(
                     Hold {
                         commit: commit.unwrap_or(0),
                         seq: 0,
@@ -1407,7 +1383,7 @@ impl Actor {
             protocol_errors = stats.protocol_errors,
             "message counters"
         );
-        let ids: Vec<ConnectionId> = self.links.keys().copied().collect();
+        let ids = self.links.ids();
         debug!(connections = ids.len(), "closing every connection");
         for id in &ids {
             self.broker.close_connection(
@@ -1417,21 +1393,17 @@ impl Actor {
             );
         }
         self.pump(now);
-        let ids: Vec<ConnectionId> = self.links.keys().copied().collect();
+        let ids = self.links.ids();
         for id in ids {
-            let last = match self.links.get(&id) {
+            let last = match self.links.get(id) {
                 // A blocked connection's writer is behind: what is still in the core
                 // stays there rather than pile up behind it.
                 Some(peer) if peer.blocked => Vec::new(),
                 Some(_) => self.drain(id, now),
                 None => continue,
             };
-            if let Some(peer) = self.links.remove(&id) {
-                let until = peer
-                    .held
-                    .iter()
-                    .map(|(h, _)| *h)
-                    .fold(Hold::default(), Hold::max);
+            if let Some(peer) = self.links.remove(id) {
+                let until = peer.holds().fold(Hold::default(), Hold::max);
                 self.parked.push(Parked { peer, last, until });
             }
         }
@@ -1482,9 +1454,8 @@ impl Actor {
         let ready = self.readiness();
         let mut withheld = 0;
         for mut parked in std::mem::take(&mut self.parked) {
-            release_held(&mut parked.peer, |hold| ready.allows(hold));
-            withheld += parked.peer.held.len();
-            parked.peer.held.clear();
+            parked.peer.release_held(|hold| ready.allows(hold));
+            withheld += parked.peer.drop_held();
             parked.peer.link.finish(parked.last);
         }
         if withheld > 0 {
@@ -1508,23 +1479,6 @@ async fn completion(store: &mut Option<Committer>) -> u64 {
     }
 }
 
-/// Sends `peer`'s held chunks that are `ready` to its writer, in order; `false` when the
-/// writer is gone.
-fn release_held(peer: &mut Peer, ready: impl Fn(Hold) -> bool) -> bool {
-    while let Some((hold, _)) = peer.held.front() {
-        if !ready(*hold) {
-            break;
-        }
-        let Some((_, chunk)) = peer.held.pop_front() else {
-            break;
-        };
-        if peer.link.send(chunk).is_err() {
-            return false;
-        }
-    }
-    true
-}
-
 /// Grows the transmit buffer to what the core asked for; `false` for any other error
 /// (which the core does not return: it drops a packet it can never encode).
 fn grow_for(buffer: &mut Vec<u8>, error: fulmar_core::codec::EncodeError) -> bool {
@@ -1536,5 +1490,17 @@ fn grow_for(buffer: &mut Vec<u8>, error: fulmar_core::codec::EncodeError) -> boo
             true
         }
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What every idle connection shares between its task and the actor.
+    #[test]
+    fn a_room_is_small() {
+        let size = std::mem::size_of::<Room>();
+        assert!(size <= 72, "a room takes {size} bytes");
     }
 }
