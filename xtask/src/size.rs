@@ -34,8 +34,8 @@ const DATA_LIMIT: u64 = 1024;
 /// Flash budget of a board's whole firmware (broker, embassy-net, drivers): 96 KiB,
 /// enforced on the broker-only builds of the QEMU and NUCLEO-H743ZI boards.
 const FIRMWARE_FLASH_GOAL: u64 = 96 * 1024;
-/// Static RAM goal of a board's whole firmware: 48 KiB, enforced like the flash goal
-/// (README, "Size", says what takes it).
+/// Static RAM goal of a board's whole firmware: 48 KiB, enforced on the QEMU board's
+/// broker-only build (README, "Size", says what takes it and why not on the NUCLEO-H743ZI).
 const FIRMWARE_RAM_GOAL: u64 = 48 * 1024;
 /// How many of the largest statics to list under the table.
 const LARGEST: usize = 5;
@@ -76,7 +76,7 @@ pub(crate) fn help() -> String {
          (data + bss) as llvm-size measures them, against the goals of {} KiB flash and\n\
          {} KiB RAM. Then builds the whole firmware of each board (edge-firmware/qemu-mps2,\n\
          stm32-h743, esp32c3) and prints the same against {} KiB flash and {} KiB RAM (both\n\
-         enforced on the broker-only builds of the QEMU and NUCLEO-H743ZI boards). Installs\n\
+         enforced on the QEMU board's broker-only build, flash on the NUCLEO-H743ZI's). Installs\n\
          the rustup component llvm-tools and the target when missing.\n\
          Exits 1 when an enforced goal is exceeded.\n",
         FLASH_GOAL / 1024,
@@ -122,30 +122,35 @@ pub(crate) fn suite(ctx: &Ctx) -> SuiteResult {
         Err(e) => result.fail(e),
     }
     // The QEMU board's broker firmware (held to both goals), then its default build with
-    // flash persistence and the bridge uplink (reported). The default build comes last, so
-    // it is what stays built. Then the NUCLEO-H743ZI broker firmware (held to both goals),
-    // and the ESP32-C3's (reported: its Wi-Fi driver alone is most of its flash).
-    let builds: [(&str, BuildFn, bool); 4] = [
+    // flash persistence and the uplink (reported). The default build comes last, so it is
+    // what stays built. Then the NUCLEO-H743ZI broker firmware (held to the flash goal; its
+    // RAM reported, see NUCLEO_RAM), and the ESP32-C3's (reported: its Wi-Fi driver alone
+    // is most of its flash).
+    let builds: [(&str, BuildFn, Enforced); 4] = [
         (
             "QEMU board firmware, broker only (edge-firmware/qemu-mps2, thumbv7em-none-eabihf)",
             |ctx| crate::firmware::build_qemu_firmware(ctx, &["--no-default-features"]),
-            true,
+            Enforced::BOTH,
         ),
         (
             "QEMU board firmware, with flash persistence and the uplink \
              (edge-firmware/qemu-mps2, thumbv7em-none-eabihf)",
             |ctx| crate::firmware::build_qemu_firmware(ctx, &[]),
-            false,
+            Enforced::NONE,
         ),
         (
             "NUCLEO-H743ZI firmware, broker only (edge-firmware/stm32-h743, thumbv7em-none-eabihf)",
             crate::firmware::build_stm32_firmware,
-            true,
+            Enforced {
+                flash: true,
+                ram: false,
+                why: NUCLEO_RAM,
+            },
         ),
         (
             "ESP32-C3 firmware (edge-firmware/esp32c3, riscv32imc-unknown-none-elf)",
             crate::firmware::build_esp32c3_firmware,
-            false,
+            Enforced::NONE,
         ),
     ];
     for (what, build, enforced) in builds {
@@ -159,26 +164,19 @@ pub(crate) fn suite(ctx: &Ctx) -> SuiteResult {
         match firmware {
             Ok(report) => {
                 print!("{}", report.render());
-                println!(
-                    "(flash and RAM goals {}: see README)",
-                    if enforced {
-                        "enforced"
-                    } else {
-                        "reported, not enforced"
-                    }
-                );
+                println!("({}: see README)", enforced.describe());
                 notes.push(format!(
                     "{what}: flash {} B, RAM {} B",
                     report.flash(),
                     report.ram()
                 ));
-                if enforced && report.flash() > FIRMWARE_FLASH_GOAL {
+                if enforced.flash && report.flash() > FIRMWARE_FLASH_GOAL {
                     result.fail(format!(
                         "{what}: flash is {} bytes, over the goal of {FIRMWARE_FLASH_GOAL}",
                         report.flash()
                     ));
                 }
-                if enforced && report.ram() > FIRMWARE_RAM_GOAL {
+                if enforced.ram && report.ram() > FIRMWARE_RAM_GOAL {
                     result.fail(format!(
                         "{what}: static RAM is {} bytes, over the goal of {FIRMWARE_RAM_GOAL}",
                         report.ram()
@@ -197,6 +195,40 @@ pub(crate) fn suite(ctx: &Ctx) -> SuiteResult {
 
 /// Builds a board's firmware and returns its ELF.
 type BuildFn = fn(&Ctx) -> Result<PathBuf, String>;
+
+/// Why the NUCLEO-H743ZI's static RAM is reported and not held to its goal.
+const NUCLEO_RAM: &str = "RAM reported, not enforced: embassy-stm32's Ethernet driver holds \
+    whole 1536-byte frames, 3 of them (4.6 KB) at its minimum queue";
+
+/// Which of a board's goals CI holds its firmware to.
+struct Enforced {
+    flash: bool,
+    ram: bool,
+    /// What is said of the goals: why one is not enforced.
+    why: &'static str,
+}
+
+impl Enforced {
+    const BOTH: Self = Self {
+        flash: true,
+        ram: true,
+        why: "",
+    };
+    const NONE: Self = Self {
+        flash: false,
+        ram: false,
+        why: "flash and RAM goals reported, not enforced",
+    };
+
+    fn describe(&self) -> String {
+        match (self.flash, self.ram) {
+            (true, true) => "flash and RAM goals enforced".to_owned(),
+            (true, false) => format!("flash goal enforced; {}", self.why),
+            (false, true) => format!("RAM goal enforced; {}", self.why),
+            (false, false) => self.why.to_owned(),
+        }
+    }
+}
 
 /// Sections and largest statics of a built firmware, and its goals.
 #[derive(Debug)]

@@ -1,9 +1,9 @@
 //! The Fulmar broker firmware for the NUCLEO-H743ZI: MQTT on port 1883 of 192.168.1.50/24
 //! (gateway 192.168.1.1; change [`ADDRESS`] and [`GATEWAY`] for your network), the board's
-//! RMII Ethernet (LAN8742A PHY) through this crate's driver (`eth`), `embassy-time` on
-//! SysTick, clocks and pins set by embassy-stm32, defmt logs over RTT. The
-//! broker state is in RAM only on this board (no flash persistence yet). With the `uplink`
-//! feature, a bridge to an upstream broker configured at build time by `FULMAR_UPLINK`
+//! RMII Ethernet (LAN8742A PHY) through embassy-stm32's driver, clocks, pins, RNG and the
+//! `embassy-time` driver from embassy-stm32 too, defmt logs over RTT. The broker state is
+//! in RAM only on this board (no flash persistence yet). With the `uplink` feature, a
+//! bridge to an upstream broker configured at build time by `FULMAR_UPLINK`
 //! (`fulmar_firmware::uplink`; its backlog is in RAM here).
 #![no_std]
 #![no_main]
@@ -11,61 +11,61 @@
 use defmt_rtt as _;
 use embassy_executor::Spawner;
 use embassy_net::Ipv4Address;
-use embassy_stm32::{Config, bind_interrupts};
-use fulmar_stm32_h743::eth::{self, Buffers, Ethernet, RmiiPins};
+use embassy_stm32::eth::{Ethernet, GenericPhy, PacketQueue, Sma};
+use embassy_stm32::peripherals::{ETH, ETH_SMA};
+use embassy_stm32::rng::Rng;
+use embassy_stm32::{Config, bind_interrupts, eth, peripherals, rng};
 use static_cell::ConstStaticCell;
 
 /// The board's address; static, so the broker is reachable at a known place.
 const ADDRESS: Ipv4Address = Ipv4Address::new(192, 168, 1, 50);
 const GATEWAY: Ipv4Address = Ipv4Address::new(192, 168, 1, 1);
-/// The core clock [`clocks`] sets (SysTick counts it).
-const SYSCLK: u32 = 400_000_000;
-/// The AHB clock [`clocks`] sets (the MDIO clock divides it).
-const HCLK: u32 = SYSCLK / 2;
 /// A locally administered MAC address.
 const MAC: [u8; 6] = [0x02, 0x00, 0x00, 0xF0, 0x1A, 0x00];
 
 bind_interrupts!(struct Irqs {
     ETH => eth::InterruptHandler;
+    RNG => rng::InterruptHandler<peripherals::RNG>;
 });
+
+type Device = Ethernet<'static, ETH, GenericPhy<Sma<'static, ETH_SMA>>>;
+
+/// The driver's frame buffers at the smallest it accepts: one to transmit, two to receive
+/// (its receive ring needs two descriptors). Each holds a whole 1 514/1 536-byte frame, 4.6
+/// KB in all; more would let the MAC take a burst while the CPU is busy, at 1.5 KB each.
+type Packets = PacketQueue<1, 2>;
 
 defmt::timestamp!("{=u64:ms}", embassy_time::Instant::now().as_millis());
 
 #[embassy_executor::main]
 async fn main(spawner: Spawner) {
     let p = embassy_stm32::init(clocks());
-    match cortex_m::Peripherals::take() {
-        Some(core) => fulmar_stm32_h743::time::init(core.SYST, SYSCLK),
-        // Nothing takes them before `main`; were it to, timers would never fire.
-        None => defmt::error!("SysTick taken: no time driver"),
-    }
-    // The hardware RNG seeds the broker's hash indexes and the TCP sequence numbers; should
-    // it fail, the MCU's unique id keeps boards apart (but not one board's boots).
-    let seed = fulmar_stm32_h743::rng::seed(p.RNG).unwrap_or_else(|| {
-        defmt::warn!("RNG failed: seeding from the unique id");
-        let id = embassy_stm32::uid::uid();
-        u64::from_le_bytes([id[0], id[1], id[2], id[3], id[4], id[5], id[6], id[7]])
-    });
+    // The hardware RNG seeds the broker's hash indexes and the TCP sequence numbers.
+    let seed = Rng::new(p.RNG, Irqs).next_u64();
     fulmar_firmware::server::start(seed, false);
 
     // NUCLEO-H743ZI RMII pins (UM2407): REF_CLK PA1, CRS_DV PA7, RXD0 PC4, RXD1 PC5,
-    // TXD0 PG13, TXD1 PB13, TX_EN PG11; MDIO PA2, MDC PC1. The frame buffers are all zero
-    // bytes, in `.bss` (AXI SRAM, which the Ethernet DMA reaches).
-    static BUFFERS: ConstStaticCell<Buffers> = ConstStaticCell::new(Buffers::new());
-    let pins = RmiiPins {
-        ref_clk: p.PA1,
-        crs_dv: p.PA7,
-        rx_d0: p.PC4,
-        rx_d1: p.PC5,
-        tx_d0: p.PG13,
-        tx_d1: p.PB13,
-        tx_en: p.PG11,
-        mdio: p.PA2,
-        mdc: p.PC1,
-    };
-    let device = Ethernet::new(BUFFERS.take(), p.ETH, Irqs, pins, p.ETH_SMA, HCLK, MAC);
+    // TXD0 PG13, TXD1 PB13, TX_EN PG11; MDIO PA2, MDC PC1. The queue is all zero bytes, in
+    // `.bss` (AXI SRAM, which the Ethernet DMA reaches), never built on the stack.
+    static PACKETS: ConstStaticCell<Packets> = ConstStaticCell::new(PacketQueue::new());
+    let device = Ethernet::new(
+        PACKETS.take(),
+        p.ETH,
+        Irqs,
+        p.PA1,
+        p.PA7,
+        p.PC4,
+        p.PC5,
+        p.PG13,
+        p.PB13,
+        p.PG11,
+        MAC,
+        p.ETH_SMA,
+        p.PA2,
+        p.PC1,
+    );
     let config = fulmar_firmware::server::static_ipv4(ADDRESS, GATEWAY);
-    let _stack = fulmar_firmware::spawn_network!(spawner, Ethernet, device, config, seed);
+    let _stack = fulmar_firmware::spawn_network!(spawner, Device, device, config, seed);
     defmt::info!("address {}", ADDRESS);
     #[cfg(feature = "uplink")]
     fulmar_firmware::spawn_uplink!(spawner, _stack, option_env!("FULMAR_UPLINK"));
