@@ -79,7 +79,8 @@ const _: () = assert!(
     CONTROLS_PER_CONNECTION >= 1,
     "too few control packets per socket"
 );
-/// Largest Ethernet frame a board's driver sends or takes (without FCS): 576 bytes of IP
+/// Largest Ethernet frame the QEMU board's driver sends or takes (without FCS; the
+/// NUCLEO-H743ZI's, embassy-stm32's, has Ethernet's own 1 514 bytes): 576 bytes of IP
 /// (the size every IPv4 host must accept, RFC 791) plus the 14-byte header. Not Ethernet's
 /// 1 500: the sockets' TCP rings are a few hundred bytes each way, so their segments are no
 /// larger than the 536-byte MSS this gives anyway, and every frame buffer is 0.9 KB
