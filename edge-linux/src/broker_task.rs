@@ -6,7 +6,8 @@
 //! [`Input`]s: a connection opened, bytes arrived, it closed, its writer has room again.
 //! The actor feeds each to the core, then drains [`Broker::poll_event`]:
 //! - [`Event::Transmit`]: [`Broker::poll_transmit`] into one reused buffer, and each chunk
-//!   to that connection's writer. Each connection may have at most [`OUTPUT_BYTES`] written
+//!   to that connection's writer, which is woken once the actor is done with the input at
+//!   hand ([`Wakes`]) and writes all it got with one system call. Each connection may have at most [`OUTPUT_BYTES`] written
 //!   by the actor but not yet by its writer ([`Room`]); beyond that the actor stops taking
 //!   that connection's output (the core keeps it queued, under its own limits) until the
 //!   writer is down to half, which it reports with [`Input::Drained`] (and which the actor
@@ -117,23 +118,31 @@ impl Link {
         self.room.lock_output().writer_gone
     }
 
-    /// Hands a chunk to the writer; `Err` when the writer is gone.
-    fn send(&self, chunk: Vec<u8>) -> Result<(), Vec<u8>> {
-        {
-            let mut output = self.room.lock_output();
-            if output.writer_gone {
-                return Err(chunk);
-            }
-            output.push(chunk);
-        }
+    /// Hands a chunk to the writer and wakes it; `Err` when the writer is gone.
+    fn send(&self, chunk: Vec<u8>) -> Result<(), WriterGone> {
+        self.append(&chunk)?;
         self.room.task.wake();
         Ok(())
+    }
+
+    /// Hands a chunk to the writer without waking it; `Err` when the writer is gone.
+    /// `Ok(true)` when the writer has to be woken for it (it had nothing to write): the
+    /// caller adds the room to the actor's [`Wakes`], so that the writer wakes once for
+    /// everything the actor gives it in one go, and writes it with one system call.
+    fn append(&self, chunk: &[u8]) -> Result<bool, WriterGone> {
+        let mut output = self.room.lock_output();
+        if output.writer_gone {
+            return Err(WriterGone);
+        }
+        let first = output.pending.is_empty();
+        output.push(chunk);
+        Ok(first)
     }
 
     /// The last bytes to write (a CONNACK refusal, a DISCONNECT), after which the writer
     /// closes the transport.
     fn finish(self, last: Vec<u8>) {
-        self.room.lock_output().push(last);
+        self.room.lock_output().push(&last);
         // `Drop` marks the end.
     }
 }
@@ -142,6 +151,87 @@ impl Drop for Link {
     fn drop(&mut self) {
         self.room.lock_output().finished = true;
         self.room.task.wake();
+    }
+}
+
+/// Writers the actor gave output since it last woke them. Waking a writer at every chunk
+/// would have it write each chunk as it comes (the other worker threads run it at once):
+/// under load that is one system call (and one read for the client) per message or two.
+/// Woken once the actor is done with what it had to do (a batch of input, a timeout, a
+/// commit), a writer takes all of its output in one write.
+#[derive(Debug, Default)]
+struct Wakes(Vec<Arc<Room>>);
+
+impl Wakes {
+    /// Notes that `room`'s writer has output to take.
+    fn add(&mut self, room: &Arc<Room>) {
+        self.0.push(room.clone());
+    }
+
+    /// Wakes every writer noted.
+    fn wake_all(&mut self) {
+        for room in self.0.drain(..) {
+            room.task.wake();
+        }
+    }
+}
+
+/// A connection's writer is gone (its transport failed or closed).
+#[derive(Debug)]
+pub(crate) struct WriterGone;
+
+/// Output buffers, recycled: a writer gives back the buffer it has written, and the actor
+/// fills it for another connection. Under load each connection's output is a buffer of
+/// tens of KiB a wake-up; allocating it anew each time cost the actor a fifth of its time
+/// (growing it chunk by chunk, faulting its pages in, freeing it). An idle connection
+/// holds none: its writer gave it back.
+pub(crate) mod buffers {
+    use std::sync::Mutex;
+
+    /// Buffers smaller than this are freed rather than kept: the output of a connection
+    /// that is not busy (a CONNACK, a PUBACK) is small, and small allocations are cheap.
+    /// Kept, they would also hold memory for connections that are gone or idle.
+    const MIN_CAPACITY: usize = 16 * 1024;
+    /// Buffers larger than this are freed rather than kept (a connection's output is at
+    /// most [`super::OUTPUT_BYTES`] and a packet more).
+    const MAX_CAPACITY: usize = 1024 * 1024;
+    /// Bytes of capacity kept at most, all buffers together.
+    const MAX_KEPT: usize = 16 * 1024 * 1024;
+
+    /// The buffers kept, and their capacity in bytes.
+    static KEPT: Mutex<(Vec<Vec<u8>>, usize)> = Mutex::new((Vec::new(), 0));
+
+    /// An empty buffer for at least `len` bytes, recycled when one is kept.
+    pub(crate) fn take(len: usize) -> Vec<u8> {
+        let mut kept = KEPT
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match kept.0.pop() {
+            Some(mut buffer) => {
+                kept.1 -= buffer.capacity();
+                drop(kept);
+                buffer.reserve(len);
+                buffer
+            }
+            None => Vec::with_capacity(len),
+        }
+    }
+
+    /// Keeps `buffer` for [`take`], unless it is too small or too large, or enough are
+    /// kept.
+    pub(crate) fn give(mut buffer: Vec<u8>) {
+        let capacity = buffer.capacity();
+        if !(MIN_CAPACITY..=MAX_CAPACITY).contains(&capacity) {
+            return;
+        }
+        buffer.clear();
+        let mut kept = KEPT
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if kept.1 + capacity <= MAX_KEPT {
+            kept.1 += capacity;
+            kept.0.push(buffer);
+        }
     }
 }
 
@@ -168,13 +258,11 @@ pub(crate) struct OutputQueue {
 }
 
 impl OutputQueue {
-    fn push(&mut self, chunk: Vec<u8>) {
-        if self.pending.is_empty() {
-            // No copy when the writer keeps up.
-            self.pending = chunk;
-        } else {
-            self.pending.extend_from_slice(&chunk);
+    fn push(&mut self, chunk: &[u8]) {
+        if self.pending.capacity() == 0 {
+            self.pending = buffers::take(chunk.len());
         }
+        self.pending.extend_from_slice(chunk);
     }
 }
 
@@ -498,6 +586,7 @@ impl Prepared {
                 buffer: this.buffer,
                 store,
                 holding: Vec::new(),
+                wakes: Wakes::default(),
                 parked: Vec::new(),
                 metrics: metrics.clone(),
                 sys: SysTree::new(sys, this.clock.started),
@@ -620,6 +709,8 @@ struct Actor {
     store: Option<Committer>,
     /// Connections with held output (may name gone connections; checked when released).
     holding: Vec<ConnectionId>,
+    /// Writers given output since the actor last woke them.
+    wakes: Wakes,
     parked: Vec<Parked>,
     /// Set when this actor is one shard of several.
     shard: Option<ShardState>,
@@ -656,6 +747,8 @@ impl Actor {
         let mut floor = self.clock.started;
         let mut inbox_open = true;
         loop {
+            // Done with what woke it: the writers take what it gave them.
+            self.wakes.wake_all();
             // poll_timeout scans every connection and session; once per batch, not per input.
             let deadline = self
                 .broker
@@ -763,6 +856,7 @@ impl Actor {
                 }
             }
         }
+        self.wakes.wake_all();
         if let Some(store) = self.store.take() {
             store.close().await;
         }
@@ -807,6 +901,8 @@ impl Actor {
             return;
         };
         if store.sync() == SyncPolicy::Always {
+            // Output that needs no commit leaves meanwhile.
+            self.wakes.wake_all();
             store.commit_all().await;
             self.release();
         } else {
@@ -1310,8 +1406,12 @@ impl Actor {
                     self.holding.push(id);
                 }
                 peer.hold(hold, bytes.to_vec());
-            } else if peer.link.send(bytes.to_vec()).is_err() {
-                return Flush::WriterGone;
+            } else {
+                match peer.link.append(bytes) {
+                    Ok(true) => self.wakes.add(&peer.link.room),
+                    Ok(false) => {}
+                    Err(WriterGone) => return Flush::WriterGone,
+                }
             }
         }
     }
@@ -1446,6 +1546,7 @@ impl Actor {
     /// Acknowledgements whose copies another shard never took are not sent: the client
     /// still owns those messages.
     async fn finish_shutdown(&mut self) {
+        self.wakes.wake_all();
         if let Some(store) = &mut self.store {
             store.collect(&mut self.broker);
             store.commit_all().await;

@@ -43,7 +43,7 @@ use tokio::sync::mpsc::{self, error::TrySendError};
 use tracing::debug;
 
 use crate::auth::Admission;
-use crate::broker_task::{BrokerHandle, Input, Link, Output, Room};
+use crate::broker_task::{BrokerHandle, Input, Link, Output, Room, buffers};
 use crate::shards::Shards;
 
 /// How long a closed connection waits for the peer to close its side.
@@ -472,8 +472,9 @@ impl<T: Transport> Driver<T> {
                         }
                     }
                     let written = out.sent as usize;
-                    // What is written is not kept (the state drops it): an idle connection
-                    // holds no buffer.
+                    // What is written is not kept: an idle connection holds no buffer. The
+                    // actor fills it again, for this connection or another.
+                    buffers::give(std::mem::take(&mut out.bytes));
                     self.writer = if last {
                         Writer::Closing
                     } else if self.room.written(written) {
