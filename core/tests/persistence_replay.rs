@@ -322,3 +322,69 @@ fn overflowing_the_change_list_resets_and_dumps_everything() {
     }
     assert_eq!((sessions, subscriptions), (1, 6));
 }
+
+/// A damaged or foreign store must not make the broker send what no client may receive: a
+/// stored message whose topic name has a wildcard ([MQTT-3.3.2-2]) or whose 5.0
+/// properties do not parse is refused at restore (found by the `restore` fuzz target).
+#[test]
+fn a_stored_message_no_client_may_receive_is_refused_at_restore() {
+    use fulmar_core::persist::{
+        Key, MessageRecord, PersistError, RetainedRecord, StoredMessage, encode_value,
+    };
+    let stored = |topic, properties| StoredMessage {
+        topic,
+        qos: 1,
+        retain: false,
+        expires_at: None,
+        properties,
+        payload: b"x",
+    };
+    let record = |key: Key<'_>, message: StoredMessage<'_>, queued: bool| {
+        let mut k = [0u8; 64];
+        let mut v = [0u8; 256];
+        let k_len = key.encode(&mut k).unwrap();
+        let v_len = if queued {
+            let record = MessageRecord {
+                qos: 1,
+                retain: false,
+                state: 0,
+                packet_id: None,
+                identifiers: heapless::Vec::new(),
+                message: Some(message),
+            };
+            encode_value(&record, &mut v).unwrap()
+        } else {
+            encode_value(&RetainedRecord { message }, &mut v).unwrap()
+        };
+        (k[..k_len].to_vec(), v[..v_len].to_vec())
+    };
+    // A property block that ends inside a property: 0x26 (user property) with nothing after.
+    let cut_property: &[u8] = &[0x26];
+    let mut broker = Broker::<Growable>::new(config(), 7);
+    for (key, value) in [
+        record(Key::Message("c", 1), stored("a/+", &[]), true),
+        record(Key::Message("c", 2), stored("a/b", cut_property), true),
+        record(Key::Retained("a/#"), stored("a/#", &[]), false),
+    ] {
+        assert_eq!(
+            broker.restore(&key, &value, Instant::ZERO),
+            Err(PersistError::Malformed)
+        );
+    }
+    let (key, value) = record(Key::Message("c", 3), stored("a/b", &[]), true);
+    assert_eq!(broker.restore(&key, &value, Instant::ZERO), Ok(()));
+    assert_eq!(broker.retained_count(), 0);
+
+    // The session's client gets the one valid message only.
+    let mut sim = Sim::with_broker(broker);
+    let c = sim.connect_with(&connect_packet(ProtocolVersion::V5, "c", false, 0));
+    let topics: Vec<String> = sim
+        .received(c)
+        .into_iter()
+        .filter_map(|r| match r {
+            Received::Publish { topic, .. } => Some(topic),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(topics, ["a/b"]);
+}

@@ -22,19 +22,12 @@
 use arbitrary::Arbitrary;
 use fulmar_core::broker::{Broker, BrokerStorage, Config, ConnectionId, Event, Growable};
 use fulmar_core::codec::{
-    Ack, Connect, EncodeError, List, Packet, PacketId, Properties, Property, ProtocolVersion,
-    Publish, QoS, QoSPid, Subscribe, Subscription, SubscriptionOptions, Will, decode,
+    Ack, Connect, List, Packet, PacketId, Properties, Property, ProtocolVersion, Publish, QoS,
+    QoSPid, Subscribe, Subscription, SubscriptionOptions, Will, decode,
 };
 use fulmar_core::time::{Duration, Instant};
+use fulmar_core_fuzz::host::{Tiny, config, decode_stream, transmit};
 use libfuzzer_sys::fuzz_target;
-
-fulmar_core::fixed_broker_storage! {
-    struct Tiny {
-        connections: 4, sessions: 3, subscriptions: 6, topic_nodes: 12, share_groups: 2,
-        text: 12, messages: 8, queue: 8, controls: 6, inbound: 4, aliases: 4,
-        retained: 3, blob_bytes: 512, slots: 16, pending: 4, auth_scratch: 64,
-    }
-}
 
 const TOPICS: [&str; 5] = ["a", "a/b", "$SYS/x", "b/c/d", "a/b/c"];
 const FILTERS: [&str; 6] = ["a/#", "+/b", "#", "$share/g/a/+", "a/b", "b/+/d"];
@@ -152,7 +145,10 @@ impl<S: BrokerStorage> Host<S> {
                         self.conns.iter().flatten().any(|c| c.id == id),
                         "Resume for a connection the host does not hold"
                     );
-                    assert!(!self.broker.is_stalled(id), "Resume of a stalled connection");
+                    assert!(
+                        !self.broker.is_stalled(id),
+                        "Resume of a stalled connection"
+                    );
                 }
                 Event::Close(id, _) => {
                     self.drain(id);
@@ -414,89 +410,6 @@ impl<S: BrokerStorage> Host<S> {
         };
         c.next_pid = c.next_pid.wrapping_add(1).max(1);
         PacketId::new(c.next_pid).unwrap_or(PacketId::MIN)
-    }
-}
-
-/// Takes what the broker has to send on connection `id` (at most 10 000 writes) and hands
-/// it to `out`, the way a host does: a buffer too small for the next packet is grown to the
-/// size the broker asks for.
-fn transmit<S: BrokerStorage>(
-    broker: &mut Broker<S>,
-    id: ConnectionId,
-    buf: &mut Vec<u8>,
-    now: Instant,
-    mut out: impl FnMut(&[u8]),
-) {
-    let mut grown = false;
-    for _ in 0..10_000 {
-        match broker.poll_transmit(id, buf, now) {
-            Ok(0) => return,
-            Ok(n) => {
-                assert!(n <= buf.len(), "wrote {n} bytes into {}", buf.len());
-                out(&buf[..n]);
-                grown = false;
-            }
-            Err(EncodeError::InsufficientSize { required }) => {
-                assert!(!grown, "still InsufficientSize after growing to {required}");
-                assert!(
-                    required > buf.len(),
-                    "InsufficientSize {{ {required} }} from a buffer of {}",
-                    buf.len()
-                );
-                buf.resize(required, 0);
-                grown = true;
-            }
-            Err(e) => panic!("poll_transmit failed: {e:?}"),
-        }
-    }
-}
-
-/// Decodes a server-to-client stream; returns the bytes of whole packets.
-fn decode_stream(
-    bytes: &[u8],
-    version: ProtocolVersion,
-) -> Result<usize, fulmar_core::codec::DecodeError> {
-    let mut used = 0;
-    while used < bytes.len() {
-        match decode(&bytes[used..], version, usize::MAX) {
-            Ok((packet, n)) => {
-                assert!(
-                    !matches!(
-                        packet,
-                        Packet::Connect(_)
-                            | Packet::Subscribe(_)
-                            | Packet::Unsubscribe(_)
-                            | Packet::PingReq
-                    ),
-                    "the broker sent a client packet: {packet:?}"
-                );
-                used += n;
-            }
-            Err(e) if e.is_incomplete() => break,
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(used)
-}
-
-fn config() -> Config {
-    Config {
-        max_connections: 4,
-        max_clients: 3,
-        max_sessions: 3,
-        max_packet_size: 512,
-        max_subscriptions_per_client: 3,
-        max_inflight: 2,
-        receive_maximum: 2,
-        max_queued_messages: 3,
-        max_queued_bytes: 200,
-        max_retained: 2,
-        max_retained_bytes: 100,
-        topic_alias_maximum: 2,
-        max_session_expiry: 100,
-        max_keep_alive: 3,
-        persistence: true,
-        ..Config::default()
     }
 }
 

@@ -5,6 +5,8 @@
 //!   [`check::Built`] (the rebuilt packet, holding a CONNECT's fields by value).
 //! - [`model`]: an owned packet model with `#[derive(Arbitrary)]`, the MQTT validity rules
 //!   restated from the specifications, and the documented version downgrades.
+//! - [`host`]: taking the broker's output as a host does, checking it decodes; the tiny
+//!   storage and limits the broker targets share.
 //! - [`seeds`]: hand-written and captured packets that `tests/seeds.rs` writes to `seeds/`.
 //!
 //! Run a target from `core/` with `cargo +nightly fuzz run <target> <corpus> fuzz/seeds/<target>`.
@@ -12,6 +14,7 @@
 use fulmar_core::codec::{MAX_PACKET_SIZE, ProtocolVersion};
 
 pub mod check;
+pub mod host;
 pub mod model;
 pub mod seeds;
 

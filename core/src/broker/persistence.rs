@@ -11,7 +11,7 @@
 
 use super::{Broker, BrokerStorage, Hooks};
 use crate::blob::{BlobId, BlobStore};
-use crate::codec::{List, PacketId, ProtocolVersion, QoS, SubscriptionOptions};
+use crate::codec::{PacketId, ProtocolVersion, QoS, SubscriptionOptions};
 use crate::persist::{
     InboundRecord, Key, MessageRecord, PersistError, RetainedRecord, SessionRecord, StoredMessage,
     SubscriptionRecord, WillRecord, decode_value, encode_value,
@@ -737,10 +737,17 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
 
     fn restore_message(&mut self, m: &StoredMessage<'_>) -> Result<u32, PersistError> {
         let qos = QoS::from_bits(m.qos).map_err(|_| PersistError::Malformed)?;
+        // A damaged or foreign record must not make the broker send what no client may
+        // receive: a topic name with wildcards ([MQTT-3.3.2-2]) or an invalid property
+        // block.
+        crate::topic::TopicName::new(m.topic, &self.config.topic_limits)
+            .map_err(|_| PersistError::Malformed)?;
+        let properties = crate::codec::properties::publish_properties_from_wire(m.properties)
+            .map_err(|_| PersistError::Malformed)?;
         let handle = self
             .store_message(
                 super::publish::TopicRef::Str(m.topic),
-                &List::from_wire(m.properties),
+                &properties,
                 m.payload,
                 qos,
                 m.retain,

@@ -364,9 +364,8 @@ pub(crate) fn read_properties<'a>(
     check_block(bytes, scope)
 }
 
-/// Properties a broker of this process stored and passed on (a shard's forwarded copy,
-/// see `broker::shard`): the content of a PUBLISH's property block, checked again.
-#[cfg(feature = "alloc")]
+/// Properties a broker stored and is handed back (a restored record, a shard's forwarded
+/// copy, see `broker::shard`): the content of a PUBLISH's property block, checked again.
 pub(crate) fn publish_properties_from_wire(bytes: &[u8]) -> Result<Properties<'_>, DecodeError> {
     check_block(bytes, Scope::PUBLISH)
 }
