@@ -32,7 +32,7 @@ const RAM_GOAL: u64 = 40 * 1024;
 /// it would move all of it to `.data` and put a copy of it in flash.
 const DATA_LIMIT: u64 = 1024;
 /// Flash budget of a board's whole firmware (broker, embassy-net, drivers): 96 KiB,
-/// enforced on the broker-only builds of the QEMU and NUCLEO-H743ZI boards.
+/// enforced on the QEMU board's broker-only build.
 const FIRMWARE_FLASH_GOAL: u64 = 96 * 1024;
 /// Static RAM goal of a board's whole firmware: 48 KiB, enforced on the QEMU board's
 /// broker-only build (README, "Size", says what takes it and why not on the NUCLEO-H743ZI).
@@ -76,7 +76,7 @@ pub(crate) fn help() -> String {
          (data + bss) as llvm-size measures them, against the goals of {} KiB flash and\n\
          {} KiB RAM. Then builds the whole firmware of each board (edge-firmware/qemu-mps2,\n\
          stm32-h743, esp32c3) and prints the same against {} KiB flash and {} KiB RAM (both\n\
-         enforced on the QEMU board's broker-only build, flash on the NUCLEO-H743ZI's). Installs\n\
+         enforced on the QEMU board's broker-only build; reported for the others). Installs\n\
          the rustup component llvm-tools and the target when missing.\n\
          Exits 1 when an enforced goal is exceeded.\n",
         FLASH_GOAL / 1024,
@@ -123,8 +123,8 @@ pub(crate) fn suite(ctx: &Ctx) -> SuiteResult {
     }
     // The QEMU board's broker firmware (held to both goals), then its default build with
     // flash persistence and the uplink (reported). The default build comes last, so it is
-    // what stays built. Then the NUCLEO-H743ZI broker firmware (held to the flash goal; its
-    // RAM reported, see NUCLEO_RAM), and the ESP32-C3's (reported: its Wi-Fi driver alone
+    // what stays built. Then the NUCLEO-H743ZI broker firmware (reported, see
+    // NUCLEO_GOALS), and the ESP32-C3's (reported: its Wi-Fi driver alone
     // is most of its flash).
     let builds: [(&str, BuildFn, Enforced); 4] = [
         (
@@ -142,9 +142,9 @@ pub(crate) fn suite(ctx: &Ctx) -> SuiteResult {
             "NUCLEO-H743ZI firmware, broker only (edge-firmware/stm32-h743, thumbv7em-none-eabihf)",
             crate::firmware::build_stm32_firmware,
             Enforced {
-                flash: true,
+                flash: false,
                 ram: false,
-                why: NUCLEO_RAM,
+                why: NUCLEO_GOALS,
             },
         ),
         (
@@ -196,9 +196,13 @@ pub(crate) fn suite(ctx: &Ctx) -> SuiteResult {
 /// Builds a board's firmware and returns its ELF.
 type BuildFn = fn(&Ctx) -> Result<PathBuf, String>;
 
-/// Why the NUCLEO-H743ZI's static RAM is reported and not held to its goal.
-const NUCLEO_RAM: &str = "RAM reported, not enforced: embassy-stm32's Ethernet driver holds \
-    whole 1536-byte frames, 3 of them (4.6 KB) at its minimum queue";
+/// Why the NUCLEO-H743ZI's goals are reported and not held: its static RAM is over because
+/// embassy-stm32's Ethernet driver keeps whole frames, and its flash is under the goal by
+/// less than what the checkout's path changes (the core's panic locations are absolute
+/// paths, so a longer checkout path makes the firmware larger).
+const NUCLEO_GOALS: &str = "flash and RAM reported, not enforced: embassy-stm32's Ethernet \
+    driver holds whole 1536-byte frames, 3 of them (4.6 KB) at its minimum queue; flash is \
+    within about 100 bytes of the goal, less than the checkout's path can change it";
 
 /// Which of a board's goals CI holds its firmware to.
 struct Enforced {

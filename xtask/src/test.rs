@@ -63,7 +63,7 @@ pub(crate) const SUITES: &[Suite] = &[
     },
     Suite {
         name: "size",
-        about: "size of core/size-probe (fail if over 64 KiB flash or 40 KiB RAM) and of the QEMU and NUCLEO-H743ZI broker firmware (fail if over 96 KiB flash, or 48 KiB RAM on QEMU)",
+        about: "size of core/size-probe (fail if over 64 KiB flash or 40 KiB RAM) and of each board's firmware (fail if the QEMU broker firmware is over 96 KiB flash or 48 KiB RAM)",
         run: crate::size::suite,
     },
     Suite {
