@@ -3,7 +3,8 @@
 //! connections to 10.0.2.100:1883 to. Readings published to the board reach upstream in
 //! order, commands published upstream come down, and readings taken while upstream is
 //! down — even across a power cut of the board — arrive once it is back, in order, up to
-//! the bridge's bound.
+//! the bridge's bound. An upstream host name that does not resolve is retried while the
+//! board serves its own clients.
 //!
 //! Each test boots its own board and upstream; every wait is bounded.
 
@@ -350,6 +351,35 @@ fn an_idle_uplink_keeps_its_connection_with_pings() {
         !log.contains("uplink: connection lost"),
         "the idle uplink was dropped:\n{log}"
     );
+}
+
+#[test]
+fn an_upstream_name_that_does_not_resolve_is_retried_while_local_clients_are_served() {
+    // QEMU's user-mode network with restrict=on (the tests' own) drops the board's DNS
+    // queries to 10.0.2.3, so no name resolves there: the board must keep asking (a DNS
+    // outage ends, a name may appear) and go on serving its own clients meanwhile.
+    // (`.invalid` never resolves anywhere [RFC 6761 §6.4].)
+    let config = UPLINK.replace("10.0.2.100:1883", "upstream.invalid:1883");
+    let board = Board::boot_with_uplink(free_port(), &config);
+    let local = subscriber(board.port(), "local-sub", "sensors/#");
+    wait_subscribed(&local, board.port());
+    publish(board.port(), "sensors/t", &["local".to_owned()]);
+    assert_eq!(collect(&local, 1), ["sensors/t local"]);
+
+    // Asked at least twice: after a failure, the uplink backs off and looks the name up
+    // again (each attempt gives up after 5 s without an answer).
+    let failure = "uplink: cannot resolve upstream.invalid";
+    let deadline = Instant::now() + 2 * WAIT;
+    while board.decoded_log().matches(failure).count() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the board did not retry resolving:\n{}",
+            board.decoded_log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    publish(board.port(), "sensors/t", &["still-serving".to_owned()]);
+    assert_eq!(collect(&local, 1), ["sensors/t still-serving"]);
 }
 
 /// Waits until the board has noticed that upstream is gone (its log says so), so what is

@@ -29,6 +29,13 @@ pub const CLIENTS: usize = 8;
 /// Bridges to an upstream broker (`uplink`): each is a session beside the clients' and a
 /// TCP socket beside the listening ones.
 pub const UPLINKS: usize = if cfg!(feature = "uplink") { 1 } else { 0 };
+/// embassy-net socket slots the uplink takes: each bridge's TCP socket, and the stack's
+/// DNS socket (the `upstream` host may be a name) when there is a bridge.
+pub const UPLINK_SOCKETS: usize = if cfg!(feature = "uplink") {
+    UPLINKS + 1
+} else {
+    0
+};
 /// Sessions: the clients' and the bridges'.
 pub const SESSIONS: usize = CLIENTS + UPLINKS;
 /// Sockets listening beyond [`CLIENTS`] (see the module documentation).

@@ -303,15 +303,22 @@ async fn close(socket: &mut TcpSocket<'_>, graceful: bool) {
     let _ = with_timeout(Duration::from_millis(200), socket.flush()).await;
 }
 
-/// A static IPv4 configuration: `address`/24 behind `gateway`, no DNS.
+/// A static IPv4 configuration: `address`/24 behind `gateway`, with `dns` the DNS server
+/// (used only by the uplink, to look its `upstream` host name up).
 pub fn static_ipv4(
     address: embassy_net::Ipv4Address,
     gateway: embassy_net::Ipv4Address,
+    dns: Option<embassy_net::Ipv4Address>,
 ) -> embassy_net::Config {
+    let mut dns_servers = heapless::Vec::new();
+    if let Some(server) = dns {
+        // Cannot fail: room for 3.
+        let _ = dns_servers.push(server);
+    }
     embassy_net::Config::ipv4_static(embassy_net::StaticConfigV4 {
         address: embassy_net::Ipv4Cidr::new(address, 24),
         gateway: Some(gateway),
-        dns_servers: Default::default(),
+        dns_servers,
     })
 }
 
@@ -340,9 +347,11 @@ macro_rules! spawn_network {
             $crate::server::serve_slot(stack, slot).await
         }
 
-        // One socket slot per TCP socket, the uplink's, and the board's own.
+        // One socket slot per TCP socket, the uplink's (and its DNS), and the board's own.
         static RESOURCES: ::static_cell::StaticCell<
-            ::embassy_net::StackResources<{ SOCKETS + $crate::capacity::UPLINKS $(+ $extra)? }>,
+            ::embassy_net::StackResources<
+                { SOCKETS + $crate::capacity::UPLINK_SOCKETS $(+ $extra)? },
+            >,
         > = ::static_cell::StaticCell::new();
         let resources = RESOURCES.init(::embassy_net::StackResources::new());
         let (stack, runner) = ::embassy_net::new($device, $config, resources, $seed);

@@ -26,7 +26,7 @@
 //! by `;`), so a board can take it from its build environment or a file:
 //!
 //! ```text
-//! # IPv4 address and port (required)
+//! # host (IPv4 address or DNS name, resolved at each connection) and port (required)
 //! upstream 10.0.2.100:1883
 //! # upstream client id, and the local bridge's name (default fulmar-uplink)
 //! client-id fulmar-edge-1
@@ -42,6 +42,7 @@
 //! ```
 
 use embassy_futures::select::{Either3, select3};
+use embassy_net::dns::DnsQueryType;
 use embassy_net::tcp::TcpSocket;
 use embassy_net::{IpEndpoint, Stack};
 use embassy_sync::blocking_mutex::raw::CriticalSectionRawMutex;
@@ -70,6 +71,9 @@ const MIN_BACKOFF: Duration = Duration::from_millis(500);
 const MAX_BACKOFF: Duration = Duration::from_secs(8);
 /// Longest wait for the TCP connection and then for the CONNACK.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest wait for the DNS answer: a server that answers at all does within a second or
+/// two (smoltcp asks again after 1 s, then 2 s), and the backoff retries soon after.
+const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Topic filters with the highest QoS used on each.
 pub type Filters<'a> = heapless::Vec<(&'a str, QoS), MAX_FILTERS>;
@@ -77,8 +81,11 @@ pub type Filters<'a> = heapless::Vec<(&'a str, QoS), MAX_FILTERS>;
 /// What the uplink connects to and what it forwards (see the module documentation).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config<'a> {
-    /// The upstream broker.
-    pub upstream: IpEndpoint,
+    /// The upstream broker's host: an IPv4 address or a DNS name, looked up again before
+    /// every connection (a cloud broker's address changes).
+    pub host: &'a str,
+    /// The upstream broker's TCP port.
+    pub port: u16,
     /// The client identifier upstream; also the local bridge session's name.
     pub client_id: &'a str,
     /// Keep alive announced upstream, in seconds; a PINGREQ goes out after a quarter of
@@ -102,7 +109,7 @@ pub struct Config<'a> {
 pub enum ConfigError {
     /// A line starts with a word that is not a setting.
     UnknownSetting,
-    /// `upstream` is not an IPv4 address and port.
+    /// `upstream` is not a host and port.
     BadAddress,
     /// A setting has no value.
     MissingValue,
@@ -120,7 +127,8 @@ impl<'a> Config<'a> {
     pub fn parse(text: &'a str) -> Result<Self, ConfigError> {
         let mut upstream = None;
         let mut config = Self {
-            upstream: IpEndpoint::new(embassy_net::Ipv4Address::UNSPECIFIED.into(), 0),
+            host: "",
+            port: 0,
             client_id: "fulmar-uplink",
             keep_alive: 30,
             username: None,
@@ -139,7 +147,7 @@ impl<'a> Config<'a> {
             let value = value.ok_or(ConfigError::MissingValue);
             match setting {
                 "upstream" => {
-                    upstream = Some(endpoint(value?).ok_or(ConfigError::BadAddress)?);
+                    upstream = Some(host_port(value?).ok_or(ConfigError::BadAddress)?);
                 }
                 "client-id" => config.client_id = value?,
                 "username" => config.username = Some(value?),
@@ -167,24 +175,17 @@ impl<'a> Config<'a> {
                 _ => return Err(ConfigError::UnknownSetting),
             }
         }
-        config.upstream = upstream.ok_or(ConfigError::NoUpstream)?;
+        (config.host, config.port) = upstream.ok_or(ConfigError::NoUpstream)?;
         Ok(config)
     }
 }
 
-/// `a.b.c.d:port` (a small parser: `core::net`'s costs more flash).
-fn endpoint(text: &str) -> Option<IpEndpoint> {
-    let (address, port) = text.split_once(':')?;
-    let mut octets = [0u8; 4];
-    let mut parts = address.split('.');
-    for octet in &mut octets {
-        *octet = parts.next()?.parse().ok()?;
-    }
-    if parts.next().is_some() {
-        return None;
-    }
-    let address = embassy_net::Ipv4Address::from(octets);
-    Some(IpEndpoint::new(address.into(), port.parse().ok()?))
+/// `host:port`: a host that is not empty (whether it is an address or a name that resolves
+/// is learnt at connection time) and a port that is not 0.
+fn host_port(text: &str) -> Option<(&str, u16)> {
+    let (host, port) = text.rsplit_once(':')?;
+    let port = port.parse().ok().filter(|p| *p != 0)?;
+    (!host.is_empty()).then_some((host, port))
 }
 
 /// Starts the uplink when a board has a configuration: `$text` is an
@@ -227,6 +228,8 @@ pub(crate) fn changed() {
 enum End {
     /// TCP failed or was closed.
     Socket,
+    /// The upstream host name did not resolve (logged with the name).
+    Unresolved,
     /// Upstream refused the CONNECT (its reason code).
     Refused(ReasonCode),
     /// Nothing heard for 1.5 times the keep alive, or no CONNACK in time.
@@ -260,9 +263,10 @@ pub async fn run(stack: Stack<'static>, config: Config<'static>) -> ! {
         }
     };
     defmt::info!(
-        "uplink: {=str} to {}, {} filters up, {} down",
+        "uplink: {=str} to {=str}:{=u16}, {} filters up, {} down",
         config.client_id,
-        config.upstream,
+        config.host,
+        config.port,
         config.up.len(),
         config.down.len()
     );
@@ -276,10 +280,16 @@ pub async fn run(stack: Stack<'static>, config: Config<'static>) -> ! {
         stack.wait_config_up().await;
         let mut socket = TcpSocket::new(stack, &mut rx_ring, &mut tx_ring);
         socket.set_nagle_enabled(false);
-        let connected = matches!(
-            with_timeout(CONNECT_TIMEOUT, socket.connect(config.upstream)).await,
-            Ok(Ok(()))
-        );
+        // Resolved at every attempt: a cloud broker's address changes, and a name that
+        // does not resolve now (no network yet, a DNS outage) may later.
+        let upstream = resolve(stack, &config).await;
+        let connected = match upstream {
+            Ok(upstream) => matches!(
+                with_timeout(CONNECT_TIMEOUT, socket.connect(upstream)).await,
+                Ok(Ok(()))
+            ),
+            Err(_) => false,
+        };
         let mut link = Link {
             socket,
             bridge,
@@ -290,10 +300,10 @@ pub async fn run(stack: Stack<'static>, config: Config<'static>) -> ! {
             last_heard: Instant::now(),
             up: false,
         };
-        let end = if connected {
-            link.serve().await
-        } else {
-            End::Socket
+        let end = match upstream {
+            Err(end) => end,
+            Ok(upstream) if connected => link.serve(upstream).await,
+            Ok(_) => End::Socket,
         };
         let was_up = link.up;
         link.inbox.clear();
@@ -311,13 +321,35 @@ pub async fn run(stack: Stack<'static>, config: Config<'static>) -> ! {
         if was_up {
             defmt::warn!("uplink: connection lost: {}", end);
             backoff = MIN_BACKOFF;
-        } else if end != End::Socket {
+        } else if !matches!(end, End::Socket | End::Unresolved) {
             // Refused, or no CONNACK: worth a line each attempt. An unreachable upstream
-            // (End::Socket) is not, during an outage.
+            // (End::Socket) is not, during an outage; a name that did not resolve was
+            // logged with the name.
             defmt::warn!("uplink: connection failed: {}", end);
         }
         Timer::after(backoff).await;
         backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// The upstream broker's address: its host looked up (an IPv4 address is taken as it
+/// is, a name asks the network's DNS server, within [`RESOLVE_TIMEOUT`]).
+async fn resolve(stack: Stack<'static>, config: &Config<'_>) -> Result<IpEndpoint, End> {
+    let found = with_timeout(
+        RESOLVE_TIMEOUT,
+        stack.dns_query(config.host, DnsQueryType::A),
+    )
+    .await;
+    match found.map(|r| r.map(|addresses| addresses.first().copied())) {
+        Ok(Ok(Some(address))) => Ok(IpEndpoint::new(address, config.port)),
+        Ok(Err(e)) => {
+            defmt::warn!("uplink: cannot resolve {=str}: {}", config.host, e);
+            Err(End::Unresolved)
+        }
+        _ => {
+            defmt::warn!("uplink: cannot resolve {=str}: no answer", config.host);
+            Err(End::Unresolved)
+        }
     }
 }
 
@@ -355,7 +387,7 @@ enum Wrote<R> {
 
 impl Link<'_, '_> {
     /// CONNECT, CONNACK, SUBSCRIBE, then forward and receive until the connection ends.
-    async fn serve(&mut self) -> End {
+    async fn serve(&mut self, upstream: IpEndpoint) -> End {
         let connect = Connect {
             protocol: VERSION,
             // Upstream keeps the board's subscriptions and queues for it while it is away.
@@ -383,7 +415,7 @@ impl Link<'_, '_> {
         let bridge = self.bridge;
         // From now on a full queue holds local publishers back rather than dropping.
         with(|state| state.broker.bridge_online(bridge, true));
-        defmt::info!("uplink: connected to {}", self.config.upstream);
+        defmt::info!("uplink: connected to {}", upstream);
         if let Err(end) = self.subscribe().await {
             return end;
         }

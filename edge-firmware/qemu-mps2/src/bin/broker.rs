@@ -17,9 +17,11 @@ use fulmar_firmware::persist;
 use fulmar_qemu_mps2::lan9118::Lan9118;
 use fulmar_qemu_mps2::{irq, time};
 
-/// QEMU's user-mode network: the guest is 10.0.2.15, the host's gateway 10.0.2.2.
+/// QEMU's user-mode network: the guest is 10.0.2.15, the host's gateway 10.0.2.2, its DNS
+/// server (which asks the host's resolver) 10.0.2.3.
 const ADDRESS: Ipv4Address = Ipv4Address::new(10, 0, 2, 15);
 const GATEWAY: Ipv4Address = Ipv4Address::new(10, 0, 2, 2);
+const DNS: Ipv4Address = Ipv4Address::new(10, 0, 2, 3);
 
 defmt::timestamp!("{=u64:ms}", embassy_time::Instant::now().as_millis());
 
@@ -41,7 +43,9 @@ async fn main(spawner: Spawner) {
     #[cfg(feature = "flash-persistence")]
     start_persistence(&spawner).await;
 
-    let config = fulmar_firmware::server::static_ipv4(ADDRESS, GATEWAY);
+    // Only the uplink looks names up: the broker alone carries no DNS server setting.
+    let dns = cfg!(feature = "uplink").then_some(DNS);
+    let config = fulmar_firmware::server::static_ipv4(ADDRESS, GATEWAY, dns);
     let _stack = fulmar_firmware::spawn_network!(spawner, Lan9118, nic, config, seed);
     defmt::info!("address {}", ADDRESS);
     #[cfg(feature = "uplink")]

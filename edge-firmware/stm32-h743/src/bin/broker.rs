@@ -1,5 +1,6 @@
 //! The Fulmar broker firmware for the NUCLEO-H743ZI: MQTT on port 1883 of 192.168.1.50/24
-//! (gateway 192.168.1.1; change [`ADDRESS`] and [`GATEWAY`] for your network), the board's
+//! (gateway 192.168.1.1, which the uplink also asks for DNS; change [`ADDRESS`] and
+//! [`GATEWAY`] for your network), the board's
 //! RMII Ethernet (LAN8742A PHY) through embassy-stm32's driver, clocks, pins, RNG and the
 //! `embassy-time` driver from embassy-stm32 too, defmt logs over RTT. The broker state is
 //! in RAM only on this board (no flash persistence yet). With the `uplink` feature, a
@@ -64,7 +65,9 @@ async fn main(spawner: Spawner) {
         p.PA2,
         p.PC1,
     );
-    let config = fulmar_firmware::server::static_ipv4(ADDRESS, GATEWAY);
+    // Only the uplink looks names up: the broker alone carries no DNS server setting.
+    let dns = cfg!(feature = "uplink").then_some(GATEWAY);
+    let config = fulmar_firmware::server::static_ipv4(ADDRESS, GATEWAY, dns);
     let _stack = fulmar_firmware::spawn_network!(spawner, Device, device, config, seed);
     defmt::info!("address {}", ADDRESS);
     #[cfg(feature = "uplink")]
