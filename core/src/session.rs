@@ -99,6 +99,19 @@ pub struct Chain {
     pub(crate) unsent_prev: Option<u32>,
 }
 
+/// Whose a session is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SessionKind {
+    /// A network client's.
+    Client,
+    /// A bridge's: no network client, drained by the host (`Broker::bridge_next`); `up`
+    /// while the host has its uplink (`Broker::bridge_online`, not persisted).
+    Bridge { up: bool },
+    /// A stand-in for another shard of the same process (`Broker::peer_open`): drained by
+    /// the host, never persisted.
+    Peer,
+}
+
 /// One client's session. `T` holds its client identifier and user name.
 #[derive(Debug)]
 pub struct Session<T> {
@@ -130,13 +143,8 @@ pub struct Session<T> {
     /// Records of this session were reported for persistence (so a session that stops
     /// being durable must be deleted from the store).
     pub(crate) persisted: bool,
-    /// A bridge's session: no network client, drained by the host (`Broker::bridge_next`).
-    pub(crate) bridge: bool,
-    /// The bridge's host has its uplink (`Broker::bridge_online`); not persisted.
-    pub(crate) bridge_up: bool,
-    /// A stand-in for another shard of the same process (`Broker::peer_open`): drained by
-    /// the host, never persisted.
-    pub(crate) peer: bool,
+    /// Whose session it is: a network client's, or one the host drains.
+    pub(crate) kind: SessionKind,
     /// A client's session counted by `Hooks::claim_session` (released when it ends).
     pub(crate) claimed: bool,
     /// Publishers stalled on this session's full queue (backpressure), woken when it drains.
@@ -156,7 +164,23 @@ impl<T: Text> Session<T> {
 
     /// Whether this is a bridge's session rather than a network client's.
     pub fn is_bridge(&self) -> bool {
-        self.bridge
+        matches!(self.kind, SessionKind::Bridge { .. })
+    }
+
+    /// Whether this is a stand-in for another shard.
+    pub(crate) fn is_peer(&self) -> bool {
+        self.kind == SessionKind::Peer
+    }
+
+    /// Whether the host drains this session (a bridge's or a peer's) rather than a
+    /// network client.
+    pub(crate) fn is_host_driven(&self) -> bool {
+        self.kind != SessionKind::Client
+    }
+
+    /// Whether this is a bridge whose host has its uplink.
+    pub(crate) fn is_bridge_up(&self) -> bool {
+        self.kind == SessionKind::Bridge { up: true }
     }
 
     /// Whether the client is connected.

@@ -62,9 +62,9 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
         // dropping what a working link would carry loses it for nothing. Without its
         // uplink it is a store-and-forward backlog, bounded like an offline session.
         let drains = if self.config.overflow_policy == OverflowPolicy::Backpressure {
-            s.connection.is_some() || s.bridge_up || s.peer
+            s.connection.is_some() || s.is_bridge_up() || s.is_peer()
         } else {
-            s.bridge_up
+            s.is_bridge_up()
         };
         let queued = s.queue.queued as usize;
         let (messages, limit_bytes) = self.queue_limits(s);
@@ -82,7 +82,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
             self.config.max_queued_bytes,
         );
         #[cfg(feature = "alloc")]
-        if s.peer {
+        if s.is_peer() {
             let k = super::shard::PEER_QUEUE_FACTOR;
             return (messages.saturating_mul(k), bytes.saturating_mul(k));
         }
@@ -98,7 +98,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
             || self
                 .sessions
                 .get(session)
-                .is_some_and(|s| s.bridge || s.peer)
+                .is_some_and(|s| s.is_host_driven())
     }
 
     /// Holds connection `id` back until `session`'s queue drains.

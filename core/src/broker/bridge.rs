@@ -79,7 +79,9 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
             // The identifier belongs to a connected network client.
             return Err(ReasonCode::ClientIdentifierNotValid);
         }
-        session.bridge = true;
+        if !session.is_bridge() {
+            session.kind = crate::session::SessionKind::Bridge { up: false };
+        }
         session.expiry_interval = NEVER_EXPIRES;
         self.unclaim_session(handle);
         self.mark_session(handle);
@@ -91,13 +93,13 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
     /// with [`Broker::bridge_next`]. Down: a full queue drops (see the module
     /// documentation), and publishers stalled on it go on.
     pub fn bridge_online(&mut self, bridge: BridgeId, online: bool) {
-        let Some(session) = self.sessions.get_mut(bridge.0).filter(|s| s.bridge) else {
+        let Some(session) = self.sessions.get_mut(bridge.0).filter(|s| s.is_bridge()) else {
             return;
         };
-        if session.bridge_up == online {
+        if session.is_bridge_up() == online {
             return;
         }
-        session.bridge_up = online;
+        session.kind = crate::session::SessionKind::Bridge { up: online };
         if online {
             self.bridges_up += 1;
         } else {
@@ -152,7 +154,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
     /// The oldest queued message not yet handed out, to forward upstream. It stays queued
     /// until [`Broker::bridge_ack`]; expired messages are dropped on the way.
     pub fn bridge_next(&mut self, bridge: BridgeId, now: Instant) -> Option<BridgeMessage<'_>> {
-        if !self.sessions.get(bridge.0).is_some_and(|s| s.bridge) {
+        if !self.sessions.get(bridge.0).is_some_and(|s| s.is_bridge()) {
             return None;
         }
         let found = self.take_next_for_host(bridge.0, now)?;
@@ -184,7 +186,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
     /// sends upstream (a SUBSCRIBE): identifiers in flight must be unique
     /// [MQTT-2.2.1-3]. `None` if all 65 535 are taken.
     pub fn bridge_packet_id(&mut self, bridge: BridgeId) -> Option<PacketId> {
-        self.sessions.get(bridge.0).filter(|s| s.bridge)?;
+        self.sessions.get(bridge.0).filter(|s| s.is_bridge())?;
         // Unlike a client's window, a bridge's queue also holds rewound messages with
         // numbers: the identifiers are checked against the whole queue.
         self.next_packet_id(bridge.0)

@@ -162,7 +162,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
         if self
             .find_session(client_id)
             .and_then(|h| self.sessions.get(h))
-            .is_some_and(|s| s.bridge || s.peer)
+            .is_some_and(|s| s.is_host_driven())
         {
             return self.refuse(id, protocol, ReasonCode::ClientIdentifierNotValid, now);
         }
@@ -401,9 +401,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
                 subscriptions: 0,
                 request_problem_information: true,
                 persisted: false,
-                bridge: false,
-                bridge_up: false,
-                peer: false,
+                kind: crate::session::SessionKind::Client,
                 claimed: false,
                 stalled_publishers: 0,
             })

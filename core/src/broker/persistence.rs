@@ -170,7 +170,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
     fn session_is_durable(&self, session: u32) -> bool {
         self.sessions
             .get(session)
-            .is_some_and(|s| s.expiry_interval != 0 && !s.peer)
+            .is_some_and(|s| s.expiry_interval != 0 && !s.is_peer())
     }
 
     fn mark(&mut self, change: Change) {
@@ -436,7 +436,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
             max_packet_size: session.max_packet_size,
             username: session.username(),
             will,
-            bridge: session.bridge,
+            bridge: session.is_bridge(),
         };
         put(buf, Key::Session(session.client_id()), &record).map(Some)
     }
@@ -653,7 +653,11 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
                 s.receive_maximum = record.receive_maximum;
                 s.max_packet_size = record.max_packet_size;
                 s.username = username;
-                s.bridge = record.bridge;
+                s.kind = if record.bridge {
+                    crate::session::SessionKind::Bridge { up: false }
+                } else {
+                    crate::session::SessionKind::Client
+                };
                 let old = core::mem::replace(&mut s.will, will);
                 if let Some(old) = old {
                     self.release_message(old.message);

@@ -564,8 +564,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
         let online = session.connection;
         // A bridge forwards QoS 0 too: its host is always there to drain the queue.
         if online.is_none()
-            && !session.bridge
-            && !session.peer
+            && !session.is_host_driven()
             && qos == QoS::AtMostOnce
             && !self.config.queue_qos0_offline
         {
@@ -574,7 +573,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
         // A retained change copied to another shard is not a delivery: every shard must
         // hold it, so a full queue does not drop it.
         #[cfg(feature = "alloc")]
-        let replica = session.peer && super::shard::is_replica(delivery);
+        let replica = session.is_peer() && super::shard::is_replica(delivery);
         #[cfg(not(feature = "alloc"))]
         let replica = false;
         let (limit_messages, limit_bytes) = self.queue_limits(session);

@@ -243,7 +243,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
         if let Some(s) = self.sessions.get_mut(handle) {
             s.expiry_interval = NEVER_EXPIRES;
             s.disconnected_at = Some(now);
-            s.peer = true;
+            s.kind = crate::session::SessionKind::Peer;
         }
         if let Some(shard) = &mut self.shard {
             shard.peers.insert(handle, None);
@@ -561,7 +561,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
 
     /// Whether `session` stands in for another shard.
     pub(super) fn is_peer(&self, session: u32) -> bool {
-        self.sessions.get(session).is_some_and(|s| s.peer)
+        self.sessions.get(session).is_some_and(|s| s.is_peer())
     }
 
     /// Reports a local subscription change to the host (sharded brokers only).
