@@ -87,6 +87,9 @@ const BATCH: usize = 256;
 /// overshoot it by up to the transmit buffer's size (the maximum packet size plus
 /// [`TRANSMIT_MARGIN`]).
 pub(crate) const OUTPUT_BYTES: usize = 256 * 1024;
+/// Output at which a writer is woken without waiting for the actor to finish its batch
+/// ([`Wakes`]).
+const WAKE_BYTES: usize = 64 * 1024;
 /// Messages from other shards taken per wake-up, at most.
 const MESH_BATCH: usize = 1024;
 /// How long a stopping shard keeps exchanging copies with the others, so that the
@@ -120,23 +123,30 @@ impl Link {
 
     /// Hands a chunk to the writer and wakes it; `Err` when the writer is gone.
     fn send(&self, chunk: Vec<u8>) -> Result<(), WriterGone> {
-        self.append(&chunk)?;
+        self.append(&chunk, &mut Wakes::default())?;
         self.room.task.wake();
         Ok(())
     }
 
-    /// Hands a chunk to the writer without waking it; `Err` when the writer is gone.
-    /// `Ok(true)` when the writer has to be woken for it (it had nothing to write): the
-    /// caller adds the room to the actor's [`Wakes`], so that the writer wakes once for
+    /// Hands a chunk to the writer; `Err` when the writer is gone. The writer is woken at
+    /// once when its output reaches [`WAKE_BYTES`]; otherwise the room is added to
+    /// `wakes` (when the writer had nothing to write), so that the writer wakes once for
     /// everything the actor gives it in one go, and writes it with one system call.
-    fn append(&self, chunk: &[u8]) -> Result<bool, WriterGone> {
+    fn append(&self, chunk: &[u8], wakes: &mut Wakes) -> Result<(), WriterGone> {
         let mut output = self.room.lock_output();
         if output.writer_gone {
             return Err(WriterGone);
         }
-        let first = output.pending.is_empty();
+        let before = output.pending.len();
         output.push(chunk);
-        Ok(first)
+        let after = output.pending.len();
+        drop(output);
+        if before < WAKE_BYTES && after >= WAKE_BYTES {
+            self.room.task.wake();
+        } else if before == 0 {
+            wakes.add(&self.room);
+        }
+        Ok(())
     }
 
     /// The last bytes to write (a CONNACK refusal, a DISCONNECT), after which the writer
@@ -158,7 +168,9 @@ impl Drop for Link {
 /// would have it write each chunk as it comes (the other worker threads run it at once):
 /// under load that is one system call (and one read for the client) per message or two.
 /// Woken once the actor is done with what it had to do (a batch of input, a timeout, a
-/// commit), a writer takes all of its output in one write.
+/// commit), a writer takes all of its output in one write; or as soon as it has
+/// [`WAKE_BYTES`], so that a batch that fills the writers of a fan-out does not leave them
+/// idle until its end.
 #[derive(Debug, Default)]
 struct Wakes(Vec<Arc<Room>>);
 
@@ -1407,10 +1419,8 @@ impl Actor {
                 }
                 peer.hold(hold, bytes.to_vec());
             } else {
-                match peer.link.append(bytes) {
-                    Ok(true) => self.wakes.add(&peer.link.room),
-                    Ok(false) => {}
-                    Err(WriterGone) => return Flush::WriterGone,
+                if peer.link.append(bytes, &mut self.wakes).is_err() {
+                    return Flush::WriterGone;
                 }
             }
         }
