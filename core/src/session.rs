@@ -149,6 +149,9 @@ pub struct Session<T> {
     pub(crate) claimed: bool,
     /// Publishers stalled on this session's full queue (backpressure), woken when it drains.
     pub(crate) stalled_publishers: u32,
+    /// Messages this session's full queue dropped since it was created or restored (also
+    /// counted in `Stats::messages_dropped`); read for bridges (`Broker::bridge_dropped`).
+    pub(crate) dropped: u32,
 }
 
 impl<T: Text> Session<T> {

@@ -223,6 +223,7 @@ fn with_the_uplink_up_a_full_bridge_queue_holds_publishers_back_and_loses_nothin
     assert_eq!(pubacks(&mut sim, device), 6);
     assert!(!sim.is_stalled(device));
     assert_eq!(sim.broker.stats().messages_dropped, 0);
+    assert_eq!(sim.broker.bridge_dropped(bridge), 0);
 }
 
 #[test]
@@ -232,8 +233,30 @@ fn with_the_uplink_down_the_backlog_is_bounded_and_drops_the_newest() {
     assert!(!sim.is_stalled(device));
     assert_eq!(pubacks(&mut sim, device), 10);
     assert_eq!(sim.broker.stats().messages_dropped, 6);
+    assert_eq!(sim.broker.bridge_dropped(bridge), 6);
     sim.broker.bridge_online(bridge, true);
     assert_eq!(forward_all(&mut sim, bridge), [0, 1, 2, 3]);
+}
+
+#[test]
+fn drops_are_counted_for_the_bridge_whose_backlog_was_full() {
+    let (mut sim, sensors, device) = flooded_bridge(false);
+    let other = sim.broker.bridge_open("other-uplink", sim.now()).unwrap();
+    sim.broker
+        .bridge_subscribe(other, "other/#", QoS::AtLeastOnce)
+        .unwrap();
+    sim.publish(device, "other/x", b"x", QoS::AtLeastOnce, false);
+    // A local client's full queue is not a bridge's drop.
+    let offline = sim.connect(ProtocolVersion::V3_1_1, "offline", false, 0);
+    sim.subscribe(offline, "other/#", QoS::AtLeastOnce);
+    sim.disconnect(offline, ReasonCode::Success);
+    for _ in 0..5 {
+        sim.publish(device, "other/x", b"x", QoS::AtLeastOnce, false);
+    }
+    assert_eq!(sim.broker.bridge_dropped(sensors), 6);
+    // Its backlog took the six (bound 4): two dropped.
+    assert_eq!(sim.broker.bridge_dropped(other), 2);
+    assert_eq!(sim.broker.stats().messages_dropped, 6 + 2 + 1);
 }
 
 #[test]

@@ -238,6 +238,14 @@ fn readings_taken_while_upstream_is_down_arrive_in_order_up_to_the_bound() {
     // Two more than the bridge keeps: the newest two are dropped.
     let sent = readings("outage", BOUND + 2);
     publish(bridged.board.port(), "sensors/t", &sent);
+    // ... and counted for this bridge: on its retained $SYS topic, and in the log.
+    let topic = "$SYS/broker/bridge/fw-bridge-test/dropped";
+    let drops = subscriber(bridged.board.port(), "drops-sub", topic);
+    drops.expect_line(WAIT, |line| line == format!("{topic} 2"));
+    wait_log(
+        &bridged.board,
+        "uplink: backlog full while upstream is away: 2 messages dropped since boot",
+    );
 
     bridged.upstream_back();
     assert_eq!(collect(&bridged.sub, BOUND), lines_of(&sent[..BOUND]));

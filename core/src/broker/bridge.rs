@@ -15,7 +15,7 @@
 //! is not, the queue is the store-and-forward backlog, bounded by
 //! [`super::Config::max_queued_messages`] and [`super::Config::max_queued_bytes`] like an
 //! offline session's, and a message beyond that is handled by the overflow policy (dropped,
-//! counted in [`super::Stats::messages_dropped`]).
+//! counted in [`super::Stats::messages_dropped`] and per bridge, [`Broker::bridge_dropped`]).
 //!
 //! Messages arriving from upstream enter with [`Broker::bridge_publish`]. Bridge
 //! subscriptions are No Local, so a message the bridge brought in is never sent back up:
@@ -298,6 +298,15 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
             s.queue.unsent = s.queue.head;
             s.queue.unsent_prev = None;
         }
+    }
+
+    /// Messages the bridge's full backlog dropped (while its uplink was down) since it was
+    /// opened; wraps at `u32::MAX`. The host shows it to its user (a log, a `$SYS` topic).
+    pub fn bridge_dropped(&self, bridge: BridgeId) -> u32 {
+        self.sessions
+            .get(bridge.0)
+            .filter(|s| s.is_bridge())
+            .map_or(0, |s| s.dropped)
     }
 
     /// Messages waiting for or in flight over the bridge.

@@ -404,6 +404,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
                 kind: crate::session::SessionKind::Client,
                 claimed: false,
                 stalled_publishers: 0,
+                dropped: 0,
             })
             .map_err(|_| quota_code())?;
         let hash = self.client_hash(client_id);

@@ -541,6 +541,15 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
         }
     }
 
+    /// Counts a message dropped for `session` (its queue full): in the broker's stats and
+    /// the session's own count.
+    fn count_dropped(&mut self, session: u32) {
+        self.stats.messages_dropped += 1;
+        if let Some(s) = self.sessions.get_mut(session) {
+            s.dropped = s.dropped.wrapping_add(1);
+        }
+    }
+
     /// Queues `message` for one session. `retained`: sent because of a new subscription,
     /// so RETAIN is set ([MQTT-3.3.1-8]); otherwise RETAIN follows Retain As Published
     /// ([MQTT-3.3.1-12], [MQTT-3.3.1-13]).
@@ -583,7 +592,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
         if full {
             let dropped_oldest = self.config.overflow_policy == OverflowPolicy::DropOldest
                 && self.drop_oldest_queued(handle);
-            self.stats.messages_dropped += 1;
+            self.count_dropped(handle);
             if !dropped_oldest {
                 return false;
             }
@@ -603,7 +612,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
             next: Link::NONE,
         };
         let Ok(entry_handle) = self.queue.insert(entry) else {
-            self.stats.messages_dropped += 1;
+            self.count_dropped(handle);
             return false;
         };
         if let Some(m) = self.messages.get_mut(message) {

@@ -7,7 +7,10 @@
 //! message matching an `up` filter is queued for it while the uplink is down — bounded by
 //! the broker's per-session queue limits (beyond them the newest is dropped, counted), and
 //! persisted to flash with the other sessions (QoS 1 and 2) when the board persists — and
-//! [`run`] forwards the queue in order once connected. While connected, a full queue holds
+//! [`run`] forwards the queue in order once connected. What the full backlog drops is
+//! counted per bridge (`Broker::bridge_dropped`) and shown at each connection attempt: a
+//! warning with the running count, and the count retained on
+//! `$SYS/broker/bridge/<client-id>/dropped` for local subscribers. While connected, a full queue holds
 //! local publishers back instead (`Broker::bridge_online`): nothing a working link can
 //! carry is dropped. A message leaves the queue only when upstream has acknowledged it
 //! (PUBACK) [MQTT-4.3.2-1]; when the connection fails, everything unacknowledged is handed
@@ -276,7 +279,9 @@ pub async fn run(stack: Stack<'static>, config: Config<'static>) -> ! {
     // buffer shared with the socket tasks (inbox.rs).
     let mut inbox = Inbox::new();
     let mut backoff = MIN_BACKOFF;
+    let mut dropped_shown = None;
     loop {
+        report_drops(bridge, config.client_id, &mut dropped_shown);
         stack.wait_config_up().await;
         let mut socket = TcpSocket::new(stack, &mut rx_ring, &mut tx_ring);
         socket.set_nagle_enabled(false);
@@ -327,8 +332,68 @@ pub async fn run(stack: Stack<'static>, config: Config<'static>) -> ! {
             // logged with the name.
             defmt::warn!("uplink: connection failed: {}", end);
         }
+        report_drops(bridge, config.client_id, &mut dropped_shown);
         Timer::after(backoff).await;
         backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// Longest `$SYS/broker/bridge/<client-id>/dropped` topic: a longer client id goes
+/// without the topic (the warning still says the count).
+const DROPPED_TOPIC: usize = 96;
+
+/// Shows the user how many messages the bridge's full backlog dropped, when that changed
+/// since `shown` (`None` at boot: the retained count from before a restart is replaced): a
+/// warning with the running count, and the count as a retained `$SYS` message. Called at
+/// each connection attempt, so during an outage at most once per backoff period (with
+/// persistence, each is a flash write).
+fn report_drops(bridge: BridgeId, name: &str, shown: &mut Option<u32>) {
+    with(|state| {
+        let dropped = state.broker.bridge_dropped(bridge);
+        if *shown == Some(dropped) {
+            return;
+        }
+        *shown = Some(dropped);
+        if dropped > 0 {
+            defmt::warn!(
+                "uplink: backlog full while upstream is away: {=u32} messages dropped since boot",
+                dropped
+            );
+        }
+        let mut topic = [0u8; DROPPED_TOPIC];
+        let mut digits = [0u8; 10];
+        // A client id with wildcards makes no topic name: the broker refuses it.
+        if let Some(topic) = concat(&mut topic, &["$SYS/broker/bridge/", name, "/dropped"]) {
+            let count = decimal(dropped, &mut digits);
+            let _ = state
+                .broker
+                .publish(topic, count, QoS::AtMostOnce, true, now());
+            dispatch(state);
+        }
+    });
+}
+
+/// `parts` one after the other in `buf`, if they fit (no `core::fmt`: kilobytes of flash).
+fn concat<'b>(buf: &'b mut [u8], parts: &[&str]) -> Option<&'b str> {
+    let mut len = 0;
+    for part in parts {
+        let end = len + part.len();
+        buf.get_mut(len..end)?.copy_from_slice(part.as_bytes());
+        len = end;
+    }
+    core::str::from_utf8(buf.get(..len)?).ok()
+}
+
+/// `n` in decimal digits, in the end of `buf`.
+fn decimal(mut n: u32, buf: &mut [u8; 10]) -> &[u8] {
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &buf[at..];
+        }
     }
 }
 
