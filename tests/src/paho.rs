@@ -14,6 +14,36 @@ use std::time::{Duration, Instant};
 /// The venv the setup suite makes, relative to `$HOME`.
 pub const VENV: &str = ".cache/fulmar/venv";
 
+/// Python helpers a test script may start with (`format!("{HELPERS}{SCRIPT}")`):
+/// `client(name, protocol, port)` connects a paho client (`mqtt.MQTTv311`, `mqtt.MQTTv5`)
+/// to 127.0.0.1 and waits for its CONNACK; its network thread queues what it saw
+/// (`("connack", code)`, `("suback", codes)`, `("message", m)`), in order, for
+/// `expect(c, kind)`, which waits at most `WAIT` seconds (a script may set it).
+pub const HELPERS: &str = r#"
+import queue
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+WAIT = 20
+
+def client(name, protocol, port):
+    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=name, protocol=protocol,
+                    userdata=queue.Queue())
+    c.on_connect = lambda c, q, flags, reason, props: q.put(("connack", reason.value))
+    c.on_subscribe = lambda c, q, mid, reasons, props: q.put(
+        ("suback", [r.value for r in reasons]))
+    c.on_message = lambda c, q, m: q.put(("message", m))
+    c.connect("127.0.0.1", port)
+    c.loop_start()
+    expect(c, "connack")
+    return c
+
+def expect(c, kind):
+    got, value = c.user_data_get().get(timeout=WAIT)
+    assert got == kind, (kind, got, value)
+    return value
+"#;
+
 /// The Python interpreter that has paho-mqtt.
 ///
 /// # Panics

@@ -3,7 +3,8 @@
 //! connections to 10.0.2.100:1883 to. Readings published to the board reach upstream in
 //! order, commands published upstream come down, and readings taken while upstream is
 //! down — even across a power cut of the board — arrive once it is back, in order, up to
-//! the bridge's bound. An upstream host name that does not resolve is retried while the
+//! the bridge's bound, counted on the bridge's `$SYS` topic. A 5.0 uplink forwards the 5.0
+//! properties a board client published with. An upstream host name that does not resolve is retried while the
 //! board serves its own clients.
 //!
 //! Each test boots its own board and upstream; every wait is bounded.
@@ -359,6 +360,56 @@ fn an_idle_uplink_keeps_its_connection_with_pings() {
         !log.contains("uplink: connection lost"),
         "the idle uplink was dropped:\n{log}"
     );
+}
+
+#[test]
+fn a_5_0_uplink_forwards_the_properties_a_5_0_client_published_on_the_board() {
+    const SCRIPT: &str = r#"
+import sys
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+board, upstream = int(sys.argv[1]), int(sys.argv[2])
+sub = client("v5-up-sub", mqtt.MQTTv5, upstream)
+sub.subscribe("sensors/v5", qos=1)
+expect(sub, "suback")
+pub = client("v5-board-pub", mqtt.MQTTv5, board)
+props = Properties(PacketTypes.PUBLISH)
+props.UserProperty = ("origin", "board")
+props.ContentType = "text/plain"
+props.ResponseTopic = "replies/1"
+props.CorrelationData = b"c-1"
+props.PayloadFormatIndicator = 1
+props.MessageExpiryInterval = 300
+pub.publish("sensors/v5", "21.5", qos=2, properties=props).wait_for_publish(WAIT)
+m = expect(sub, "message")
+p = m.properties
+expiry = getattr(p, "MessageExpiryInterval", None)
+print(m.topic, m.payload.decode(), f"qos={m.qos}", getattr(p, "UserProperty", None),
+      getattr(p, "ContentType", None), getattr(p, "ResponseTopic", None),
+      getattr(p, "CorrelationData", None), getattr(p, "PayloadFormatIndicator", None),
+      f"expiry_ok={expiry is not None and 0 < expiry <= 300}", flush=True)
+for c in (sub, pub):
+    c.disconnect()
+    c.loop_stop()
+"#;
+    let config = UPLINK.to_owned() + "protocol 5\n";
+    let bridged = Bridged::start_with("up-sub-v5", &config);
+    let ports = [
+        bridged.board.port().to_string(),
+        bridged.up_port.to_string(),
+    ];
+    let script = format!("{}{SCRIPT}", fulmar_tests::paho::HELPERS);
+    let output = fulmar_tests::paho::run(&script, &[&ports[0], &ports[1]], 2 * WAIT);
+    // QoS 2 goes up as QoS 1 (upstream's subscriber was granted 1 anyway).
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        "sensors/v5 21.5 qos=1 [('origin', 'board')] text/plain replies/1 b'c-1' 1 \
+         expiry_ok=True\n",
+        "paho's stderr:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(output.status.success(), "paho: {}", output.status);
 }
 
 #[test]

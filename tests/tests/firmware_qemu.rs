@@ -623,33 +623,13 @@ fn packets_near_2_kib_cross_the_board_both_ways_from_several_clients_at_once() {
 #[test]
 fn paho_v311_and_v5_clients_qos_2_retained_properties_and_will() {
     const SCRIPT: &str = r#"
-import queue, subprocess, sys
-import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
+import subprocess, sys
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 port, WAIT = int(sys.argv[1]), 10
 V5, V311 = mqtt.MQTTv5, mqtt.MQTTv311
-
-def client(name, protocol):
-    # userdata: what the network thread saw (CONNACK, SUBACK, messages), in order.
-    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=name, protocol=protocol,
-                    userdata=queue.Queue())
-    c.on_connect = lambda c, q, flags, reason, props: q.put(("connack", reason.value))
-    c.on_subscribe = lambda c, q, mid, reasons, props: q.put(
-        ("suback", [r.value for r in reasons]))
-    c.on_message = lambda c, q, m: q.put(("message", m))
-    c.connect("127.0.0.1", port)
-    c.loop_start()
-    expect(c, "connack")
-    return c
-
-def expect(c, kind):
-    got, value = c.user_data_get().get(timeout=WAIT)
-    assert got == kind, (kind, got, value)
-    return value
 
 def show(name, c):
     m = expect(c, "message")
@@ -662,21 +642,21 @@ def show(name, c):
 def publish(c, topic, payload, qos, retain=False, properties=None):
     c.publish(topic, payload, qos=qos, retain=retain, properties=properties).wait_for_publish(WAIT)
 
-pub311 = client("paho-pub311", V311)
+pub311 = client("paho-pub311", V311, port)
 publish(pub311, "paho/retained", "kept", 1, retain=True)
 
-sub5 = client("paho-sub5", V5)
+sub5 = client("paho-sub5", V5, port)
 props = Properties(PacketTypes.SUBSCRIBE)
 props.SubscriptionIdentifier = 7
 sub5.subscribe([("paho/#", SubscribeOptions(qos=2))], properties=props)
 print("sub5 suback", expect(sub5, "suback"), flush=True)
 show("sub5", sub5)
-sub311 = client("paho-sub311", V311)
+sub311 = client("paho-sub311", V311, port)
 sub311.subscribe([("paho/#", 1)])
 print("sub311 suback", expect(sub311, "suback"), flush=True)
 show("sub311", sub311)
 
-pub5 = client("paho-pub5", V5)
+pub5 = client("paho-pub5", V5, port)
 props = Properties(PacketTypes.PUBLISH)
 props.UserProperty = ("origin", "paho5")
 publish(pub5, "paho/q2", "from 5.0", 2, properties=props)
@@ -708,7 +688,8 @@ for c in (sub5, sub311, pub5, pub311):
     c.loop_stop()
 "#;
     let board = Board::boot();
-    let output = fulmar_tests::paho::run(SCRIPT, &[&board.port().to_string()], 2 * WAIT);
+    let script = format!("{}{SCRIPT}", fulmar_tests::paho::HELPERS);
+    let output = fulmar_tests::paho::run(&script, &[&board.port().to_string()], 2 * WAIT);
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert_eq!(
         stdout,

@@ -22,7 +22,7 @@
 //! that is the loop prevention.
 
 use super::{Broker, BrokerStorage, Hooks};
-use crate::codec::{PacketId, QoS, ReasonCode, SubscriptionOptions};
+use crate::codec::{List, PacketId, Properties, Property, QoS, ReasonCode, SubscriptionOptions};
 use crate::router::SessionId;
 use crate::session::{DeliveryState, NEVER_EXPIRES};
 use crate::storage::CapacityError;
@@ -55,6 +55,20 @@ pub struct BridgeMessage<'b> {
     /// It was handed out before and may have reached upstream: send it with DUP
     /// [MQTT-3.3.1-1].
     pub dup: bool,
+    /// The 5.0 properties the broker kept from the PUBLISH (user properties, content type,
+    /// response topic, correlation data, payload format indicator), in wire form.
+    kept: &'b [u8],
+    /// Message Expiry Interval: the seconds left (5.0 §3.3.2.3.3), if it has one.
+    expiry: Option<Property<'static>>,
+}
+
+impl BridgeMessage<'_> {
+    /// The properties to forward the message with to a 5.0 upstream: those the broker kept
+    /// and the Message Expiry Interval left [MQTT-3.3.2-6] (the Topic Alias and Subscription
+    /// Identifiers were this broker's, and are not forwarded).
+    pub fn properties(&self) -> Properties<'_> {
+        List::from_wire_and_items(self.kept, self.expiry.as_slice())
+    }
 }
 
 impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
@@ -171,6 +185,11 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
         let entry = self.queue.get(found)?;
         let message = self.messages.get(entry.message.get()?)?;
         let parts = message.parts(&self.blobs)?;
+        // Not expired: `take_next_for_host` dropped expired messages.
+        let expiry = message.expires_at.map(|at| {
+            let left = (at - now).as_secs_ceil();
+            Property::MessageExpiryInterval(left.min(u64::from(u32::MAX)) as u32)
+        });
         Some(BridgeMessage {
             token: entry.seq,
             topic: parts.topic,
@@ -179,6 +198,8 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
             retain: message.retain,
             packet_id: entry.packet_id,
             dup: entry.dup,
+            kept: parts.properties,
+            expiry,
         })
     }
 

@@ -1,6 +1,9 @@
 //! The bridge uplink: forwards configured topics to an upstream MQTT broker (a `fulmar`
-//! gateway, Mosquitto, a cloud broker) as an MQTT 3.1.1 client over embassy-net, and
-//! optionally brings topics down from it.
+//! gateway, Mosquitto, a cloud broker) as an MQTT 3.1.1 client (or 5.0, configured) over
+//! embassy-net, and optionally brings topics down from it. As a 5.0 client it forwards the
+//! 5.0 properties the broker keeps with a message (user properties, content type, response
+//! topic, correlation data, payload format indicator) and the Message Expiry Interval
+//! left [MQTT-3.3.2-6], so a 5.0 subscriber upstream sees them as published here.
 //!
 //! Store and forward comes from the core's bridge (`Broker::bridge_open` and the
 //! `bridge_*` calls): a bridge is a persistent session with no network client, so every
@@ -35,6 +38,8 @@
 //! client-id fulmar-edge-1
 //! # seconds, at least 1 (default 30)
 //! keep-alive 30
+//! # the MQTT version spoken upstream: 3.1.1 (default) or 5
+//! protocol 5
 //! # credentials upstream, if it wants them (none by default)
 //! username edge-1
 //! password secret
@@ -53,8 +58,8 @@ use embassy_sync::signal::Signal;
 use embassy_time::{Duration, Instant, Timer, with_timeout};
 use fulmar_core::broker::BridgeId;
 use fulmar_core::codec::{
-    Ack, Connect, DecodeError, List, Packet, PacketId, Properties, ProtocolVersion, Publish, QoS,
-    QoSPid, ReasonCode, Subscribe, Subscription, SubscriptionOptions, decode,
+    Ack, Connect, DecodeError, List, Packet, PacketId, Properties, Property, ProtocolVersion,
+    Publish, QoS, QoSPid, ReasonCode, Subscribe, Subscription, SubscriptionOptions, decode,
 };
 
 use crate::capacity::{PACKET, SOCKET_RX, UPLINK_TX};
@@ -66,8 +71,6 @@ pub const MAX_FILTERS: usize = 4;
 /// QoS 1 messages sent upstream and not acknowledged yet: enough to keep a link with some
 /// latency busy, few enough that a reconnection re-sends little.
 pub const WINDOW: usize = 4;
-/// The protocol spoken upstream: understood by every broker.
-const VERSION: ProtocolVersion = ProtocolVersion::V3_1_1;
 /// First wait before reconnecting; it doubles after each failure up to [`MAX_BACKOFF`].
 const MIN_BACKOFF: Duration = Duration::from_millis(500);
 /// Longest wait between reconnection attempts.
@@ -96,6 +99,8 @@ pub struct Config<'a> {
     /// with a flash write, or its clock behind, as an emulated one is on a loaded host),
     /// and the link is dropped after 1.5 times it without hearing back.
     pub keep_alive: u16,
+    /// The MQTT version spoken upstream: 3.1.1 by default (every broker has it), or 5.0.
+    pub protocol: ProtocolVersion,
     /// User name and password sent in CONNECT.
     pub username: Option<&'a str>,
     /// The password (without a user name, 3.1.1 cannot send one [MQTT-3.1.2-22]).
@@ -116,7 +121,7 @@ pub enum ConfigError {
     BadAddress,
     /// A setting has no value.
     MissingValue,
-    /// A number is out of range: keep-alive 1 to 65 535, QoS 0 or 1.
+    /// A number is out of range: keep-alive 1 to 65 535, QoS 0 or 1, protocol 3.1.1 or 5.
     BadNumber,
     /// More than [`MAX_FILTERS`] filters in one direction.
     TooManyFilters,
@@ -134,6 +139,7 @@ impl<'a> Config<'a> {
             port: 0,
             client_id: "fulmar-uplink",
             keep_alive: 30,
+            protocol: ProtocolVersion::V3_1_1,
             username: None,
             password: None,
             up: Filters::new(),
@@ -153,6 +159,13 @@ impl<'a> Config<'a> {
                     upstream = Some(host_port(value?).ok_or(ConfigError::BadAddress)?);
                 }
                 "client-id" => config.client_id = value?,
+                "protocol" => {
+                    config.protocol = match value? {
+                        "3.1.1" => ProtocolVersion::V3_1_1,
+                        "5" | "5.0" => ProtocolVersion::V5,
+                        _ => return Err(ConfigError::BadNumber),
+                    }
+                }
                 "username" => config.username = Some(value?),
                 "password" => config.password = Some(value?),
                 // Not 0 (no keep-alive): the uplink needs its pings to find a dead link.
@@ -303,6 +316,7 @@ pub async fn run(stack: Stack<'static>, config: Config<'static>) -> ! {
             inflight: heapless::Vec::new(),
             last_sent: Instant::now(),
             last_heard: Instant::now(),
+            window: WINDOW,
             up: false,
         };
         let end = match upstream {
@@ -430,6 +444,9 @@ struct Link<'s, 'c> {
     inflight: heapless::Vec<(u16, u64), WINDOW>,
     last_sent: Instant,
     last_heard: Instant,
+    /// Messages that may be in flight: [`WINDOW`], or less if a 5.0 upstream's Receive
+    /// Maximum says so [MQTT-3.3.4-9].
+    window: usize,
     /// Whether upstream accepted the connection (CONNACK 0).
     up: bool,
 }
@@ -453,12 +470,19 @@ enum Wrote<R> {
 impl Link<'_, '_> {
     /// CONNECT, CONNACK, SUBSCRIBE, then forward and receive until the connection ends.
     async fn serve(&mut self, upstream: IpEndpoint) -> End {
+        // 5.0: the session outlives the connection only with a Session Expiry Interval
+        // [MQTT-3.1.2-23]; the bridge's never expires, like a 3.1.1 Clean Session 0 one.
+        let session_expiry = [Property::SessionExpiryInterval(u32::MAX)];
         let connect = Connect {
-            protocol: VERSION,
+            protocol: self.config.protocol,
             // Upstream keeps the board's subscriptions and queues for it while it is away.
             clean_start: false,
             keep_alive: self.config.keep_alive,
-            properties: Properties::empty(),
+            properties: if self.config.protocol == ProtocolVersion::V5 {
+                Properties::new(&session_expiry)
+            } else {
+                Properties::empty()
+            },
             client_id: self.config.client_id,
             will: None,
             username: self.config.username,
@@ -494,9 +518,12 @@ impl Link<'_, '_> {
     async fn connack(&mut self) -> Result<(), End> {
         loop {
             self.receive().await?;
-            match decode(self.inbox.bytes(), VERSION, PACKET) {
+            match decode(self.inbox.bytes(), self.config.protocol, PACKET) {
                 Ok((Packet::ConnAck(ack), used)) => {
                     let code = ack.reason_code;
+                    if let Some(maximum) = ack.properties.receive_maximum() {
+                        self.window = WINDOW.min(usize::from(maximum)).max(1);
+                    }
                     self.inbox.consume(used);
                     return if code.is_error() {
                         Err(End::Refused(code))
@@ -541,7 +568,7 @@ impl Link<'_, '_> {
         // A Config built by hand may say 0: pinging every moment would be worse than 1 s.
         let keep_alive = Duration::from_secs(u64::from(self.config.keep_alive.max(1)));
         loop {
-            while !self.inflight.is_full() && self.publish_next().await? {}
+            while self.inflight.len() < self.window && self.publish_next().await? {}
             let ping_at = self.last_sent + keep_alive / 4;
             let dead_at = self.last_heard + keep_alive * 3 / 2;
             // A packet that does not fit the small inbox waits for a shared large buffer
@@ -575,11 +602,13 @@ impl Link<'_, '_> {
     /// queue has nothing more to hand out.
     async fn publish_next(&mut self) -> Result<bool, End> {
         let bridge = self.bridge;
+        let version = self.config.protocol;
         let sent = self
             .write(|buf| {
                 // A message is taken from the bridge only when it surely fits: it was at
-                // most PACKET bytes when published, and goes out without properties.
-                if buf.len() < PACKET {
+                // most PACKET bytes when published, and goes out with the same properties
+                // at most (a 3.1.1 one as 5.0: one byte more, the empty property length).
+                if buf.len() < PACKET + 1 {
                     return Wrote::NoRoom;
                 }
                 with(|state| {
@@ -597,11 +626,12 @@ impl Link<'_, '_> {
                         qos_pid,
                         retain: message.retain,
                         topic: message.topic,
-                        properties: Properties::empty(),
+                        // Ignored by the 3.1.1 encoding.
+                        properties: message.properties(),
                         payload: message.payload,
                     };
                     let token = message.token;
-                    let written = Packet::Publish(publish).encode(VERSION, buf);
+                    let written = Packet::Publish(publish).encode(version, buf);
                     let acked = qos_pid == QoSPid::AtMostOnce || written.is_err();
                     if written.is_err() {
                         defmt::warn!("uplink: message too large to forward, dropped");
@@ -635,7 +665,7 @@ impl Link<'_, '_> {
     /// Handles every whole packet in the inbox.
     async fn handle_input(&mut self) -> Result<(), End> {
         loop {
-            let (ack, used) = match decode(self.inbox.bytes(), VERSION, PACKET) {
+            let (ack, used) = match decode(self.inbox.bytes(), self.config.protocol, PACKET) {
                 Err(DecodeError::Incomplete { .. }) => return Ok(()),
                 Err(e) => {
                     defmt::warn!("uplink: bad packet from upstream: {}", e);
@@ -667,7 +697,8 @@ impl Link<'_, '_> {
 
     /// Writes a control packet.
     async fn send(&mut self, packet: &Packet<'_>) -> Result<(), End> {
-        self.write(|buf| match packet.encode(VERSION, buf) {
+        let version = self.config.protocol;
+        self.write(|buf| match packet.encode(version, buf) {
             Ok(n) => Wrote::Done(n, ()),
             Err(_) => Wrote::NoRoom,
         })
@@ -716,6 +747,11 @@ fn handle(
     match packet {
         Packet::PubAck(ack) => {
             let id = ack.packet_id.get();
+            // 5.0: upstream refused the message (not authorized, quota...): a PUBACK with
+            // any reason code ends the exchange (§3.4.2.1), so it is released; worth a line.
+            if ack.reason_code.is_error() {
+                defmt::warn!("uplink: upstream refused a message: {}", ack.reason_code);
+            }
             // Acknowledgements come in sending order [MQTT-4.6.0-2]; any order is accepted
             // all the same.
             if let Some(at) = inflight.iter().position(|(i, _)| *i == id) {
@@ -759,6 +795,11 @@ fn handle(
             Ok(None)
         }
         Packet::PingResp => Ok(None),
+        // 5.0: upstream closes with a reason (§3.14); reconnect after the backoff.
+        Packet::Disconnect(disconnect) => {
+            defmt::warn!("uplink: upstream disconnected: {}", disconnect.reason_code);
+            Err(End::Socket)
+        }
         other => {
             defmt::warn!("uplink: unexpected packet from upstream: {}", other);
             Err(End::Protocol)
