@@ -1485,6 +1485,7 @@ impl Actor {
         self.pump(now);
         let stats = self.broker.stats();
         info!(
+            shard = self.shard.as_ref().map(|s| s.index),
             received = stats.messages_received,
             sent = stats.messages_sent,
             dropped = stats.messages_dropped,
