@@ -1,6 +1,8 @@
 //! A transport connection as the broker sees it: before CONNECT, connected to a session,
 //! or closing; with the control packets waiting to be sent and the client's topic aliases.
 
+use core::num::NonZeroU32;
+
 use crate::blob::BlobId;
 use crate::codec::ProtocolVersion;
 use crate::storage::Link;
@@ -8,11 +10,13 @@ use crate::time::Instant;
 
 /// Identifies a transport connection. Handles are never reused while the broker runs: a
 /// stale id (of a connection already closed) is ignored rather than hitting a newcomer.
+/// Generations are never zero, so an `Option<ConnectionId>` (every session has one) takes
+/// no more room than the id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct ConnectionId {
     pub(crate) slot: u32,
-    pub(crate) generation: u32,
+    pub(crate) generation: NonZeroU32,
 }
 
 impl ConnectionId {
@@ -39,7 +43,7 @@ pub(crate) enum Phase {
 /// A transport connection's protocol state (kept in [`super::BrokerStorage::Connections`]).
 #[derive(Debug)]
 pub struct Connection {
-    pub(crate) generation: u32,
+    pub(crate) generation: NonZeroU32,
     pub(crate) phase: Phase,
     pub(crate) opened_at: Instant,
     pub(crate) last_received: Instant,

@@ -536,7 +536,8 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
         }
         // Generations start at 1 (`next_generation` starts at 0 so a new broker is all
         // zero bytes).
-        let generation = self.next_generation.max(1);
+        let generation =
+            core::num::NonZeroU32::new(self.next_generation).unwrap_or(core::num::NonZeroU32::MIN);
         let slot = self
             .connections
             .insert(Connection {
@@ -568,7 +569,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
                 partial: None,
             })
             .map_err(|_| ConnectError::TooManyConnections)?;
-        self.next_generation = generation.wrapping_add(1).max(1);
+        self.next_generation = generation.get().wrapping_add(1).max(1);
         Ok(ConnectionId { slot, generation })
     }
 
