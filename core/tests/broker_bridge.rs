@@ -9,15 +9,21 @@ use fulmar_core::codec::{ProtocolVersion, QoS, ReasonCode};
 use fulmar_core::sim::{ClientHandle, Received, Sim};
 use fulmar_core::time::Instant;
 
+/// A bridge forwarding `sensors/#` at most at `qos`, and a connected `version` device.
+fn sensors_bridge(qos: QoS, version: ProtocolVersion) -> (Sim<Growable>, BridgeId, ClientHandle) {
+    let mut sim = Sim::<Growable>::new(Config::default());
+    let bridge = sim.broker.bridge_open("uplink", Instant::ZERO).unwrap();
+    sim.broker
+        .bridge_subscribe(bridge, "sensors/#", qos)
+        .unwrap();
+    let device = sim.connect(version, "device", true, 0);
+    (sim, bridge, device)
+}
+
 #[test]
 fn forwards_in_order_acknowledges_and_rewinds() {
-    let mut sim = Sim::<Growable>::new(Config::default());
+    let (mut sim, bridge, device) = sensors_bridge(QoS::AtLeastOnce, ProtocolVersion::V3_1_1);
     let now = Instant::ZERO;
-    let bridge = sim.broker.bridge_open("uplink", now).unwrap();
-    sim.broker
-        .bridge_subscribe(bridge, "sensors/#", QoS::AtLeastOnce)
-        .unwrap();
-    let device = sim.connect(ProtocolVersion::V3_1_1, "device", true, 0);
     for i in 0..3u8 {
         sim.publish(device, "sensors/t", &[i], QoS::AtLeastOnce, false);
     }
@@ -301,4 +307,36 @@ fn rewound_messages_keep_their_packet_identifier_and_go_again_with_dup() {
     }
     let fresh = sim.broker.bridge_next(bridge, now).unwrap();
     assert_eq!((fresh.payload[0], fresh.dup), (3, false));
+}
+
+#[test]
+fn a_qos_2_message_is_released_at_pubrec_and_only_its_pubrel_goes_again() {
+    let (mut sim, bridge, device) = sensors_bridge(QoS::ExactlyOnce, ProtocolVersion::V5);
+    let now = Instant::ZERO;
+    sim.publish(device, "sensors/t", b"one", QoS::ExactlyOnce, false);
+    let (token, id, qos) = sim
+        .broker
+        .bridge_next(bridge, now)
+        .map(|m| (m.token, m.packet_id.unwrap(), m.qos))
+        .unwrap();
+    assert_eq!(qos, QoS::ExactlyOnce);
+    // PUBREC: upstream owns the message now.
+    assert!(sim.broker.bridge_received(bridge, token));
+    assert!(!sim.broker.bridge_received(bridge, token), "once");
+    // The link drops before PUBCOMP: the message is not sent again, its PUBREL is.
+    sim.broker.bridge_rewind(bridge);
+    assert!(sim.broker.bridge_next(bridge, now).is_none());
+    assert_eq!(
+        sim.broker.bridge_pending_release::<4>(bridge).as_slice(),
+        [(token, id)]
+    );
+    // Its identifier stays taken until PUBCOMP [MQTT-2.2.1-3].
+    sim.publish(device, "sensors/t", b"two", QoS::ExactlyOnce, false);
+    let second = sim.broker.bridge_next(bridge, now).unwrap();
+    assert_eq!(second.payload, b"two");
+    assert_ne!(second.packet_id, Some(id));
+    // PUBCOMP.
+    assert!(sim.broker.bridge_ack(bridge, token));
+    assert!(sim.broker.bridge_pending_release::<4>(bridge).is_empty());
+    assert_eq!(sim.broker.bridge_backlog(bridge), 1);
 }

@@ -363,7 +363,7 @@ fn an_idle_uplink_keeps_its_connection_with_pings() {
 }
 
 #[test]
-fn a_5_0_uplink_forwards_the_properties_a_5_0_client_published_on_the_board() {
+fn a_5_0_uplink_forwards_at_qos_2_with_the_properties_a_5_0_client_published_on_the_board() {
     const SCRIPT: &str = r#"
 import sys
 from paho.mqtt.packettypes import PacketTypes
@@ -371,7 +371,7 @@ from paho.mqtt.properties import Properties
 
 board, upstream = int(sys.argv[1]), int(sys.argv[2])
 sub = client("v5-up-sub", mqtt.MQTTv5, upstream)
-sub.subscribe("sensors/v5", qos=1)
+sub.subscribe("sensors/v5", qos=2)
 expect(sub, "suback")
 pub = client("v5-board-pub", mqtt.MQTTv5, board)
 props = Properties(PacketTypes.PUBLISH)
@@ -389,11 +389,17 @@ print(m.topic, m.payload.decode(), f"qos={m.qos}", getattr(p, "UserProperty", No
       getattr(p, "ContentType", None), getattr(p, "ResponseTopic", None),
       getattr(p, "CorrelationData", None), getattr(p, "PayloadFormatIndicator", None),
       f"expiry_ok={expiry is not None and 0 < expiry <= 300}", flush=True)
+# More than the uplink's window of 4: they go up only if each earlier exchange completed
+# (PUBREL answered by PUBCOMP).
+for i in range(6):
+    pub.publish("sensors/v5", f"n{i}", qos=2).wait_for_publish(WAIT)
+print(*(f"{m.payload.decode()}/{m.qos}" for m in (expect(sub, "message") for _ in range(6))))
 for c in (sub, pub):
     c.disconnect()
     c.loop_stop()
 "#;
-    let config = UPLINK.to_owned() + "protocol 5\n";
+    // QoS 2 up: PUBREC, PUBREL, PUBCOMP with upstream.
+    let config = UPLINK.replace("up sensors/# 1", "up sensors/# 2") + "protocol 5\n";
     let bridged = Bridged::start_with("up-sub-v5", &config);
     let ports = [
         bridged.board.port().to_string(),
@@ -401,11 +407,11 @@ for c in (sub, pub):
     ];
     let script = format!("{}{SCRIPT}", fulmar_tests::paho::HELPERS);
     let output = fulmar_tests::paho::run(&script, &[&ports[0], &ports[1]], 2 * WAIT);
-    // QoS 2 goes up as QoS 1 (upstream's subscriber was granted 1 anyway).
     assert_eq!(
         String::from_utf8_lossy(&output.stdout),
-        "sensors/v5 21.5 qos=1 [('origin', 'board')] text/plain replies/1 b'c-1' 1 \
-         expiry_ok=True\n",
+        "sensors/v5 21.5 qos=2 [('origin', 'board')] text/plain replies/1 b'c-1' 1 \
+         expiry_ok=True\n\
+         n0/2 n1/2 n2/2 n3/2 n4/2 n5/2\n",
         "paho's stderr:\n{}",
         String::from_utf8_lossy(&output.stderr)
     );

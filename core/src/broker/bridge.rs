@@ -172,6 +172,13 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
             return None;
         }
         let found = self.take_next_for_host(bridge.0, now)?;
+        if let Some(entry) = self.queue.get_mut(found)
+            && entry.qos == QoS::ExactlyOnce
+        {
+            // Forwarded at QoS 2: [`Broker::bridge_received`] at PUBREC, then
+            // [`Broker::bridge_ack`] at PUBCOMP.
+            entry.state = DeliveryState::AwaitingPubRec;
+        }
         let unnumbered = self
             .queue
             .get(found)
@@ -213,9 +220,57 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
         self.next_packet_id(bridge.0)
     }
 
-    /// Upstream has the message `token`: forget it.
+    /// Upstream has the message `token` (PUBACK; PUBCOMP for QoS 2), or refused it: forget
+    /// it, and its packet identifier.
     pub fn bridge_ack(&mut self, bridge: BridgeId, token: u64) -> bool {
         self.ack_for_host(bridge.0, token)
+    }
+
+    /// Upstream answered PUBREC for the QoS 2 message `token`: it owns the message now
+    /// (§4.3.3), which is released here and never sent again; the entry stays, with its
+    /// packet identifier, until PUBCOMP ([`Broker::bridge_ack`]), and after a reconnection
+    /// its PUBREL goes again ([`Broker::bridge_pending_release`], [MQTT-4.4.0-1]).
+    pub fn bridge_received(&mut self, bridge: BridgeId, token: u64) -> bool {
+        let session = bridge.0;
+        let mut cursor = self.sessions.get(session).and_then(|s| s.queue.head);
+        while let Some(h) = cursor {
+            let Some(entry) = self.queue.get_mut(h) else {
+                return false;
+            };
+            if entry.seq == token && entry.state == DeliveryState::AwaitingPubRec {
+                entry.state = DeliveryState::AwaitingPubComp;
+                entry.dup = false;
+                let release = entry.message.take();
+                self.mark_message(session, h);
+                if let Some(message) = release {
+                    self.release_message(message);
+                }
+                return true;
+            }
+            cursor = entry.next.get();
+        }
+        false
+    }
+
+    /// The QoS 2 messages upstream has received (PUBREC) but not completed (PUBCOMP), as
+    /// (token, packet identifier), in order: after a reconnection their PUBREL goes again
+    /// [MQTT-4.4.0-1]. At most `N` of them (the host's window).
+    pub fn bridge_pending_release<const N: usize>(
+        &self,
+        bridge: BridgeId,
+    ) -> heapless::Vec<(u64, PacketId), N> {
+        let mut pending = heapless::Vec::new();
+        let mut cursor = self.sessions.get(bridge.0).and_then(|s| s.queue.head);
+        while let Some(entry) = cursor.and_then(|h| self.queue.get(h)) {
+            if entry.state == DeliveryState::AwaitingPubComp
+                && let Some(id) = entry.packet_id
+                && pending.push((entry.seq, id)).is_err()
+            {
+                break;
+            }
+            cursor = entry.next.get();
+        }
+        pending
     }
 
     /// Marks the oldest queued entry of a host-drained session (a bridge's, a peer
@@ -290,7 +345,8 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
     }
 
     /// The uplink failed: every message handed out and not acknowledged goes out again,
-    /// in the original order, with its packet identifier and DUP set.
+    /// in the original order, with its packet identifier and DUP set (a QoS 2 one that
+    /// upstream has received stays as it is: see [`Broker::bridge_pending_release`]).
     pub fn bridge_rewind(&mut self, bridge: BridgeId) {
         let mut cursor = self
             .sessions
@@ -302,7 +358,9 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
             let Some(entry) = self.queue.get_mut(h) else {
                 break;
             };
-            if entry.state != DeliveryState::Queued {
+            // Released at PUBREC: upstream has it; only its PUBREL goes again.
+            if entry.state != DeliveryState::Queued && entry.state != DeliveryState::AwaitingPubComp
+            {
                 entry.state = DeliveryState::Queued;
                 // It may have reached upstream: sent again with DUP, same identifier.
                 entry.dup = true;

@@ -19,8 +19,11 @@
 //! (PUBACK) [MQTT-4.3.2-1]; when the connection fails, everything unacknowledged is handed
 //! out again
 //! (`Broker::bridge_rewind`) and goes first after the reconnection, so upstream sees every
-//! message at least once and in publish order (§4.6). QoS 2 is forwarded as QoS 1 (at
-//! least once: the bridge does not keep QoS 2 state upstream).
+//! message at least once and in publish order (§4.6). A message forwarded at QoS 2 (an
+//! `up` filter with QoS 2) is released at upstream's PUBREC instead, when upstream owns it
+//! (§4.3.3); its packet identifier stays taken, and its PUBREL is sent again after
+//! a reconnection (even after a restart, with persistence), until PUBCOMP
+//! [MQTT-4.4.0-1]: upstream gets it exactly once.
 //!
 //! Messages from upstream (the `down` filters, subscribed at QoS 1 at most) enter the
 //! local broker through `Broker::bridge_publish`: never sent back up (the bridge's local
@@ -43,7 +46,7 @@
 //! # credentials upstream, if it wants them (none by default)
 //! username edge-1
 //! password secret
-//! # forward matching local messages, at most at this QoS (0 or 1, default 1)
+//! # forward matching local messages, at most at this QoS (0, 1 or 2, default 1)
 //! up sensors/# 1
 //! # bring matching upstream messages down
 //! down commands/# 1
@@ -121,7 +124,7 @@ pub enum ConfigError {
     BadAddress,
     /// A setting has no value.
     MissingValue,
-    /// A number is out of range: keep-alive 1 to 65 535, QoS 0 or 1, protocol 3.1.1 or 5.
+    /// A number is out of range: keep-alive 1 to 65 535, QoS 0 to 2, protocol 3.1.1 or 5.
     BadNumber,
     /// More than [`MAX_FILTERS`] filters in one direction.
     TooManyFilters,
@@ -177,6 +180,8 @@ impl<'a> Config<'a> {
                     let qos = match words.next().unwrap_or("1") {
                         "0" => QoS::AtMostOnce,
                         "1" => QoS::AtLeastOnce,
+                        // Down, subscribed at QoS 1 at most (see `Link::subscribe`).
+                        "2" => QoS::ExactlyOnce,
                         _ => return Err(ConfigError::BadNumber),
                     };
                     let filters = if setting == "up" {
@@ -439,8 +444,8 @@ struct Link<'s, 'c> {
     config: &'c Config<'c>,
     /// Bytes from upstream not decoded yet (a packet not complete yet).
     inbox: &'s mut Inbox,
-    /// QoS 1 messages sent and not acknowledged: packet identifier and bridge token
-    /// (matched by identifier, so in any order).
+    /// QoS 1 and 2 messages sent and not completed (PUBACK, PUBCOMP): packet identifier
+    /// and bridge token (matched by identifier, so in any order).
     inflight: heapless::Vec<(u16, u64), WINDOW>,
     last_sent: Instant,
     last_heard: Instant,
@@ -508,6 +513,9 @@ impl Link<'_, '_> {
         if let Err(end) = self.subscribe().await {
             return end;
         }
+        if let Err(end) = self.release_again().await {
+            return end;
+        }
         match self.forward().await {
             Ok(never) => match never {},
             Err(end) => end,
@@ -535,6 +543,20 @@ impl Link<'_, '_> {
                 _ => return Err(End::Protocol),
             }
         }
+    }
+
+    /// Sends PUBREL again for the QoS 2 messages upstream received (PUBREC) and did not
+    /// complete (PUBCOMP) before the last connection ended, even before a restart
+    /// [MQTT-4.4.0-1]; they count in the window until their PUBCOMP.
+    async fn release_again(&mut self) -> Result<(), End> {
+        let bridge = self.bridge;
+        let pending = with(|state| state.broker.bridge_pending_release::<WINDOW>(bridge));
+        for (token, id) in pending {
+            // Cannot fail: at most WINDOW, and nothing else is in flight yet.
+            let _ = self.inflight.push((id.get(), token));
+            self.send(&Packet::PubRel(Ack::new(id))).await?;
+        }
+        Ok(())
     }
 
     /// Subscribes to the `down` filters, at QoS 1 at most (QoS 2 would need state this
@@ -616,9 +638,10 @@ impl Link<'_, '_> {
                         return Wrote::Done(0, None);
                     };
                     // The core numbers QoS 1 and 2 messages and keeps the number (and sets
-                    // DUP) when one goes again [MQTT-4.4.0-1]; QoS 2 goes as QoS 1.
-                    let qos_pid = match message.packet_id {
-                        Some(id) if message.qos != QoS::AtMostOnce => QoSPid::AtLeastOnce(id),
+                    // DUP) when one goes again [MQTT-4.4.0-1].
+                    let qos_pid = match (message.packet_id, message.qos) {
+                        (Some(id), QoS::AtLeastOnce) => QoSPid::AtLeastOnce(id),
+                        (Some(id), QoS::ExactlyOnce) => QoSPid::ExactlyOnce(id),
                         _ => QoSPid::AtMostOnce,
                     };
                     let publish = Publish {
@@ -643,7 +666,9 @@ impl Link<'_, '_> {
                     }
                     dispatch(state);
                     let in_flight = match qos_pid {
-                        QoSPid::AtLeastOnce(id) if !acked => Some(id.get()),
+                        QoSPid::AtLeastOnce(id) | QoSPid::ExactlyOnce(id) if !acked => {
+                            Some(id.get())
+                        }
                         _ => None,
                     };
                     Wrote::Done(written.unwrap_or(0), Some((token, in_flight)))
@@ -674,8 +699,8 @@ impl Link<'_, '_> {
                 Ok((packet, used)) => (handle(packet, self.bridge, &mut self.inflight)?, used),
             };
             self.inbox.consume(used);
-            if let Some(packet_id) = ack {
-                self.send(&Packet::PubAck(Ack::new(packet_id))).await?;
+            if let Some(reply) = ack {
+                self.send(&reply).await?;
             }
         }
     }
@@ -737,30 +762,59 @@ impl Link<'_, '_> {
     }
 }
 
-/// Handles one packet from upstream; returns the packet identifier to acknowledge with
-/// PUBACK, if any.
+/// Upstream ended the exchange of message `id` (PUBACK, PUBCOMP, or a refusal): the bridge
+/// forgets it. Acknowledgements come in sending order [MQTT-4.6.0-2]; any order is
+/// accepted all the same.
+fn complete(bridge: BridgeId, inflight: &mut heapless::Vec<(u16, u64), WINDOW>, id: PacketId) {
+    if let Some(at) = inflight.iter().position(|(i, _)| *i == id.get()) {
+        let (_, token) = inflight.swap_remove(at);
+        with(|state| {
+            state.broker.bridge_ack(bridge, token);
+            dispatch(state);
+        });
+    }
+}
+
+/// Handles one packet from upstream; returns the answer to send (PUBACK, PUBREL), if any.
 fn handle(
     packet: Packet<'_>,
     bridge: BridgeId,
     inflight: &mut heapless::Vec<(u16, u64), WINDOW>,
-) -> Result<Option<PacketId>, End> {
+) -> Result<Option<Packet<'static>>, End> {
+    let token_of = |inflight: &heapless::Vec<(u16, u64), WINDOW>, id: PacketId| {
+        inflight
+            .iter()
+            .find(|(i, _)| *i == id.get())
+            .map(|(_, t)| *t)
+    };
     match packet {
+        // QoS 2, first half: upstream has the message and owns it now (§4.3.3): the bridge
+        // releases it, and PUBREL goes, again after a reconnection until PUBCOMP
+        // [MQTT-4.3.3-3]. A failure code ends the exchange (5.0 §4.3.3).
+        Packet::PubRec(ack) => {
+            let Some(token) = token_of(inflight, ack.packet_id) else {
+                return Ok(None);
+            };
+            if ack.reason_code.is_error() {
+                defmt::warn!("uplink: upstream refused a message: {}", ack.reason_code);
+                complete(bridge, inflight, ack.packet_id);
+                return Ok(None);
+            }
+            with(|state| state.broker.bridge_received(bridge, token));
+            Ok(Some(Packet::PubRel(Ack::new(ack.packet_id))))
+        }
+        // QoS 2, second half: the identifier is free again.
+        Packet::PubComp(ack) => {
+            complete(bridge, inflight, ack.packet_id);
+            Ok(None)
+        }
         Packet::PubAck(ack) => {
-            let id = ack.packet_id.get();
             // 5.0: upstream refused the message (not authorized, quota...): a PUBACK with
             // any reason code ends the exchange (§3.4.2.1), so it is released; worth a line.
             if ack.reason_code.is_error() {
                 defmt::warn!("uplink: upstream refused a message: {}", ack.reason_code);
             }
-            // Acknowledgements come in sending order [MQTT-4.6.0-2]; any order is accepted
-            // all the same.
-            if let Some(at) = inflight.iter().position(|(i, _)| *i == id) {
-                let (_, token) = inflight.swap_remove(at);
-                with(|state| {
-                    state.broker.bridge_ack(bridge, token);
-                    dispatch(state);
-                });
-            }
+            complete(bridge, inflight, ack.packet_id);
             Ok(None)
         }
         Packet::Publish(publish) => {
@@ -783,7 +837,7 @@ fn handle(
                 taken
             });
             match taken {
-                Ok(_) => Ok(ack),
+                Ok(_) => Ok(ack.map(|id| Packet::PubAck(Ack::new(id)))),
                 Err(_) if qos == QoS::AtMostOnce => Ok(None),
                 Err(_) => Err(End::LocalFull),
             }
