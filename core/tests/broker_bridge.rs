@@ -110,27 +110,8 @@ fn network_clients_cannot_take_a_bridge_session() {
     );
 }
 
-#[test]
-fn the_backlog_survives_a_restart_through_persistence() {
-    let config = Config {
-        persistence: true,
-        ..Config::default()
-    };
-    let mut sim = Sim::<Growable>::new(config.clone());
-    let now = Instant::ZERO;
-    let bridge = sim.broker.bridge_open("uplink", now).unwrap();
-    sim.broker
-        .bridge_subscribe(bridge, "data/#", QoS::AtLeastOnce)
-        .unwrap();
-    let device = sim.connect(ProtocolVersion::V3_1_1, "device", true, 0);
-    sim.publish(device, "data/1", b"one", QoS::AtLeastOnce, false);
-    sim.publish(device, "data/2", b"two", QoS::ExactlyOnce, false);
-    // One handed out but not acknowledged when the power goes.
-    let sent_id = sim
-        .broker
-        .bridge_next(bridge, now)
-        .and_then(|m| m.packet_id);
-    assert!(sent_id.is_some());
+/// A new broker restored from everything `sim`'s broker reported for persistence.
+fn restarted(sim: &mut Sim<Growable>, config: Config) -> Broker<Growable> {
     let mut store = BTreeMap::new();
     let mut buf = vec![0u8; 4096];
     while let Some(op) = sim.broker.poll_persist(&mut buf).unwrap() {
@@ -149,8 +130,38 @@ fn the_backlog_survives_a_restart_through_persistence() {
     }
     let mut rebuilt = Broker::<Growable>::new(config, 9);
     for (k, v) in &store {
-        rebuilt.restore(k, v, now).unwrap();
+        rebuilt.restore(k, v, sim.now()).unwrap();
     }
+    rebuilt
+}
+
+/// A persisting broker with a bridge forwarding `data/#` at most at `qos`, to which a
+/// `version` device has published "one" (at `qos`) and "two" (QoS 2).
+fn persistent_bridge(qos: QoS, version: ProtocolVersion) -> (Sim<Growable>, BridgeId, Config) {
+    let config = Config {
+        persistence: true,
+        ..Config::default()
+    };
+    let mut sim = Sim::<Growable>::new(config.clone());
+    let bridge = sim.broker.bridge_open("uplink", Instant::ZERO).unwrap();
+    sim.broker.bridge_subscribe(bridge, "data/#", qos).unwrap();
+    let device = sim.connect(version, "device", true, 0);
+    sim.publish(device, "data/1", b"one", qos, false);
+    sim.publish(device, "data/2", b"two", QoS::ExactlyOnce, false);
+    (sim, bridge, config)
+}
+
+#[test]
+fn the_backlog_survives_a_restart_through_persistence() {
+    let (mut sim, bridge, config) = persistent_bridge(QoS::AtLeastOnce, ProtocolVersion::V3_1_1);
+    let now = Instant::ZERO;
+    // One handed out but not acknowledged when the power goes.
+    let sent_id = sim
+        .broker
+        .bridge_next(bridge, now)
+        .and_then(|m| m.packet_id);
+    assert!(sent_id.is_some());
+    let mut rebuilt = restarted(&mut sim, config);
     let bridge = rebuilt.bridge_open("uplink", now).unwrap();
     rebuilt.bridge_rewind(bridge);
     let forwarded: Vec<(Vec<u8>, bool)> = std::iter::from_fn(|| {
@@ -339,4 +350,27 @@ fn a_qos_2_message_is_released_at_pubrec_and_only_its_pubrel_goes_again() {
     assert!(sim.broker.bridge_ack(bridge, token));
     assert!(sim.broker.bridge_pending_release::<4>(bridge).is_empty());
     assert_eq!(sim.broker.bridge_backlog(bridge), 1);
+}
+
+#[test]
+fn a_qos_2_message_upstream_received_is_released_again_after_a_restart() {
+    let (mut sim, bridge, config) = persistent_bridge(QoS::ExactlyOnce, ProtocolVersion::V5);
+    let now = Instant::ZERO;
+    let (token, id) = sim
+        .broker
+        .bridge_next(bridge, now)
+        .map(|m| (m.token, m.packet_id.unwrap()))
+        .unwrap();
+    // PUBREC came; the power goes before PUBCOMP.
+    assert!(sim.broker.bridge_received(bridge, token));
+    let mut rebuilt = restarted(&mut sim, config);
+    let bridge = rebuilt.bridge_open("uplink", now).unwrap();
+    rebuilt.bridge_rewind(bridge);
+    // Its PUBREL goes again with its identifier [MQTT-4.4.0-1]; the message does not.
+    let pending = rebuilt.bridge_pending_release::<4>(bridge);
+    assert_eq!(pending.iter().map(|(_, i)| *i).collect::<Vec<_>>(), [id]);
+    let next = rebuilt.bridge_next(bridge, now).map(|m| m.payload.to_vec());
+    assert_eq!(next.as_deref(), Some(&b"two"[..]));
+    assert!(rebuilt.bridge_next(bridge, now).is_none());
+    assert!(rebuilt.bridge_ack(bridge, pending[0].0));
 }
