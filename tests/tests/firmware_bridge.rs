@@ -398,9 +398,14 @@ for c in (sub, pub):
     c.disconnect()
     c.loop_stop()
 "#;
-    // QoS 2 up: PUBREC, PUBREL, PUBCOMP with upstream.
-    let config = UPLINK.replace("up sensors/# 1", "up sensors/# 2") + "protocol 5\n";
+    // QoS 2 up: PUBREC, PUBREL, PUBCOMP with upstream. `sensors/#` down as well: with
+    // No Local upstream, nothing forwarded comes back (the board's subscriber below sees
+    // each reading once).
+    let config =
+        UPLINK.replace("up sensors/# 1", "up sensors/# 2") + "protocol 5\ndown sensors/# 1\n";
     let bridged = Bridged::start_with("up-sub-v5", &config);
+    let local = subscriber(bridged.board.port(), "v5-local-sub", "sensors/#");
+    wait_subscribed(&local, bridged.board.port());
     let ports = [
         bridged.board.port().to_string(),
         bridged.up_port.to_string(),
@@ -416,6 +421,10 @@ for c in (sub, pub):
         String::from_utf8_lossy(&output.stderr)
     );
     assert!(output.status.success(), "paho: {}", output.status);
+    let mut once = vec!["sensors/v5 21.5".to_owned()];
+    once.extend((0..6).map(|i| format!("sensors/v5 n{i}")));
+    assert_eq!(collect(&local, once.len()), once);
+    assert_eq!(more(&local), None, "a forwarded reading came back down");
 }
 
 #[test]

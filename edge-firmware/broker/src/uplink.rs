@@ -563,8 +563,14 @@ impl Link<'_, '_> {
     /// side keeps for no benefit: the local broker takes each message once anyway).
     async fn subscribe(&mut self) -> Result<(), End> {
         let mut subscriptions: heapless::Vec<Subscription<'_>, MAX_FILTERS> = heapless::Vec::new();
+        // 5.0: No Local, so upstream never sends back what the uplink forwarded
+        // [MQTT-3.8.3-3], and `up` and `down` filters may overlap. (3.1.1 has no way to.)
+        let no_local = self.config.protocol == ProtocolVersion::V5;
         for (filter, qos) in &self.config.down {
-            let options = SubscriptionOptions::qos((*qos).min(QoS::AtLeastOnce));
+            let options = SubscriptionOptions {
+                no_local,
+                ..SubscriptionOptions::qos((*qos).min(QoS::AtLeastOnce))
+            };
             // Cannot fail: both hold MAX_FILTERS.
             let _ = subscriptions.push(Subscription::new(filter, options));
         }
