@@ -10,7 +10,7 @@
 use crate::codec::{PacketId, ProtocolVersion, QoS};
 use crate::router::{MAX_IDENTIFIERS, SubscriptionId};
 use crate::storage::{Link, Text};
-use crate::time::{Duration, Instant};
+use crate::time::{Duration, Instant, MaybeInstant};
 
 /// Session Expiry Interval meaning "never" (§3.1.2.11.2).
 pub const NEVER_EXPIRES: u32 = u32::MAX;
@@ -73,7 +73,7 @@ pub struct WillState {
     /// Will Delay Interval in seconds (5.0).
     pub(crate) delay: u32,
     /// When the will is due, once the connection has ended.
-    pub(crate) due: Option<Instant>,
+    pub(crate) due: MaybeInstant,
     /// The will's Message Expiry Interval in seconds, applied when it is published.
     pub(crate) expiry: Option<u32>,
 }
@@ -123,7 +123,7 @@ pub struct Session<T> {
     /// Session Expiry Interval in seconds, already capped by the broker's limit.
     pub(crate) expiry_interval: u32,
     /// When the session's connection ended (expiry counts from here).
-    pub(crate) disconnected_at: Option<Instant>,
+    pub(crate) disconnected_at: MaybeInstant,
     /// The client's Receive Maximum: QoS 1/2 messages in flight to it at once.
     pub(crate) receive_maximum: u16,
     /// The client's Maximum Packet Size ([MQTT-3.1.2-24]: never send it more).
@@ -213,7 +213,7 @@ impl<T: Text> Session<T> {
 
     /// When an offline session expires, if it does.
     pub fn expires_at(&self) -> Option<Instant> {
-        let since = self.disconnected_at?;
+        let since = self.disconnected_at.get()?;
         if self.expiry_interval == NEVER_EXPIRES {
             return None;
         }

@@ -19,6 +19,30 @@ pub struct Instant(pub u64);
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Duration(pub u64);
 
+/// An optional [`Instant`] in eight bytes, where `Option<Instant>` takes sixteen: for the
+/// times every session carries (since when it is offline, when its will is due). The last
+/// millisecond there is, some 584 million years after the origin, stands for none; an
+/// instant that late is kept as the one before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub(crate) struct MaybeInstant(u64);
+
+impl MaybeInstant {
+    /// No instant.
+    pub(crate) const NONE: Self = Self(u64::MAX);
+
+    /// The instant, if there is one.
+    pub(crate) fn get(self) -> Option<Instant> {
+        (self != Self::NONE).then_some(Instant(self.0))
+    }
+}
+
+impl From<Option<Instant>> for MaybeInstant {
+    fn from(at: Option<Instant>) -> Self {
+        at.map_or(Self::NONE, |at| Self(at.0.min(u64::MAX - 1)))
+    }
+}
+
 impl Instant {
     /// The origin.
     pub const ZERO: Self = Self(0);

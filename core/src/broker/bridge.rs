@@ -81,7 +81,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
                 let h = self.create_session(name)?;
                 if let Some(s) = self.sessions.get_mut(h) {
                     s.expiry_interval = NEVER_EXPIRES;
-                    s.disconnected_at = Some(now);
+                    s.disconnected_at = Some(now).into();
                 }
                 h
             }

@@ -11,7 +11,7 @@ use crate::codec::{Connect, DecodeError, Disconnect, ProtocolVersion, ReasonCode
 use crate::router::SessionId;
 use crate::session::{Chain, DeliveryState, NEVER_EXPIRES, Session, WillState};
 use crate::storage::Text;
-use crate::time::{Duration, Instant};
+use crate::time::{Duration, Instant, MaybeInstant};
 use crate::topic::TopicName;
 
 /// Longest client identifier the broker assigns: `fulmar-` and 16 hex digits.
@@ -239,7 +239,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
             Some(WillState {
                 message,
                 delay: delay.unwrap_or(0),
-                due: None,
+                due: MaybeInstant::NONE,
                 expiry: expires,
             })
         });
@@ -257,7 +257,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
         session.connection = Some(id);
         session.protocol = protocol;
         session.expiry_interval = expiry;
-        session.disconnected_at = None;
+        session.disconnected_at = MaybeInstant::NONE;
         session.username = username;
         session.receive_maximum = if protocol.is_v5() {
             connect.properties.receive_maximum().unwrap_or(u16::MAX)
@@ -389,7 +389,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
                 connection: None,
                 protocol: ProtocolVersion::V5,
                 expiry_interval: 0,
-                disconnected_at: None,
+                disconnected_at: MaybeInstant::NONE,
                 receive_maximum: u16::MAX,
                 max_packet_size: u32::MAX,
                 last_packet_id: 0,
@@ -488,7 +488,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
             return;
         }
         session.connection = None;
-        session.disconnected_at = Some(now);
+        session.disconnected_at = Some(now).into();
         let expiry = session.expiry_interval;
         let mut publish_will_now = false;
         match session.will {
@@ -499,7 +499,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
                 if delay == 0 {
                     publish_will_now = true;
                 } else {
-                    will.due = Some(now + Duration::from_secs(u64::from(delay)));
+                    will.due = Some(now + Duration::from_secs(u64::from(delay))).into();
                 }
             }
             Some(_) => {
@@ -569,7 +569,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
             .sessions
             .get(handle)
             .and_then(|s| s.will)
-            .is_some_and(|w| w.due.is_some());
+            .is_some_and(|w| w.due.get().is_some());
         if due_will {
             self.publish_will(handle, now);
         } else if let Some(will) = self.sessions.get_mut(handle).and_then(|s| s.will.take()) {

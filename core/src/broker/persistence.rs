@@ -424,14 +424,14 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
             Some(WillRecord {
                 delay: w.delay,
                 expiry_interval: w.expiry,
-                due: w.due.map(Instant::as_millis),
+                due: w.due.get().map(Instant::as_millis),
                 message: stored(message.parts(&self.blobs)?, message),
             })
         });
         let record = SessionRecord {
             protocol_level: session.protocol.level(),
             expiry_interval: session.expiry_interval,
-            disconnected_at: session.disconnected_at.map(Instant::as_millis),
+            disconnected_at: session.disconnected_at.get().map(Instant::as_millis),
             receive_maximum: session.receive_maximum,
             max_packet_size: session.max_packet_size,
             username: session.username(),
@@ -632,7 +632,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
                     Some(w) => Some(WillState {
                         message: self.restore_message(&w.message)?,
                         delay: w.delay,
-                        due: w.due.map(Instant::from_millis),
+                        due: w.due.map(Instant::from_millis).into(),
                         expiry: w.expiry_interval,
                     }),
                     None => None,
@@ -649,7 +649,8 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
                     _ => ProtocolVersion::V5,
                 };
                 s.expiry_interval = record.expiry_interval;
-                s.disconnected_at = Some(record.disconnected_at.map_or(now, Instant::from_millis));
+                s.disconnected_at =
+                    Some(record.disconnected_at.map_or(now, Instant::from_millis)).into();
                 s.receive_maximum = record.receive_maximum;
                 s.max_packet_size = record.max_packet_size;
                 s.username = username;
@@ -732,7 +733,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
             .map_err(|_| PersistError::Capacity)?;
         if let Some(s) = self.sessions.get_mut(h) {
             s.expiry_interval = self.config.max_session_expiry;
-            s.disconnected_at = Some(now);
+            s.disconnected_at = Some(now).into();
             // It came from the store, so leaving it durable-less must delete it there.
             s.persisted = true;
         }

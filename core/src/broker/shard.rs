@@ -242,7 +242,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
         let handle = self.create_session(name)?;
         if let Some(s) = self.sessions.get_mut(handle) {
             s.expiry_interval = NEVER_EXPIRES;
-            s.disconnected_at = Some(now);
+            s.disconnected_at = Some(now).into();
             s.kind = crate::session::SessionKind::Peer;
         }
         if let Some(shard) = &mut self.shard {

@@ -20,7 +20,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
             consider(self.connection_deadline(conn));
         }
         for (_, session) in self.sessions.iter() {
-            consider(session.will.and_then(|w| w.due));
+            consider(session.will.and_then(|w| w.due.get()));
             consider(session.expires_at());
         }
         earliest
@@ -61,7 +61,11 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
             let Some(session) = self.sessions.get(handle) else {
                 continue;
             };
-            if session.will.and_then(|w| w.due).is_some_and(|d| d <= now) {
+            if session
+                .will
+                .and_then(|w| w.due.get())
+                .is_some_and(|d| d <= now)
+            {
                 self.publish_will(handle, now);
             }
             if self
