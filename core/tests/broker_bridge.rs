@@ -5,7 +5,9 @@
 use std::collections::BTreeMap;
 
 use fulmar_core::broker::{BridgeId, Broker, Config, Growable, PersistOp};
-use fulmar_core::codec::{ProtocolVersion, QoS, ReasonCode};
+use fulmar_core::codec::{
+    List, PacketId, Properties, Property, ProtocolVersion, Publish, QoS, QoSPid, ReasonCode,
+};
 use fulmar_core::sim::{ClientHandle, Received, Sim};
 use fulmar_core::time::Instant;
 
@@ -72,11 +74,15 @@ fn messages_from_upstream_reach_local_subscribers_but_never_go_back_up() {
         .unwrap();
     let local = sim.connect(ProtocolVersion::V5, "local", true, 0);
     sim.subscribe(local, "cmd/#", QoS::AtLeastOnce);
-    assert_eq!(
-        sim.broker
-            .bridge_publish(bridge, "cmd/valve", b"open", QoS::AtLeastOnce, false, now),
-        Ok(1)
-    );
+    let publish = Publish {
+        dup: false,
+        qos_pid: QoSPid::AtLeastOnce(PacketId::MIN),
+        retain: false,
+        topic: "cmd/valve",
+        properties: Properties::empty(),
+        payload: b"open",
+    };
+    assert_eq!(sim.broker.bridge_publish(bridge, &publish, now), Ok(1));
     sim.pump();
     let got = sim.received(local);
     assert!(
@@ -85,6 +91,47 @@ fn messages_from_upstream_reach_local_subscribers_but_never_go_back_up() {
     );
     // No Local on the bridge's subscription: nothing queued to send back upstream.
     assert_eq!(sim.broker.bridge_backlog(bridge), 0);
+}
+
+#[test]
+fn a_message_from_a_5_0_upstream_keeps_its_properties_and_expiry() {
+    let mut sim = Sim::<Growable>::new(Config::default());
+    let now = Instant::ZERO;
+    let bridge = sim.broker.bridge_open("cloud", now).unwrap();
+    let local = sim.connect(ProtocolVersion::V5, "local", true, 0);
+    sim.subscribe(local, "cmd/#", QoS::AtLeastOnce);
+    // As upstream sent it: a user property, an expiry, and a Topic Alias of that hop.
+    let items = [
+        Property::UserProperty("site", "north"),
+        Property::MessageExpiryInterval(60),
+        Property::TopicAlias(3),
+    ];
+    let publish = Publish {
+        dup: false,
+        qos_pid: QoSPid::AtLeastOnce(PacketId::MIN),
+        retain: false,
+        topic: "cmd/valve",
+        properties: List::new(&items),
+        payload: b"open",
+    };
+    assert_eq!(sim.broker.bridge_publish(bridge, &publish, now), Ok(1));
+    sim.pump();
+    match &sim.received(local)[..] {
+        [
+            Received::Publish {
+                user_properties,
+                message_expiry,
+                topic_alias,
+                ..
+            },
+        ] => {
+            assert_eq!(user_properties, &[("site".to_owned(), "north".to_owned())]);
+            // [MQTT-3.3.2-6]: the expiry left when it is sent.
+            assert_eq!(*message_expiry, Some(60));
+            assert_eq!(*topic_alias, None, "upstream's alias is not passed on");
+        }
+        other => panic!("{other:?}"),
+    }
 }
 
 #[test]

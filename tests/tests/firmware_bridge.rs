@@ -363,7 +363,7 @@ fn an_idle_uplink_keeps_its_connection_with_pings() {
 }
 
 #[test]
-fn a_5_0_uplink_forwards_at_qos_2_with_the_properties_a_5_0_client_published_on_the_board() {
+fn a_5_0_uplink_carries_the_properties_of_5_0_clients_both_ways_and_qos_2_up() {
     const SCRIPT: &str = r#"
 import sys
 from paho.mqtt.packettypes import PacketTypes
@@ -394,7 +394,23 @@ print(m.topic, m.payload.decode(), f"qos={m.qos}", getattr(p, "UserProperty", No
 for i in range(6):
     pub.publish("sensors/v5", f"n{i}", qos=2).wait_for_publish(WAIT)
 print(*(f"{m.payload.decode()}/{m.qos}" for m in (expect(sub, "message") for _ in range(6))))
-for c in (sub, pub):
+# Down: a command published upstream with properties reaches a 5.0 client on the board
+# with them.
+board_sub = client("v5-board-sub", mqtt.MQTTv5, board)
+board_sub.subscribe("commands/#", qos=1)
+expect(board_sub, "suback")
+cmd = Properties(PacketTypes.PUBLISH)
+cmd.UserProperty = ("origin", "cloud")
+cmd.ResponseTopic = "acks/1"
+cmd.MessageExpiryInterval = 300
+sub.publish("commands/valve", "open", qos=1, properties=cmd).wait_for_publish(WAIT)
+m = expect(board_sub, "message")
+p = m.properties
+expiry = getattr(p, "MessageExpiryInterval", None)
+print(m.topic, m.payload.decode(), getattr(p, "UserProperty", None),
+      getattr(p, "ResponseTopic", None), f"expiry_ok={expiry is not None and 0 < expiry <= 300}",
+      flush=True)
+for c in (sub, pub, board_sub):
     c.disconnect()
     c.loop_stop()
 "#;
@@ -416,7 +432,8 @@ for c in (sub, pub):
         String::from_utf8_lossy(&output.stdout),
         "sensors/v5 21.5 qos=2 [('origin', 'board')] text/plain replies/1 b'c-1' 1 \
          expiry_ok=True\n\
-         n0/2 n1/2 n2/2 n3/2 n4/2 n5/2\n",
+         n0/2 n1/2 n2/2 n3/2 n4/2 n5/2\n\
+         commands/valve open [('origin', 'cloud')] acks/1 expiry_ok=True\n",
         "paho's stderr:\n{}",
         String::from_utf8_lossy(&output.stderr)
     );

@@ -21,8 +21,11 @@
 //! subscriptions are No Local, so a message the bridge brought in is never sent back up:
 //! that is the loop prevention.
 
+use super::publish::Injected;
 use super::{Broker, BrokerStorage, Hooks};
-use crate::codec::{List, PacketId, Properties, Property, QoS, ReasonCode, SubscriptionOptions};
+use crate::codec::{
+    List, PacketId, Properties, Property, Publish, QoS, ReasonCode, SubscriptionOptions,
+};
 use crate::router::SessionId;
 use crate::session::{DeliveryState, NEVER_EXPIRES};
 use crate::storage::CapacityError;
@@ -151,18 +154,27 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
         Ok(())
     }
 
-    /// A message arrived from upstream: route it to local subscribers (never back to this
-    /// bridge), storing it if retained.
+    /// A PUBLISH arrived from upstream: route it to local subscribers (never back to this
+    /// bridge), storing it if retained. Its QoS is the one it came with (its packet
+    /// identifier and DUP are upstream's business). Of its 5.0 properties (none from a 3.x
+    /// upstream), those a message keeps go on with it to local subscribers (user
+    /// properties, content type, response topic, correlation data, payload format
+    /// indicator [MQTT-3.3.2-4]), and a Message Expiry Interval counts down from here; a
+    /// Topic Alias is upstream's and must have been resolved into `topic`.
     pub fn bridge_publish(
         &mut self,
         bridge: BridgeId,
-        topic: &str,
-        payload: &[u8],
-        qos: QoS,
-        retain: bool,
+        publish: &Publish<'_>,
         now: Instant,
     ) -> Result<usize, CapacityError> {
-        self.inject(topic, payload, qos, retain, Some(SessionId(bridge.0)), now)
+        let message = Injected {
+            topic: publish.topic,
+            properties: &publish.properties,
+            payload: publish.payload,
+            qos: publish.qos_pid.qos(),
+            retain: publish.retain,
+        };
+        self.inject(&message, Some(SessionId(bridge.0)), now)
     }
 
     /// The oldest queued message not yet handed out, to forward upstream. It stays queued

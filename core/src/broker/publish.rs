@@ -36,6 +36,16 @@ fn kept_in_store(p: &Property<'_>) -> bool {
     )
 }
 
+/// A message the host hands in rather than a client (a bridge's from upstream, `$SYS`).
+#[derive(Clone, Copy)]
+pub(super) struct Injected<'a> {
+    pub(super) topic: &'a str,
+    pub(super) properties: &'a Properties<'a>,
+    pub(super) payload: &'a [u8],
+    pub(super) qos: QoS,
+    pub(super) retain: bool,
+}
+
 impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
     /// Stores a message once; sessions, the retained store and wills then share it.
     #[allow(clippy::too_many_arguments)]
@@ -112,31 +122,43 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
         retain: bool,
         now: Instant,
     ) -> Result<(), CapacityError> {
-        self.inject(topic, payload, qos, retain, None, now)
-            .map(|_| ())
+        let message = Injected {
+            topic,
+            properties: &Properties::empty(),
+            payload,
+            qos,
+            retain,
+        };
+        self.inject(&message, None, now).map(|_| ())
     }
 
     /// Stores, routes and (if `retain`) retains a message that comes from the host rather
     /// than a client; returns how many sessions it matched.
     pub(super) fn inject(
         &mut self,
-        topic: &str,
-        payload: &[u8],
-        qos: QoS,
-        retain: bool,
+        message: &Injected<'_>,
         publisher: Option<SessionId>,
         now: Instant,
     ) -> Result<usize, CapacityError> {
-        if TopicName::new(topic, &self.config.topic_limits).is_err() {
-            return Err(CapacityError);
-        }
-        let message = self.store_message(
-            TopicRef::Str(topic),
-            &Properties::empty(),
+        let Injected {
+            topic,
+            properties,
             payload,
             qos,
             retain,
-            None,
+        } = *message;
+        if TopicName::new(topic, &self.config.topic_limits).is_err() {
+            return Err(CapacityError);
+        }
+        // Only what a message keeps is stored (not a Topic Alias or Subscription
+        // Identifier of the hop it came by), and its expiry counts from now.
+        let message = self.store_message(
+            TopicRef::Str(topic),
+            properties,
+            payload,
+            qos,
+            retain,
+            properties.message_expiry_interval(),
             now,
         )?;
         let routed = self.route_message(message, publisher, false, now);

@@ -831,14 +831,7 @@ fn handle(
                 QoSPid::ExactlyOnce(_) => return Err(End::Protocol),
             };
             let taken = with(|state| {
-                let taken = state.broker.bridge_publish(
-                    bridge,
-                    publish.topic,
-                    publish.payload,
-                    qos,
-                    publish.retain,
-                    now(),
-                );
+                let taken = state.broker.bridge_publish(bridge, &publish, now());
                 dispatch(state);
                 taken
             });
