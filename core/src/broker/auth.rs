@@ -222,7 +222,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
             }
             _ => {
                 let s = conn
-                    .and_then(|c| c.session)
+                    .and_then(|c| c.session.get())
                     .and_then(|h| self.sessions.get(h));
                 (s.map(|s| s.client_id()), s.and_then(|s| s.username()))
             }

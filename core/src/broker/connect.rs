@@ -10,7 +10,7 @@ use crate::blob::BlobStore;
 use crate::codec::{Connect, DecodeError, Disconnect, ProtocolVersion, ReasonCode};
 use crate::router::SessionId;
 use crate::session::{Chain, DeliveryState, NEVER_EXPIRES, Session, WillState};
-use crate::storage::Text;
+use crate::storage::{Link, Text};
 use crate::time::{Duration, Instant, MaybeInstant};
 use crate::topic::TopicName;
 
@@ -287,7 +287,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
         if let Some(conn) = self.connection_mut(id) {
             conn.phase = Phase::Connected;
             conn.connected_unreported = true;
-            conn.session = Some(handle);
+            conn.session = Link::to(handle);
             conn.keep_alive = keep_alive;
             conn.client_alias_max = if protocol.is_v5() {
                 client_alias_max
@@ -450,7 +450,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
         disconnect: &Disconnect<'_>,
         now: Instant,
     ) {
-        let session = self.connection(id).and_then(|c| c.session);
+        let session = self.connection(id).and_then(|c| c.session.get());
         if let (Some(expiry), Some(h)) = (disconnect.properties.session_expiry_interval(), session)
         {
             let current = self.sessions.get(h).map_or(0, |s| s.expiry_interval);

@@ -48,7 +48,8 @@ pub struct Connection {
     pub(crate) opened_at: Instant,
     pub(crate) last_received: Instant,
     pub(crate) protocol: ProtocolVersion,
-    pub(crate) session: Option<u32>,
+    /// Its session, once CONNECT is accepted.
+    pub(crate) session: Link,
     /// Effective keep alive in seconds (0: none).
     pub(crate) keep_alive: u16,
     /// Control packets to send, oldest first.

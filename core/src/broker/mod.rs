@@ -524,7 +524,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
 
     /// The session a connection is attached to.
     pub fn connection_client_id(&self, id: ConnectionId) -> Option<&str> {
-        let session = self.connection(id)?.session?;
+        let session = self.connection(id)?.session.get()?;
         self.sessions.get(session).map(|s| s.client_id())
     }
 
@@ -546,7 +546,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
                 opened_at: now,
                 last_received: now,
                 protocol: ProtocolVersion::V5,
-                session: None,
+                session: Link::NONE,
                 keep_alive: 0,
                 controls_head: Link::NONE,
                 controls_tail: Link::NONE,

@@ -173,7 +173,9 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
         let Some(conn) = self.connection(id) else {
             return;
         };
-        let Some(session) = conn.session else { return };
+        let Some(session) = conn.session.get() else {
+            return;
+        };
         let v5 = conn.protocol.is_v5();
         self.stats.messages_received += 1;
 
@@ -778,7 +780,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
     }
 
     fn session_of(&self, id: ConnectionId) -> Option<u32> {
-        self.connection(id)?.session
+        self.connection(id)?.session.get()
     }
 
     /// PUBACK: a QoS 1 delivery is complete (§4.3.2).

@@ -25,7 +25,9 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
         let Some(conn) = self.connection(id) else {
             return;
         };
-        let Some(session) = conn.session else { return };
+        let Some(session) = conn.session.get() else {
+            return;
+        };
         let v5 = conn.protocol.is_v5();
         let count = subscribe.subscriptions.len();
         let Ok(codes) = self
@@ -169,7 +171,9 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
         let Some(conn) = self.connection(id) else {
             return;
         };
-        let Some(session) = conn.session else { return };
+        let Some(session) = conn.session.get() else {
+            return;
+        };
         let count = unsubscribe.filters.len();
         let Ok(codes) = self
             .blobs

@@ -170,7 +170,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
             return Ok(self.sent(written));
         }
         let version = conn.protocol;
-        let session = conn.session;
+        let session = conn.session.get();
         let phase = conn.phase;
 
         // Control packets.
