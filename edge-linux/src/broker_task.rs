@@ -7,7 +7,8 @@
 //! The actor feeds each to the core, then drains [`Broker::poll_event`]:
 //! - [`Event::Transmit`]: [`Broker::poll_transmit`] into one reused buffer, and each chunk
 //!   to that connection's writer, which is woken once the actor is done with the input at
-//!   hand ([`Wakes`]) and writes all it got with one system call. Each connection may have at most [`OUTPUT_BYTES`] written
+//!   hand ([`Wakes`]) and writes all it got with one system call (the [`output`] module).
+//!   Each connection may have at most [`OUTPUT_BYTES`](output::OUTPUT_BYTES) written
 //!   by the actor but not yet by its writer ([`Room`]); beyond that the actor stops taking
 //!   that connection's output (the core keeps it queued, under its own limits) until the
 //!   writer is down to half, which it reports with [`Input::Drained`] (and which the actor
@@ -21,19 +22,23 @@
 //! expiry times mean the same after a restart. After each wake-up it copies the core's
 //! counters into [`Metrics`] for `/metrics`.
 //!
+//! The parts: [`output`] (a connection's output on its way to the writer), [`peers`] (the
+//! actor's record of each connection), [`mesh`] (what a shard exchanges with the others)
+//! and [`stop`] (a graceful stop).
+//!
 //! ## Persistence
 //! With a [`Store`], the actor restores it into the core before it starts (so before any
 //! connection is served), collects the core's [`Broker::poll_persist`] ops after every
 //! input, timeout and transmitted chunk, and has the [`Committer`] commit them on the
 //! store's own thread. Output is tagged with the commit it depends on
-//! ([`Committer::hold_until`]) and waits in [`Peer::held`] until that commit is durable, so
+//! ([`Committer::hold_until`]) and waits with its [`Peer`] until that commit is durable, so
 //! no PUBACK, PUBREC or PUBCOMP leaves before the state it acknowledges is on disk, and no
 //! QoS 2 delivery leaves before its packet identifier is
 //! ([`Broker::transmit_needs_durability`]); a chunk of QoS 0/1 deliveries only waits behind
 //! earlier held output of its connection, to keep the order. Held output counts against the
-//! connection's [`OUTPUT_BYTES`] like output in the writer's channel. A connection the core
-//! closes while its output is held is parked until the commit ends, then gets its output
-//! and last words in order.
+//! connection's [`OUTPUT_BYTES`](output::OUTPUT_BYTES) like output in the writer's
+//! channel. A connection the core closes while its output is held is parked until the
+//! commit ends, then gets its output and last words in order.
 //!
 //! ## Shards
 //! With `runtime.shards` > 1 there is one actor per shard, each owning the core broker of
@@ -41,7 +46,7 @@
 //! (decode, route, queue, encode) runs on as many cores. Between inputs an actor
 //! exchanges [`Mesh`] messages with the others: its sessions' interest, copies of messages
 //! their sessions must see, and "taken" answers. With persistence, an acknowledgement
-//! (PUBACK, PUBREC…) waits in [`Peer::held`] until every other shard has taken the copies
+//! (PUBACK, PUBREC…) waits with its [`Peer`] until every other shard has taken the copies
 //! queued before it ([`Hold::seq`]), as it waits for the disk ([`Hold::commit`]), and a
 //! shard answers "taken" only once what a copy changed there is durable: kill -9 loses no
 //! acknowledged message on any shard. Without persistence nothing acknowledged survives a
@@ -56,15 +61,13 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::Ordering;
 
-use fulmar_core::broker::{Broker, ConnectionId, Event, ForwardError, Growable, PeerId};
+use fulmar_core::broker::{Broker, ConnectionId, Event, Growable, PeerId};
 use fulmar_core::time::Instant;
-use std::task::{Context, Poll};
 
-use futures_util::task::AtomicWaker;
 use tokio::sync::{mpsc, oneshot};
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
 use crate::auth::{Admission, Auth, EdgeHooks, SessionBudget};
 use crate::connection::Origin;
@@ -73,8 +76,13 @@ use crate::metrics::{Metrics, Refusal};
 use crate::shards::{self, Mesh, PeerLink, ShardState, Shards};
 use crate::store::{self, Committer, Store, SyncPolicy};
 
+mod mesh;
+mod output;
 mod peers;
+mod stop;
 
+use output::Wakes;
+pub(crate) use output::{Link, Output, Room, buffers};
 use peers::{Peer, Peers};
 
 /// Inputs waiting for the actor; readers wait when it is full.
@@ -82,14 +90,6 @@ const INBOX: usize = 1024;
 /// Inputs the actor takes per wake-up before it re-arms its timer (`poll_timeout` scans
 /// every connection and session, so not after every input).
 const BATCH: usize = 256;
-/// Bytes of output per connection handed to its writer and not yet written to the socket,
-/// beyond which the actor leaves that connection's output in the core. One chunk may
-/// overshoot it by up to the transmit buffer's size (the maximum packet size plus
-/// [`TRANSMIT_MARGIN`]).
-pub(crate) const OUTPUT_BYTES: usize = 256 * 1024;
-/// Output at which a writer is woken without waiting for the actor to finish its batch
-/// ([`Wakes`]).
-const WAKE_BYTES: usize = 64 * 1024;
 /// Messages from other shards taken per wake-up, at most.
 const MESH_BATCH: usize = 1024;
 /// How long a stopping shard keeps exchanging copies with the others, so that the
@@ -105,291 +105,6 @@ const FEED_STEP: usize = 4 * 1024;
 /// larger than the one that came in (a 3.x publisher's message to a 5.0 subscriber gains
 /// properties: subscription identifiers, topic alias, message expiry).
 const TRANSMIT_MARGIN: usize = 1024;
-
-/// The actor's end of a connection's output: chunks go into the connection's [`Room`],
-/// where its writer takes them. Dropping it (or [`Link::finish`]) tells the writer that
-/// nothing more comes, so no path that forgets a connection can leave its writer waiting.
-#[derive(Debug)]
-pub(crate) struct Link {
-    /// How much output waits for the writer, and the output itself.
-    pub(crate) room: Arc<Room>,
-}
-
-impl Link {
-    /// Whether the writer is gone (its transport failed).
-    fn is_closed(&self) -> bool {
-        self.room.lock_output().writer_gone
-    }
-
-    /// Hands a chunk to the writer and wakes it; `Err` when the writer is gone.
-    fn send(&self, chunk: Vec<u8>) -> Result<(), WriterGone> {
-        self.append(&chunk, &mut Wakes::default())?;
-        self.room.task.wake();
-        Ok(())
-    }
-
-    /// Hands a chunk to the writer; `Err` when the writer is gone. The writer is woken at
-    /// once when its output reaches [`WAKE_BYTES`]; otherwise the room is added to
-    /// `wakes` (when the writer had nothing to write), so that the writer wakes once for
-    /// everything the actor gives it in one go, and writes it with one system call.
-    fn append(&self, chunk: &[u8], wakes: &mut Wakes) -> Result<(), WriterGone> {
-        let mut output = self.room.lock_output();
-        if output.writer_gone {
-            return Err(WriterGone);
-        }
-        let before = output.pending.len();
-        output.push(chunk);
-        let after = output.pending.len();
-        drop(output);
-        if before < WAKE_BYTES && after >= WAKE_BYTES {
-            self.room.task.wake();
-        } else if before == 0 {
-            wakes.add(&self.room);
-        }
-        Ok(())
-    }
-
-    /// The last bytes to write (a CONNACK refusal, a DISCONNECT), after which the writer
-    /// closes the transport.
-    fn finish(self, last: Vec<u8>) {
-        self.room.lock_output().push(&last);
-        // `Drop` marks the end.
-    }
-}
-
-impl Drop for Link {
-    fn drop(&mut self) {
-        self.room.lock_output().finished = true;
-        self.room.task.wake();
-    }
-}
-
-/// Writers the actor gave output since it last woke them. Waking a writer at every chunk
-/// would have it write each chunk as it comes (the other worker threads run it at once):
-/// under load that is one system call (and one read for the client) per message or two.
-/// Woken once the actor is done with what it had to do (a batch of input, a timeout, a
-/// commit), a writer takes all of its output in one write; or as soon as it has
-/// [`WAKE_BYTES`], so that a batch that fills the writers of a fan-out does not leave them
-/// idle until its end.
-#[derive(Debug, Default)]
-struct Wakes(Vec<Arc<Room>>);
-
-impl Wakes {
-    /// Notes that `room`'s writer has output to take.
-    fn add(&mut self, room: &Arc<Room>) {
-        self.0.push(room.clone());
-    }
-
-    /// Wakes every writer noted.
-    fn wake_all(&mut self) {
-        for room in self.0.drain(..) {
-            room.task.wake();
-        }
-    }
-}
-
-/// A connection's writer is gone (its transport failed or closed).
-#[derive(Debug)]
-pub(crate) struct WriterGone;
-
-/// Output buffers, recycled: a writer gives back the buffer it has written, and the actor
-/// fills it for another connection. Under load each connection's output is a buffer of
-/// tens of KiB a wake-up; allocating it anew each time cost the actor a fifth of its time
-/// (growing it chunk by chunk, faulting its pages in, freeing it). An idle connection
-/// holds none: its writer gave it back.
-pub(crate) mod buffers {
-    use std::sync::Mutex;
-
-    /// Buffers smaller than this are freed rather than kept: the output of a connection
-    /// that is not busy (a CONNACK, a PUBACK) is small, and small allocations are cheap.
-    /// Kept, they would also hold memory for connections that are gone or idle.
-    const MIN_CAPACITY: usize = 16 * 1024;
-    /// Buffers larger than this are freed rather than kept (a connection's output is at
-    /// most [`super::OUTPUT_BYTES`] and a packet more).
-    const MAX_CAPACITY: usize = 1024 * 1024;
-    /// Bytes of capacity kept at most, all buffers together.
-    const MAX_KEPT: usize = 16 * 1024 * 1024;
-
-    /// The buffers kept, and their capacity in bytes.
-    static KEPT: Mutex<(Vec<Vec<u8>>, usize)> = Mutex::new((Vec::new(), 0));
-
-    /// An empty buffer for at least `len` bytes, recycled when one is kept.
-    pub(crate) fn take(len: usize) -> Vec<u8> {
-        let mut kept = KEPT
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        match kept.0.pop() {
-            Some(mut buffer) => {
-                kept.1 -= buffer.capacity();
-                drop(kept);
-                buffer.reserve(len);
-                buffer
-            }
-            None => Vec::with_capacity(len),
-        }
-    }
-
-    /// Keeps `buffer` for [`take`], unless it is too small or too large, or enough are
-    /// kept.
-    pub(crate) fn give(mut buffer: Vec<u8>) {
-        let capacity = buffer.capacity();
-        if !(MIN_CAPACITY..=MAX_CAPACITY).contains(&capacity) {
-            return;
-        }
-        buffer.clear();
-        let mut kept = KEPT
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if kept.1 + capacity <= MAX_KEPT {
-            kept.1 += capacity;
-            kept.0.push(buffer);
-        }
-    }
-}
-
-/// What [`Room::poll_next_output`] gives the writer.
-#[derive(Debug)]
-pub(crate) enum Output {
-    /// Bytes to write (every chunk queued, joined into one write).
-    Bytes(Vec<u8>),
-    /// The actor let the connection go: write these last bytes (what was still queued,
-    /// then its last words), then close.
-    Last(Vec<u8>),
-}
-
-/// Output between the actor and a connection's writer.
-#[derive(Debug, Default)]
-pub(crate) struct OutputQueue {
-    /// Every chunk not taken by the writer yet, joined: one buffer rather than a queue of
-    /// them, so a connection whose output is written holds no allocation here.
-    pending: Vec<u8>,
-    /// The actor dropped its [`Link`]: no more chunks come.
-    finished: bool,
-    /// The writer stopped (its transport failed or closed).
-    writer_gone: bool,
-}
-
-impl OutputQueue {
-    fn push(&mut self, chunk: &[u8]) {
-        if self.pending.capacity() == 0 {
-            self.pending = buffers::take(chunk.len());
-        }
-        self.pending.extend_from_slice(chunk);
-    }
-}
-
-/// The output a connection's writer has not written yet, shared by the actor (which adds)
-/// and the writer (which subtracts). Held by both ends of a connection: small, because an
-/// idle connection costs this and little more (no channel allocations); 72 bytes, so with
-/// the `Arc`'s counts and the allocator's header it takes a 96-byte block (checked by a
-/// test).
-#[derive(Debug, Default)]
-pub(crate) struct Room {
-    /// Bytes sent to the writer and not yet written to the socket: at most
-    /// [`OUTPUT_BYTES`] and one chunk, which is one packet of at most 256 MiB and a margin,
-    /// so 32 bits count it.
-    queued: AtomicU32,
-    /// Set by the actor when it stopped at [`OUTPUT_BYTES`]: the writer reports
-    /// [`Input::Drained`] once `queued` is down to half.
-    pub(crate) wanted: AtomicBool,
-    /// Backpressure on input: set while the core holds this connection's next PUBLISH
-    /// back ([`Broker::is_stalled`]); the reader does not read meanwhile, so the kernel's
-    /// buffers fill and TCP slows the publisher down.
-    input_paused: AtomicBool,
-    /// Chunks for the writer, in order.
-    output: std::sync::Mutex<OutputQueue>,
-    /// Wakes the connection's task when output arrives, the actor lets the connection go,
-    /// or `input_paused` is cleared.
-    task: AtomicWaker,
-}
-
-impl Room {
-    /// Bytes sent to the writer and not yet written.
-    fn queued(&self) -> usize {
-        self.queued.load(Ordering::SeqCst) as usize
-    }
-
-    /// Counts `n` bytes more sent to the writer.
-    fn add_queued(&self, n: usize) {
-        self.queued
-            .fetch_add(u32::try_from(n).unwrap_or(u32::MAX), Ordering::SeqCst);
-    }
-
-    /// Whether the actor may hand the writer more output.
-    fn has_room(&self) -> bool {
-        self.queued() < OUTPUT_BYTES
-    }
-
-    /// Whether the writer is far enough behind the limit to take output again.
-    fn drained(&self) -> bool {
-        self.queued() <= OUTPUT_BYTES / 2
-    }
-
-    /// Whether the actor takes input from this connection; when not, `cx` is woken once
-    /// it does again.
-    pub(crate) fn input_allowed(&self, cx: &mut Context<'_>) -> bool {
-        if !self.input_paused.load(Ordering::SeqCst) {
-            return true;
-        }
-        // Registered before the second look, so a resume in between is not lost.
-        self.task.register(cx.waker());
-        !self.input_paused.load(Ordering::SeqCst)
-    }
-
-    fn pause_input(&self) {
-        self.input_paused.store(true, Ordering::SeqCst);
-    }
-
-    fn resume_input(&self) {
-        self.input_paused.store(false, Ordering::SeqCst);
-        self.task.wake();
-    }
-
-    fn lock_output(&self) -> std::sync::MutexGuard<'_, OutputQueue> {
-        // Nothing panics while holding the lock; a poisoned queue is still consistent.
-        self.output
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    /// The writer's next output, waiting for it. Chunks queued while the writer was busy
-    /// are joined into one write: one system call (and one TLS record or WebSocket frame)
-    /// for many small packets.
-    pub(crate) fn poll_next_output(&self, cx: &mut Context<'_>) -> Poll<Output> {
-        if let Some(output) = self.take_output() {
-            return Poll::Ready(output);
-        }
-        // Registered before the second look, so output added in between is not missed.
-        self.task.register(cx.waker());
-        self.take_output().map_or(Poll::Pending, Poll::Ready)
-    }
-
-    fn take_output(&self) -> Option<Output> {
-        let mut output = self.lock_output();
-        let bytes = std::mem::take(&mut output.pending);
-        if output.finished {
-            Some(Output::Last(bytes))
-        } else {
-            (!bytes.is_empty()).then_some(Output::Bytes(bytes))
-        }
-    }
-
-    /// The writer stopped: the actor's next [`Link::send`] fails, and it lets the
-    /// connection go.
-    pub(crate) fn writer_gone(&self) {
-        let mut output = self.lock_output();
-        output.writer_gone = true;
-        output.pending = Vec::new();
-    }
-
-    /// The writer wrote `n` bytes; returns whether it must report [`Input::Drained`].
-    pub(crate) fn written(&self, n: usize) -> bool {
-        let n = u32::try_from(n).unwrap_or(u32::MAX);
-        let before = self.queued.fetch_sub(n, Ordering::SeqCst);
-        before.saturating_sub(n) as usize <= OUTPUT_BYTES / 2
-            && self.wanted.swap(false, Ordering::SeqCst)
-    }
-}
 
 /// A message to the actor.
 #[derive(Debug)]
@@ -984,154 +699,6 @@ impl Actor {
         }
     }
 
-    /// Tells the other shards what changed here: this shard's subscriptions (each filter
-    /// once) and the copies of messages their sessions must see (up to
-    /// [`shards::window`] in flight each). Then takes the copies that waited for a local
-    /// subscriber's queue, where it has room again.
-    fn exchange(&mut self, now: Instant) {
-        let Some(shard) = &mut self.shard else {
-            return;
-        };
-        while let Some(change) = self.broker.poll_interest() {
-            if shard.count_interest(&change.filter, change.added) {
-                for to in 0..shard.peers.len() {
-                    let message = Mesh::Interest {
-                        from: shard.index,
-                        filter: change.filter.clone(),
-                        added: change.added,
-                    };
-                    shard.send(to, message);
-                }
-            }
-        }
-        let from = shard.index;
-        for link in shard.peers.iter_mut().flatten() {
-            let mut copies = Vec::new();
-            while link.in_flight < shard.window {
-                let Some(forward) = self.broker.peer_next(link.id, now) else {
-                    break;
-                };
-                copies.push(forward.to_owned());
-                link.in_flight += 1;
-            }
-            if !copies.is_empty() {
-                let _ = link.mesh.send(Mesh::Copies { from, copies });
-            }
-        }
-        self.retry_copies(now);
-    }
-
-    /// Takes the copies that waited for a local subscriber's queue, where there is room.
-    fn retry_copies(&mut self, now: Instant) {
-        let Some(shard) = &self.shard else {
-            return;
-        };
-        let waiting: Vec<usize> = shard
-            .peers
-            .iter()
-            .enumerate()
-            .filter_map(|(j, p)| p.as_ref().filter(|p| !p.waiting.is_empty()).map(|_| j))
-            .collect();
-        for from in waiting {
-            self.take_copies(from, now);
-        }
-    }
-
-    /// A message from another shard.
-    fn on_mesh(&mut self, message: Mesh, now: Instant) {
-        let Some(shard) = &mut self.shard else {
-            return;
-        };
-        match message {
-            Mesh::Interest {
-                from,
-                filter,
-                added,
-            } => {
-                let Some(Some(link)) = shard.peers.get(from) else {
-                    return;
-                };
-                if added {
-                    if let Err(error) = self.broker.peer_subscribe(link.id, &filter) {
-                        warn!(shard = from, %filter, ?error, "a shard's subscription not mirrored");
-                    }
-                } else {
-                    self.broker.peer_unsubscribe(link.id, &filter);
-                }
-            }
-            Mesh::Copies { from, copies } => {
-                if let Some(Some(link)) = shard.peers.get_mut(from) {
-                    link.waiting.extend(copies);
-                }
-                self.take_copies(from, now);
-            }
-            Mesh::Done { from } => {
-                if let Some(done) = shard.done.get_mut(from) {
-                    *done = true;
-                }
-            }
-            Mesh::Taken { from, tokens } => {
-                if let Some(Some(link)) = shard.peers.get_mut(from) {
-                    link.in_flight = link.in_flight.saturating_sub(tokens.len());
-                    for token in tokens {
-                        self.broker.peer_ack(link.id, token);
-                    }
-                }
-            }
-        }
-    }
-
-    /// Routes the copies shard `from` sent, in order, until a local subscriber's full
-    /// queue stops them; answers "taken" once what they changed is durable.
-    fn take_copies(&mut self, from: usize, now: Instant) {
-        let Some(shard) = &mut self.shard else {
-            return;
-        };
-        let Some(Some(link)) = shard.peers.get_mut(from) else {
-            return;
-        };
-        if self.broker.peer_stalled(link.id) {
-            return;
-        }
-        let mut taken = Vec::new();
-        while let Some(copy) = link.waiting.front() {
-            match self.broker.forward_publish(link.id, &copy.forward(), now) {
-                Err(ForwardError::Stalled) => break,
-                Err(error @ (ForwardError::Capacity | ForwardError::Invalid)) => {
-                    warn!(
-                        shard = from,
-                        ?error,
-                        "a message from another shard was dropped"
-                    );
-                }
-                Ok(_) => {}
-            }
-            taken.push(copy.token());
-            link.waiting.pop_front();
-        }
-        if taken.is_empty() {
-            return;
-        }
-        let commit = self.store.as_mut().and_then(|store| {
-            store.collect(&mut self.broker);
-            store.hold_until()
-        });
-        match commit {
-            Some(commit) => shard.taken_held.push((commit, from, taken)),
-            None => {
-                let index = shard.index;
-                shard.send(
-                    from,
-                    Mesh::Taken {
-                        from: index,
-                        tokens: taken,
-                    },
-                );
-            }
-        }
-        self.pump(now);
-    }
-
     /// Core time.
     fn now(&self) -> Instant {
         self.clock.now()
@@ -1477,110 +1044,6 @@ impl Actor {
             }
         }
     }
-
-    /// The first step of stopping: every connection is closed in the core (5.0 clients are
-    /// told why, DISCONNECT 0x8B; wills go out) and parked, its last words behind the
-    /// output it holds, which leaves as its commit and the other shards' taking allow.
-    fn stop_clients(&mut self, now: Instant) {
-        self.pump(now);
-        let stats = self.broker.stats();
-        info!(
-            shard = self.shard.as_ref().map(|s| s.index),
-            received = stats.messages_received,
-            sent = stats.messages_sent,
-            dropped = stats.messages_dropped,
-            expired = stats.messages_expired,
-            oversized = stats.messages_oversized,
-            protocol_errors = stats.protocol_errors,
-            "message counters"
-        );
-        let ids = self.links.ids();
-        debug!(connections = ids.len(), "closing every connection");
-        for id in &ids {
-            self.broker.close_connection(
-                *id,
-                fulmar_core::codec::ReasonCode::ServerShuttingDown,
-                now,
-            );
-        }
-        self.pump(now);
-        let ids = self.links.ids();
-        for id in ids {
-            let last = match self.links.get(id) {
-                // A blocked connection's writer is behind: what is still in the core
-                // stays there rather than pile up behind it.
-                Some(peer) if peer.blocked => Vec::new(),
-                Some(_) => self.drain(id, now),
-                None => continue,
-            };
-            if let Some(peer) = self.links.remove(id) {
-                let until = peer.holds().fold(Hold::default(), Hold::max);
-                self.parked.push(Parked { peer, last, until });
-            }
-        }
-        if let Some(store) = &mut self.store {
-            store.collect(&mut self.broker);
-        }
-        self.exchange(now);
-    }
-
-    /// Whether a stopping shard may finish: the other shards took every copy it sent
-    /// (then it tells them so, once) and each of them said the same. A shard that has
-    /// not taken another's copies keeps that one running.
-    fn drained(&mut self) -> bool {
-        let Some(shard) = &mut self.shard else {
-            return true;
-        };
-        let taken = shard.taken_held.is_empty()
-            && shard
-                .peers
-                .iter()
-                .flatten()
-                .all(|p| self.broker.peer_backlog(p.id) == 0);
-        if taken && !shard.said_done {
-            shard.said_done = true;
-            let from = shard.index;
-            for to in 0..shard.peers.len() {
-                shard.send(to, Mesh::Done { from });
-            }
-        }
-        shard.said_done
-            && shard
-                .peers
-                .iter()
-                .zip(&shard.done)
-                .all(|(peer, done)| peer.is_none() || *done)
-    }
-
-    /// The last step of stopping: every state change is made durable, each connection gets
-    /// the held output that may leave now and its last words, and the store closes.
-    /// Acknowledgements whose copies another shard never took are not sent: the client
-    /// still owns those messages.
-    async fn finish_shutdown(&mut self) {
-        self.wakes.wake_all();
-        if let Some(store) = &mut self.store {
-            store.collect(&mut self.broker);
-            store.commit_all().await;
-        }
-        self.release();
-        let ready = self.readiness();
-        let mut withheld = 0;
-        for mut parked in std::mem::take(&mut self.parked) {
-            parked.peer.release_held(|hold| ready.allows(hold));
-            withheld += parked.peer.drop_held();
-            parked.peer.link.finish(parked.last);
-        }
-        if withheld > 0 {
-            warn!(
-                chunks = withheld,
-                "output held for copies no other shard took was not sent"
-            );
-        }
-        if let Some(store) = self.store.take() {
-            store.close().await;
-            info!("state saved");
-        }
-    }
 }
 
 /// The commit the actor waits for, if a store is in use.
@@ -1602,17 +1065,5 @@ fn grow_for(buffer: &mut Vec<u8>, error: fulmar_core::codec::EncodeError) -> boo
             true
         }
         _ => false,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// What every idle connection shares between its task and the actor.
-    #[test]
-    fn a_room_is_small() {
-        let size = std::mem::size_of::<Room>();
-        assert!(size <= 72, "a room takes {size} bytes");
     }
 }

@@ -18,7 +18,7 @@ use super::{Hold, Link};
 pub(super) struct Peer {
     pub(super) link: Link,
     id: ConnectionId,
-    /// The writer is [`super::OUTPUT_BYTES`] behind: output stays in the core until it
+    /// The writer is [`super::output::OUTPUT_BYTES`] behind: output stays in the core until it
     /// drains.
     pub(super) blocked: bool,
     /// The core stalled this connection's input (backpressure): bytes that still arrive
