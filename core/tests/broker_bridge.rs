@@ -134,6 +134,30 @@ fn a_message_from_a_5_0_upstream_keeps_its_properties_and_expiry() {
     }
 }
 
+/// [MQTT-3.1.2-24]: a message too large for upstream is forgotten and counted as
+/// oversized, never rewound to go again.
+#[test]
+fn a_message_too_large_for_upstream_is_forgotten_and_counted() {
+    let (mut sim, bridge, device) = sensors_bridge(QoS::AtLeastOnce, ProtocolVersion::V3_1_1);
+    let now = Instant::ZERO;
+    sim.publish(device, "sensors/big", &[7; 600], QoS::AtLeastOnce, false);
+    sim.publish(device, "sensors/small", b"s", QoS::AtLeastOnce, false);
+    let big = sim
+        .broker
+        .bridge_next(bridge, now)
+        .map(|m| m.token)
+        .unwrap();
+    assert!(sim.broker.bridge_oversized(bridge, big));
+    assert_eq!(sim.broker.stats().messages_oversized, 1);
+    sim.broker.bridge_rewind(bridge);
+    let next = sim
+        .broker
+        .bridge_next(bridge, now)
+        .map(|m| m.payload.to_vec())
+        .unwrap();
+    assert_eq!(next, b"s");
+}
+
 #[test]
 fn network_clients_cannot_take_a_bridge_session() {
     let mut sim = Sim::<Growable>::new(Config::default());

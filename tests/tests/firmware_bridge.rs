@@ -473,6 +473,28 @@ fn an_upstream_name_that_does_not_resolve_is_retried_while_local_clients_are_ser
     assert_eq!(collect(&local, 1), ["sensors/t still-serving"]);
 }
 
+/// [MQTT-3.1.2-24]: a message larger than a 5.0 upstream's Maximum Packet Size is never
+/// sent; it is dropped (and logged) rather than sent again after every reconnection, so
+/// the readings after it still go up.
+#[test]
+fn a_message_larger_than_upstream_takes_is_dropped_and_the_uplink_goes_on() {
+    let up_port = free_port();
+    let data = DataDir::new("upstream-small-packets");
+    let _upstream = upstream_with(up_port, &data, &["--set", "limits.max_packet_size=512"]);
+    let sub = subscriber(up_port, "small-packets-sub", "sensors/#");
+    wait_subscribed(&sub, up_port);
+    let board = Board::boot_with_uplink(up_port, &format!("{UPLINK}protocol 5\n"));
+    publish(board.port(), "sensors/big", &["x".repeat(1000)]);
+    publish(board.port(), "sensors/small", &["after".to_owned()]);
+    sub.expect_line(WAIT, |line| line == "sensors/small after");
+    wait_log(&board, "larger than upstream's maximum packet size");
+    assert!(
+        !board.decoded_log().contains("uplink: connection lost"),
+        "the uplink was closed:\n{}",
+        board.decoded_log()
+    );
+}
+
 /// Waits until the board has noticed that upstream is gone (its log says so), so what is
 /// published next is kept for later rather than handed to the dying connection.
 fn wait_uplink_lost(board: &Board) {

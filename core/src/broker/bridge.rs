@@ -238,6 +238,18 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
         self.ack_for_host(bridge.0, token)
     }
 
+    /// The message `token` is larger than upstream's Maximum Packet Size, so it may never
+    /// be sent [MQTT-3.1.2-24]: forget it, counted in [`super::Stats::messages_oversized`]
+    /// like a message too large for a client. Sending it anyway would only get the
+    /// uplink closed, and the message sent again after every reconnection.
+    pub fn bridge_oversized(&mut self, bridge: BridgeId, token: u64) -> bool {
+        let forgotten = self.ack_for_host(bridge.0, token);
+        if forgotten {
+            self.stats.messages_oversized += 1;
+        }
+        forgotten
+    }
+
     /// Upstream answered PUBREC for the QoS 2 message `token`: it owns the message now
     /// (§4.3.3), which is released here and never sent again; the entry stays, with its
     /// packet identifier, until PUBCOMP ([`Broker::bridge_ack`]), and after a reconnection

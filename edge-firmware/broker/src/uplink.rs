@@ -322,6 +322,7 @@ pub async fn run(stack: Stack<'static>, config: Config<'static>) -> ! {
             last_sent: Instant::now(),
             last_heard: Instant::now(),
             window: WINDOW,
+            max_packet: usize::MAX,
             up: false,
         };
         let end = match upstream {
@@ -452,6 +453,9 @@ struct Link<'s, 'c> {
     /// Messages that may be in flight: [`WINDOW`], or less if a 5.0 upstream's Receive
     /// Maximum says so [MQTT-3.3.4-9].
     window: usize,
+    /// The largest packet upstream takes: a 5.0 upstream's Maximum Packet Size, else no
+    /// limit.
+    max_packet: usize,
     /// Whether upstream accepted the connection (CONNACK 0).
     up: bool,
 }
@@ -531,6 +535,9 @@ impl Link<'_, '_> {
                     let code = ack.reason_code;
                     if let Some(maximum) = ack.properties.receive_maximum() {
                         self.window = WINDOW.min(usize::from(maximum)).max(1);
+                    }
+                    if let Some(maximum) = ack.properties.maximum_packet_size() {
+                        self.max_packet = usize::try_from(maximum).unwrap_or(usize::MAX);
                     }
                     self.inbox.consume(used);
                     return if code.is_error() {
@@ -631,6 +638,7 @@ impl Link<'_, '_> {
     async fn publish_next(&mut self) -> Result<bool, End> {
         let bridge = self.bridge;
         let version = self.config.protocol;
+        let max_packet = self.max_packet;
         let sent = self
             .write(|buf| {
                 // A message is taken from the bridge only when it surely fits: it was at
@@ -660,7 +668,20 @@ impl Link<'_, '_> {
                         payload: message.payload,
                     };
                     let token = message.token;
-                    let written = Packet::Publish(publish).encode(version, buf);
+                    let packet = Packet::Publish(publish);
+                    // [MQTT-3.1.2-24]: never more than upstream's Maximum Packet Size;
+                    // such a message can never go, so it is counted and forgotten.
+                    if packet.encoded_len(version) > max_packet {
+                        defmt::warn!(
+                            "uplink: message larger than upstream's maximum packet size \
+                             ({} bytes), dropped",
+                            max_packet
+                        );
+                        state.broker.bridge_oversized(bridge, token);
+                        dispatch(state);
+                        return Wrote::Done(0, Some((token, None)));
+                    }
+                    let written = packet.encode(version, buf);
                     let acked = qos_pid == QoSPid::AtMostOnce || written.is_err();
                     if written.is_err() {
                         defmt::warn!("uplink: message too large to forward, dropped");
