@@ -96,18 +96,24 @@ pub struct Forward<'b> {
 }
 
 impl Forward<'_> {
-    /// An owned copy, to hand to another broker that runs elsewhere (another task).
+    /// An owned copy, to hand to another broker that runs elsewhere (another task): its
+    /// topic, properties and payload in one allocation.
     pub fn to_owned(&self) -> OwnedForward {
+        let mut bytes =
+            Vec::with_capacity(self.topic.len() + self.properties.len() + self.payload.len());
+        bytes.extend_from_slice(self.topic.as_bytes());
+        bytes.extend_from_slice(self.properties);
+        bytes.extend_from_slice(self.payload);
         OwnedForward {
-            token: self.token,
-            topic: String::from(self.topic),
-            properties: self.properties.to_vec(),
-            payload: self.payload.to_vec(),
-            qos: self.qos,
-            retain: self.retain,
-            expiry: self.expiry,
-            scope: self.scope,
-            stamp: self.stamp,
+            bytes,
+            topic_len: self.topic.len(),
+            properties_len: self.properties.len(),
+            fields: Forward {
+                topic: "",
+                properties: &[],
+                payload: &[],
+                ..*self
+            },
         }
     }
 }
@@ -115,35 +121,30 @@ impl Forward<'_> {
 /// A [`Forward`] that owns its bytes ([`Forward::to_owned`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OwnedForward {
-    token: u64,
-    topic: String,
-    properties: Vec<u8>,
-    payload: Vec<u8>,
-    qos: QoS,
-    retain: bool,
-    expiry: Option<u32>,
-    scope: ForwardScope,
-    stamp: u64,
+    /// Topic, properties and payload, in this order.
+    bytes: Vec<u8>,
+    topic_len: usize,
+    properties_len: usize,
+    /// Everything else, with the borrowed fields left empty.
+    fields: Forward<'static>,
 }
 
 impl OwnedForward {
     /// The token to acknowledge it with ([`Broker::peer_ack`]).
     pub fn token(&self) -> u64 {
-        self.token
+        self.fields.token
     }
 
     /// The borrowed form, for [`Broker::forward_publish`].
     pub fn forward(&self) -> Forward<'_> {
+        let (topic, rest) = self.bytes.split_at(self.topic_len);
+        let (properties, payload) = rest.split_at(self.properties_len);
         Forward {
-            token: self.token,
-            topic: &self.topic,
-            properties: &self.properties,
-            payload: &self.payload,
-            qos: self.qos,
-            retain: self.retain,
-            expiry: self.expiry,
-            scope: self.scope,
-            stamp: self.stamp,
+            // Copied from a `&str` by `to_owned`.
+            topic: core::str::from_utf8(topic).unwrap_or_default(),
+            properties,
+            payload,
+            ..self.fields
         }
     }
 }
