@@ -29,7 +29,7 @@
 pub mod firmware;
 pub mod paho;
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -523,6 +523,24 @@ pub fn next_message(sub: &Lines) -> String {
 
 /// How long [`mosquitto_sub`] and [`next_message`] wait.
 const SUB_WAIT: Duration = Duration::from_secs(10);
+
+/// `mosquitto_pub -l` on `port` with `args` (client id, QoS, topic): each of `lines` is one
+/// PUBLISH, in order, over one connection. Panics if mosquitto_pub fails.
+pub fn mosquitto_pub_lines(port: u16, args: &[&str], lines: &[String]) {
+    let mut child = Command::new("mosquitto_pub")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-l"])
+        .args(args)
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("run mosquitto_pub");
+    let mut stdin = child.stdin.take().expect("piped stdin");
+    for line in lines {
+        writeln!(stdin, "{line}").expect("write to mosquitto_pub");
+    }
+    drop(stdin);
+    let status = child.wait().expect("wait for mosquitto_pub");
+    assert!(status.success(), "mosquitto_pub on {port}: {status}");
+}
 
 #[cfg(test)]
 mod tests {

@@ -3,8 +3,7 @@
 //! shards with each message to one member, retained messages and persistent sessions are
 //! found from any shard and survive kill -9.
 
-use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use fulmar_tests::{
@@ -19,19 +18,7 @@ fn start(data: &DataDir) -> Fulmar {
 
 /// Publishes each of `payloads` on `topic` at `qos` from one connection.
 fn publish_lines(port: u16, id: &str, topic: &str, qos: &str, payloads: &[String]) {
-    let mut child = Command::new("mosquitto_pub")
-        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-i", id])
-        .args(["-q", qos, "-t", topic, "-l"])
-        .stdin(Stdio::piped())
-        .spawn()
-        .expect("spawn mosquitto_pub");
-    let mut stdin = child.stdin.take().expect("piped stdin");
-    for p in payloads {
-        writeln!(stdin, "{p}").expect("write to mosquitto_pub");
-    }
-    drop(stdin);
-    let status = child.wait().expect("mosquitto_pub runs");
-    assert!(status.success(), "mosquitto_pub failed: {status}");
+    fulmar_tests::mosquitto_pub_lines(port, &["-i", id, "-q", qos, "-t", topic], payloads);
 }
 
 /// The shards the log says clients connected to.

@@ -9,8 +9,7 @@
 //!
 //! Each test boots its own board and upstream; every wait is bounded.
 
-use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use fulmar_tests::firmware::Board;
@@ -53,22 +52,9 @@ fn upstream_with(port: u16, data: &DataDir, more: &[&str]) -> Fulmar {
     Fulmar::start_command(command)
 }
 
-/// `mosquitto_pub -q 1 -t topic -l` on `port`: each of `messages` is one QoS 1 PUBLISH,
-/// in order, over one connection.
+/// Each of `messages` as one QoS 1 PUBLISH on `topic`, in order, over one connection.
 fn publish(port: u16, topic: &str, messages: &[String]) {
-    let mut child = Command::new("mosquitto_pub")
-        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
-        .args(["-q", "1", "-t", topic, "-l"])
-        .stdin(Stdio::piped())
-        .spawn()
-        .expect("run mosquitto_pub");
-    let mut stdin = child.stdin.take().expect("piped stdin");
-    for message in messages {
-        writeln!(stdin, "{message}").expect("write to mosquitto_pub");
-    }
-    drop(stdin);
-    let status = child.wait().expect("wait for mosquitto_pub");
-    assert!(status.success(), "mosquitto_pub on {port}: {status}");
+    fulmar_tests::mosquitto_pub_lines(port, &["-q", "1", "-t", topic], messages);
 }
 
 /// A QoS 1 subscriber to `filter` on `port` with the persistent session `id` (so what
