@@ -20,7 +20,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use fulmar_core::broker::{OwnedForward, PeerId, retained_owner};
+use fulmar_core::broker::{OwnedForward, PeerId, client_shard, retained_owner};
 use tokio::sync::mpsc;
 
 use crate::broker_task::BrokerHandle;
@@ -169,23 +169,10 @@ impl Shards {
     }
 }
 
-/// The shard of `client_id` among `n`: stable across runs (sessions are restored into
-/// the shard their client will connect to). An identifier a shard assigned
-/// (`fulmar-` and 16 hex digits) names its shard in its first two digits.
+/// The shard of `client_id` among `n` (the core's [`client_shard`]: stable across runs,
+/// and an identifier a shard assigned names that shard).
 pub(crate) fn shard_of(client_id: &str, n: usize) -> usize {
-    if let Some(hex) = client_id.strip_prefix("fulmar-")
-        && hex.len() == 16
-        && let Some(index) = hex.get(..2).and_then(|d| u8::from_str_radix(d, 16).ok())
-        && hex.bytes().all(|b| b.is_ascii_hexdigit())
-    {
-        return usize::from(index) % n;
-    }
-    // FNV-1a: stable, unlike the standard library's randomly keyed hasher.
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in client_id.bytes() {
-        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
-    }
-    (h % n as u64) as usize
+    usize::from(client_shard(client_id, u8::try_from(n).unwrap_or(u8::MAX)))
 }
 
 /// Which records of the shared store a shard restores and writes (one shard of

@@ -93,7 +93,8 @@ pub use message::Message;
 pub use persistence::{PendingChange, PersistOp};
 #[cfg(feature = "alloc")]
 pub use shard::{
-    Forward, ForwardError, ForwardScope, InterestChange, OwnedForward, PeerId, retained_owner,
+    Forward, ForwardError, ForwardScope, InterestChange, OwnedForward, PeerId, client_shard,
+    retained_owner,
 };
 pub use storage::BrokerStorage;
 #[cfg(feature = "alloc")]

@@ -610,13 +610,34 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
 }
 
 /// The shard, among `count`, that persists the changes of retained `topic` (see
-/// [`Broker::enable_sharding`]): FNV-1a of the name, the same in every shard and every
-/// run. A host whose shards share one store clears only its own records on
-/// [`super::PersistOp::Reset`], so it needs to know.
+/// [`Broker::enable_sharding`]): the same in every shard and every run. A host whose
+/// shards share one store clears only its own records on [`super::PersistOp::Reset`], so
+/// it needs to know.
 pub fn retained_owner(topic: &str, count: u8) -> u8 {
-    let mut h: u32 = 0x811c_9dc5;
-    for b in topic.bytes() {
-        h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
+    (stable_hash(topic) % u64::from(count.max(1))) as u8
+}
+
+/// The shard, among `count`, whose broker keeps the session of `client_id`: the same in
+/// every run, so a host that places each connection by this finds a restored session
+/// where its client connects. An identifier a sharded broker assigned (`fulmar-` and 16
+/// hex digits) names its shard in its first two digits.
+pub fn client_shard(client_id: &str, count: u8) -> u8 {
+    let count = count.max(1);
+    if let Some(hex) = client_id.strip_prefix("fulmar-")
+        && hex.len() == 16
+        && let Some(index) = hex.get(..2).and_then(|d| u8::from_str_radix(d, 16).ok())
+        && hex.bytes().all(|b| b.is_ascii_hexdigit())
+    {
+        return index % count;
     }
-    (h % u32::from(count.max(1))) as u8
+    (stable_hash(client_id) % u64::from(count)) as u8
+}
+
+/// FNV-1a: stable across runs and processes, unlike a randomly keyed hasher.
+fn stable_hash(text: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in text.bytes() {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    h
 }
