@@ -61,7 +61,7 @@ pub struct QueueEntry {
 #[derive(Debug, Clone)]
 pub struct InboundId {
     pub(crate) packet_id: PacketId,
-    pub(crate) next: Option<u32>,
+    pub(crate) next: Link,
 }
 
 /// The will a session publishes if its connection ends abnormally (§3.1.2.5).
@@ -81,8 +81,8 @@ pub struct WillState {
 /// A FIFO chained through a slab: head, tail and counters.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Chain {
-    pub(crate) head: Option<u32>,
-    pub(crate) tail: Option<u32>,
+    pub(crate) head: Link,
+    pub(crate) tail: Link,
     /// Entries in the chain.
     pub(crate) len: u32,
     /// Entries not yet sent (counted against the queue limit).
@@ -93,10 +93,10 @@ pub struct Chain {
     pub(crate) inflight: u32,
     /// Where sending resumes: no entry before `unsent` has anything to send on the
     /// current connection, so `poll_transmit` need not walk past the messages in flight
-    /// each time. `None` with entries in the chain: every entry is passed.
-    pub(crate) unsent: Option<u32>,
-    /// The entry before `unsent` (`None`: `unsent` is the head), to unlink at the cursor.
-    pub(crate) unsent_prev: Option<u32>,
+    /// each time. None with entries in the chain: every entry is passed.
+    pub(crate) unsent: Link,
+    /// The entry before `unsent` (none: `unsent` is the head), to unlink at the cursor.
+    pub(crate) unsent_prev: Link,
 }
 
 /// Whose a session is.
@@ -105,8 +105,11 @@ pub(crate) enum SessionKind {
     /// A network client's.
     Client,
     /// A bridge's: no network client, drained by the host (`Broker::bridge_next`); `up`
-    /// while the host has its uplink (`Broker::bridge_online`, not persisted).
-    Bridge { up: bool },
+    /// while the host has its uplink (`Broker::bridge_online`, not persisted); `dropped`:
+    /// messages its full backlog dropped since it was opened or restored (also counted
+    /// in `Stats::messages_dropped`), read by `Broker::bridge_dropped`. Kept here rather
+    /// than on every session: only a bridge's host has someone to tell.
+    Bridge { up: bool, dropped: u32 },
     /// A stand-in for another shard of the same process (`Broker::peer_open`): drained by
     /// the host, never persisted.
     Peer,
@@ -134,7 +137,7 @@ pub struct Session<T> {
     /// delivery in flight), so they are handed out without looking.
     pub(crate) free_packet_ids: u16,
     pub(crate) queue: Chain,
-    pub(crate) inbound: Option<u32>,
+    pub(crate) inbound: Link,
     pub(crate) inbound_len: u16,
     pub(crate) will: Option<WillState>,
     pub(crate) subscriptions: u32,
@@ -149,9 +152,6 @@ pub struct Session<T> {
     pub(crate) claimed: bool,
     /// Publishers stalled on this session's full queue (backpressure), woken when it drains.
     pub(crate) stalled_publishers: u32,
-    /// Messages this session's full queue dropped since it was created or restored (also
-    /// counted in `Stats::messages_dropped`); read for bridges (`Broker::bridge_dropped`).
-    pub(crate) dropped: u32,
 }
 
 impl<T: Text> Session<T> {
@@ -183,7 +183,7 @@ impl<T: Text> Session<T> {
 
     /// Whether this is a bridge whose host has its uplink.
     pub(crate) fn is_bridge_up(&self) -> bool {
-        self.kind == SessionKind::Bridge { up: true }
+        matches!(self.kind, SessionKind::Bridge { up: true, .. })
     }
 
     /// Whether the client is connected.

@@ -282,6 +282,12 @@ impl From<Option<u32>> for Link {
     }
 }
 
+impl Default for Link {
+    fn default() -> Self {
+        Self::NONE
+    }
+}
+
 impl fmt::Debug for Link {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.get().fmt(f)

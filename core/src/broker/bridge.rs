@@ -27,8 +27,8 @@ use crate::codec::{
     List, PacketId, Properties, Property, Publish, QoS, ReasonCode, SubscriptionOptions,
 };
 use crate::router::SessionId;
-use crate::session::{DeliveryState, NEVER_EXPIRES};
-use crate::storage::CapacityError;
+use crate::session::{DeliveryState, NEVER_EXPIRES, SessionKind};
+use crate::storage::{CapacityError, Link};
 use crate::time::Instant;
 use crate::topic::SubscriptionFilter;
 
@@ -97,7 +97,10 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
             return Err(ReasonCode::ClientIdentifierNotValid);
         }
         if !session.is_bridge() {
-            session.kind = crate::session::SessionKind::Bridge { up: false };
+            session.kind = SessionKind::Bridge {
+                up: false,
+                dropped: 0,
+            };
         }
         session.expiry_interval = NEVER_EXPIRES;
         self.unclaim_session(handle);
@@ -116,7 +119,9 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
         if session.is_bridge_up() == online {
             return;
         }
-        session.kind = crate::session::SessionKind::Bridge { up: online };
+        if let SessionKind::Bridge { up, .. } = &mut session.kind {
+            *up = online;
+        }
         if online {
             self.bridges_up += 1;
         } else {
@@ -256,7 +261,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
     /// its PUBREL goes again ([`Broker::bridge_pending_release`], [MQTT-4.4.0-1]).
     pub fn bridge_received(&mut self, bridge: BridgeId, token: u64) -> bool {
         let session = bridge.0;
-        let mut cursor = self.sessions.get(session).and_then(|s| s.queue.head);
+        let mut cursor = self.sessions.get(session).and_then(|s| s.queue.head.get());
         while let Some(h) = cursor {
             let Some(entry) = self.queue.get_mut(h) else {
                 return false;
@@ -284,7 +289,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
         bridge: BridgeId,
     ) -> heapless::Vec<(u64, PacketId), N> {
         let mut pending = heapless::Vec::new();
-        let mut cursor = self.sessions.get(bridge.0).and_then(|s| s.queue.head);
+        let mut cursor = self.sessions.get(bridge.0).and_then(|s| s.queue.head.get());
         while let Some(entry) = cursor.and_then(|h| self.queue.get(h)) {
             if entry.state == DeliveryState::AwaitingPubComp
                 && let Some(id) = entry.packet_id
@@ -305,7 +310,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
         let (mut prev, mut cursor) = self
             .sessions
             .get(session)
-            .map(|s| (s.queue.unsent_prev, s.queue.unsent))?;
+            .map(|s| (s.queue.unsent_prev.get(), s.queue.unsent.get()))?;
         let found = loop {
             let h = cursor?;
             let entry = self.queue.get(h)?;
@@ -338,8 +343,8 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
             s.queue.queued -= 1;
             s.queue.queued_bytes -= bytes;
             s.queue.inflight += 1;
-            s.queue.unsent_prev = Some(found);
-            s.queue.unsent = next;
+            s.queue.unsent_prev = Link::to(found);
+            s.queue.unsent = Link::from(next);
         }
         self.dequeued(session);
         self.mark_message(session, found);
@@ -349,11 +354,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
     /// Forgets the handed-out entry `token` of a host-drained session.
     pub(super) fn ack_for_host(&mut self, session: u32, token: u64) -> bool {
         let mut prev = None;
-        let mut cursor = self
-            .sessions
-            .get(session)
-            .map(|s| s.queue.head)
-            .unwrap_or(None);
+        let mut cursor = self.sessions.get(session).and_then(|s| s.queue.head.get());
         while let Some(h) = cursor {
             let Some(entry) = self.queue.get(h) else {
                 return false;
@@ -372,11 +373,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
     /// in the original order, with its packet identifier and DUP set (a QoS 2 one that
     /// upstream has received stays as it is: see [`Broker::bridge_pending_release`]).
     pub fn bridge_rewind(&mut self, bridge: BridgeId) {
-        let mut cursor = self
-            .sessions
-            .get(bridge.0)
-            .map(|s| s.queue.head)
-            .unwrap_or(None);
+        let mut cursor = self.sessions.get(bridge.0).and_then(|s| s.queue.head.get());
         let mut returned = (0u32, 0u32);
         while let Some(h) = cursor {
             let Some(entry) = self.queue.get_mut(h) else {
@@ -399,17 +396,17 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
             s.queue.queued_bytes += returned.1;
             // Everything goes out again from the start.
             s.queue.unsent = s.queue.head;
-            s.queue.unsent_prev = None;
+            s.queue.unsent_prev = Link::NONE;
         }
     }
 
     /// Messages the bridge's full backlog dropped (while its uplink was down) since it was
     /// opened; wraps at `u32::MAX`. The host shows it to its user (a log, a `$SYS` topic).
     pub fn bridge_dropped(&self, bridge: BridgeId) -> u32 {
-        self.sessions
-            .get(bridge.0)
-            .filter(|s| s.is_bridge())
-            .map_or(0, |s| s.dropped)
+        self.sessions.get(bridge.0).map_or(0, |s| match s.kind {
+            SessionKind::Bridge { dropped, .. } => dropped,
+            _ => 0,
+        })
     }
 
     /// Messages waiting for or in flight over the bridge.

@@ -395,7 +395,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
                 last_packet_id: 0,
                 free_packet_ids: 0,
                 queue: Chain::default(),
-                inbound: None,
+                inbound: Link::NONE,
                 inbound_len: 0,
                 will: None,
                 subscriptions: 0,
@@ -404,7 +404,6 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
                 kind: crate::session::SessionKind::Client,
                 claimed: false,
                 stalled_publishers: 0,
-                dropped: 0,
             })
             .map_err(|_| quota_code())?;
         let hash = self.client_hash(client_id);
@@ -427,9 +426,9 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
         let Some(session) = self.sessions.get_mut(handle) else {
             return;
         };
-        let mut cursor = session.queue.head;
-        session.queue.unsent = cursor;
-        session.queue.unsent_prev = None;
+        let mut cursor = session.queue.head.get();
+        session.queue.unsent = Link::from(cursor);
+        session.queue.unsent_prev = Link::NONE;
         while let Some(entry_handle) = cursor {
             let Some(entry) = self.queue.get_mut(entry_handle) else {
                 break;
@@ -515,7 +514,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
             self.publish_will(handle, now);
         }
         // Nothing more goes out until the client is back.
-        let mut cursor = self.sessions.get(handle).and_then(|s| s.queue.head);
+        let mut cursor = self.sessions.get(handle).and_then(|s| s.queue.head.get());
         while let Some(entry_handle) = cursor {
             let Some(entry) = self.queue.get_mut(entry_handle) else {
                 break;
@@ -581,8 +580,8 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
         let Some(session) = self.sessions.get(handle) else {
             return;
         };
-        let mut cursor = session.queue.head;
-        let mut inbound = session.inbound;
+        let mut cursor = session.queue.head.get();
+        let mut inbound = session.inbound.get();
         let hash = self.client_hash(session.client_id());
         while let Some(entry_handle) = cursor {
             let entry = self.queue.remove(entry_handle);
@@ -592,7 +591,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
             }
         }
         while let Some(h) = inbound {
-            inbound = self.inbound.remove(h).and_then(|i| i.next);
+            inbound = self.inbound.remove(h).and_then(|i| i.next.get());
         }
         self.client_index.remove(hash, |h| h == handle);
         self.unclaim_session(handle);

@@ -483,7 +483,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
         else {
             return;
         };
-        let mut cursor = session.queue.head;
+        let mut cursor = session.queue.head.get();
         while let Some(entry) = cursor.and_then(|c| self.queue.get(c)) {
             let parts = entry
                 .message

@@ -573,7 +573,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
                 put(out, Key::Subscription(client_id, filter), &record).map(Some)
             }
             2 => {
-                let mut cursor = session.queue.head;
+                let mut cursor = session.queue.head.get();
                 let mut i = 0;
                 while let Some(e) = cursor.and_then(|c| self.queue.get(c)) {
                     if e.qos > QoS::AtMostOnce {
@@ -589,7 +589,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
                 Ok(None)
             }
             3 => {
-                let mut cursor = session.inbound;
+                let mut cursor = session.inbound.get();
                 let mut i = 0;
                 while let Some(entry) = cursor.and_then(|c| self.inbound.get(c)) {
                     if i == dump.index {
@@ -601,7 +601,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
                         .map(Some);
                     }
                     i += 1;
-                    cursor = entry.next;
+                    cursor = entry.next.get();
                 }
                 Ok(None)
             }
@@ -655,7 +655,10 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
                 s.max_packet_size = record.max_packet_size;
                 s.username = username;
                 s.kind = if record.bridge {
-                    crate::session::SessionKind::Bridge { up: false }
+                    crate::session::SessionKind::Bridge {
+                        up: false,
+                        dropped: 0,
+                    }
                 } else {
                     crate::session::SessionKind::Client
                 };
@@ -700,7 +703,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
                 let h = self.restore_session(client_id, now)?;
                 let pid = PacketId::new(pid).ok_or(PersistError::Malformed)?;
                 if !self.inbound_contains(h, pid) {
-                    let head = self.sessions.get(h).and_then(|s| s.inbound);
+                    let head = self.sessions.get(h).map_or(Link::NONE, |s| s.inbound);
                     let handle = self
                         .inbound
                         .insert(InboundId {
@@ -709,7 +712,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
                         })
                         .map_err(|_| PersistError::Capacity)?;
                     if let Some(s) = self.sessions.get_mut(h) {
-                        s.inbound = Some(handle);
+                        s.inbound = Link::to(handle);
                         s.inbound_len += 1;
                     }
                 }
@@ -816,7 +819,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
         self.next_seq = self.next_seq.max(seq);
         // Find the first entry with a larger sequence and insert before it.
         let mut prev = None;
-        let mut cursor = self.sessions.get(h).and_then(|s| s.queue.head);
+        let mut cursor = self.sessions.get(h).and_then(|s| s.queue.head.get());
         while let Some(c) = cursor {
             let Some(e) = self.queue.get(c) else { break };
             if e.seq > seq {
@@ -832,18 +835,18 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
             Some(p) => p.next = Link::to(handle),
             None => {
                 if let Some(s) = self.sessions.get_mut(h) {
-                    s.queue.head = Some(handle);
+                    s.queue.head = Link::to(handle);
                 }
             }
         }
         if let Some(s) = self.sessions.get_mut(h) {
             if cursor.is_none() {
-                s.queue.tail = Some(handle);
+                s.queue.tail = Link::to(handle);
             }
             // Nothing is sent before the client is back (which resets the send cursor);
             // restored identifiers are not known free.
             s.queue.unsent = s.queue.head;
-            s.queue.unsent_prev = None;
+            s.queue.unsent_prev = Link::NONE;
             s.free_packet_ids = 0;
             s.queue.len += 1;
             if state == DeliveryState::Queued {

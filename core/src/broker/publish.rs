@@ -9,7 +9,7 @@ use crate::blob::BlobStore;
 use crate::codec::properties::{filtered_len, write_filtered};
 use crate::codec::{Ack, PacketId, Properties, Property, Publish, QoS, ReasonCode};
 use crate::router::{Delivery, Scope, SessionId};
-use crate::session::{DeliveryState, InboundId, QueueEntry};
+use crate::session::{DeliveryState, InboundId, QueueEntry, SessionKind};
 use crate::storage::{CapacityError, Link, Storage};
 use crate::time::{Duration, Instant};
 use crate::topic::TopicName;
@@ -565,12 +565,14 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
         }
     }
 
-    /// Counts a message dropped for `session` (its queue full): in the broker's stats and
-    /// the session's own count.
+    /// Counts a message dropped for `session` (its queue full): in the broker's stats and,
+    /// for a bridge, its own count.
     fn count_dropped(&mut self, session: u32) {
         self.stats.messages_dropped += 1;
-        if let Some(s) = self.sessions.get_mut(session) {
-            s.dropped = s.dropped.wrapping_add(1);
+        if let Some(SessionKind::Bridge { dropped, .. }) =
+            self.sessions.get_mut(session).map(|s| &mut s.kind)
+        {
+            *dropped = dropped.wrapping_add(1);
         }
     }
 
@@ -642,7 +644,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
         if let Some(m) = self.messages.get_mut(message) {
             m.refs += 1;
         }
-        let tail = self.sessions.get(handle).and_then(|s| s.queue.tail);
+        let tail = self.sessions.get(handle).and_then(|s| s.queue.tail.get());
         if let Some(t) = tail.and_then(|t| self.queue.get_mut(t)) {
             t.next = Link::to(entry_handle);
         }
@@ -650,14 +652,14 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
         let mut first = false;
         if let Some(session) = self.sessions.get_mut(handle) {
             if session.queue.head.is_none() {
-                session.queue.head = Some(entry_handle);
+                session.queue.head = Link::to(entry_handle);
             }
             // Every entry was passed: sending resumes at the new one.
             if session.queue.unsent.is_none() {
-                session.queue.unsent = Some(entry_handle);
+                session.queue.unsent = Link::to(entry_handle);
                 first = true;
             }
-            session.queue.tail = Some(entry_handle);
+            session.queue.tail = Link::to(entry_handle);
             session.queue.len += 1;
             session.queue.queued += 1;
             session.queue.queued_bytes += bytes;
@@ -679,7 +681,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
     /// Removes the oldest entry not yet sent; `false` if every entry is in flight.
     fn drop_oldest_queued(&mut self, session: u32) -> bool {
         let mut prev = None;
-        let mut cursor = self.sessions.get(session).and_then(|s| s.queue.head);
+        let mut cursor = self.sessions.get(session).and_then(|s| s.queue.head.get());
         while let Some(h) = cursor {
             let Some(entry) = self.queue.get(h) else {
                 return false;
@@ -706,19 +708,19 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
             Some(p) => p.next = entry.next,
             None => {
                 if let Some(s) = self.sessions.get_mut(session) {
-                    s.queue.head = entry.next.get();
+                    s.queue.head = entry.next;
                 }
             }
         }
         if let Some(s) = self.sessions.get_mut(session) {
-            if s.queue.tail == Some(h) {
-                s.queue.tail = prev;
+            if s.queue.tail.get() == Some(h) {
+                s.queue.tail = Link::from(prev);
             }
-            if s.queue.unsent == Some(h) {
-                s.queue.unsent = entry.next.get();
+            if s.queue.unsent.get() == Some(h) {
+                s.queue.unsent = entry.next;
             }
-            if s.queue.unsent_prev == Some(h) {
-                s.queue.unsent_prev = prev;
+            if s.queue.unsent_prev.get() == Some(h) {
+                s.queue.unsent_prev = Link::from(prev);
             }
             s.queue.len -= 1;
             if entry.state == DeliveryState::Queued {
@@ -751,11 +753,12 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
         let passed = s
             .queue
             .unsent
+            .get()
             .and_then(|u| self.queue.get(u))
             .is_none_or(|u| u.seq > seq);
         if passed && let Some(s) = self.sessions.get_mut(session) {
-            s.queue.unsent = Some(h);
-            s.queue.unsent_prev = prev;
+            s.queue.unsent = Link::to(h);
+            s.queue.unsent_prev = Link::from(prev);
         }
     }
 
@@ -767,7 +770,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
         state: DeliveryState,
     ) -> Option<(Option<u32>, u32)> {
         let mut prev = None;
-        let mut cursor = self.sessions.get(session)?.queue.head;
+        let mut cursor = self.sessions.get(session)?.queue.head.get();
         while let Some(h) = cursor {
             let entry = self.queue.get(h)?;
             if entry.packet_id == Some(pid) && entry.state == state {
@@ -858,7 +861,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
     }
 
     pub(super) fn inbound_contains(&self, session: u32, pid: PacketId) -> bool {
-        let mut cursor = self.sessions.get(session).and_then(|s| s.inbound);
+        let mut cursor = self.sessions.get(session).and_then(|s| s.inbound.get());
         while let Some(h) = cursor {
             let Some(entry) = self.inbound.get(h) else {
                 return false;
@@ -866,19 +869,19 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
             if entry.packet_id == pid {
                 return true;
             }
-            cursor = entry.next;
+            cursor = entry.next.get();
         }
         false
     }
 
     fn inbound_insert(&mut self, session: u32, pid: PacketId) -> Result<(), CapacityError> {
-        let head = self.sessions.get(session).and_then(|s| s.inbound);
+        let head = self.sessions.get(session).map_or(Link::NONE, |s| s.inbound);
         let h = self.inbound.insert(InboundId {
             packet_id: pid,
             next: head,
         })?;
         if let Some(s) = self.sessions.get_mut(session) {
-            s.inbound = Some(h);
+            s.inbound = Link::to(h);
             s.inbound_len += 1;
         }
         self.mark_inbound(session, pid);
@@ -887,7 +890,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
 
     fn inbound_remove(&mut self, session: u32, pid: PacketId) -> bool {
         let mut prev: Option<u32> = None;
-        let mut cursor = self.sessions.get(session).and_then(|s| s.inbound);
+        let mut cursor = self.sessions.get(session).and_then(|s| s.inbound.get());
         while let Some(h) = cursor {
             let Some(entry) = self.inbound.get(h) else {
                 return false;
@@ -910,7 +913,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
                 return true;
             }
             prev = Some(h);
-            cursor = next;
+            cursor = next.get();
         }
         false
     }

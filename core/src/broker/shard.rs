@@ -331,7 +331,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
     /// acknowledgement was produced: once every peer's oldest is above it (or `None`),
     /// every copy the acknowledged message caused has been taken.
     pub fn peer_oldest(&self, peer: PeerId) -> Option<u64> {
-        let head = self.sessions.get(peer.0)?.queue.head?;
+        let head = self.sessions.get(peer.0)?.queue.head.get()?;
         self.queue.get(head).map(|e| e.seq)
     }
 

@@ -386,7 +386,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
         let Some((mut prev, mut cursor)) = self
             .sessions
             .get(session)
-            .map(|s| (s.queue.unsent_prev, s.queue.unsent))
+            .map(|s| (s.queue.unsent_prev.get(), s.queue.unsent.get()))
         else {
             return Ok(0);
         };
@@ -626,8 +626,8 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
     /// nothing left to send, if the cursor is at it (`advance`).
     fn pass_entry(&mut self, session: u32, advance: bool, h: u32, next: Option<u32>) {
         if advance && let Some(s) = self.sessions.get_mut(session) {
-            s.queue.unsent_prev = Some(h);
-            s.queue.unsent = next;
+            s.queue.unsent_prev = Link::to(h);
+            s.queue.unsent = Link::from(next);
         }
     }
 
@@ -641,7 +641,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
         // Identifiers 1..=65535 as positions 0..65535 on a cycle.
         const IDS: u32 = u16::MAX as u32;
         let s = self.sessions.get(session)?;
-        let head = s.queue.head;
+        let head = s.queue.head.get();
         let mut last = u32::from(s.last_packet_id).wrapping_sub(1).min(IDS - 1);
         let mut free = u32::from(s.free_packet_ids);
         // Each identifier found taken is passed by one; no more are taken than entries.
@@ -678,7 +678,7 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
             return 0;
         };
         let (mut seen, mut pending) = (0, 0);
-        let mut cursor = s.queue.head;
+        let mut cursor = s.queue.head.get();
         while let Some(e) = cursor.and_then(|c| self.queue.get(c)) {
             if seen >= s.queue.inflight {
                 break;
