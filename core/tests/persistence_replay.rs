@@ -323,6 +323,39 @@ fn overflowing_the_change_list_resets_and_dumps_everything() {
     assert_eq!((sessions, subscriptions), (1, 6));
 }
 
+/// A host whose store is full of deleted keys asks for a rewrite: a reset, then the
+/// live state only (a session, its subscription and the message in flight to it, a
+/// retained message; not the retained message cleared before), and nothing more once
+/// done.
+#[test]
+fn a_rewrite_resets_and_reports_only_the_live_state() {
+    let mut sim = Sim::<Growable>::new(config());
+    let c = sim.connect(ProtocolVersion::V3_1_1, "keep", false, 0);
+    sim.subscribe(c, "a/#", QoS::AtLeastOnce);
+    let p = sim.connect(ProtocolVersion::V3_1_1, "pub", true, 0);
+    sim.publish(p, "a/b", b"m", QoS::AtLeastOnce, false);
+    sim.publish(p, "r", b"kept", QoS::AtMostOnce, true);
+    sim.publish(p, "gone", b"x", QoS::AtMostOnce, true);
+    sim.publish(p, "gone", b"", QoS::AtMostOnce, true);
+    let mut store = Store::new();
+    drain(&mut sim.broker, &mut store);
+    let live = store.clone();
+    assert!(
+        live.keys().any(|k| k.starts_with(b"Rr")) && !live.keys().any(|k| k.starts_with(b"Rgone"))
+    );
+
+    sim.broker.persist_rewrite();
+    let mut buf = vec![0u8; 1 << 16];
+    assert_eq!(
+        sim.broker.poll_persist(&mut buf).unwrap(),
+        Some(PersistOp::Reset)
+    );
+    let mut rewritten = Store::new();
+    drain(&mut sim.broker, &mut rewritten);
+    assert_eq!(rewritten, live);
+    assert_eq!(sim.broker.poll_persist(&mut buf).unwrap(), None);
+}
+
 /// A damaged or foreign store must not make the broker send what no client may receive: a
 /// stored message whose topic name has a wildcard ([MQTT-3.3.2-2]) or whose 5.0
 /// properties do not parse is refused at restore (found by the `restore` fuzz target).

@@ -285,6 +285,17 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
         }
     }
 
+    /// Asks for the whole durable state again: the next [`Self::poll_persist`] returns
+    /// [`PersistOp::Reset`], then every record, as after the change list overflowed. For a
+    /// host whose store keeps deleted keys (an append-only flash store keeps a tombstone
+    /// for each) and fills up: it clears the store and writes only what is live. Does
+    /// nothing without [`super::Config::persistence`].
+    pub fn persist_rewrite(&mut self) {
+        if self.config.persistence {
+            self.overflow();
+        }
+    }
+
     /// The next change of durable state for the host to store, written into `buf` (key
     /// first, then value); `Ok(None)` when everything is reported. Requires
     /// [`super::Config::persistence`].
