@@ -1,39 +1,42 @@
 //! Persistence in NOR flash: retained messages and persistent sessions (their
 //! subscriptions, queued QoS 1/2 messages, QoS 2 identifiers) as the core's postcard
-//! records, in a `sequential-storage` map, so they survive a restart.
+//! records, in a `fulmar_flash_store::Store` (a `sequential-storage` map written
+//! append-only, so flash that cannot write a word twice works too), so they survive a
+//! restart.
 //!
 //! The broker reports what changed (`Broker::poll_persist`: put, delete, delete a session's
-//! keys, reset); [`run`] applies that to the map whenever a socket task signals activity,
-//! outside the broker's lock (flash is slow). At boot, [`restore`] feeds every stored pair
-//! to `Broker::restore` before any client connects. A put first removes the key's older
-//! value, so the map never holds two versions of a key and restore sees each once.
+//! keys, reset); [`run`] applies that to the store whenever a socket task signals
+//! activity, outside the broker's lock (flash is slow). At boot, [`open`] feeds every live
+//! record to `Broker::restore` before any client connects. Deleted keys leave tombstones
+//! in flash; when the store is full of them, [`run`] erases it and has the broker write
+//! its live state again (`Broker::persist_rewrite`).
 //!
 //! Limits: keys longer than [`KEY_MAX`] bytes (a topic or filter that long) are not
-//! persisted; expiry clocks restart at boot (the board has no wall clock).
+//! persisted; expiry clocks restart at boot (the board has no wall clock); a power loss
+//! between the erase of a rewrite and the end of its writes loses what was not written
+//! again yet.
 
 use core::ops::Range;
 
 use defmt::{info, warn};
 use embassy_sync::blocking_mutex::raw::CriticalSectionRawMutex;
 use embassy_sync::signal::Signal;
-use embedded_storage_async::nor_flash::MultiwriteNorFlash;
+use embedded_storage_async::nor_flash::NorFlash;
 use fulmar_core::broker::PersistOp;
-use sequential_storage::cache::{Cache, Uncached};
-use sequential_storage::map::{MapConfig, MapStorage};
+pub use fulmar_flash_store::{KEY_MAX, Store};
 
 use crate::capacity::PACKET;
 use crate::server::{now, with};
 
-/// Longest key persisted: `S`, a length, a client id and a filter, or `R` and a topic.
-pub const KEY_MAX: usize = 160;
 /// Room for one record: the longest key, a retained message of the largest packet, and
 /// the record's own fields.
 const RECORD: usize = KEY_MAX + PACKET + 256;
+/// Room for one item in flash: a record, the store's write number, and the padding to the
+/// largest flash word (32 bytes, the STM32H7's).
+const WORK: usize = RECORD + fulmar_flash_store::OVERHEAD + 32;
 
-/// A map key: the core's key bytes.
-pub type Key = heapless::Vec<u8, KEY_MAX>;
-/// The map of persisted records over flash `F`.
-pub type Map<F> = MapStorage<Key, F, Cache<Uncached, Uncached, Uncached, Key>>;
+type Error<F> =
+    fulmar_flash_store::Error<<F as embedded_storage_async::nor_flash::ErrorType>::Error>;
 
 /// Set when the broker may have changes to persist.
 static CHANGED: Signal<CriticalSectionRawMutex, ()> = Signal::new();
@@ -43,116 +46,89 @@ pub(crate) fn changed() {
     CHANGED.signal(());
 }
 
-/// A map over `range` of `flash` (whole erase pages, at least two), or `None` if the range
-/// does not suit the flash.
-pub fn open<F: MultiwriteNorFlash>(flash: F, range: Range<u32>) -> Option<Map<F>> {
-    let config = MapConfig::try_new(range).ok()?;
-    Some(MapStorage::new(flash, config, Cache::new_uncached()))
-}
-
-/// Feeds every stored record to the broker; call before the socket tasks start. Returns
-/// how many records were restored.
-pub async fn restore<F: MultiwriteNorFlash>(map: &mut Map<F>) -> usize {
-    let mut scan = [0u8; RECORD];
-    let mut item = [0u8; RECORD];
-    let mut restored = 0;
-    let mut items = match map.fetch_all_items(&mut scan).await {
-        Ok(items) => items,
-        Err(e) => {
-            warn!("persistence: cannot read the store: {}", ErrorKind::of(&e));
-            return 0;
-        }
+/// The store over `range` of `flash` (whole erase pages, at least two), with every live
+/// record it holds fed to the broker; call before the socket tasks start. `None` if the
+/// range does not suit the flash. A store found damaged beyond repair is erased (and the
+/// broker asked to write what it restored so far again).
+pub async fn open<F: NorFlash>(flash: F, range: Range<u32>) -> Option<Store<F>> {
+    let Ok(mut store) = Store::new(flash, range) else {
+        warn!("persistence: the flash range is not whole erase pages, at least two");
+        return None;
     };
-    loop {
-        match items.next::<&[u8]>(&mut item).await {
-            Ok(Some((key, value))) => {
-                match with(|state| state.broker.restore(&key, value, now())) {
-                    Ok(()) => restored += 1,
-                    Err(e) => warn!("persistence: record not restored: {}", e),
-                }
+    let mut work = [0u8; WORK];
+    let restored = store
+        .restore(&mut work, |key, value| {
+            if let Err(e) = with(|state| state.broker.restore(key, value, now())) {
+                warn!("persistence: record not restored: {}", e);
             }
-            Ok(None) => break,
-            Err(e) => {
-                warn!("persistence: store read failed: {}", ErrorKind::of(&e));
-                break;
+        })
+        .await;
+    match restored {
+        Ok(count) => info!("persistence: {} records restored", count),
+        Err(fulmar_flash_store::Error::Store(sequential_storage::Error::Corrupted { .. })) => {
+            // sequential-storage could not repair it: start over rather than never
+            // persist again.
+            warn!("persistence: the store is damaged: erasing it");
+            if let Err(e) = store.clear().await {
+                warn!("persistence: erase failed: {}", ErrorKind::of(&e));
+                return None;
             }
+            with(|state| state.broker.persist_rewrite());
         }
+        Err(e) => warn!("persistence: cannot read the store: {}", ErrorKind::of(&e)),
     }
-    info!("persistence: {} records restored", restored);
-    restored
+    Some(store)
 }
 
-/// Writes the broker's durable changes to `map`, forever. Run it in its own task.
-pub async fn run<F: MultiwriteNorFlash>(mut map: Map<F>) -> ! {
+/// Writes the broker's durable changes to `store`, forever. Run it in its own task.
+pub async fn run<F: NorFlash>(mut store: Store<F>) -> ! {
     let mut rendered = [0u8; RECORD];
-    let mut work = [0u8; RECORD];
+    let mut work = [0u8; WORK];
+    // Set from a rewrite's request until the broker has reported everything: a store still
+    // full then cannot hold the live state, and asking again would only wear the flash.
+    let mut rewriting = false;
     loop {
         CHANGED.wait().await;
         loop {
             let op = match with(|state| state.broker.poll_persist(&mut rendered)) {
                 Ok(Some(op)) => op,
-                Ok(None) => break,
+                Ok(None) => {
+                    rewriting = false;
+                    break;
+                }
                 Err(e) => {
                     warn!("persistence: change not rendered: {}", e);
                     break;
                 }
             };
-            if let Err(e) = apply(&mut map, &mut work, op).await {
-                warn!("persistence: flash write failed: {}", ErrorKind::of(&e));
+            match apply(&mut store, &mut work, op).await {
+                Ok(()) => {}
+                Err(fulmar_flash_store::Error::Full) if !rewriting => {
+                    // Tombstones of deleted keys fill the store: the next ops are a reset
+                    // (an erase) and the live state.
+                    info!("persistence: store full, writing the live state again");
+                    rewriting = true;
+                    with(|state| state.broker.persist_rewrite());
+                }
+                Err(fulmar_flash_store::Error::KeyTooLong) => {
+                    warn!("persistence: key over {} bytes not persisted", KEY_MAX);
+                }
+                Err(e) => warn!("persistence: flash write failed: {}", ErrorKind::of(&e)),
             }
         }
     }
 }
 
-type Error<F> =
-    sequential_storage::Error<<F as embedded_storage_async::nor_flash::ErrorType>::Error>;
-
-async fn apply<F: MultiwriteNorFlash>(
-    map: &mut Map<F>,
+async fn apply<F: NorFlash>(
+    store: &mut Store<F>,
     work: &mut [u8],
     op: PersistOp<'_>,
 ) -> Result<(), Error<F>> {
     match op {
-        PersistOp::Put { key, value } => {
-            let Some(key) = key_of(key) else {
-                return Ok(());
-            };
-            map.remove_item(work, &key).await?;
-            map.store_item(work, &key, &value).await
-        }
-        PersistOp::Delete { key } => match key_of(key) {
-            Some(key) => map.remove_item(work, &key).await,
-            None => Ok(()),
-        },
-        PersistOp::DeleteSession { prefix } => delete_prefix(map, work, prefix).await,
-        PersistOp::Reset => map.remove_all_items(work).await,
-    }
-}
-
-/// Removes every key starting with `prefix`, a few at a time (the keys are collected
-/// while scanning, removed after).
-async fn delete_prefix<F: MultiwriteNorFlash>(
-    map: &mut Map<F>,
-    work: &mut [u8],
-    prefix: &[u8],
-) -> Result<(), Error<F>> {
-    loop {
-        let mut found: heapless::Vec<Key, 4> = heapless::Vec::new();
-        {
-            let mut scan = [0u8; KEY_MAX + 8];
-            let mut items = map.fetch_all_items(&mut scan).await?;
-            while let Some((key, _)) = items.next::<&[u8]>(work).await? {
-                if key.starts_with(prefix) && found.push(key).is_err() {
-                    break;
-                }
-            }
-        }
-        if found.is_empty() {
-            return Ok(());
-        }
-        for key in &found {
-            map.remove_item(work, key).await?;
-        }
+        PersistOp::Put { key, value } => store.put(work, key, value).await,
+        PersistOp::Delete { key } => store.delete(work, key).await,
+        PersistOp::DeleteSession { prefix } => store.delete_prefix(work, prefix).await,
+        PersistOp::Reset => store.clear().await,
     }
 }
 
@@ -160,27 +136,22 @@ async fn delete_prefix<F: MultiwriteNorFlash>(
 /// `core::fmt` into the firmware).
 #[derive(defmt::Format)]
 enum ErrorKind {
+    KeyTooLong,
+    Full,
     Flash,
     Corrupted,
-    Full,
     Other,
 }
 
 impl ErrorKind {
-    fn of<E>(error: &sequential_storage::Error<E>) -> Self {
+    fn of<E>(error: &fulmar_flash_store::Error<E>) -> Self {
+        use fulmar_flash_store::Error;
         match error {
-            sequential_storage::Error::Storage { .. } => Self::Flash,
-            sequential_storage::Error::Corrupted { .. } => Self::Corrupted,
-            sequential_storage::Error::FullStorage => Self::Full,
+            Error::KeyTooLong => Self::KeyTooLong,
+            Error::Full => Self::Full,
+            Error::Store(sequential_storage::Error::Storage { .. }) => Self::Flash,
+            Error::Store(sequential_storage::Error::Corrupted { .. }) => Self::Corrupted,
             _ => Self::Other,
         }
     }
-}
-
-fn key_of(key: &[u8]) -> Option<Key> {
-    let key = Key::from_slice(key).ok();
-    if key.is_none() {
-        warn!("persistence: key over {} bytes not persisted", KEY_MAX);
-    }
-    key
 }

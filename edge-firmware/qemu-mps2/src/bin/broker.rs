@@ -75,19 +75,16 @@ async fn start_persistence(spawner: &Spawner) {
     use fulmar_qemu_mps2::flash::{self, FileFlash};
 
     #[embassy_executor::task]
-    async fn persist_task(store: persist::Map<FileFlash>) -> ! {
+    async fn persist_task(store: persist::Store<FileFlash>) -> ! {
         persist::run(store).await
     }
 
-    match FileFlash::open()
-        .ok()
-        .and_then(|f| persist::open(f, 0..flash::SIZE))
-    {
-        Some(mut store) => {
-            persist::restore(&mut store).await;
-            spawner.spawn(persist_task(store).expect("one persistence task"));
-        }
-        None => defmt::warn!("no flash file: nothing will be persisted"),
+    let Ok(file) = FileFlash::open() else {
+        defmt::warn!("no flash file: nothing will be persisted");
+        return;
+    };
+    if let Some(store) = persist::open(file, 0..flash::SIZE).await {
+        spawner.spawn(persist_task(store).expect("one persistence task"));
     }
 }
 

@@ -1,0 +1,302 @@
+//! `fulmar-flash-store`: the firmware broker's persisted records (the core's key/value
+//! pairs, `fulmar_core::persist`) in NOR flash, in a `sequential-storage` map written
+//! append-only, so it works on flash that cannot write a word twice between erases (the
+//! STM32H7's 32-byte words with ECC) as well as on flash that can.
+//!
+//! `sequential-storage` removes a map item by clearing bits in a word it already wrote
+//! (`remove_item` needs `MultiwriteNorFlash`). This store never does:
+//! - a put appends the value; the newest item of a key is its value (the map's own rule);
+//! - a delete appends a tombstone (an empty value) when the key's newest item is live;
+//! - every item carries a write number, so a scan can tell the newest item of a key (the
+//!   one [`MapStorage::fetch_item`] returns has the same number) from older ones without a
+//!   table of keys in RAM: [`Store::restore`] hands over each live key exactly once;
+//! - [`Store::clear`] erases the range.
+//!
+//! The map's garbage collection drops superseded items but keeps each key's newest, so a
+//! tombstone lives as long as the store: deleted keys (every acknowledged message of a
+//! persistent session has its own) fill the store over time. When a write finds it full,
+//! [`Error::Full`] tells the caller to start over: [`Store::clear`] and write the live
+//! state again (the broker renders it: `Broker::persist_rewrite`), which drops every
+//! tombstone. The store's size stays bounded by its range; what grows is only the time
+//! between two rewrites.
+//!
+//! No heap: scans collect a few keys at a time ([`BATCH`]) and go through the store again
+//! for the next ones, so restoring `n` items reads `O(n²)` item headers from flash (fast
+//! on memory-mapped flash; done once at boot).
+#![cfg_attr(not(test), no_std)]
+
+use core::ops::Range;
+
+use embedded_storage_async::nor_flash::NorFlash;
+use sequential_storage::cache::{Cache, Uncached};
+use sequential_storage::map::{MapConfig, MapStorage, SerializationError, Value};
+
+/// Longest key stored: `S`, a length, a client id and a filter, or `R` and a topic.
+pub const KEY_MAX: usize = 160;
+/// Keys a scan collects before it checks them against their newest items.
+pub const BATCH: usize = 4;
+/// Bytes each item carries besides the key and value: its write number.
+pub const OVERHEAD: usize = 4;
+
+/// A map key: the core's key bytes.
+pub type Key = heapless::Vec<u8, KEY_MAX>;
+
+/// What went wrong.
+#[derive(Debug)]
+pub enum Error<E> {
+    /// The range is not whole erase pages of the flash, at least two.
+    Range,
+    /// A key longer than [`KEY_MAX`] bytes: not stored.
+    KeyTooLong,
+    /// No room left even after garbage collection: [`Store::clear`] and write the live
+    /// state again.
+    Full,
+    /// The work buffer cannot hold the item (key, value, [`OVERHEAD`], rounded up to the
+    /// flash's word).
+    BufferTooSmall,
+    /// The flash failed or the store's layout is damaged (erase it to start over).
+    Store(sequential_storage::Error<E>),
+}
+
+impl<E> From<sequential_storage::Error<E>> for Error<E> {
+    fn from(error: sequential_storage::Error<E>) -> Self {
+        match error {
+            sequential_storage::Error::FullStorage => Self::Full,
+            sequential_storage::Error::BufferTooSmall(_)
+            | sequential_storage::Error::SerializationError(SerializationError::BufferTooSmall) => {
+                Self::BufferTooSmall
+            }
+            other => Self::Store(other),
+        }
+    }
+}
+
+/// One item's value: its write number, then the record (empty for a deleted key).
+struct Versioned<'a> {
+    seq: u32,
+    value: &'a [u8],
+}
+
+impl<'a> Value<'a> for Versioned<'a> {
+    fn serialize_into(&self, buffer: &mut [u8]) -> Result<usize, SerializationError> {
+        let len = OVERHEAD + self.value.len();
+        let out = buffer
+            .get_mut(..len)
+            .ok_or(SerializationError::BufferTooSmall)?;
+        out[..OVERHEAD].copy_from_slice(&self.seq.to_le_bytes());
+        out[OVERHEAD..].copy_from_slice(self.value);
+        Ok(len)
+    }
+
+    fn deserialize_from(buffer: &'a [u8]) -> Result<(Self, usize), SerializationError> {
+        let (seq, value) = buffer
+            .split_first_chunk::<OVERHEAD>()
+            .ok_or(SerializationError::InvalidFormat)?;
+        let seq = u32::from_le_bytes(*seq);
+        Ok((Self { seq, value }, buffer.len()))
+    }
+}
+
+/// The records in a range of flash `F`.
+pub struct Store<F: NorFlash> {
+    map: MapStorage<Key, F, Cache<Uncached, Uncached, Uncached, Key>>,
+    /// The write number of the next item: one more than the highest stored (`None` until
+    /// a scan found it).
+    next: Option<u32>,
+}
+
+impl<F: NorFlash> core::fmt::Debug for Store<F> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Store").field("next", &self.next).finish()
+    }
+}
+
+/// Keys found by a scan and the write numbers of the items they were found in.
+type Found = heapless::Vec<(Key, u32), BATCH>;
+
+impl<F: NorFlash> Store<F> {
+    /// The store in `range` of `flash` (whole erase pages, at least two), as an earlier
+    /// boot left it. Reads nothing yet: [`Self::restore`] does.
+    pub fn new(flash: F, range: Range<u32>) -> Result<Self, Error<F::Error>> {
+        let config = MapConfig::try_new(range).map_err(|_| Error::Range)?;
+        Ok(Self {
+            map: MapStorage::new(flash, config, Cache::new_uncached()),
+            next: None,
+        })
+    }
+
+    /// Stores `value` under `key`, replacing its value. `value` must not be empty (an empty
+    /// value is how a deletion is stored; the core's values never are: a version byte
+    /// leads them).
+    pub async fn put(
+        &mut self,
+        work: &mut [u8],
+        key: &[u8],
+        value: &[u8],
+    ) -> Result<(), Error<F::Error>> {
+        let key = Key::from_slice(key).map_err(|_| Error::KeyTooLong)?;
+        self.append(work, &key, value).await
+    }
+
+    /// Removes `key`: a tombstone if its newest item is live, nothing otherwise (a key
+    /// never stored or already deleted costs no flash).
+    pub async fn delete(&mut self, work: &mut [u8], key: &[u8]) -> Result<(), Error<F::Error>> {
+        let Ok(key) = Key::from_slice(key) else {
+            // Never stored (see `put`).
+            return Ok(());
+        };
+        if self.newest(work, &key).await?.is_some_and(|(_, live)| live) {
+            self.append(work, &key, &[]).await?;
+        }
+        Ok(())
+    }
+
+    /// Removes every key that starts with `prefix`.
+    pub async fn delete_prefix(
+        &mut self,
+        work: &mut [u8],
+        prefix: &[u8],
+    ) -> Result<(), Error<F::Error>> {
+        let mut from = 0;
+        loop {
+            let mut found = Found::new();
+            let rest = self.scan(work, from, prefix, &mut found).await?;
+            let mut wrote = false;
+            for (key, seq) in &found {
+                // Only the newest item of a key, when live, needs a tombstone: an older
+                // one is already superseded.
+                if self.newest(work, key).await? == Some((*seq, true)) {
+                    self.append(work, key, &[]).await?;
+                    wrote = true;
+                }
+            }
+            from = match rest {
+                // A write may have moved items (garbage collection): scan again from the
+                // start. Each pass that writes removes a live key, so this ends.
+                _ if wrote => 0,
+                Some(next) => next,
+                None => return Ok(()),
+            };
+        }
+    }
+
+    /// Removes everything: erases the range.
+    pub async fn clear(&mut self) -> Result<(), Error<F::Error>> {
+        // Write numbers go on: nothing older remains to be told apart from, but it costs
+        // nothing to keep them increasing.
+        Ok(self.map.erase_all().await?)
+    }
+
+    /// Calls `restore(key, value)` once for every live key with its newest value; returns
+    /// how many. Call it at boot, before the first write.
+    pub async fn restore(
+        &mut self,
+        work: &mut [u8],
+        mut restore: impl FnMut(&[u8], &[u8]),
+    ) -> Result<usize, Error<F::Error>> {
+        let highest = self.highest(work).await?;
+        self.next = Some(highest.map_or(0, |seq| seq.wrapping_add(1)));
+        let mut from = 0;
+        let mut restored = 0;
+        loop {
+            let mut found = Found::new();
+            let rest = self.scan(work, from, &[], &mut found).await?;
+            for (key, seq) in &found {
+                // Of all the items of a key, only its newest has the number `fetch_item`
+                // returns: each key is restored once, from its newest value.
+                match self.map.fetch_item::<Versioned<'_>>(work, key).await? {
+                    Some(item) if item.seq == *seq && !item.value.is_empty() => {
+                        restore(key, item.value);
+                        restored += 1;
+                    }
+                    _ => {}
+                }
+            }
+            match rest {
+                Some(next) => from = next,
+                None => return Ok(restored),
+            }
+        }
+    }
+
+    /// How many items (live, superseded and tombstones) the range holds now.
+    pub async fn items(&mut self, work: &mut [u8]) -> Result<usize, Error<F::Error>> {
+        let mut count = 0;
+        let mut items = self.map.fetch_all_items(work).await?;
+        while items.next::<Versioned<'_>>(work).await?.is_some() {
+            count += 1;
+        }
+        Ok(count)
+    }
+
+    /// The flash, for a caller that needs it back.
+    pub fn into_flash(self) -> F {
+        self.map.destroy().0
+    }
+
+    async fn append(
+        &mut self,
+        work: &mut [u8],
+        key: &Key,
+        value: &[u8],
+    ) -> Result<(), Error<F::Error>> {
+        let seq = match self.next {
+            Some(seq) => seq,
+            None => self
+                .highest(work)
+                .await?
+                .map_or(0, |seq| seq.wrapping_add(1)),
+        };
+        self.map
+            .store_item(work, key, &Versioned { seq, value })
+            .await?;
+        // Wrapping takes 2³² writes, far beyond any flash's endurance: numbers stay unique
+        // among the items a store holds.
+        self.next = Some(seq.wrapping_add(1));
+        Ok(())
+    }
+
+    /// The highest write number stored.
+    async fn highest(&mut self, work: &mut [u8]) -> Result<Option<u32>, Error<F::Error>> {
+        let mut highest = None;
+        let mut items = self.map.fetch_all_items(work).await?;
+        while let Some((_, item)) = items.next::<Versioned<'_>>(work).await? {
+            highest = highest.max(Some(item.seq));
+        }
+        Ok(highest)
+    }
+
+    /// The write number of `key`'s newest item and whether it is live.
+    async fn newest(
+        &mut self,
+        work: &mut [u8],
+        key: &Key,
+    ) -> Result<Option<(u32, bool)>, Error<F::Error>> {
+        let item = self.map.fetch_item::<Versioned<'_>>(work, key).await?;
+        Ok(item.map(|item| (item.seq, !item.value.is_empty())))
+    }
+
+    /// Collects into `found` the keys starting with `prefix` of live items from the
+    /// `from`th item on, until it is full; returns where to go on (`None`: the end).
+    async fn scan(
+        &mut self,
+        work: &mut [u8],
+        from: usize,
+        prefix: &[u8],
+        found: &mut Found,
+    ) -> Result<Option<usize>, Error<F::Error>> {
+        let mut items = self.map.fetch_all_items(work).await?;
+        let mut at = 0;
+        while let Some((key, item)) = items.next::<Versioned<'_>>(work).await? {
+            at += 1;
+            if at <= from || item.value.is_empty() || !key.starts_with(prefix) {
+                continue;
+            }
+            if found.push((key, item.seq)).is_err() {
+                // Full: this item is the first of the next batch.
+                return Ok(Some(at - 1));
+            }
+        }
+        Ok(None)
+    }
+}

@@ -1,0 +1,255 @@
+//! The store on a mock flash shaped like the STM32H7's internal flash: 32-byte words that
+//! refuse a second write before their page is erased (`WriteCountCheck::OnceOnly`: the
+//! mock fails the write), so any rewrite of a word fails the test. Each test checks what
+//! [`Store::restore`] hands back, after reopening the flash as a boot would, against a model
+//! of the live state.
+
+use std::collections::BTreeMap;
+
+use embassy_futures::block_on;
+use fulmar_flash_store::{Error, Store};
+use sequential_storage::mock_flash::{MockFlashBase, MockFlashError, WriteCountCheck};
+
+/// 4 pages of 2 KiB in 32-byte words.
+type Flash = MockFlashBase<4, 32, 64>;
+type Model = BTreeMap<Vec<u8>, Vec<u8>>;
+
+const WORK: usize = 512;
+
+fn flash() -> Flash {
+    // Alignment of the write buffer is not what is tested here.
+    Flash::new(WriteCountCheck::OnceOnly, None, false)
+}
+
+fn open(flash: Flash) -> Store<Flash> {
+    Store::new(flash, Flash::FULL_FLASH_RANGE).expect("a range of whole pages")
+}
+
+/// Everything the store restores, each key once (a second time fails the test).
+fn restored(store: &mut Store<Flash>) -> Model {
+    let mut work = [0; WORK];
+    let mut seen = Model::new();
+    let count = block_on(store.restore(&mut work, |key, value| {
+        let old = seen.insert(key.to_vec(), value.to_vec());
+        assert!(old.is_none(), "{key:?} restored twice");
+    }))
+    .expect("restore");
+    assert_eq!(count, seen.len());
+    seen
+}
+
+/// Cuts the power and boots again on the same flash (a write before a restore finds the
+/// write number to go on from by itself).
+fn reboot(store: Store<Flash>) -> Store<Flash> {
+    open(store.into_flash())
+}
+
+/// Reboots and checks that exactly `model` comes back.
+fn reboot_and_check(store: Store<Flash>, model: &Model) -> Store<Flash> {
+    let mut store = reboot(store);
+    assert_eq!(&restored(&mut store), model);
+    store
+}
+
+fn put(store: &mut Store<Flash>, model: &mut Model, key: &[u8], value: &[u8]) {
+    let mut work = [0; WORK];
+    block_on(store.put(&mut work, key, value)).expect("put");
+    model.insert(key.to_vec(), value.to_vec());
+}
+
+fn delete(store: &mut Store<Flash>, model: &mut Model, key: &[u8]) {
+    let mut work = [0; WORK];
+    block_on(store.delete(&mut work, key)).expect("delete");
+    model.remove(key);
+}
+
+fn delete_prefix(store: &mut Store<Flash>, model: &mut Model, prefix: &[u8]) {
+    let mut work = [0; WORK];
+    block_on(store.delete_prefix(&mut work, prefix)).expect("delete_prefix");
+    model.retain(|key, _| !key.starts_with(prefix));
+}
+
+fn items(store: &mut Store<Flash>) -> usize {
+    let mut work = [0; WORK];
+    block_on(store.items(&mut work)).expect("items")
+}
+
+#[test]
+fn put_overwrite_delete_and_session_delete_survive_restarts_exactly() {
+    let mut store = open(flash());
+    let mut model = Model::new();
+    put(&mut store, &mut model, b"Rconfig/mode", b"\x01eco");
+    put(&mut store, &mut model, b"Rconfig/gone", b"\x01x");
+    put(&mut store, &mut model, b"S\x02k1\x00", b"\x01session k1");
+    put(&mut store, &mut model, b"S\x02k1\x01a/#", b"\x01sub");
+    put(
+        &mut store,
+        &mut model,
+        b"S\x02k1\x02\x00\x01",
+        b"\x01queued",
+    );
+    put(&mut store, &mut model, b"S\x02k2\x00", b"\x01session k2");
+    put(&mut store, &mut model, b"S\x02k2\x01b/+", b"\x01sub");
+    // Overwrite: the newest value wins.
+    put(&mut store, &mut model, b"Rconfig/mode", b"\x01normal");
+    // Delete, and a delete of a key never stored, which writes nothing.
+    delete(&mut store, &mut model, b"Rconfig/gone");
+    let before = items(&mut store);
+    delete(&mut store, &mut model, b"Rnever");
+    delete(&mut store, &mut model, b"Rconfig/gone");
+    assert_eq!(
+        items(&mut store),
+        before,
+        "nothing to delete, nothing written"
+    );
+    // A session and everything it held.
+    delete_prefix(&mut store, &mut model, b"S\x02k1");
+    assert_eq!(restored(&mut store), model);
+
+    let mut store = reboot_and_check(store, &model);
+    assert_eq!(model.len(), 3, "{model:?}");
+
+    // After a restart, writes still supersede what the earlier boot wrote.
+    put(&mut store, &mut model, b"Rconfig/mode", b"\x01eco");
+    put(
+        &mut store,
+        &mut model,
+        b"S\x02k1\x00",
+        b"\x01session k1 again",
+    );
+    delete(&mut store, &mut model, b"S\x02k2\x01b/+");
+    reboot_and_check(store, &model);
+}
+
+#[test]
+fn clear_erases_everything_and_the_store_goes_on() {
+    let mut store = open(flash());
+    let mut model = Model::new();
+    for i in 0..20u8 {
+        put(&mut store, &mut model, &[b'R', i], &[1, i]);
+    }
+    put(&mut store, &mut model, b"Ra", b"\x01before");
+    block_on(store.clear()).expect("clear");
+    model.clear();
+    let store = reboot_and_check(store, &model);
+    // Writes without a restore first (the store finds where the write numbers are).
+    let mut store = reboot(store);
+    put(&mut store, &mut model, b"Ra", b"\x01after");
+    put(&mut store, &mut model, b"Rb", b"\x01after");
+    let mut store = reboot(store);
+    put(&mut store, &mut model, b"Ra", b"\x01again");
+    reboot_and_check(store, &model);
+}
+
+#[test]
+fn more_keys_and_versions_than_a_batch_are_each_restored_and_deleted_once() {
+    let mut store = open(flash());
+    let mut model = Model::new();
+    for round in 0..3u8 {
+        for i in 0..10u8 {
+            put(&mut store, &mut model, &[b'S', 1, b'a', 2, i], &[1, round]);
+            put(&mut store, &mut model, &[b'S', 1, b'b', 2, i], &[1, round]);
+        }
+    }
+    assert_eq!(restored(&mut store), model);
+    // Stale items of the session come first in flash; its live ones after them.
+    delete_prefix(&mut store, &mut model, &[b'S', 1, b'a']);
+    assert_eq!(model.len(), 10);
+    reboot_and_check(store, &model);
+}
+
+#[test]
+fn superseded_values_are_collected_without_filling_the_store() {
+    let mut store = open(flash());
+    let mut model = Model::new();
+    // Far more writes than the 8 KiB hold: garbage collection drops the older values.
+    for i in 0..1000u32 {
+        put(&mut store, &mut model, b"Rsensors/t", &i.to_le_bytes());
+        if i % 100 == 0 {
+            put(&mut store, &mut model, b"Rother", &i.to_le_bytes());
+        }
+    }
+    reboot_and_check(store, &model);
+}
+
+/// What the firmware does on [`Error::Full`]: erase, then write the live state again (the
+/// broker renders it after `Broker::persist_rewrite`).
+fn rewrite(store: &mut Store<Flash>, model: &Model) {
+    let mut work = [0; WORK];
+    block_on(store.clear()).expect("clear");
+    for (key, value) in model {
+        block_on(store.put(&mut work, key, value)).expect("live state fits");
+    }
+}
+
+/// Puts (`value`) or deletes (`None`) `key`; when the store is full, rewrites it from
+/// `model` (the state before this op) first, as the firmware does, and counts it.
+fn step(
+    store: &mut Store<Flash>,
+    model: &Model,
+    key: &[u8],
+    value: Option<&[u8]>,
+    rewrites: &mut usize,
+) {
+    let mut work = [0; WORK];
+    loop {
+        let result = match value {
+            Some(value) => block_on(store.put(&mut work, key, value)),
+            None => block_on(store.delete(&mut work, key)),
+        };
+        match result {
+            Ok(()) => return,
+            Err(Error::Full) => {
+                *rewrites += 1;
+                rewrite(store, model);
+                assert_eq!(items(store), model.len(), "a rewrite leaves no tombstone");
+            }
+            Err(e) => panic!("{key:?}: {e:?}"),
+        }
+    }
+}
+
+#[test]
+fn tombstones_fill_the_store_and_a_rewrite_drops_them() {
+    let mut store = open(flash());
+    let mut model = Model::new();
+    put(&mut store, &mut model, b"Rconfig/mode", b"\x01eco");
+    put(&mut store, &mut model, b"S\x02k1\x00", b"\x01session");
+    let mut rewrites = 0;
+    // Each message of a persistent session has a key of its own: queued, then
+    // acknowledged. Every acknowledgement leaves a tombstone the map keeps.
+    for seq in 0..400u64 {
+        let mut key = b"S\x02k1\x02".to_vec();
+        key.extend_from_slice(&seq.to_be_bytes());
+        step(
+            &mut store,
+            &model,
+            &key,
+            Some(b"\x01reading"),
+            &mut rewrites,
+        );
+        model.insert(key.clone(), b"\x01reading".to_vec());
+        step(&mut store, &model, &key, None, &mut rewrites);
+        model.remove(&key);
+        if seq % 50 == 0 {
+            store = reboot(store);
+            assert_eq!(restored(&mut store), model, "after message {seq}");
+        }
+    }
+    assert!(rewrites >= 2, "the store filled {rewrites} times");
+    reboot_and_check(store, &model);
+}
+
+#[test]
+fn the_mock_refuses_a_second_write_of_a_word() {
+    // The check the tests above rely on: rewriting a word (what `remove_item` does to
+    // mark an item erased) fails on this flash.
+    use embedded_storage_async::nor_flash::NorFlash;
+    let mut flash = flash();
+    let word = [0xAA; 32];
+    block_on(flash.write(0, &word)).expect("first write");
+    assert_eq!(
+        block_on(flash.write(0, &[0; 32])),
+        Err(MockFlashError::NotWritable(0))
+    );
+}
