@@ -90,23 +90,32 @@ impl fmt::Display for TopicError {
 
 impl core::error::Error for TopicError {}
 
-/// Length, null and depth checks shared by names and filters.
-fn check_common(topic: &str, limits: &TopicLimits) -> Result<(), TopicError> {
+/// Length, null and depth checks shared by names and filters; returns whether the text
+/// holds a wildcard character. One pass over the bytes: every PUBLISH's topic goes through
+/// here, so four scans for four questions showed in profiles.
+fn check_common(topic: &str, limits: &TopicLimits) -> Result<bool, TopicError> {
     if topic.is_empty() {
         return Err(TopicError::Empty);
     }
     if topic.len() > limits.max_len {
         return Err(TopicError::TooLong);
     }
-    if topic.as_bytes().contains(&0) {
-        return Err(TopicError::NullCharacter);
+    // `/`, `+`, `#` and U+0000 are ASCII, so bytes answer for characters.
+    let mut separators = 0;
+    let mut wildcard = false;
+    for b in topic.bytes() {
+        match b {
+            b'/' => separators += 1,
+            b'+' | b'#' => wildcard = true,
+            0 => return Err(TopicError::NullCharacter),
+            _ => {}
+        }
     }
-    // Levels are separators + 1; count bytes rather than splitting, `/` is ASCII.
-    let depth = 1 + topic.bytes().filter(|&b| b == b'/').count();
-    if depth > limits.max_depth {
+    // Levels are separators + 1.
+    if separators + 1 > limits.max_depth {
         return Err(TopicError::TooDeep);
     }
-    Ok(())
+    Ok(wildcard)
 }
 
 /// A validated topic name: what a PUBLISH is sent to.
@@ -117,8 +126,7 @@ pub struct TopicName<'a>(&'a str);
 impl<'a> TopicName<'a> {
     /// Validates `name` against the specification and `limits`.
     pub fn new(name: &'a str, limits: &TopicLimits) -> Result<Self, TopicError> {
-        check_common(name, limits)?;
-        if name.bytes().any(|b| b == b'+' || b == b'#') {
+        if check_common(name, limits)? {
             return Err(TopicError::WildcardInName);
         }
         Ok(Self(name))
@@ -156,7 +164,9 @@ impl<'a> TopicFilter<'a> {
     /// Validates `filter` against the specification and `limits`. A `$share/` prefix is
     /// not interpreted here: use [`SubscriptionFilter::parse`] for filters from SUBSCRIBE.
     pub fn new(filter: &'a str, limits: &TopicLimits) -> Result<Self, TopicError> {
-        check_common(filter, limits)?;
+        if !check_common(filter, limits)? {
+            return Ok(Self(filter));
+        }
         let mut levels = filter.split(LEVEL_SEPARATOR).peekable();
         while let Some(level) = levels.next() {
             let has_hash = level.contains('#');

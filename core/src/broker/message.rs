@@ -45,6 +45,11 @@ impl Message {
 
     /// Payload size, for queue and retained byte limits.
     pub(crate) fn payload_len(&self, blobs: &impl BlobStore) -> usize {
-        self.parts(blobs).map_or(0, |p| p.payload.len())
+        // Not through `parts`: the length needs no UTF-8 check of the topic, and queue
+        // accounting asks for it once per delivery.
+        let header = usize::from(self.topic_len) + self.properties_len as usize;
+        blobs
+            .get(self.blob)
+            .map_or(0, |bytes| bytes.len().saturating_sub(header))
     }
 }

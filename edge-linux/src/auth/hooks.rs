@@ -10,12 +10,14 @@ use fulmar_core::codec::{QoS, ReasonCode};
 use tracing::{info, warn};
 
 use super::acl::Client;
-use super::{Auth, Credentials};
+use super::{Auth, Credentials, Files};
 
 /// The edge broker's hooks.
 #[derive(Debug)]
 pub struct EdgeHooks {
     auth: Arc<Auth>,
+    /// The rules as of the last check ([`Auth::refresh`]).
+    files: Arc<Files>,
     /// The shard whose core these hooks serve (verdicts are kept per shard).
     shard: usize,
     /// The session user name of the connection accepted last, for
@@ -34,6 +36,7 @@ impl EdgeHooks {
     /// Hooks for the core of shard `shard`; `sessions` is the limit all shards share.
     pub fn for_shard(auth: Arc<Auth>, shard: usize, sessions: Arc<SessionBudget>) -> Self {
         Self {
+            files: auth.files(),
             auth,
             shard,
             accepted: None,
@@ -136,7 +139,9 @@ impl Hooks for EdgeHooks {
         if topic == "$SYS" || topic.starts_with("$SYS/") {
             return false;
         }
-        self.auth.may_publish(acl_client(client), topic)
+        self.auth
+            .refresh(&mut self.files)
+            .may_publish(acl_client(client), topic)
     }
 
     fn authorize_subscribe(&mut self, client: &ClientInfo<'_>, filter: &str, _qos: QoS) -> bool {
@@ -145,7 +150,9 @@ impl Hooks for EdgeHooks {
             .strip_prefix("$share/")
             .and_then(|rest| rest.split_once('/'))
             .map_or(filter, |(_, filter)| filter);
-        self.auth.may_subscribe(acl_client(client), filter)
+        self.auth
+            .refresh(&mut self.files)
+            .may_subscribe(acl_client(client), filter)
     }
 
     fn claim_session(&mut self) -> bool {

@@ -64,6 +64,7 @@ mod hooks;
 use std::collections::HashMap;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
@@ -175,6 +176,9 @@ struct Files {
 #[derive(Debug)]
 pub struct Auth {
     files: RwLock<Arc<Files>>,
+    /// The generation of `files`, read without the lock by the hooks, which keep the
+    /// rules between checks ([`Auth::refresh`]).
+    generation: AtomicU64,
     allow_anonymous: bool,
     password_file: Option<PathBuf>,
     acl_file: Option<PathBuf>,
@@ -220,6 +224,7 @@ impl Auth {
                 acl,
                 generation,
             });
+            self.generation.store(generation, Ordering::Release);
         }
         self.verified
             .lock()
@@ -277,6 +282,7 @@ impl Auth {
                 acl,
                 generation: 0,
             })),
+            generation: AtomicU64::new(0),
             password_file: settings.password_file.clone(),
             acl_file: settings.acl_file.clone(),
             max_packet_size: max_packet_size as usize,
@@ -472,18 +478,35 @@ impl Auth {
         (verdict.connect_username.as_deref() == username).then_some(verdict.decision)
     }
 
+    /// The rules in place, through `held`, a copy its owner keeps between checks: taken
+    /// again only after a reload. Checking a PUBLISH then costs one atomic load rather
+    /// than the lock and two reference-count updates, which showed in profiles (and
+    /// bounce a cache line between shards).
+    fn refresh<'a>(&self, held: &'a mut Arc<Files>) -> &'a Files {
+        if self.generation.load(Ordering::Acquire) != held.generation {
+            *held = self.files();
+        }
+        held
+    }
+
+    /// Whether the ACL (if any) lets `client` publish to `topic`.
+    #[cfg(test)]
+    fn may_publish(&self, client: acl::Client<'_>, topic: &str) -> bool {
+        self.files().may_publish(client, topic)
+    }
+}
+
+impl Files {
     /// Whether the ACL (if any) lets `client` publish to `topic`.
     fn may_publish(&self, client: acl::Client<'_>, topic: &str) -> bool {
-        self.files()
-            .acl
+        self.acl
             .as_ref()
             .is_none_or(|acl| acl.may_publish(client, topic))
     }
 
     /// Whether the ACL (if any) lets `client` subscribe to `filter`.
     fn may_subscribe(&self, client: acl::Client<'_>, filter: &str) -> bool {
-        self.files()
-            .acl
+        self.acl
             .as_ref()
             .is_none_or(|acl| acl.may_subscribe(client, filter))
     }
