@@ -477,14 +477,20 @@ impl Actor {
             // Done with what woke it: the writers take what it gave them.
             self.wakes.wake_all();
             // poll_timeout scans every connection and session; once per batch, not per input.
-            let deadline = self
-                .broker
-                .poll_timeout()
-                .map(|at| self.clock.deadline(at).max(floor));
-            let deadline = [deadline, self.sys.next_due(), self.stopping]
-                .into_iter()
-                .flatten()
-                .min();
+            // While a shard stops, the core's time stands still: a delayed will or a session
+            // expiry due in the drain window waits for the restart (it is stored with its
+            // due time), instead of making copies after this shard told the others it had
+            // none left, which they might no longer take.
+            let deadline = match self.stopping {
+                None => {
+                    let core = self
+                        .broker
+                        .poll_timeout()
+                        .map(|at| self.clock.deadline(at).max(floor));
+                    [core, self.sys.next_due()].into_iter().flatten().min()
+                }
+                Some(stop) => Some(stop),
+            };
             // The disk is far behind: take no more input until the commit in flight ends
             // (readers then wait, and TCP slows the clients).
             let accepting = !self.store.as_ref().is_some_and(Committer::saturated);
@@ -556,7 +562,8 @@ impl Actor {
                     self.committed(id);
                     self.settle().await;
                 }
-                () = sleep => {
+                // While stopping, this is the end of the drain window (checked below).
+                () = sleep => if self.stopping.is_none() {
                     let now = self.now();
                     self.broker.handle_timeout(now);
                     self.pump(now);

@@ -161,6 +161,65 @@ fn retained_messages_and_persistent_sessions_survive_kill_9_across_shards() {
     assert!(shards_used(&broker).len() >= 2);
 }
 
+/// A will with a delay whose connection a graceful stop (SIGTERM) closed is kept with its
+/// session and goes out after the restart, once its delay has passed, to a persistent
+/// session that was offline meanwhile ([MQTT-3.1.3-9]: not before the delay; §3.1.2.5: the
+/// will is published when the connection ends without DISCONNECT, here the server's).
+#[test]
+fn a_delayed_will_outlives_a_graceful_stop_across_shards() {
+    let data = DataDir::new("shards-will");
+    let mut broker = start(&data);
+    let port = broker.port();
+    // `-c` in 5.0: a session that never expires.
+    let v5 = ["-V", "mqttv5"];
+    let reader_args = ["-i", "will-reader", "-c", "-q", "1", "-t", "alarm/#"];
+    let mut reader = mosquitto_sub(port, &[&v5[..], &reader_args[..]].concat());
+    reader.kill();
+    let will = [
+        "-i",
+        "will-holder",
+        "-c",
+        "-t",
+        "chatter",
+        "--will-topic",
+        "alarm/holder",
+        "--will-payload",
+        "holder gone",
+        "--will-qos",
+        "1",
+        "-D",
+        "will",
+        "will-delay-interval",
+        "2",
+    ];
+    let mut holder = mosquitto_sub(port, &[&v5[..], &will[..]].concat());
+    let status = broker.terminate().expect("fulmar exits after SIGTERM");
+    assert!(status.success(), "{status:?}");
+    holder.kill();
+    assert!(
+        shards_used(&broker).len() >= 2,
+        "the two clients should be on different shards"
+    );
+    drop(broker);
+
+    let broker = start(&data);
+    let port = broker.port();
+    // Online again before the will is due: it arrives as the delay passes.
+    let sub = mosquitto_sub_lines(port, &[&v5[..], &reader_args[..]].concat());
+    // It went out neither at the stop nor at the restart: its delay (2 s from the stop)
+    // has not passed when the reader is back, a fraction of a second later.
+    assert_eq!(
+        sub.next_line(Duration::from_millis(800)),
+        None,
+        "not before its delay"
+    );
+    assert_eq!(
+        sub.next_line(Duration::from_secs(10)).as_deref(),
+        Some("holder gone"),
+        "the delayed will reached the offline persistent session"
+    );
+}
+
 /// Runs `mosquitto_sub -E` (connect, subscribe, leave) with `args`; its output and whether
 /// it succeeded.
 fn subscribe_and_leave(port: u16, args: &[&str]) -> (bool, String) {
