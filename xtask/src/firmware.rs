@@ -218,24 +218,34 @@ const ESP32C3_UPLINK: &str = "upstream 192.168.1.10:1883; up sensors/# 1; down c
 /// ([`ESP32C3_UPLINK`]), and returns its ELF.
 pub(crate) fn build_esp32c3_firmware(ctx: &Ctx) -> Result<PathBuf, String> {
     let env = [("FULMAR_UPLINK", ESP32C3_UPLINK)];
-    build_board(ctx, ESP32C3_BOARD, ESP32C3_TARGET, ESP32C3_BIN, &env)
+    build_board(ctx, ESP32C3_BOARD, ESP32C3_TARGET, ESP32C3_BIN, &env, &[])
 }
 
 /// Builds the NUCLEO-H743ZI firmware in release mode and returns its ELF.
 pub(crate) fn build_stm32_firmware(ctx: &Ctx) -> Result<PathBuf, String> {
-    build_board(ctx, STM32_BOARD, TARGET, STM32_BIN, &[])
+    build_board(ctx, STM32_BOARD, TARGET, STM32_BIN, &[], &[])
 }
 
-/// `cargo build --release` in a board's folder (so its `.cargo/config.toml` applies) with
-/// environment `env`, and the path of its binary `bin` built for `target`.
+/// Builds the NUCLEO-H743ZI firmware with flash persistence in release mode and returns its
+/// ELF (the same path as [`build_stm32_firmware`]'s: measure it before building the other).
+pub(crate) fn build_stm32_persistence_firmware(ctx: &Ctx) -> Result<PathBuf, String> {
+    let features = ["--features", "flash-persistence"];
+    build_board(ctx, STM32_BOARD, TARGET, STM32_BIN, &[], &features)
+}
+
+/// `cargo build --release` with `extra` arguments in a board's folder (so its
+/// `.cargo/config.toml` applies) with environment `env`, and the path of its binary `bin`
+/// built for `target`.
 fn build_board(
     ctx: &Ctx,
     board: &str,
     target: &str,
     bin: &str,
     env: &[(&str, &str)],
+    extra: &[&str],
 ) -> Result<PathBuf, String> {
-    let mut build = firmware_cargo(ctx, &["build", "--release"]);
+    let args = [&["build", "--release"][..], extra].concat();
+    let mut build = firmware_cargo(ctx, &args);
     build
         .current_dir(ctx.root.join(board))
         .envs(env.iter().copied());
@@ -262,7 +272,8 @@ fn firmware_cargo(ctx: &Ctx, args: &[&str]) -> Command {
 }
 
 /// The `firmware` suite: formatting, clippy (default features, none, all) and
-/// release builds of the QEMU, NUCLEO-H743ZI and ESP32-C3 firmware.
+/// release builds of the QEMU, NUCLEO-H743ZI (with flash persistence, then broker only)
+/// and ESP32-C3 firmware.
 pub(crate) fn suite(ctx: &Ctx) -> SuiteResult {
     let mut result = SuiteResult::default();
     let mut installed = Vec::new();
@@ -284,6 +295,7 @@ pub(crate) fn suite(ctx: &Ctx) -> SuiteResult {
         result.check(ctx.run(&mut firmware_cargo(ctx, &args)));
     }
     result.check(build_qemu_firmware(ctx, &[]).map(|_| ()));
+    result.check(build_stm32_persistence_firmware(ctx).map(|_| ()));
     result.check(build_stm32_firmware(ctx).map(|_| ()));
     // The ESP32-C3 crate is a workspace of its own: formatting and lints there too.
     for args in [

@@ -124,9 +124,9 @@ pub(crate) fn suite(ctx: &Ctx) -> SuiteResult {
     // The QEMU board's broker firmware (held to both goals), then its default build with
     // flash persistence and the uplink (reported). The default build comes last, so it is
     // what stays built. Then the NUCLEO-H743ZI broker firmware (reported, see
-    // NUCLEO_GOALS), and the ESP32-C3's (reported: its Wi-Fi driver alone
-    // is most of its flash).
-    let builds: [(&str, BuildFn, Enforced); 4] = [
+    // NUCLEO_GOALS), its build with flash persistence (reported), and the ESP32-C3's
+    // (reported: its Wi-Fi driver alone is most of its flash).
+    let builds: [(&str, BuildFn, Enforced); 5] = [
         (
             "QEMU board firmware, broker only (edge-firmware/qemu-mps2, thumbv7em-none-eabihf)",
             |ctx| crate::firmware::build_qemu_firmware(ctx, &["--no-default-features"]),
@@ -146,6 +146,12 @@ pub(crate) fn suite(ctx: &Ctx) -> SuiteResult {
                 ram: false,
                 why: NUCLEO_GOALS,
             },
+        ),
+        (
+            "NUCLEO-H743ZI firmware, with flash persistence (edge-firmware/stm32-h743, \
+             thumbv7em-none-eabihf)",
+            crate::firmware::build_stm32_persistence_firmware,
+            Enforced::NONE,
         ),
         (
             "ESP32-C3 firmware (edge-firmware/esp32c3, riscv32imc-unknown-none-elf)",

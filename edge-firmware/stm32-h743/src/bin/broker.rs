@@ -3,9 +3,12 @@
 //! [`GATEWAY`] for your network), the board's
 //! RMII Ethernet (LAN8742A PHY) through embassy-stm32's driver, clocks, pins, RNG and the
 //! `embassy-time` driver from embassy-stm32 too, defmt logs over RTT. The broker state is
-//! in RAM only on this board (no flash persistence yet). With the `uplink` feature, a
-//! bridge to an upstream broker configured at build time by `FULMAR_UPLINK`
-//! (`fulmar_firmware::uplink`; its backlog is in RAM here).
+//! in RAM only, unless built with `flash-persistence`: then retained messages and
+//! persistent sessions are kept in the last four sectors of flash bank 2
+//! ([`PERSIST_RANGE`], embassy-stm32's async flash driver) and restored at boot. With the
+//! `uplink` feature, a bridge to an upstream broker configured at build time by
+//! `FULMAR_UPLINK` (`fulmar_firmware::uplink`; its backlog is in flash too with
+//! `flash-persistence`, in RAM without).
 #![no_std]
 #![no_main]
 
@@ -27,7 +30,16 @@ const MAC: [u8; 6] = [0x02, 0x00, 0x00, 0xF0, 0x1A, 0x00];
 bind_interrupts!(struct Irqs {
     ETH => eth::InterruptHandler;
     RNG => rng::InterruptHandler<peripherals::RNG>;
+    #[cfg(feature = "flash-persistence")]
+    FLASH => embassy_stm32::flash::InterruptHandler;
 });
+
+/// Where the persisted state lives, as offsets from the start of flash (0x0800_0000): the
+/// last four 128 KiB sectors of bank 2 (bank 2 starts at 1 MiB), clear of the program,
+/// which `memory.x` keeps in bank 1. 512 KiB: the store uses three sectors and keeps one
+/// erased for its garbage collection.
+#[cfg(feature = "flash-persistence")]
+const PERSIST_RANGE: core::ops::Range<u32> = 0x18_0000..0x20_0000;
 
 type Device = Ethernet<'static, ETH, GenericPhy<Sma<'static, ETH_SMA>>>;
 
@@ -43,7 +55,10 @@ async fn main(spawner: Spawner) {
     let p = embassy_stm32::init(clocks());
     // The hardware RNG seeds the broker's hash indexes and the TCP sequence numbers.
     let seed = Rng::new(p.RNG, Irqs).next_u64();
-    fulmar_firmware::server::start(seed, false);
+    let persistent = cfg!(feature = "flash-persistence");
+    fulmar_firmware::server::start(seed, persistent);
+    #[cfg(feature = "flash-persistence")]
+    start_persistence(&spawner, p.FLASH).await;
 
     // NUCLEO-H743ZI RMII pins (UM2407): REF_CLK PA1, CRS_DV PA7, RXD0 PC4, RXD1 PC5,
     // TXD0 PG13, TXD1 PB13, TX_EN PG11; MDIO PA2, MDC PC1. The queue is all zero bytes, in
@@ -72,6 +87,26 @@ async fn main(spawner: Spawner) {
     defmt::info!("address {}", ADDRESS);
     #[cfg(feature = "uplink")]
     fulmar_firmware::spawn_uplink!(spawner, _stack, option_env!("FULMAR_UPLINK"));
+}
+
+/// Restores the persisted sessions and retained messages (before any client connects) and
+/// starts writing changes to flash bank 2.
+#[cfg(feature = "flash-persistence")]
+async fn start_persistence(
+    spawner: &Spawner,
+    flash: embassy_stm32::Peri<'static, peripherals::FLASH>,
+) {
+    use embassy_stm32::flash::Flash;
+    use fulmar_firmware::persist;
+
+    #[embassy_executor::task]
+    async fn persist_task(store: persist::Store<Flash<'static>>) -> ! {
+        persist::run(store).await
+    }
+
+    if let Some(store) = persist::open(Flash::new(flash, Irqs), PERSIST_RANGE).await {
+        spawner.spawn(persist_task(store).expect("one persistence task"));
+    }
 }
 
 /// 400 MHz from the internal oscillator (the Nucleo has no crystal fitted on HSE by
