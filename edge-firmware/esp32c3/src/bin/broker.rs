@@ -2,11 +2,13 @@
 //! scheduler and embassy executor esp-radio needs) and esp-radio's station interface under
 //! embassy-net (address by DHCP), the broker from `fulmar-firmware`, defmt logs through
 //! espflash. The network name and password come from the build environment:
-//! `FULMAR_WIFI_SSID`, `FULMAR_WIFI_PASSWORD`. The broker state is in RAM only on this
-//! board. With the `uplink` feature (default) and `FULMAR_UPLINK` in the build
+//! `FULMAR_WIFI_SSID`, `FULMAR_WIFI_PASSWORD`. With the `flash-persistence` feature
+//! (default), retained messages and persistent sessions are kept in the flash partition
+//! labelled `fulmar` (`partitions.csv`, which `espflash.toml` has espflash write) and
+//! restored at boot. With the `uplink` feature (default) and `FULMAR_UPLINK` in the build
 //! environment (the uplink's settings separated by `;`, e.g.
 //! `upstream 192.168.1.10:1883; up sensors/# 1; down commands/# 1`), it bridges to an
-//! upstream broker (`fulmar_firmware::uplink`), its store-and-forward backlog in RAM.
+//! upstream broker (`fulmar_firmware::uplink`), its store-and-forward backlog persisted too.
 #![no_std]
 #![no_main]
 
@@ -44,7 +46,9 @@ async fn main(spawner: Spawner) {
 
     let rng = Rng::new();
     let seed = u64::from(rng.random()) << 32 | u64::from(rng.random());
-    fulmar_firmware::server::start(seed, false);
+    fulmar_firmware::server::start(seed, cfg!(feature = "flash-persistence"));
+    #[cfg(feature = "flash-persistence")]
+    start_persistence(&spawner, peripherals.FLASH).await;
 
     let mut controller = match WifiController::new(peripherals.WIFI, Default::default()) {
         Ok(controller) => controller,
@@ -82,6 +86,60 @@ async fn main(spawner: Spawner) {
     stack.wait_config_up().await;
     if let Some(v4) = stack.config_v4() {
         info!("address {}", v4.address);
+    }
+}
+
+/// The partition that holds the persisted state (`partitions.csv`).
+#[cfg(feature = "flash-persistence")]
+const PARTITION: &str = "fulmar";
+
+/// Finds the [`PARTITION`] data partition in the flash's partition table, restores the
+/// persisted sessions and retained messages from it (before any client connects) and
+/// starts writing changes there. Without that partition nothing is persisted: the store
+/// never writes where the table does not say it may.
+#[cfg(feature = "flash-persistence")]
+async fn start_persistence(spawner: &Spawner, flash: esp_hal::peripherals::FLASH<'static>) {
+    use embassy_embedded_hal::adapter::BlockingAsync;
+    use esp_bootloader_esp_idf::partitions;
+    use esp_storage::FlashStorage;
+    use fulmar_firmware::persist;
+
+    type Flash = BlockingAsync<FlashStorage<'static>>;
+
+    #[embassy_executor::task]
+    async fn persist_task(store: persist::Store<Flash>) -> ! {
+        persist::run(store).await
+    }
+
+    let mut flash = FlashStorage::new(flash);
+    let range = {
+        let mut table = [0u8; partitions::PARTITION_TABLE_MAX_LEN];
+        let Ok(table) = partitions::read_partition_table(&mut flash, &mut table) else {
+            warn!("no partition table: nothing will be persisted");
+            return;
+        };
+        // The raw type (1: data), not `partition_type()`, which panics on a subtype it
+        // does not know.
+        table
+            .iter()
+            .find(|p| p.label_as_str() == PARTITION && p.raw_type() == 1)
+            .map(|p| p.offset()..p.offset() + p.len())
+    };
+    let Some(range) = range else {
+        warn!(
+            "no `{=str}` data partition: nothing will be persisted",
+            PARTITION
+        );
+        return;
+    };
+    info!(
+        "persistence in flash {=u32:#x}..{=u32:#x}",
+        range.start, range.end
+    );
+    // Flash operations block (the ROM routines run with the cache off); an erase of a
+    // 4 KiB sector takes tens of milliseconds, during which nothing else runs.
+    if let Some(store) = persist::open(BlockingAsync::new(flash), range).await {
+        spawner.spawn(persist_task(store).expect("one persistence task"));
     }
 }
 
