@@ -606,6 +606,7 @@ impl Link<'_, '_> {
             while self.inflight.len() < self.window && self.publish_next().await? {}
             let ping_at = self.last_sent + keep_alive / 4;
             let dead_at = self.last_heard + keep_alive * 3 / 2;
+            let timer_at = ping_at.min(dead_at);
             // A packet that does not fit the small inbox waits for a shared large buffer
             // (not reading meanwhile: TCP holds upstream back).
             let need_large = self.inbox.is_full() && !self.inbox.is_large();
@@ -617,7 +618,7 @@ impl Link<'_, '_> {
                     Input::Read(socket.read(inbox.room()).await)
                 }
             };
-            match select3(input, WAKE.wait(), Timer::at(ping_at.min(dead_at))).await {
+            match select3(input, WAKE.wait(), Timer::at(timer_at)).await {
                 Either3::First(Input::Read(Ok(0) | Err(_))) => return Err(End::Socket),
                 Either3::First(Input::Read(Ok(n))) => {
                     self.inbox.add(n);
@@ -626,6 +627,13 @@ impl Link<'_, '_> {
                 }
                 Either3::First(Input::Large(large)) => self.inbox.use_large(large),
                 Either3::Second(()) => {}
+                // Woken a quarter of the keep-alive late, this board was not running
+                // (an emulator starved by its host, a long flash erase): upstream's answer
+                // may be waiting unread in the network stack. Silence counts from now.
+                Either3::Third(()) if Instant::now() >= timer_at + keep_alive / 4 => {
+                    self.last_heard = Instant::now();
+                    self.send(&Packet::PingReq).await?;
+                }
                 Either3::Third(()) if Instant::now() >= dead_at => return Err(End::Timeout),
                 // [MQTT-3.1.2-23]: a control packet within every keep-alive period.
                 Either3::Third(()) => self.send(&Packet::PingReq).await?,
