@@ -311,6 +311,26 @@ fn will_on_abrupt_close_and_persistent_session_across_reconnect() {
     back.expect_line(WAIT, |l| l == "queued/x while-away");
 }
 
+/// Whether `needle` is in the board's flash file.
+fn in_flash(board: &Board, needle: &[u8]) -> bool {
+    board
+        .flash()
+        .windows(needle.len())
+        .any(|window| window == needle)
+}
+
+/// Waits until `needle` is in the board's flash file (the firmware writes it through
+/// semihosting, changes in order: what came before is there too), checks the log shows
+/// no failed flash write (a word written twice among them), then cuts the power.
+fn power_off_once_written(board: &mut Board, needle: &[u8]) {
+    fulmar_tests::wait_until(WAIT, || in_flash(board, needle));
+    let log = board.decoded_log();
+    for failure in ["written twice", "flash write failed", "not persisted"] {
+        assert!(!log.contains(failure), "{log}");
+    }
+    board.power_off();
+}
+
 /// The board's flash is written once per 32-byte word between erases (as the STM32H7's):
 /// what comes back is each key's newest state, overwritten and deleted keys included.
 #[test]
@@ -325,16 +345,7 @@ fn retained_messages_and_persistent_sessions_survive_a_restart() {
     let mut keeper = subscribe(&first, "keeper", args, false);
     keeper.kill();
     publish(&first, "-q 1 -t queued/x -m before-restart");
-    // The firmware writes its flash file through semihosting, changes in order; wait until
-    // the last one is in it, then cut the power.
-    let contains = |flash: &[u8], needle: &[u8]| flash.windows(needle.len()).any(|w| w == needle);
-    fulmar_tests::wait_until(WAIT, || contains(&first.flash(), b"before-restart"));
-    let log = first.decoded_log();
-    assert!(
-        !log.contains("written twice") && !log.contains("flash write failed"),
-        "{log}"
-    );
-    first.power_off();
+    power_off_once_written(&mut first, b"before-restart");
 
     let board = Board::boot_in(first.state_dir());
     assert_eq!(
@@ -344,6 +355,63 @@ fn retained_messages_and_persistent_sessions_survive_a_restart() {
     assert_eq!(first_message(&board, "-t config/old -W 2"), "");
     let back = Lines::spawn(mosquitto("mosquitto_sub", &board, &format!("{args} -v")));
     back.expect_line(WAIT, |l| l == "queued/x before-restart");
+}
+
+/// Every cleared retained message leaves a tombstone in the board's append-only flash
+/// store; when they fill it (64 KiB), the board erases it and writes the live state again
+/// (logged), and a restart finds exactly that state: the kept retained message, none of
+/// the cleared ones.
+#[test]
+fn a_flash_store_full_of_deleted_keys_is_rewritten_with_the_live_state() {
+    let mut first = Board::boot();
+    publish(&first, "-q 1 -r -t keep/mode -m kept");
+    let (mut raw, code) = Raw::connect(&first, "churn", 4, true, None);
+    assert_eq!(code, 0);
+    let retained = |topic: &str, payload: &[u8]| {
+        let mut body = Vec::new();
+        string(&mut body, topic);
+        body.extend_from_slice(payload);
+        let mut packet = vec![0x31]; // PUBLISH, QoS 0, RETAIN
+        var_int(body.len(), &mut packet);
+        packet.extend(body);
+        packet
+    };
+    // Topics near the store's 160-byte key limit make large tombstones: about 170 take half
+    // the store, when the board rewrites it. Batches of 8 stay under the broker's 16 pending
+    // changes (beyond them it asks for a reset, which would empty the store instead).
+    let padding = "p".repeat(130);
+    let rewritten = |board: &Board| board.decoded_log().contains("writing the live state again");
+    let mut after_rewrite = None;
+    for batch in 0..48 {
+        let topics: Vec<String> = (0..8)
+            .map(|i| format!("churn/{batch:02}/{i}/{padding}"))
+            .collect();
+        for topic in &topics {
+            raw.send(&retained(topic, b"x"));
+        }
+        // Written in order: once the last is in flash, the batch's are (and the previous
+        // batch's tombstones).
+        let last = topics.last().map(String::as_bytes).unwrap_or_default();
+        fulmar_tests::wait_until(WAIT, || in_flash(&first, last));
+        for topic in &topics {
+            raw.send(&retained(topic, b""));
+        }
+        // Two batches more once rewritten: the store goes on after it.
+        match after_rewrite {
+            None if batch >= 16 && rewritten(&first) => after_rewrite = Some(batch),
+            Some(at) if batch >= at + 2 => break,
+            _ => {}
+        }
+    }
+    assert!(after_rewrite.is_some(), "{}", first.decoded_log());
+    // The last clears reach flash before this message does.
+    publish(&first, "-q 1 -r -t keep/last -m done");
+    power_off_once_written(&mut first, b"keep/last");
+
+    let board = Board::boot_in(first.state_dir());
+    assert_eq!(first_message(&board, "-t keep/mode"), "1 keep/mode kept");
+    assert_eq!(first_message(&board, "-t keep/last"), "1 keep/last done");
+    assert_eq!(first_message(&board, "-t churn/# -W 2"), "");
 }
 
 /// Threads that keep every host CPU busy until dropped: the board's clock must follow the

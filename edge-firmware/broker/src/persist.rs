@@ -8,8 +8,8 @@
 //! keys, reset); [`run`] applies that to the store whenever a socket task signals
 //! activity, outside the broker's lock (flash is slow). At boot, [`open`] feeds every live
 //! record to `Broker::restore` before any client connects. Deleted keys leave tombstones
-//! in flash; when the store is full of them, [`run`] erases it and has the broker write
-//! its live state again (`Broker::persist_rewrite`).
+//! in flash; once they take half the store (or it is full), [`run`] erases it and has the
+//! broker write its live state again (`Broker::persist_rewrite`).
 //!
 //! Limits: keys longer than [`KEY_MAX`] bytes (a topic or filter that long) are not
 //! persisted; expiry clocks restart at boot (the board has no wall clock); a power loss
@@ -84,8 +84,8 @@ pub async fn open<F: NorFlash>(flash: F, range: Range<u32>) -> Option<Store<F>> 
 pub async fn run<F: NorFlash>(mut store: Store<F>) -> ! {
     let mut rendered = [0u8; RECORD];
     let mut work = [0u8; WORK];
-    // Set from a rewrite's request until the broker has reported everything: a store still
-    // full then cannot hold the live state, and asking again would only wear the flash.
+    // Set from a rewrite's request until the broker has reported everything: a store full
+    // then cannot hold the live state, and asking again would only wear the flash.
     let mut rewriting = false;
     loop {
         CHANGED.wait().await;
@@ -101,19 +101,23 @@ pub async fn run<F: NorFlash>(mut store: Store<F>) -> ! {
                     break;
                 }
             };
-            match apply(&mut store, &mut work, op).await {
-                Ok(()) => {}
-                Err(fulmar_flash_store::Error::Full) if !rewriting => {
-                    // Tombstones of deleted keys fill the store: the next ops are a reset
-                    // (an erase) and the live state.
-                    info!("persistence: store full, writing the live state again");
-                    rewriting = true;
-                    with(|state| state.broker.persist_rewrite());
-                }
+            let result = apply(&mut store, &mut work, op).await;
+            let full = matches!(result, Err(fulmar_flash_store::Error::Full));
+            match result {
+                Ok(()) | Err(fulmar_flash_store::Error::Full) => {}
                 Err(fulmar_flash_store::Error::KeyTooLong) => {
                     warn!("persistence: key over {} bytes not persisted", KEY_MAX);
                 }
                 Err(e) => warn!("persistence: flash write failed: {}", ErrorKind::of(&e)),
+            }
+            if !rewriting && store.wants_rewrite(full) {
+                // Tombstones of deleted keys fill the store (and slow its writes down): the
+                // next ops are a reset (an erase) and the live state.
+                info!("persistence: store full of deleted keys, writing the live state again");
+                rewriting = true;
+                with(|state| state.broker.persist_rewrite());
+            } else if full {
+                warn!("persistence: store full of live records: change not persisted");
             }
         }
     }

@@ -14,11 +14,12 @@
 //!
 //! The map's garbage collection drops superseded items but keeps each key's newest, so a
 //! tombstone lives as long as the store: deleted keys (every acknowledged message of a
-//! persistent session has its own) fill the store over time. When a write finds it full,
-//! [`Error::Full`] tells the caller to start over: [`Store::clear`] and write the live
-//! state again (the broker renders it: `Broker::persist_rewrite`), which drops every
-//! tombstone. The store's size stays bounded by its range; what grows is only the time
-//! between two rewrites.
+//! persistent session has its own) fill the store over time, and slow its writes down
+//! (garbage collection copies them along). Once tombstones take half the range, or an
+//! eighth when a write finds the store full ([`Error::Full`]; [`Store::wants_rewrite`]),
+//! the caller starts over: [`Store::clear`] and write the live state again (the broker renders
+//! it: `Broker::persist_rewrite`), which drops every tombstone. The store's size stays
+//! bounded by its range; what grows is only the time between two rewrites.
 //!
 //! No heap: scans collect a few keys at a time ([`BATCH`]) and go through the store again
 //! for the next ones, so restoring `n` items reads `O(n²)` item headers from flash (fast
@@ -103,6 +104,9 @@ pub struct Store<F: NorFlash> {
     /// The write number of the next item: one more than the highest stored (`None` until
     /// a scan found it).
     next: Option<u32>,
+    /// Flash taken by tombstones written since the last erase (and found at boot): an
+    /// estimate, since garbage collection drops those a later put superseded.
+    tombstones: u32,
 }
 
 impl<F: NorFlash> core::fmt::Debug for Store<F> {
@@ -122,6 +126,7 @@ impl<F: NorFlash> Store<F> {
         Ok(Self {
             map: MapStorage::new(flash, config, Cache::new_uncached()),
             next: None,
+            tombstones: 0,
         })
     }
 
@@ -184,7 +189,9 @@ impl<F: NorFlash> Store<F> {
     pub async fn clear(&mut self) -> Result<(), Error<F::Error>> {
         // Write numbers go on: nothing older remains to be told apart from, but it costs
         // nothing to keep them increasing.
-        Ok(self.map.erase_all().await?)
+        self.map.erase_all().await?;
+        self.tombstones = 0;
+        Ok(())
     }
 
     /// Calls `restore(key, value)` once for every live key with its newest value; returns
@@ -217,6 +224,20 @@ impl<F: NorFlash> Store<F> {
                 None => return Ok(restored),
             }
         }
+    }
+
+    /// Whether it is time to [`Self::clear`] and write the live state again: tombstones take
+    /// more than half the range, or (`full`: a write returned [`Error::Full`]) more than an
+    /// eighth, enough that a rewrite makes room worth an erase of the whole range; a store
+    /// full of live records is not rewritten over and over. Garbage collection copies each
+    /// key's newest item, tombstone or not, out of a page before erasing it, looking the
+    /// key up in every page, so as tombstones fill the store each write costs more (on the
+    /// QEMU board a batch of writes went from 20 ms to over a second as the store neared
+    /// full).
+    pub fn wants_rewrite(&self, full: bool) -> bool {
+        let range = self.map.flash_range();
+        let share = if full { 8 } else { 2 };
+        self.tombstones > (range.end - range.start) / share
     }
 
     /// How many items (live, superseded and tombstones) the range holds now.
@@ -253,17 +274,34 @@ impl<F: NorFlash> Store<F> {
         // Wrapping takes 2³² writes, far beyond any flash's endurance: numbers stay unique
         // among the items a store holds.
         self.next = Some(seq.wrapping_add(1));
+        if value.is_empty() {
+            self.tombstones = self.tombstones.saturating_add(Self::tombstone_size(key));
+        }
         Ok(())
     }
 
-    /// The highest write number stored.
+    /// The highest write number stored; counts the tombstones on the way.
     async fn highest(&mut self, work: &mut [u8]) -> Result<Option<u32>, Error<F::Error>> {
         let mut highest = None;
+        let mut tombstones = 0u32;
         let mut items = self.map.fetch_all_items(work).await?;
-        while let Some((_, item)) = items.next::<Versioned<'_>>(work).await? {
+        while let Some((key, item)) = items.next::<Versioned<'_>>(work).await? {
             highest = highest.max(Some(item.seq));
+            if item.value.is_empty() {
+                tombstones = tombstones.saturating_add(Self::tombstone_size(&key));
+            }
         }
+        self.tombstones = tombstones;
         Ok(highest)
+    }
+
+    /// Flash a tombstone of `key` takes: the item's header, then the key (with its 2-byte
+    /// length) and the write number, in whole words.
+    fn tombstone_size(key: &Key) -> u32 {
+        let word = F::WRITE_SIZE.max(F::READ_SIZE);
+        let data = (2 + key.len() + OVERHEAD).next_multiple_of(word);
+        MapStorage::<Key, F, Cache<Uncached, Uncached, Uncached, Key>>::item_overhead_size()
+            + data as u32
     }
 
     /// The write number of `key`'s newest item and whether it is live.

@@ -172,8 +172,8 @@ fn superseded_values_are_collected_without_filling_the_store() {
     reboot_and_check(store, &model);
 }
 
-/// What the firmware does on [`Error::Full`]: erase, then write the live state again (the
-/// broker renders it after `Broker::persist_rewrite`).
+/// What the firmware does when the store wants a rewrite or is full: erase, then write the
+/// live state again (the broker renders it after `Broker::persist_rewrite`).
 fn rewrite(store: &mut Store<Flash>, model: &Model) {
     let mut work = [0; WORK];
     block_on(store.clear()).expect("clear");
@@ -182,8 +182,9 @@ fn rewrite(store: &mut Store<Flash>, model: &Model) {
     }
 }
 
-/// Puts (`value`) or deletes (`None`) `key`; when the store is full, rewrites it from
-/// `model` (the state before this op) first, as the firmware does, and counts it.
+/// Puts (`value`) or deletes (`None`) `key`; when tombstones take half the store,
+/// rewrites it from the live state, as the firmware does, and counts it. The store must
+/// want a rewrite before it is full.
 fn step(
     store: &mut Store<Flash>,
     model: &Model,
@@ -192,20 +193,24 @@ fn step(
     rewrites: &mut usize,
 ) {
     let mut work = [0; WORK];
-    loop {
-        let result = match value {
-            Some(value) => block_on(store.put(&mut work, key, value)),
-            None => block_on(store.delete(&mut work, key)),
+    let result = match value {
+        Some(value) => block_on(store.put(&mut work, key, value)),
+        None => block_on(store.delete(&mut work, key)),
+    };
+    if let Err(e) = result {
+        panic!("{key:?}: {e:?} (before a rewrite was wanted)");
+    }
+    if store.wants_rewrite(false) {
+        // The op is done: the live state includes it.
+        let mut model = model.clone();
+        match value {
+            Some(value) => model.insert(key.to_vec(), value.to_vec()),
+            None => model.remove(key),
         };
-        match result {
-            Ok(()) => return,
-            Err(Error::Full) => {
-                *rewrites += 1;
-                rewrite(store, model);
-                assert_eq!(items(store), model.len(), "a rewrite leaves no tombstone");
-            }
-            Err(e) => panic!("{key:?}: {e:?}"),
-        }
+        *rewrites += 1;
+        rewrite(store, &model);
+        assert_eq!(items(store), model.len(), "a rewrite leaves no tombstone");
+        assert!(!store.wants_rewrite(true));
     }
 }
 
@@ -237,6 +242,33 @@ fn tombstones_fill_the_store_and_a_rewrite_drops_them() {
         }
     }
     assert!(rewrites >= 2, "the store filled {rewrites} times");
+    reboot_and_check(store, &model);
+}
+
+#[test]
+fn a_store_full_of_live_records_says_so_and_keeps_what_it_holds() {
+    let mut store = open(flash());
+    let mut model = Model::new();
+    let mut work = [0; WORK];
+    let value = [1u8; 200];
+    let mut full = false;
+    for i in 0..100u8 {
+        match block_on(store.put(&mut work, &[b'R', i], &value)) {
+            Ok(()) => {
+                model.insert(vec![b'R', i], value.to_vec());
+            }
+            Err(Error::Full) => {
+                full = true;
+                break;
+            }
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+    assert!(full, "100 records of 200 bytes do not fit in 8 KiB");
+    assert!(
+        !store.wants_rewrite(true),
+        "no tombstone: a rewrite would not help"
+    );
     reboot_and_check(store, &model);
 }
 
