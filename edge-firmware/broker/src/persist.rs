@@ -4,10 +4,12 @@
 //! append-only, so flash that cannot write a word twice works too), so they survive a
 //! restart.
 //!
-//! The broker reports what changed (`Broker::poll_persist`: put, delete, delete a session's
-//! keys, reset); [`run`] applies that to the store whenever a socket task signals
-//! activity, outside the broker's lock (flash is slow). At boot, [`open`] feeds every live
-//! record to `Broker::restore` before any client connects. Deleted keys leave tombstones
+//! A board runs [`run`] in a task of its own and waits for [`restored`] before it starts
+//! serving: [`run`] first feeds every live record to `Broker::restore`, then, forever,
+//! applies what the broker reports changed (`Broker::poll_persist`: put, delete, delete a
+//! session's keys, reset) whenever a socket task signals activity, outside the broker's
+//! lock (flash is slow). Restoring in the same task lets its buffer share that task's
+//! memory with the buffers of the writes that follow. Deleted keys leave tombstones
 //! in flash; once they take half the store (or it is full), [`run`] erases it and has the
 //! broker write its live state again (`Broker::persist_rewrite`).
 //!
@@ -23,7 +25,8 @@ use embassy_sync::blocking_mutex::raw::CriticalSectionRawMutex;
 use embassy_sync::signal::Signal;
 use embedded_storage_async::nor_flash::NorFlash;
 use fulmar_core::broker::PersistOp;
-pub use fulmar_flash_store::{KEY_MAX, Store};
+pub use fulmar_flash_store::KEY_MAX;
+use fulmar_flash_store::Store;
 
 use crate::capacity::PACKET;
 use crate::server::{now, with};
@@ -40,17 +43,40 @@ type Error<F> =
 
 /// Set when the broker may have changes to persist.
 static CHANGED: Signal<CriticalSectionRawMutex, ()> = Signal::new();
+/// Set once [`run`] has restored what the store holds (or found it cannot).
+static RESTORED: Signal<CriticalSectionRawMutex, ()> = Signal::new();
 
 /// Tells [`run`] the broker processed input (it may have durable changes).
 pub(crate) fn changed() {
     CHANGED.signal(());
 }
 
-/// The store over `range` of `flash` (whole erase pages, at least two), with every live
-/// record it holds fed to the broker; call before the socket tasks start. `None` if the
-/// range does not suit the flash. A store found damaged beyond repair is erased (and the
-/// broker asked to write what it restored so far again).
-pub async fn open<F: NorFlash>(flash: F, range: Range<u32>) -> Option<Store<F>> {
+/// Persists the broker in `range` of `flash` (whole erase pages, at least two), forever:
+/// restores what the store holds, signals [`restored`], then writes the broker's changes.
+/// Run it in its own task, started after `server::start`.
+pub async fn run<F: NorFlash>(flash: F, range: Range<u32>) -> ! {
+    let store = open(flash, range).await;
+    RESTORED.signal(());
+    match store {
+        Some(store) => write_changes(store).await,
+        // Nothing can be written: the broker's changes pile up to its bound, then it only
+        // keeps asking for a reset.
+        None => loop {
+            core::future::pending::<()>().await;
+        },
+    }
+}
+
+/// Returns once [`run`] has restored the persisted state into the broker: a board waits for
+/// it before it starts serving clients.
+pub async fn restored() {
+    RESTORED.wait().await;
+}
+
+/// The store over `range` of `flash`, with every live record it holds fed to the broker;
+/// `None` if the range does not suit the flash. A store found damaged beyond repair is
+/// erased (and the broker asked to write what it restored so far again).
+async fn open<F: NorFlash>(flash: F, range: Range<u32>) -> Option<Store<F>> {
     let Ok(mut store) = Store::new(flash, range) else {
         warn!("persistence: the flash range is not whole erase pages, at least two");
         return None;
@@ -80,8 +106,8 @@ pub async fn open<F: NorFlash>(flash: F, range: Range<u32>) -> Option<Store<F>> 
     Some(store)
 }
 
-/// Writes the broker's durable changes to `store`, forever. Run it in its own task.
-pub async fn run<F: NorFlash>(mut store: Store<F>) -> ! {
+/// Writes the broker's durable changes to `store`, forever.
+async fn write_changes<F: NorFlash>(mut store: Store<F>) -> ! {
     let mut rendered = [0u8; RECORD];
     let mut work = [0u8; WORK];
     // Set from a rewrite's request until the broker has reported everything: a store full

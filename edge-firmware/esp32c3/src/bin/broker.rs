@@ -107,8 +107,8 @@ async fn start_persistence(spawner: &Spawner, flash: esp_hal::peripherals::FLASH
     type Flash = BlockingAsync<FlashStorage<'static>>;
 
     #[embassy_executor::task]
-    async fn persist_task(store: persist::Store<Flash>) -> ! {
-        persist::run(store).await
+    async fn persist_task(flash: Flash, range: core::ops::Range<u32>) -> ! {
+        persist::run(flash, range).await
     }
 
     let mut flash = FlashStorage::new(flash);
@@ -138,9 +138,8 @@ async fn start_persistence(spawner: &Spawner, flash: esp_hal::peripherals::FLASH
     );
     // Flash operations block (the ROM routines run with the cache off); an erase of a
     // 4 KiB sector takes tens of milliseconds, during which nothing else runs.
-    if let Some(store) = persist::open(BlockingAsync::new(flash), range).await {
-        spawner.spawn(persist_task(store).expect("one persistence task"));
-    }
+    spawner.spawn(persist_task(BlockingAsync::new(flash), range).expect("one persistence task"));
+    persist::restored().await;
 }
 
 /// Connects to the network and reconnects whenever the link drops.

@@ -75,17 +75,16 @@ async fn start_persistence(spawner: &Spawner) {
     use fulmar_qemu_mps2::flash::{self, FileFlash};
 
     #[embassy_executor::task]
-    async fn persist_task(store: persist::Store<FileFlash>) -> ! {
-        persist::run(store).await
+    async fn persist_task(flash: FileFlash) -> ! {
+        persist::run(flash, 0..flash::SIZE).await
     }
 
     let Ok(file) = FileFlash::open() else {
         defmt::warn!("no flash file: nothing will be persisted");
         return;
     };
-    if let Some(store) = persist::open(file, 0..flash::SIZE).await {
-        spawner.spawn(persist_task(store).expect("one persistence task"));
-    }
+    spawner.spawn(persist_task(file).expect("one persistence task"));
+    persist::restored().await;
 }
 
 // cortex-m-rt requires these handlers to be declared `unsafe fn`; their bodies are safe.

@@ -100,13 +100,12 @@ async fn start_persistence(
     use fulmar_firmware::persist;
 
     #[embassy_executor::task]
-    async fn persist_task(store: persist::Store<Flash<'static>>) -> ! {
-        persist::run(store).await
+    async fn persist_task(flash: Flash<'static>) -> ! {
+        persist::run(flash, PERSIST_RANGE).await
     }
 
-    if let Some(store) = persist::open(Flash::new(flash, Irqs), PERSIST_RANGE).await {
-        spawner.spawn(persist_task(store).expect("one persistence task"));
-    }
+    spawner.spawn(persist_task(Flash::new(flash, Irqs)).expect("one persistence task"));
+    persist::restored().await;
 }
 
 /// 400 MHz from the internal oscillator (the Nucleo has no crystal fitted on HSE by
