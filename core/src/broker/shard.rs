@@ -373,6 +373,12 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
         if !self.is_peer(from.0) {
             return Err(ForwardError::Invalid);
         }
+        // Routing trusts a stored message's topic: a copy's was checked by the shard it
+        // was published to, but this is the host's word.
+        if crate::topic::TopicName::new(forward.topic, &crate::topic::TopicLimits::DEFAULT).is_err()
+        {
+            return Err(ForwardError::Invalid);
+        }
         let properties = crate::codec::properties::publish_properties_from_wire(forward.properties)
             .map_err(|_| ForwardError::Invalid)?;
         let message = self

@@ -574,13 +574,27 @@ impl<S: RouterStorage> Router<S> {
         scope: Scope<'_>,
         mut emit: impl FnMut(Match),
     ) {
-        let Some(root) = self.root else { return };
+        self.walk_from_root(topic, publisher, scope, &mut emit);
+    }
+
+    /// Walks the trie for `topic`, reporting matches to `emit`; returns how many nodes
+    /// reported any.
+    fn walk_from_root(
+        &self,
+        topic: &TopicName<'_>,
+        publisher: Option<SessionId>,
+        scope: Scope<'_>,
+        emit: &mut impl FnMut(Match),
+    ) -> u32 {
+        let Some(root) = self.root else { return 0 };
         let ctx = Walk {
             topic: topic.as_str(),
             publisher,
             scope,
+            emitting_nodes: Cell::new(0),
         };
-        self.walk(root, Some(topic.as_str()), true, &ctx, &mut emit);
+        self.walk(root, Some(topic.as_str()), true, &ctx, emit);
+        ctx.emitting_nodes.get()
     }
 
     /// The deliveries for a message on `topic`: [`Router::route`]'s matches merged per
@@ -605,7 +619,7 @@ impl<S: RouterStorage> Router<S> {
     ) -> Result<(), CapacityError> {
         out.truncate(0);
         let mut result = Ok(());
-        self.route_scoped(topic, publisher, scope, |m| {
+        let nodes = self.walk_from_root(topic, publisher, scope, &mut |m: Match| {
             if result.is_err() {
                 return;
             }
@@ -623,7 +637,11 @@ impl<S: RouterStorage> Router<S> {
             });
         });
         result?;
-        merge_per_session(out);
+        // A node holds one subscription per session, so the matches of a single node (a
+        // fan-out's usual case) have nothing to merge, and need no sort by session.
+        if nodes > 1 {
+            merge_per_session(out);
+        }
         Ok(())
     }
 
@@ -672,6 +690,14 @@ impl<S: RouterStorage> Router<S> {
             Scope::Forwarded { group, is_local } => (group.is_none(), group, Some(is_local)),
         };
         let mut cursor = if plain { node.subs.get() } else { None };
+        let mut emitted = false;
+        let mut emit = |m: Match| {
+            if !emitted {
+                emitted = true;
+                ctx.emitting_nodes.set(ctx.emitting_nodes.get() + 1);
+            }
+            emit(m);
+        };
         while let Some(handle) = cursor {
             let Some(sub) = self.subs.get(handle) else {
                 break;
@@ -1143,6 +1169,8 @@ struct Walk<'t> {
     topic: &'t str,
     publisher: Option<SessionId>,
     scope: Scope<'t>,
+    /// Nodes that reported a match so far.
+    emitting_nodes: Cell<u32>,
 }
 
 /// Merges the plain deliveries of each session into one (sorted by session), keeping

@@ -368,6 +368,12 @@ mod model {
                 expected.sort_unstable();
                 let got = matched(&router, t);
                 prop_assert_eq!(&got[..], &expected[..], "topic {:?}", t);
+                // Merged per session, whether one node matched or several.
+                expected.dedup();
+                let mut merged: std::vec::Vec<u32> =
+                    deliveries(&router, t, None).iter().map(|d| d.session.0).collect();
+                merged.sort_unstable();
+                prop_assert_eq!(&merged[..], &expected[..], "deliveries of {:?}", t);
             }
         }
     }
