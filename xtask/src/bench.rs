@@ -15,7 +15,12 @@
 //!   where it is 20 000), minus its VmRSS before they opened, per connection.
 //!
 //! fulmar runs twice: with persistence off (`fulmar`, like the peers) and with durable
-//! persistence on (`fulmar+disk`: `--sync batch`, a fresh data directory per run).
+//! persistence on (`fulmar+disk`: `--sync batch`, a fresh data directory per run); on
+//! request a third time with two broker shards (`--brokers ...,fulmar+2shards`).
+//!
+//! A second table gives each broker's CPU time (user + system, /proc/PID/stat) per million
+//! delivered messages in the throughput rows: what a message costs the broker, whatever
+//! share of the cores the load tool left it.
 //!
 //! The peers: Mosquitto from the Debian package (`mosquitto`), with its defaults except
 //! persistence off, its own port and config file; rumqttd 0.20 from crates.io, installed
@@ -61,6 +66,9 @@ enum Broker {
     FulmarDurable,
     Mosquitto,
     Rumqttd,
+    /// Persistence off, two broker shards (`runtime.shards = 2`): what a second routing
+    /// task costs and gains here. Only when asked for (`--brokers`).
+    FulmarShards,
 }
 
 const BROKERS: [Broker; 4] = [
@@ -70,11 +78,21 @@ const BROKERS: [Broker; 4] = [
     Broker::Rumqttd,
 ];
 
+/// Every broker `--brokers` may name.
+const KNOWN: [Broker; 5] = [
+    Broker::Fulmar,
+    Broker::FulmarDurable,
+    Broker::Mosquitto,
+    Broker::Rumqttd,
+    Broker::FulmarShards,
+];
+
 /// The ratio columns: (ours, theirs).
-const COMPARISONS: [(Broker, Broker); 3] = [
+const COMPARISONS: [(Broker, Broker); 4] = [
     (Broker::Fulmar, Broker::Mosquitto),
     (Broker::Fulmar, Broker::Rumqttd),
     (Broker::FulmarDurable, Broker::Mosquitto),
+    (Broker::FulmarShards, Broker::Fulmar),
 ];
 
 impl Broker {
@@ -84,6 +102,7 @@ impl Broker {
             Broker::FulmarDurable => "fulmar+disk",
             Broker::Mosquitto => "mosquitto",
             Broker::Rumqttd => "rumqttd",
+            Broker::FulmarShards => "fulmar+2shards",
         }
     }
 }
@@ -168,7 +187,7 @@ pub(crate) fn help() -> String {
          --idle N         idle connections for the memory row (default: the hard open-file\n                   \
          limit less {OWN_FILES}, here {})\n  \
          --only NAMES     run only scenarios whose name contains one of NAMES (e.g. fan-in,idle)\n  \
-         --brokers NAMES  brokers to run, from fulmar,fulmar+disk,mosquitto,rumqttd (default all)\n",
+         --brokers NAMES  brokers to run, from fulmar,fulmar+disk,mosquitto,rumqttd (the\n                   default) and fulmar+2shards (runtime.shards = 2)\n",
         default_idle()
     )
 }
@@ -203,7 +222,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
                 options.brokers = value()?
                     .split(',')
                     .map(|name| {
-                        BROKERS
+                        KNOWN
                             .into_iter()
                             .find(|b| b.name() == name)
                             .ok_or_else(|| format!("unknown broker `{name}`"))
@@ -632,8 +651,17 @@ fn measure_once(
     let outcome = if scenario.measure == Measure::IdleMemory {
         measure_idle(&mut running, command)
     } else {
+        let pid = running.child.id();
+        let before = cpu_ticks(pid);
         let lines = run_bench(command, None)?;
-        Ok(result_fields(&lines))
+        let used = cpu_ticks(pid)
+            .zip(before)
+            .map(|(after, before)| after - before);
+        let mut outcome = result_fields(&lines);
+        if let (Outcome::Measured(fields), Some(ticks)) = (&mut outcome, used) {
+            fields.push(("cpu_ticks".to_owned(), ticks.to_string()));
+        }
+        Ok(outcome)
     };
     running.stop();
     outcome
@@ -784,7 +812,7 @@ fn start_broker(
     listen: Listen<'_>,
 ) -> Result<Running, String> {
     let mut command = match broker {
-        Broker::Fulmar | Broker::FulmarDurable => {
+        Broker::Fulmar | Broker::FulmarDurable | Broker::FulmarShards => {
             let mut command = unlimited(&bins.fulmar);
             match listen {
                 Listen::Tcp => command.args(["--listen", &format!("127.0.0.1:{port}")]),
@@ -795,7 +823,9 @@ fn start_broker(
                 }
             };
             command.args(["--log", "warn", "--max-connections", "30000"]);
-            if broker == Broker::Fulmar {
+            if broker == Broker::FulmarShards {
+                command.args(["--persistence", "false", "--set", "runtime.shards=2"]);
+            } else if broker == Broker::Fulmar {
                 command.args(["--persistence", "false"]);
             } else {
                 // A fresh directory: a run must not replay the previous run's state.
@@ -989,6 +1019,34 @@ fn free_port() -> Result<u16, String> {
         .map_err(|e| format!("cannot find a free port: {e}"))
 }
 
+/// CPU time process `pid` has used so far (user and system, all threads), in clock ticks
+/// (fields 14 and 15 of /proc/PID/stat); `None` if it cannot be read.
+fn cpu_ticks(pid: u32) -> Option<u64> {
+    parse_cpu_ticks(&fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+fn parse_cpu_ticks(stat: &str) -> Option<u64> {
+    // The command name (field 2) is in parentheses and may hold spaces: count from after
+    // its closing parenthesis, where field 3 starts.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace().skip(11);
+    let user: u64 = fields.next()?.parse().ok()?;
+    let system: u64 = fields.next()?.parse().ok()?;
+    Some(user + system)
+}
+
+/// Clock ticks per second of /proc's CPU times (`getconf CLK_TCK`; 100 on Linux when it
+/// cannot be asked).
+fn ticks_per_second() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|out| String::from_utf8(out.stdout).ok())
+        .and_then(|text| text.trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
 /// Resident memory of process `pid`, in bytes (`VmRSS` of /proc/PID/status).
 fn vm_rss(pid: u32) -> Result<u64, String> {
     let path = format!("/proc/{pid}/status");
@@ -1096,6 +1154,54 @@ fn render(brokers: &[Broker], rows: &[(Scenario, Vec<Outcome>)]) -> String {
          (\"at N/s offered\"), twice at most, and a cell still lossy gets no ratio. Latency: p99 end to end; memory: VmRSS \
          growth per idle connection. Ratios above 1× favour fulmar.\n",
     );
+    out.push_str(&cpu_table(brokers, &columns, rows, ticks_per_second()));
+    out
+}
+
+/// The second table: CPU time each broker process used per million messages it delivered
+/// in the throughput rows — what a message costs, which does not depend on how the load
+/// tool shares the cores with the broker. `ticks`: /proc's clock ticks per second.
+fn cpu_table(
+    brokers: &[Broker],
+    columns: &[(usize, usize)],
+    rows: &[(Scenario, Vec<Outcome>)],
+    ticks: f64,
+) -> String {
+    let per_million = |o: &Outcome| {
+        let delivered = o.field("delivered").filter(|d| *d > 0.0)?;
+        Some(o.field("cpu_ticks")? / ticks / delivered * 1e6)
+    };
+    let mut out =
+        String::from("\nBroker CPU seconds (user + system) per million delivered messages:\n\n");
+    let mut header: Vec<String> = vec!["scenario".to_owned()];
+    header.extend(brokers.iter().map(|b| b.name().to_owned()));
+    header.extend(
+        columns
+            .iter()
+            .map(|&(o, t)| format!("{} vs {}", brokers[o].name(), brokers[t].name())),
+    );
+    let _ = writeln!(out, "| {} |", header.join(" | "));
+    let _ = writeln!(out, "|---|{}", "---:|".repeat(header.len() - 1));
+    for (scenario, outcomes) in rows {
+        if scenario.measure != Measure::Throughput {
+            continue;
+        }
+        let mut cells = vec![scenario.name.clone()];
+        cells.extend(
+            outcomes
+                .iter()
+                .map(|o| per_million(o).map_or("-".to_owned(), |s| format!("{s:.2} s"))),
+        );
+        for &(o, t) in columns {
+            // Less CPU is better, as with latency.
+            cells.push(ratio(
+                Measure::Latency,
+                per_million(&outcomes[o]),
+                per_million(&outcomes[t]),
+            ));
+        }
+        let _ = writeln!(out, "| {} |", cells.join(" | "));
+    }
     out
 }
 
@@ -1110,6 +1216,13 @@ mod tests {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
         )
+    }
+
+    #[test]
+    fn reads_cpu_ticks_past_a_command_name_with_spaces() {
+        let stat = "4242 (fulmar (x) y) S 1 4242 4242 0 -1 4194560 900 0 0 0 250 75 0 0 20 0 3";
+        assert_eq!(parse_cpu_ticks(stat), Some(325));
+        assert_eq!(parse_cpu_ticks("4242 (x) S 1"), None);
     }
 
     #[test]
