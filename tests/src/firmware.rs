@@ -17,6 +17,9 @@ use std::time::{Duration, Instant};
 
 use crate::free_port;
 
+#[path = "../../xtask/src/trim_paths.rs"]
+mod trim_paths;
+
 /// How long the firmware gets to boot and answer a CONNECT (build time comes before).
 pub const BOOT_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -52,7 +55,13 @@ pub fn firmware_elf() -> &'static Path {
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| env!("CARGO").into());
         let target_dir = firmware_target_dir();
         let status = Command::new(cargo)
-            .args(["build", "--release"])
+            // The flags `cargo xtask` builds the firmware with, so either build serves both.
+            .args([
+                "--config",
+                &trim_paths::config(root()),
+                "build",
+                "--release",
+            ])
             .current_dir(root().join("edge-firmware").join("qemu-mps2"))
             .env("CARGO_TARGET_DIR", &target_dir)
             // The board's own .cargo/config.toml picks the target; a host-side override

@@ -262,9 +262,12 @@ fn firmware_target_dir(ctx: &Ctx) -> PathBuf {
     ctx.target_dir.join("firmware")
 }
 
-/// `cargo args...` in the QEMU board's folder (its `.cargo/config.toml` names the target).
+/// `cargo args...` in the QEMU board's folder (its `.cargo/config.toml` names the target),
+/// with source paths relative to the repository and the registry (`trim_paths`: firmware
+/// sizes independent of where the checkout is).
 fn firmware_cargo(ctx: &Ctx, args: &[&str]) -> Command {
-    let mut command = ctx.cargo(args);
+    let mut command = ctx.cargo(["--config", &crate::trim_paths::config(&ctx.root)]);
+    command.args(args);
     command
         .current_dir(ctx.root.join(QEMU_BOARD))
         .env("CARGO_TARGET_DIR", firmware_target_dir(ctx));

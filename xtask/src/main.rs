@@ -27,6 +27,7 @@ mod report;
 mod setup;
 mod size;
 mod test;
+mod trim_paths;
 
 use std::process::ExitCode;
 

@@ -38,8 +38,12 @@ pub const UPLINK_SOCKETS: usize = if cfg!(feature = "uplink") {
 };
 /// Sessions: the clients' and the bridges'.
 pub const SESSIONS: usize = CLIENTS + UPLINKS;
-/// Sockets listening beyond [`CLIENTS`] (see the module documentation).
-pub const SPARE_SOCKETS: usize = 2;
+/// Sockets listening beyond [`CLIENTS`] (see the module documentation): two, so that a
+/// client refused over the limit and one reconnecting at the same moment both find a
+/// listening socket. One with `lean-sockets` (each socket is 1.4 KB of RAM with its task,
+/// smoltcp slot and broker connection): the second of two such events at once then gets a
+/// TCP reset while the first one's socket closes, and its client tries again.
+pub const SPARE_SOCKETS: usize = if cfg!(feature = "lean-sockets") { 1 } else { 2 };
 /// TCP sockets, and so broker connections and socket tasks.
 pub const SOCKETS: usize = CLIENTS + SPARE_SOCKETS;
 /// Subscriptions, all clients together.
@@ -50,7 +54,15 @@ pub const RETAINED: usize = 32;
 pub const PACKET: usize = 2048;
 /// TCP receive ring of each socket: the window a client may send ahead. 256 bytes (a few
 /// small PUBLISHes): `fulmar bench` on the QEMU board measured it within the noise of 512.
-pub const SOCKET_RX: usize = 256;
+/// 128 with `lean-sockets` (1.3 KB less for ten sockets): a client then sends one or two
+/// small PUBLISHes per round trip (about 0.6 MB/s per client on a LAN's 0.2 ms) and a
+/// larger packet in 128-byte steps, each waiting for the firmware's window update (sent at
+/// once when a full window is read).
+pub const SOCKET_RX: usize = if cfg!(feature = "lean-sockets") {
+    128
+} else {
+    256
+};
 /// Each socket's own buffer for received bytes the core has not consumed yet (a packet not
 /// complete yet, or one held back by backpressure). Most packets fit (a CONNECT, a
 /// SUBSCRIBE, an acknowledgment, a sensor reading with its topic); a larger one is
