@@ -149,6 +149,8 @@ fn a_message_too_large_for_upstream_is_forgotten_and_counted() {
         .unwrap();
     assert!(sim.broker.bridge_oversized(bridge, big));
     assert_eq!(sim.broker.stats().messages_oversized, 1);
+    // Shown to the user with the bridge's other drops.
+    assert_eq!(sim.broker.bridge_dropped(bridge), 1);
     sim.broker.bridge_rewind(bridge);
     let next = sim
         .broker

@@ -5,7 +5,9 @@
 //! down — even across a power cut of the board — arrive once it is back, in order, up to
 //! the bridge's bound, counted on the bridge's `$SYS` topic. A 5.0 uplink forwards the 5.0
 //! properties a board client published with. An upstream host name that does not resolve is retried while the
-//! board serves its own clients.
+//! board serves its own clients. A message too large for upstream is dropped and counted
+//! rather than blocking the backlog: against a 5.0 `fulmar` that announces its limit, and
+//! against a 3.1.1 Mosquitto that closes the connection instead.
 //!
 //! Each test boots its own board and upstream; every wait is bounded.
 
@@ -231,7 +233,7 @@ fn readings_taken_while_upstream_is_down_arrive_in_order_up_to_the_bound() {
     drops.expect_line(WAIT, |line| line == format!("{topic} 2"));
     wait_log(
         &bridged.board,
-        "uplink: backlog full while upstream is away: 2 messages dropped since boot",
+        "uplink: 2 messages dropped since boot (backlog full while upstream was away",
     );
 
     bridged.upstream_back();
@@ -479,6 +481,60 @@ fn a_message_larger_than_upstream_takes_is_dropped_and_the_uplink_goes_on() {
         "the uplink was closed:\n{}",
         board.decoded_log()
     );
+}
+
+/// A 3.1.1 upstream announces no packet size limit, and Mosquitto with `max_packet_size`
+/// closes the connection on a larger PUBLISH: the uplink would send that message again
+/// first after every reconnection, forever, and nothing after it would go. After upstream
+/// closed the connection three times with the same message unacknowledged
+/// (`uplink::CLOSES_BEFORE_DROP`), it is dropped and counted on the bridge's `$SYS` topic,
+/// and the readings after it go up in order. With `max-packet` set, such a message is
+/// dropped at once, without a reconnection.
+#[test]
+fn a_message_a_3_1_1_upstream_closes_the_connection_on_is_dropped_and_counted() {
+    let up_port = free_port();
+    let data = DataDir::new("mosquitto-small-packets");
+    let conf = data.write(
+        "mosquitto.conf",
+        &format!("listener {up_port} 127.0.0.1\nallow_anonymous true\nmax_packet_size 512\n"),
+    );
+    let mut command = Command::new("mosquitto");
+    command.args(["-c", conf.to_str().expect("UTF-8 temporary path")]);
+    let _mosquitto = Lines::spawn(command);
+    fulmar_tests::wait_until(WAIT, || {
+        std::net::TcpStream::connect(("127.0.0.1", up_port)).is_ok()
+    });
+    let sub = subscriber(up_port, "mosquitto-sub", "sensors/#");
+    wait_subscribed(&sub, up_port);
+    let big = "x".repeat(1000);
+
+    let board = Board::boot_with_uplink(up_port, UPLINK);
+    let mut sent = vec![big.clone()];
+    sent.extend(readings("after-close", 3));
+    publish(board.port(), "sensors/t", &sent);
+    assert_eq!(collect(&sub, 3), lines_of(&sent[1..]));
+    let log = board.decoded_log();
+    assert_eq!(log.matches("uplink: connection lost").count(), 3, "{log}");
+    assert!(log.contains("dropped as too large for upstream"), "{log}");
+    let dropped = fulmar_tests::mosquitto_sub_lines(
+        board.port(),
+        &["-v", "-t", "$SYS/broker/bridge/fw-bridge-test/dropped"],
+    );
+    dropped.expect_line(WAIT, |line| line.ends_with("/dropped 1"));
+    drop(board);
+
+    let configured = UPLINK.replace("fw-bridge-test", "fw-max-packet") + "max-packet 512\n";
+    let board = Board::boot_with_uplink(up_port, &configured);
+    let mut sent = vec![big];
+    sent.extend(readings("after-limit", 2));
+    publish(board.port(), "sensors/t", &sent);
+    assert_eq!(collect(&sub, 2), lines_of(&sent[1..]));
+    let log = board.decoded_log();
+    assert!(
+        log.contains("larger than upstream's maximum packet size"),
+        "{log}"
+    );
+    assert!(!log.contains("uplink: connection lost"), "{log}");
 }
 
 /// Waits until the board has noticed that upstream is gone (its log says so), so what is

@@ -243,14 +243,20 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
         self.ack_for_host(bridge.0, token)
     }
 
-    /// The message `token` is larger than upstream's Maximum Packet Size, so it may never
-    /// be sent [MQTT-3.1.2-24]: forget it, counted in [`super::Stats::messages_oversized`]
-    /// like a message too large for a client. Sending it anyway would only get the
-    /// uplink closed, and the message sent again after every reconnection.
+    /// The message `token` is larger than upstream takes (its Maximum Packet Size
+    /// [MQTT-3.1.2-24], or what the host learnt otherwise), so it may never be sent: forget
+    /// it, counted in [`super::Stats::messages_oversized`] like a message too large for a
+    /// client, and in the bridge's [`Broker::bridge_dropped`]. Sending it anyway would only
+    /// get the uplink closed, and the message sent again after every reconnection.
     pub fn bridge_oversized(&mut self, bridge: BridgeId, token: u64) -> bool {
         let forgotten = self.ack_for_host(bridge.0, token);
         if forgotten {
             self.stats.messages_oversized += 1;
+            if let Some(SessionKind::Bridge { dropped, .. }) =
+                self.sessions.get_mut(bridge.0).map(|s| &mut s.kind)
+            {
+                *dropped = dropped.wrapping_add(1);
+            }
         }
         forgotten
     }
@@ -400,8 +406,9 @@ impl<S: BrokerStorage, H: Hooks> Broker<S, H> {
         }
     }
 
-    /// Messages the bridge's full backlog dropped (while its uplink was down) since it was
-    /// opened; wraps at `u32::MAX`. The host shows it to its user (a log, a `$SYS` topic).
+    /// Messages the bridge dropped since it was opened: those its full backlog dropped
+    /// while its uplink was down, and those too large for upstream
+    /// ([`Broker::bridge_oversized`]); wraps at `u32::MAX`. The host shows it to its user (a log, a `$SYS` topic).
     pub fn bridge_dropped(&self, bridge: BridgeId) -> u32 {
         self.sessions.get(bridge.0).map_or(0, |s| match s.kind {
             SessionKind::Bridge { dropped, .. } => dropped,

@@ -25,6 +25,16 @@
 //! a reconnection (even after a restart, with persistence), until PUBCOMP
 //! [MQTT-4.4.0-1]: upstream gets it exactly once.
 //!
+//! A message larger than upstream takes is dropped and counted with the backlog's drops
+//! (`Broker::bridge_oversized`) instead of sent: larger than a 5.0 upstream's Maximum
+//! Packet Size [MQTT-3.1.2-24] or than the `max-packet` setting. A 3.1.1 upstream
+//! declares no limit, and one that has one (Mosquitto's `max_packet_size`) closes the
+//! connection on a larger PUBLISH; the message would go again first after every
+//! reconnection, forever, and nothing after it would. So a message that is the oldest
+//! unacknowledged one when upstream closes an accepted connection [`CLOSES_BEFORE_DROP`]
+//! times in a row is dropped the same way (logged): set `max-packet` to drop such messages
+//! at once, without the reconnections.
+//!
 //! Messages from upstream (the `down` filters, subscribed at QoS 1 at most) enter the
 //! local broker through `Broker::bridge_publish`: never sent back up (the bridge's local
 //! subscriptions are No Local). Upstream's own session is persistent (Clean Session 0),
@@ -46,6 +56,9 @@
 //! # credentials upstream, if it wants them (none by default)
 //! username edge-1
 //! password secret
+//! # the largest packet upstream takes, in bytes (default: what a 5.0 upstream declares,
+//! # else no limit); larger messages are dropped, counted, instead of sent
+//! max-packet 1024
 //! # forward matching local messages, at most at this QoS (0, 1 or 2, default 1)
 //! up sensors/# 1
 //! # bring matching upstream messages down
@@ -80,9 +93,20 @@ const MIN_BACKOFF: Duration = Duration::from_millis(500);
 const MAX_BACKOFF: Duration = Duration::from_secs(8);
 /// Longest wait for the TCP connection and then for the CONNACK.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Times in a row upstream may close an accepted connection while the same message is the
+/// oldest it has not acknowledged, before that message is taken for one upstream refuses
+/// (too large for it) and dropped. Three: a restart of upstream, or a lost connection, in
+/// the middle of a message is not mistaken for a refusal, and the backlog waits for at
+/// most three reconnections (about 2 s: the backoff starts again from 0.5 s after each
+/// accepted connection).
+pub const CLOSES_BEFORE_DROP: u8 = 3;
 /// Longest wait for the DNS answer: a server that answers at all does within a second or
 /// two (smoltcp asks again after 1 s, then 2 s), and the backoff retries soon after.
 const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The smallest `max-packet`: room for a PUBLISH with a short topic and payload. (An
+/// upstream that takes less could not take the uplink's SUBSCRIBE either.)
+pub const MIN_MAX_PACKET: u32 = 64;
 
 /// Topic filters with the highest QoS used on each.
 pub type Filters<'a> = heapless::Vec<(&'a str, QoS), MAX_FILTERS>;
@@ -108,6 +132,10 @@ pub struct Config<'a> {
     pub username: Option<&'a str>,
     /// The password (without a user name, 3.1.1 cannot send one [MQTT-3.1.2-22]).
     pub password: Option<&'a str>,
+    /// The largest packet upstream takes, in bytes (`max-packet`), if the user knows it:
+    /// what a 3.1.1 upstream cannot say. A 5.0 upstream's Maximum Packet Size applies too
+    /// (the smaller one wins).
+    pub max_packet: Option<u32>,
     /// Local messages forwarded upstream.
     pub up: Filters<'a>,
     /// Upstream messages brought down.
@@ -124,7 +152,8 @@ pub enum ConfigError {
     BadAddress,
     /// A setting has no value.
     MissingValue,
-    /// A number is out of range: keep-alive 1 to 65 535, QoS 0 to 2, protocol 3.1.1 or 5.
+    /// A number is out of range: keep-alive 1 to 65 535, QoS 0 to 2, protocol 3.1.1 or 5,
+    /// max-packet at least [`MIN_MAX_PACKET`].
     BadNumber,
     /// More than [`MAX_FILTERS`] filters in one direction.
     TooManyFilters,
@@ -145,6 +174,7 @@ impl<'a> Config<'a> {
             protocol: ProtocolVersion::V3_1_1,
             username: None,
             password: None,
+            max_packet: None,
             up: Filters::new(),
             down: Filters::new(),
         };
@@ -174,6 +204,10 @@ impl<'a> Config<'a> {
                 // Not 0 (no keep-alive): the uplink needs its pings to find a dead link.
                 "keep-alive" => match value?.parse() {
                     Ok(seconds) if seconds > 0 => config.keep_alive = seconds,
+                    _ => return Err(ConfigError::BadNumber),
+                },
+                "max-packet" => match value?.parse() {
+                    Ok(bytes) if bytes >= MIN_MAX_PACKET => config.max_packet = Some(bytes),
                     _ => return Err(ConfigError::BadNumber),
                 },
                 "up" | "down" => {
@@ -298,6 +332,9 @@ pub async fn run(stack: Stack<'static>, config: Config<'static>) -> ! {
     let mut inbox = Inbox::new();
     let mut backoff = MIN_BACKOFF;
     let mut dropped_shown = None;
+    // The oldest message upstream had not acknowledged when it closed accepted
+    // connections, and how many times in a row (see CLOSES_BEFORE_DROP).
+    let mut suspect: Option<(u64, u8)> = None;
     loop {
         report_drops(bridge, config.client_id, &mut dropped_shown);
         stack.wait_config_up().await;
@@ -322,8 +359,9 @@ pub async fn run(stack: Stack<'static>, config: Config<'static>) -> ! {
             last_sent: Instant::now(),
             last_heard: Instant::now(),
             window: WINDOW,
-            max_packet: usize::MAX,
+            max_packet: config.max_packet.map_or(usize::MAX, |bytes| bytes as usize),
             up: false,
+            dropped_shown: &mut dropped_shown,
         };
         let end = match upstream {
             Err(end) => end,
@@ -331,11 +369,30 @@ pub async fn run(stack: Stack<'static>, config: Config<'static>) -> ! {
             Ok(_) => End::Socket,
         };
         let was_up = link.up;
+        // Tokens follow publish order: the smallest in flight is the oldest.
+        let oldest = link.inflight.iter().map(|(_, token)| *token).min();
         link.inbox.clear();
         let mut socket = link.socket;
+        let refused = if was_up {
+            refused_message(
+                &mut suspect,
+                (end == End::Socket).then_some(oldest).flatten(),
+            )
+        } else {
+            None
+        };
         // Whatever upstream did not acknowledge goes out again, first, next time; until
         // then the queue is the bounded store-and-forward backlog.
         with(|state| {
+            if let Some(token) = refused {
+                defmt::warn!(
+                    "uplink: upstream closed the connection {=u8} times with the same message \
+                     unacknowledged: dropped as too large for upstream (set max-packet)",
+                    CLOSES_BEFORE_DROP
+                );
+                // Before the rewind: it takes a message handed out.
+                state.broker.bridge_oversized(bridge, token);
+            }
             state.broker.bridge_rewind(bridge);
             state.broker.bridge_online(bridge, false);
             dispatch(state);
@@ -358,6 +415,24 @@ pub async fn run(stack: Stack<'static>, config: Config<'static>) -> ! {
     }
 }
 
+/// Counts a closing of an accepted connection by upstream with `oldest` the oldest message
+/// it had not acknowledged (`None`: closed for another reason, or nothing unacknowledged),
+/// and returns that message's token when this is the [`CLOSES_BEFORE_DROP`]th time in a
+/// row: upstream refuses it.
+fn refused_message(suspect: &mut Option<(u64, u8)>, oldest: Option<u64>) -> Option<u64> {
+    *suspect = match (*suspect, oldest) {
+        (Some((token, closes)), Some(oldest)) if token == oldest => Some((token, closes + 1)),
+        (_, oldest) => oldest.map(|token| (token, 1)),
+    };
+    match *suspect {
+        Some((token, closes)) if closes >= CLOSES_BEFORE_DROP => {
+            *suspect = None;
+            Some(token)
+        }
+        _ => None,
+    }
+}
+
 /// Longest `$SYS/broker/bridge/<client-id>/dropped` topic: a longer client id goes
 /// without the topic (the warning still says the count).
 const DROPPED_TOPIC: usize = 96;
@@ -376,7 +451,8 @@ fn report_drops(bridge: BridgeId, name: &str, shown: &mut Option<u32>) {
         *shown = Some(dropped);
         if dropped > 0 {
             defmt::warn!(
-                "uplink: backlog full while upstream is away: {=u32} messages dropped since boot",
+                "uplink: {=u32} messages dropped since boot (backlog full while upstream was \
+                 away, or too large for upstream)",
                 dropped
             );
         }
@@ -439,7 +515,7 @@ async fn resolve(stack: Stack<'static>, config: &Config<'_>) -> Result<IpEndpoin
 }
 
 /// One connection upstream.
-struct Link<'s, 'c> {
+struct Link<'s, 'c, 'd> {
     socket: TcpSocket<'s>,
     bridge: BridgeId,
     config: &'c Config<'c>,
@@ -453,11 +529,13 @@ struct Link<'s, 'c> {
     /// Messages that may be in flight: [`WINDOW`], or less if a 5.0 upstream's Receive
     /// Maximum says so [MQTT-3.3.4-9].
     window: usize,
-    /// The largest packet upstream takes: a 5.0 upstream's Maximum Packet Size, else no
-    /// limit.
+    /// The largest packet upstream takes: the smaller of a 5.0 upstream's Maximum Packet
+    /// Size and the `max-packet` setting, else no limit.
     max_packet: usize,
     /// Whether upstream accepted the connection (CONNACK 0).
     up: bool,
+    /// The bridge's drop count last shown to the user (`report_drops`).
+    dropped_shown: &'d mut Option<u32>,
 }
 
 /// What the uplink waited for besides its wake signal and timer.
@@ -476,7 +554,7 @@ enum Wrote<R> {
     NoRoom,
 }
 
-impl Link<'_, '_> {
+impl Link<'_, '_, '_> {
     /// CONNECT, CONNACK, SUBSCRIBE, then forward and receive until the connection ends.
     async fn serve(&mut self, upstream: IpEndpoint) -> End {
         // 5.0: the session outlives the connection only with a Session Expiry Interval
@@ -537,7 +615,8 @@ impl Link<'_, '_> {
                         self.window = WINDOW.min(usize::from(maximum)).max(1);
                     }
                     if let Some(maximum) = ack.properties.maximum_packet_size() {
-                        self.max_packet = usize::try_from(maximum).unwrap_or(usize::MAX);
+                        let maximum = usize::try_from(maximum).unwrap_or(usize::MAX);
+                        self.max_packet = self.max_packet.min(maximum);
                     }
                     self.inbox.consume(used);
                     return if code.is_error() {
@@ -687,7 +766,7 @@ impl Link<'_, '_> {
                         );
                         state.broker.bridge_oversized(bridge, token);
                         dispatch(state);
-                        return Wrote::Done(0, Some((token, None)));
+                        return Wrote::Done(0, Some((token, None, true)));
                     }
                     let written = packet.encode(version, buf);
                     let acked = qos_pid == QoSPid::AtMostOnce || written.is_err();
@@ -706,16 +785,19 @@ impl Link<'_, '_> {
                         }
                         _ => None,
                     };
-                    Wrote::Done(written.unwrap_or(0), Some((token, in_flight)))
+                    Wrote::Done(written.unwrap_or(0), Some((token, in_flight, false)))
                 })
             })
             .await?;
         match sent {
             None => Ok(false),
-            Some((token, in_flight)) => {
+            Some((token, in_flight, oversized)) => {
                 if let Some(id) = in_flight {
                     // Room is checked by the caller: the push cannot fail.
                     let _ = self.inflight.push((id, token));
+                }
+                if oversized {
+                    report_drops(bridge, self.config.client_id, self.dropped_shown);
                 }
                 Ok(true)
             }
