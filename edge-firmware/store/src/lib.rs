@@ -130,9 +130,10 @@ impl<F: NorFlash> Store<F> {
         })
     }
 
-    /// Stores `value` under `key`, replacing its value. `value` must not be empty (an empty
-    /// value is how a deletion is stored; the core's values never are: a version byte
-    /// leads them).
+    /// Stores `value` under `key`, replacing its value; writes nothing if that is its
+    /// value already (a sensor retaining the same reading again and again would otherwise
+    /// wear the flash for nothing). `value` must not be empty (an empty value is how a
+    /// deletion is stored; the core's values never are: a version byte leads them).
     pub async fn put(
         &mut self,
         work: &mut [u8],
@@ -140,6 +141,10 @@ impl<F: NorFlash> Store<F> {
         value: &[u8],
     ) -> Result<(), Error<F::Error>> {
         let key = Key::from_slice(key).map_err(|_| Error::KeyTooLong)?;
+        let newest = self.map.fetch_item::<Versioned<'_>>(work, &key).await?;
+        if newest.is_some_and(|item| item.value == value) {
+            return Ok(());
+        }
         self.append(work, &key, value).await
     }
 

@@ -102,6 +102,12 @@ fn put_overwrite_delete_and_session_delete_survive_restarts_exactly() {
         before,
         "nothing to delete, nothing written"
     );
+    put(&mut store, &mut model, b"Rconfig/mode", b"\x01normal");
+    assert_eq!(
+        items(&mut store),
+        before,
+        "the same value again: nothing written"
+    );
     // A session and everything it held.
     delete_prefix(&mut store, &mut model, b"S\x02k1");
     assert_eq!(restored(&mut store), model);
