@@ -16,7 +16,7 @@
 //! | subscriptions / trie nodes and their levels' text | [`SUBSCRIPTIONS`] / 96 | 64 × 32 + 96 × 32 + 1 152 |
 //! | hash indexes: the router's children and subscriptions, its subscribing sessions, client ids, retained topics | 2 × 128, 16, 16, 64 places | 8 per place |
 //! | message bytes (topics, payloads, properties) | 8 KiB | 8 192 |
-//! | per socket: TCP rings + inbox | [`SOCKET_RX`] + [`SOCKET_TX`] + [`INBOX`] | 10 × 640 |
+//! | per socket: TCP rings + inbox | [`SOCKET_RX`] + [`SOCKET_TX`] + [`INBOX`] | 10 × 640 (`lean-sockets`: 9 × 512) |
 //! | shared buffer for larger received packets | [`LARGE_BUFFERS`] × [`PACKET`] | 1 × 2 048 |
 //! | the uplink (feature `uplink`): TCP rings + inbox | [`SOCKET_RX`] + [`UPLINK_TX`] + [`INBOX`] | 2 688 |
 //!
@@ -54,10 +54,11 @@ pub const RETAINED: usize = 32;
 pub const PACKET: usize = 2048;
 /// TCP receive ring of each socket: the window a client may send ahead. 256 bytes (a few
 /// small PUBLISHes): `fulmar bench` on the QEMU board measured it within the noise of 512.
-/// 128 with `lean-sockets` (1.3 KB less for ten sockets): a client then sends one or two
+/// 128 with `lean-sockets` (128 bytes less per socket): a client then sends one or two
 /// small PUBLISHes per round trip (about 0.6 MB/s per client on a LAN's 0.2 ms) and a
 /// larger packet in 128-byte steps, each waiting for the firmware's window update (sent at
-/// once when a full window is read).
+/// once when a full window is read). The uplink's receive ring is the same size: what comes
+/// down from upstream comes in steps of it too.
 pub const SOCKET_RX: usize = if cfg!(feature = "lean-sockets") {
     128
 } else {
