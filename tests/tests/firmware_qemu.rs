@@ -341,6 +341,12 @@ fn retained_messages_and_persistent_sessions_survive_a_restart() {
     publish(&first, "-q 1 -r -t config/mode -m normal");
     publish(&first, "-q 1 -r -t config/old -m stale");
     publish(&first, "-q 1 -r -t config/old -n");
+    // A persistent session ended by a clean-session connection: its keys are deleted.
+    let gone = "-V mqttv311 -c -i gone -q 1 -t gone/#";
+    subscribe(&first, "gone", gone, false).kill();
+    let (raw, code) = Raw::connect(&first, "gone", 4, true, None);
+    assert_eq!(code, 0);
+    drop(raw);
     let args = "-V mqttv311 -c -i keeper -q 1 -t queued/#";
     let mut keeper = subscribe(&first, "keeper", args, false);
     keeper.kill();
@@ -355,6 +361,9 @@ fn retained_messages_and_persistent_sessions_survive_a_restart() {
     assert_eq!(first_message(&board, "-t config/old -W 2"), "");
     let back = Lines::spawn(mosquitto("mosquitto_sub", &board, &format!("{args} -v")));
     back.expect_line(WAIT, |l| l == "queued/x before-restart");
+    // Had the deleted session come back, its subscription would queue this for it.
+    publish(&board, "-q 1 -t gone/x -m for-a-deleted-session");
+    assert_eq!(first_message(&board, &format!("{gone} -W 2")), "");
 }
 
 /// Every cleared retained message leaves a tombstone in the board's append-only flash
