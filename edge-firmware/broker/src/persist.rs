@@ -179,7 +179,9 @@ impl ErrorKind {
         match error {
             Error::KeyTooLong => Self::KeyTooLong,
             Error::Full => Self::Full,
-            Error::Store(sequential_storage::Error::Storage { .. }) => Self::Flash,
+            Error::Store(sequential_storage::Error::Storage { .. }) | Error::Erase(_) => {
+                Self::Flash
+            }
             Error::Store(sequential_storage::Error::Corrupted { .. }) => Self::Corrupted,
             _ => Self::Other,
         }

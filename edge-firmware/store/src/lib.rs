@@ -57,6 +57,8 @@ pub enum Error<E> {
     BufferTooSmall,
     /// The flash failed or the store's layout is damaged (erase it to start over).
     Store(sequential_storage::Error<E>),
+    /// The flash failed to erase a page of the range.
+    Erase(E),
 }
 
 impl<E> From<sequential_storage::Error<E>> for Error<E> {
@@ -192,9 +194,17 @@ impl<F: NorFlash> Store<F> {
 
     /// Removes everything: erases the range.
     pub async fn clear(&mut self) -> Result<(), Error<F::Error>> {
-        // Write numbers go on: nothing older remains to be told apart from, but it costs
-        // nothing to keep them increasing.
-        self.map.erase_all().await?;
+        // A page at a time, letting the executor run other tasks in between: with a blocking
+        // flash driver (the ESP32-C3's) erasing the whole range would hold it for seconds.
+        // The map keeps no cache to invalidate. Write numbers go on: nothing older remains
+        // to be told apart from, but it costs nothing to keep them increasing.
+        let range = self.map.flash_range();
+        let page = F::ERASE_SIZE as u32;
+        for from in (range.start..range.end).step_by(F::ERASE_SIZE) {
+            let flash = self.map.flash();
+            flash.erase(from, from + page).await.map_err(Error::Erase)?;
+            embassy_futures::yield_now().await;
+        }
         self.tombstones = 0;
         Ok(())
     }
