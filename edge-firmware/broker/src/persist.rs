@@ -10,13 +10,14 @@
 //! session's keys, reset) whenever a socket task signals activity, outside the broker's
 //! lock (flash is slow). Restoring in the same task lets its buffer share that task's
 //! memory with the buffers of the writes that follow. Deleted keys leave tombstones
-//! in flash; once they take half the store (or it is full), [`run`] erases it and has the
-//! broker write its live state again (`Broker::persist_rewrite`).
+//! in flash; once they take half the store (or it is full), [`run`] has the broker write its
+//! live state again (`Broker::persist_rewrite`) into the store's other half, which a boot
+//! reads only once the rewrite is committed (the broker reported everything): a power loss
+//! during a rewrite finds the state as it was before it.
 //!
 //! Limits: keys longer than [`KEY_MAX`] bytes (a topic or filter that long) are not
-//! persisted; expiry clocks restart at boot (the board has no wall clock); a power loss
-//! between the erase of a rewrite and the end of its writes loses what was not written
-//! again yet.
+//! persisted; expiry clocks restart at boot (the board has no wall clock); the state gets
+//! half the flash range (the other half is where the next rewrite goes).
 
 use core::ops::Range;
 
@@ -74,14 +75,14 @@ pub async fn restored() {
 }
 
 /// The store over `range` of `flash`, with every live record it holds fed to the broker;
-/// `None` if the range does not suit the flash. A store found damaged beyond repair is
-/// erased (and the broker asked to write what it restored so far again).
+/// `None` if the range does not suit the flash. A store found damaged beyond repair starts
+/// over in its other half (and the broker is asked to write what it restored so far again).
 async fn open<F: NorFlash>(flash: F, range: Range<u32>) -> Option<Store<F>> {
-    let Ok(mut store) = Store::new(flash, range) else {
-        warn!("persistence: the flash range is not whole erase pages, at least two");
+    let mut work = [0u8; WORK];
+    let Ok(mut store) = Store::open(flash, range, &mut work).await else {
+        warn!("persistence: the flash range is not two halves of whole erase pages, two each");
         return None;
     };
-    let mut work = [0u8; WORK];
     let restored = store
         .restore(&mut work, |key, value| {
             if let Err(e) = with(|state| state.broker.restore(key, value, now())) {
@@ -94,8 +95,10 @@ async fn open<F: NorFlash>(flash: F, range: Range<u32>) -> Option<Store<F>> {
         Err(fulmar_flash_store::Error::Store(sequential_storage::Error::Corrupted { .. })) => {
             // sequential-storage could not repair it: start over rather than never
             // persist again.
-            warn!("persistence: the store is damaged: erasing it");
-            if let Err(e) = store.clear().await {
+            warn!("persistence: the store is damaged: starting over in its other half");
+            let (fresh, erased) = store.start_over().await;
+            store = fresh;
+            if let Err(e) = erased {
                 warn!("persistence: erase failed: {}", ErrorKind::of(&e));
                 return None;
             }
@@ -119,6 +122,11 @@ async fn write_changes<F: NorFlash>(mut store: Store<F>) -> ! {
             let op = match with(|state| state.broker.poll_persist(&mut rendered)) {
                 Ok(Some(op)) => op,
                 Ok(None) => {
+                    // Everything is reported: a rewrite's new half holds the whole state
+                    // now, and becomes the one a boot reads.
+                    if let Err(e) = store.commit(&mut work).await {
+                        warn!("persistence: rewrite not committed: {}", ErrorKind::of(&e));
+                    }
                     rewriting = false;
                     break;
                 }
@@ -127,7 +135,15 @@ async fn write_changes<F: NorFlash>(mut store: Store<F>) -> ! {
                     break;
                 }
             };
-            let result = apply(&mut store, &mut work, op).await;
+            let result = match op {
+                // The store moves to its other half: by value.
+                PersistOp::Reset => {
+                    let (fresh, erased) = store.start_over().await;
+                    store = fresh;
+                    erased
+                }
+                op => apply(&mut store, &mut work, op).await,
+            };
             let full = matches!(result, Err(fulmar_flash_store::Error::Full));
             match result {
                 Ok(()) | Err(fulmar_flash_store::Error::Full) => {}
@@ -138,7 +154,7 @@ async fn write_changes<F: NorFlash>(mut store: Store<F>) -> ! {
             }
             if !rewriting && store.wants_rewrite(full) {
                 // Tombstones of deleted keys fill the store (and slow its writes down): the
-                // next ops are a reset (an erase) and the live state.
+                // next ops are a reset (the other half erased) and the live state.
                 info!("persistence: store full of deleted keys, writing the live state again");
                 rewriting = true;
                 with(|state| state.broker.persist_rewrite());
@@ -158,7 +174,8 @@ async fn apply<F: NorFlash>(
         PersistOp::Put { key, value } => store.put(work, key, value).await,
         PersistOp::Delete { key } => store.delete(work, key).await,
         PersistOp::DeleteSession { prefix } => store.delete_prefix(work, prefix).await,
-        PersistOp::Reset => store.clear().await,
+        // Handled by the caller, which owns the store.
+        PersistOp::Reset => Ok(()),
     }
 }
 

@@ -10,16 +10,21 @@
 //! - every item carries a write number, so a scan can tell the newest item of a key (the
 //!   one [`MapStorage::fetch_item`] returns has the same number) from older ones without a
 //!   table of keys in RAM: [`Store::restore`] hands over each live key exactly once;
-//! - [`Store::clear`] erases the range.
+//! - the range is two halves, each a map, one of which holds the state. Starting over
+//!   ([`Store::start_over`]) erases the other half and writes go there; a boot still finds
+//!   the old half's state until [`Store::commit`] writes the new half's generation (a key
+//!   of the store's own, [`GENERATION_KEY`]), one more than the old half's. A boot reads
+//!   the half of the higher generation, so a power cut in the middle of a rewrite loses
+//!   nothing: the old half stays whole until the new one is.
 //!
 //! The map's garbage collection drops superseded items but keeps each key's newest, so a
 //! tombstone lives as long as the store: deleted keys (every acknowledged message of a
 //! persistent session has its own) fill the store over time, and slow its writes down
 //! (garbage collection copies them along). Once tombstones take half the range, or an
 //! eighth when a write finds the store full ([`Error::Full`]; [`Store::wants_rewrite`]),
-//! the caller starts over: [`Store::clear`] and write the live state again (the broker renders
-//! it: `Broker::persist_rewrite`), which drops every tombstone. The store's size stays
-//! bounded by its range; what grows is only the time between two rewrites.
+//! the caller starts over ([`Store::start_over`]), writes the live state again (the broker
+//! renders it: `Broker::persist_rewrite`), which drops every tombstone, and commits. The
+//! state is bounded by half the range; what grows is only the time between two rewrites.
 //!
 //! No heap: scans collect a few keys at a time ([`BATCH`]) and go through the store again
 //! for the next ones, so restoring `n` items reads `O(n²)` item headers from flash (fast
@@ -38,6 +43,9 @@ pub const KEY_MAX: usize = 160;
 pub const BATCH: usize = 4;
 /// Bytes each item carries besides the key and value: its write number.
 pub const OVERHEAD: usize = 4;
+/// The store's own key: the generation of the half that holds it (a little-endian `u32`).
+/// The core's keys start with a letter, so none is this one.
+pub const GENERATION_KEY: &[u8] = &[0];
 
 /// A map key: the core's key bytes.
 pub type Key = heapless::Vec<u8, KEY_MAX>;
@@ -45,12 +53,12 @@ pub type Key = heapless::Vec<u8, KEY_MAX>;
 /// What went wrong.
 #[derive(Debug)]
 pub enum Error<E> {
-    /// The range is not whole erase pages of the flash, at least two.
+    /// The range is not two halves of whole erase pages of the flash, at least two each.
     Range,
     /// A key longer than [`KEY_MAX`] bytes: not stored.
     KeyTooLong,
-    /// No room left even after garbage collection: [`Store::clear`] and write the live
-    /// state again.
+    /// No room left even after garbage collection: [`Store::start_over`], write the live
+    /// state again and [`Store::commit`].
     Full,
     /// The work buffer cannot hold the item (key, value, [`OVERHEAD`], rounded up to the
     /// flash's word).
@@ -100,9 +108,23 @@ impl<'a> Value<'a> for Versioned<'a> {
     }
 }
 
+/// The map over one half of the range.
+type Map<F> = MapStorage<Key, F, Cache<Uncached, Uncached, Uncached, Key>>;
+
 /// The records in a range of flash `F`.
 pub struct Store<F: NorFlash> {
-    map: MapStorage<Key, F, Cache<Uncached, Uncached, Uncached, Key>>,
+    /// The half being read and written.
+    map: Map<F>,
+    /// The two halves of the range.
+    halves: [Range<u32>; 2],
+    /// Which half `map` is over.
+    current: usize,
+    /// The generation of the state a boot finds: `current`'s, or while a rewrite goes on
+    /// the other half's (0: none written yet).
+    generation: u32,
+    /// `current` is being written from scratch ([`Store::start_over`]); the other half
+    /// holds the state until [`Store::commit`].
+    rewriting: bool,
     /// The write number of the next item: one more than the highest stored (`None` until
     /// a scan found it).
     next: Option<u32>,
@@ -113,7 +135,12 @@ pub struct Store<F: NorFlash> {
 
 impl<F: NorFlash> core::fmt::Debug for Store<F> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("Store").field("next", &self.next).finish()
+        f.debug_struct("Store")
+            .field("current", &self.current)
+            .field("generation", &self.generation)
+            .field("rewriting", &self.rewriting)
+            .field("next", &self.next)
+            .finish()
     }
 }
 
@@ -121,15 +148,56 @@ impl<F: NorFlash> core::fmt::Debug for Store<F> {
 type Found = heapless::Vec<(Key, u32), BATCH>;
 
 impl<F: NorFlash> Store<F> {
-    /// The store in `range` of `flash` (whole erase pages, at least two), as an earlier
-    /// boot left it. Reads nothing yet: [`Self::restore`] does.
-    pub fn new(flash: F, range: Range<u32>) -> Result<Self, Error<F::Error>> {
-        let config = MapConfig::try_new(range).map_err(|_| Error::Range)?;
+    /// The store in `range` of `flash` (two halves of whole erase pages, at least two
+    /// each), as an earlier boot left it: the half of the higher generation (the first
+    /// when neither has one). `work` holds an item while the halves are read.
+    pub async fn open(
+        flash: F,
+        range: Range<u32>,
+        work: &mut [u8],
+    ) -> Result<Self, Error<F::Error>> {
+        let len = range.end.checked_sub(range.start).ok_or(Error::Range)?;
+        let half = len / 2;
+        let halves = [
+            range.start..range.start + half,
+            range.start + half..range.end,
+        ];
+        if len % 2 != 0 {
+            return Err(Error::Range);
+        }
+        let [Ok(first), Ok(second)] = halves.clone().map(MapConfig::<F>::try_new) else {
+            return Err(Error::Range);
+        };
+        let mut map = MapStorage::new(flash, first, Cache::new_uncached());
+        let first_generation = Self::generation_of(&mut map, work).await;
+        let mut map = MapStorage::new(map.destroy().0, second, Cache::new_uncached());
+        let second_generation = Self::generation_of(&mut map, work).await;
+        // A half without a generation is the first one before any rewrite, or a rewrite
+        // cut short while the other half holds the state (or neither has anything).
+        let (current, generation) = if second_generation > first_generation {
+            (1, second_generation)
+        } else {
+            let first = MapConfig::try_new(halves[0].clone()).map_err(|_| Error::Range)?;
+            map = MapStorage::new(map.destroy().0, first, Cache::new_uncached());
+            (0, first_generation)
+        };
         Ok(Self {
-            map: MapStorage::new(flash, config, Cache::new_uncached()),
+            map,
+            halves,
+            current,
+            generation: generation.unwrap_or(0),
+            rewriting: false,
             next: None,
             tombstones: 0,
         })
+    }
+
+    /// The generation `map`'s half holds; `None` for none, or one that cannot be read (a
+    /// half a power cut damaged is not the state).
+    async fn generation_of(map: &mut Map<F>, work: &mut [u8]) -> Option<u32> {
+        let key = Key::from_slice(GENERATION_KEY).ok()?;
+        let item = map.fetch_item::<Versioned<'_>>(work, &key).await.ok()??;
+        Some(u32::from_le_bytes(item.value.try_into().ok()?))
     }
 
     /// Stores `value` under `key`, replacing its value; writes nothing if that is its
@@ -192,10 +260,36 @@ impl<F: NorFlash> Store<F> {
         }
     }
 
-    /// Removes everything: erases the range.
-    pub async fn clear(&mut self) -> Result<(), Error<F::Error>> {
+    /// Starts writing the state from scratch: erases the other half and writes go there
+    /// from now on, while a boot still finds the state in this one until [`Self::commit`].
+    /// Called again before the commit, it erases the half being written and begins again
+    /// (the committed half is never touched). Returns the store, on the new half even when
+    /// the erase failed (the error says so).
+    pub async fn start_over(self) -> (Self, Result<(), Error<F::Error>>) {
+        let mut store = if self.rewriting {
+            self
+        } else {
+            let other = 1 - self.current;
+            let config = match MapConfig::try_new(self.halves[other].clone()) {
+                Ok(config) => config,
+                // Checked when opened: cannot happen.
+                Err(_) => return (self, Err(Error::Range)),
+            };
+            Self {
+                map: MapStorage::new(self.map.destroy().0, config, Cache::new_uncached()),
+                current: other,
+                rewriting: true,
+                ..self
+            }
+        };
+        let erased = store.erase().await;
+        (store, erased)
+    }
+
+    /// Erases the half being written.
+    async fn erase(&mut self) -> Result<(), Error<F::Error>> {
         // A page at a time, letting the executor run other tasks in between: with a blocking
-        // flash driver (the ESP32-C3's) erasing the whole range would hold it for seconds.
+        // flash driver (the ESP32-C3's) erasing the whole half would hold it for seconds.
         // The map keeps no cache to invalidate. Write numbers go on: nothing older remains
         // to be told apart from, but it costs nothing to keep them increasing.
         let range = self.map.flash_range();
@@ -209,8 +303,29 @@ impl<F: NorFlash> Store<F> {
         Ok(())
     }
 
-    /// Calls `restore(key, value)` once for every live key with its newest value; returns
-    /// how many. Call it at boot, before the first write.
+    /// Makes the half written since [`Self::start_over`] the state a boot finds: writes its
+    /// generation, one more than the old half's. Nothing to do when no rewrite is under
+    /// way. On error the old half stays the state (commit again later).
+    pub async fn commit(&mut self, work: &mut [u8]) -> Result<(), Error<F::Error>> {
+        if !self.rewriting {
+            return Ok(());
+        }
+        let generation = self.generation.wrapping_add(1);
+        let key = Key::from_slice(GENERATION_KEY).map_err(|_| Error::KeyTooLong)?;
+        self.append(work, &key, &generation.to_le_bytes()).await?;
+        self.generation = generation;
+        self.rewriting = false;
+        Ok(())
+    }
+
+    /// Whether a rewrite is under way: [`Self::start_over`] without [`Self::commit`] yet.
+    pub fn is_rewriting(&self) -> bool {
+        self.rewriting
+    }
+
+    /// Calls `restore(key, value)` once for every live key with its newest value (the
+    /// store's own [`GENERATION_KEY`] aside); returns how many. Call it at boot, before the
+    /// first write.
     pub async fn restore(
         &mut self,
         work: &mut [u8],
@@ -226,6 +341,9 @@ impl<F: NorFlash> Store<F> {
             for (key, seq) in &found {
                 // Of all the items of a key, only its newest has the number `fetch_item`
                 // returns: each key is restored once, from its newest value.
+                if key.as_slice() == GENERATION_KEY {
+                    continue;
+                }
                 match self.map.fetch_item::<Versioned<'_>>(work, key).await? {
                     Some(item) if item.seq == *seq && !item.value.is_empty() => {
                         restore(key, item.value);
@@ -241,7 +359,7 @@ impl<F: NorFlash> Store<F> {
         }
     }
 
-    /// Whether it is time to [`Self::clear`] and write the live state again: tombstones take
+    /// Whether it is time to [`Self::start_over`] and write the live state again: tombstones take
     /// more than half the range, or (`full`: a write returned [`Error::Full`]) more than an
     /// eighth, enough that a rewrite makes room worth an erase of the whole range; a store
     /// full of live records is not rewritten over and over. Garbage collection copies each

@@ -10,8 +10,8 @@ use embassy_futures::block_on;
 use fulmar_flash_store::{Error, Store};
 use sequential_storage::mock_flash::{MockFlashBase, MockFlashError, WriteCountCheck};
 
-/// 4 pages of 2 KiB in 32-byte words.
-type Flash = MockFlashBase<4, 32, 64>;
+/// 8 pages of 2 KiB in 32-byte words: two halves of 8 KiB.
+type Flash = MockFlashBase<8, 32, 64>;
 type Model = BTreeMap<Vec<u8>, Vec<u8>>;
 
 const WORK: usize = 512;
@@ -22,7 +22,9 @@ fn flash() -> Flash {
 }
 
 fn open(flash: Flash) -> Store<Flash> {
-    Store::new(flash, Flash::FULL_FLASH_RANGE).expect("a range of whole pages")
+    let mut work = [0; WORK];
+    block_on(Store::open(flash, Flash::FULL_FLASH_RANGE, &mut work))
+        .expect("two halves of whole pages")
 }
 
 /// Everything the store restores, each key once (a second time fails the test).
@@ -127,15 +129,28 @@ fn put_overwrite_delete_and_session_delete_survive_restarts_exactly() {
     reboot_and_check(store, &model);
 }
 
+/// Starts over in the other half (the firmware's reset).
+fn start_over(store: Store<Flash>) -> Store<Flash> {
+    let (store, erased) = block_on(store.start_over());
+    erased.expect("erase");
+    store
+}
+
+fn commit(store: &mut Store<Flash>) {
+    let mut work = [0; WORK];
+    block_on(store.commit(&mut work)).expect("commit");
+}
+
 #[test]
-fn clear_erases_everything_and_the_store_goes_on() {
+fn starting_over_empties_the_store_once_committed_and_it_goes_on() {
     let mut store = open(flash());
     let mut model = Model::new();
     for i in 0..20u8 {
         put(&mut store, &mut model, &[b'R', i], &[1, i]);
     }
     put(&mut store, &mut model, b"Ra", b"\x01before");
-    block_on(store.clear()).expect("clear");
+    let mut store = start_over(store);
+    commit(&mut store);
     model.clear();
     let store = reboot_and_check(store, &model);
     // Writes without a restore first (the store finds where the write numbers are).
@@ -178,26 +193,29 @@ fn superseded_values_are_collected_without_filling_the_store() {
     reboot_and_check(store, &model);
 }
 
-/// What the firmware does when the store wants a rewrite or is full: erase, then write the
-/// live state again (the broker renders it after `Broker::persist_rewrite`).
-fn rewrite(store: &mut Store<Flash>, model: &Model) {
+/// What the firmware does when the store wants a rewrite or is full: start over in the
+/// other half, write the live state again (the broker renders it after
+/// `Broker::persist_rewrite`), commit.
+fn rewrite(store: Store<Flash>, model: &Model) -> Store<Flash> {
     let mut work = [0; WORK];
-    block_on(store.clear()).expect("clear");
+    let mut store = start_over(store);
     for (key, value) in model {
         block_on(store.put(&mut work, key, value)).expect("live state fits");
     }
+    commit(&mut store);
+    store
 }
 
 /// Puts (`value`) or deletes (`None`) `key`; when tombstones take half the store,
 /// rewrites it from the live state, as the firmware does, and counts it. The store must
 /// want a rewrite before it is full.
 fn step(
-    store: &mut Store<Flash>,
+    mut store: Store<Flash>,
     model: &Model,
     key: &[u8],
     value: Option<&[u8]>,
     rewrites: &mut usize,
-) {
+) -> Store<Flash> {
     let mut work = [0; WORK];
     let result = match value {
         Some(value) => block_on(store.put(&mut work, key, value)),
@@ -214,10 +232,16 @@ fn step(
             None => model.remove(key),
         };
         *rewrites += 1;
-        rewrite(store, &model);
-        assert_eq!(items(store), model.len(), "a rewrite leaves no tombstone");
+        store = rewrite(store, &model);
+        // The live state and the generation, no tombstone.
+        assert_eq!(
+            items(&mut store),
+            model.len() + 1,
+            "a rewrite leaves no tombstone"
+        );
         assert!(!store.wants_rewrite(true));
     }
+    store
 }
 
 #[test]
@@ -232,15 +256,9 @@ fn tombstones_fill_the_store_and_a_rewrite_drops_them() {
     for seq in 0..400u64 {
         let mut key = b"S\x02k1\x02".to_vec();
         key.extend_from_slice(&seq.to_be_bytes());
-        step(
-            &mut store,
-            &model,
-            &key,
-            Some(b"\x01reading"),
-            &mut rewrites,
-        );
+        store = step(store, &model, &key, Some(b"\x01reading"), &mut rewrites);
         model.insert(key.clone(), b"\x01reading".to_vec());
-        step(&mut store, &model, &key, None, &mut rewrites);
+        store = step(store, &model, &key, None, &mut rewrites);
         model.remove(&key);
         if seq % 50 == 0 {
             store = reboot(store);
@@ -382,6 +400,88 @@ fn a_power_cut_at_any_byte_of_a_change_leaves_the_state_before_or_after_it() {
         before = after;
     }
     assert!(cuts > 500, "{cuts} cuts");
+}
+
+/// Writes `model` into the other half and commits, on flash that loses power after `cut`
+/// bytes written or erased (`None`: not at all); returns the flash and whether the rewrite
+/// finished.
+fn rewrite_cut(mut flash: Flash, model: &Model, cut: Option<u32>) -> (Flash, bool) {
+    flash.bytes_until_shutoff = cut;
+    let mut work = [0; WORK];
+    let store = open(flash);
+    let (mut store, erased) = block_on(store.start_over());
+    let mut done = erased.is_ok();
+    for (key, value) in model {
+        done = done && block_on(store.put(&mut work, key, value)).is_ok();
+    }
+    done = done && block_on(store.commit(&mut work)).is_ok();
+    let mut flash = store.into_flash();
+    flash.bytes_until_shutoff = None;
+    (flash, done)
+}
+
+#[test]
+fn a_power_cut_at_any_point_of_a_rewrite_loses_nothing() {
+    // State with tombstones in the first half; rewritten into the second half, then back
+    // into the first (erasing the stale copy there), each cut short at many points.
+    let mut store = open(flash());
+    let mut model = Model::new();
+    for i in 0..24u8 {
+        put(&mut store, &mut model, &[b'R', i], &[1; 60]);
+    }
+    for i in 0..12u8 {
+        delete(&mut store, &mut model, &[b'R', i * 2]);
+    }
+    put(&mut store, &mut model, b"S\x01a", b"\x01session");
+    let mut flash = store.into_flash();
+    let mut cuts = 0;
+    for _ in 0..2 {
+        for cut in (0..).step_by(37) {
+            let (cut_short, done) = rewrite_cut(flash.clone(), &model, Some(cut));
+            let mut rebooted = open(cut_short);
+            assert_eq!(
+                restored(&mut rebooted),
+                model,
+                "rewrite cut after {cut} bytes (done: {done})"
+            );
+            // The store goes on from there, and the next rewrite too.
+            let mut now = model.clone();
+            put(&mut rebooted, &mut now, b"Rafter", b"\x01after the cut");
+            let rebooted = reboot_and_check(rebooted, &now);
+            let again = rewrite(rebooted, &now);
+            reboot_and_check(again, &now);
+            if done {
+                break;
+            }
+            cuts += 1;
+        }
+        let (whole, done) = rewrite_cut(flash, &model, None);
+        assert!(done);
+        flash = whole;
+    }
+    assert!(cuts > 200, "{cuts} cuts");
+    reboot_and_check(open(flash), &model);
+}
+
+#[test]
+fn a_reset_in_the_middle_of_a_rewrite_never_erases_the_committed_half() {
+    let mut store = open(flash());
+    let mut model = Model::new();
+    put(&mut store, &mut model, b"Rkept", b"\x01kept");
+    let mut work = [0; WORK];
+    let mut store = start_over(store);
+    block_on(store.put(&mut work, b"Rhalf", b"\x01half-written")).expect("put");
+    // The broker's change list overflowed again: another reset before the commit.
+    let mut store = start_over(store);
+    assert!(store.is_rewriting());
+    block_on(store.put(&mut work, b"Rnew", b"\x01new")).expect("put");
+    // Cut before the commit: the old state, whole.
+    let store = reboot_and_check(store, &model);
+    let mut store = start_over(store);
+    let mut new = Model::new();
+    put(&mut store, &mut new, b"Rnew", b"\x01new");
+    commit(&mut store);
+    reboot_and_check(store, &new);
 }
 
 #[test]
