@@ -66,3 +66,24 @@ fn toml_string(text: &str) -> String {
     quoted.push('"');
     quoted
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_repository_is_remapped_for_bare_metal_targets_only() {
+        let config = config(Path::new("/checkout/fulmar"));
+        assert!(
+            config.starts_with("target.'cfg(target_os = \"none\")'.rustflags = [\"--remap-path-prefix=/checkout/fulmar=\""),
+            "{config}"
+        );
+        assert!(config.ends_with(']'), "{config}");
+    }
+
+    #[test]
+    fn toml_strings_escape_quotes_backslashes_and_controls() {
+        assert_eq!(toml_string(r#"a"b\c"#), r#""a\"b\\c""#);
+        assert_eq!(toml_string("tab\there"), r#""tab\u0009here""#);
+    }
+}
