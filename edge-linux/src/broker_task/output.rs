@@ -19,6 +19,10 @@ pub(crate) const OUTPUT_BYTES: usize = 256 * 1024;
 /// ([`Wakes`]).
 pub(super) const WAKE_BYTES: usize = 64 * 1024;
 
+/// Room beyond [`OUTPUT_BYTES`] in a busy connection's buffer: the chunk that crosses the
+/// limit.
+const BUSY_MARGIN: usize = 16 * 1024;
+
 /// The actor's end of a connection's output: chunks go into the connection's [`Room`],
 /// where its writer takes them. Dropping it (or [`Link::finish`]) tells the writer that
 /// nothing more comes, so no path that forgets a connection can leave its writer waiting.
@@ -132,10 +136,16 @@ pub(crate) mod buffers {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         match kept.0.pop() {
-            Some(mut buffer) => {
+            // Too small: a new one, rather than `reserve`, whose `realloc` would copy it
+            // all (its length is zero, but the allocator does not know that).
+            Some(buffer) if buffer.capacity() < len => {
                 kept.1 -= buffer.capacity();
                 drop(kept);
-                buffer.reserve(len);
+                drop(buffer);
+                Vec::with_capacity(len)
+            }
+            Some(buffer) => {
+                kept.1 -= buffer.capacity();
                 buffer
             }
             None => Vec::with_capacity(len),
@@ -180,12 +190,36 @@ pub(crate) struct OutputQueue {
     finished: bool,
     /// The writer stopped (its transport failed or closed).
     writer_gone: bool,
+    /// The writer's last output was at least [`WAKE_BYTES`]: the next buffer is taken for
+    /// as much as it may get.
+    busy: bool,
 }
 
 impl OutputQueue {
     fn push(&mut self, chunk: &[u8]) {
+        let len = self.pending.len();
         if self.pending.capacity() == 0 {
-            self.pending = buffers::take(chunk.len());
+            // A busy connection's output may grow up to `OUTPUT_BYTES` before its writer
+            // takes it: room for all of it at once. Otherwise as much as there is, so a
+            // connection that gets a packet now and then holds no more than that (a
+            // larger buffer each, even unused, costs idle connections memory).
+            self.pending = buffers::take(if self.busy {
+                chunk.len().max(OUTPUT_BYTES + BUSY_MARGIN)
+            } else {
+                chunk.len()
+            });
+        } else if self.pending.capacity() - len < chunk.len() {
+            // Output reaches `WAKE_BYTES` before its writer is woken, and `OUTPUT_BYTES`
+            // at most: grow to the next of these (and this chunk) in one step. Grown
+            // again and again, the buffer was copied at every step: in a fan-out to 500
+            // lagging subscribers that copying took a tenth of the broker's time.
+            let target = if len < WAKE_BYTES {
+                WAKE_BYTES
+            } else {
+                OUTPUT_BYTES
+            };
+            self.pending
+                .reserve(target.saturating_sub(len) + chunk.len());
         }
         self.pending.extend_from_slice(chunk);
     }
@@ -281,6 +315,9 @@ impl Room {
     fn take_output(&self) -> Option<Output> {
         let mut output = self.lock_output();
         let bytes = std::mem::take(&mut output.pending);
+        if !bytes.is_empty() {
+            output.busy = bytes.len() >= WAKE_BYTES;
+        }
         if output.finished {
             Some(Output::Last(bytes))
         } else {
@@ -314,5 +351,29 @@ mod tests {
     fn a_room_is_small() {
         let size = std::mem::size_of::<Room>();
         assert!(size <= 72, "a room takes {size} bytes");
+    }
+
+    /// A connection that gets a packet now and then holds a buffer of that size; one whose
+    /// writer took a large output gets room for as much as it may get next, so the
+    /// buffer is not grown (and copied) step by step.
+    #[test]
+    fn output_buffers_fit_the_connection() {
+        let mut queue = OutputQueue::default();
+        queue.push(&[0; 4]);
+        assert!(queue.pending.capacity() < 1024);
+        let mut big = OutputQueue::default();
+        for _ in 0..WAKE_BYTES / 1024 {
+            big.push(&[0; 1024]);
+        }
+        // Grown once to the wake-up size, not by doubling past it.
+        assert!(big.pending.capacity() < 2 * WAKE_BYTES);
+        let room = Room {
+            output: std::sync::Mutex::new(big),
+            ..Room::default()
+        };
+        assert!(matches!(room.take_output(), Some(Output::Bytes(b)) if b.len() == WAKE_BYTES));
+        let mut next = room.lock_output();
+        next.push(&[0; 4]);
+        assert!(next.pending.capacity() >= OUTPUT_BYTES);
     }
 }
