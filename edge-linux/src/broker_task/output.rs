@@ -19,6 +19,9 @@ pub(crate) const OUTPUT_BYTES: usize = 256 * 1024;
 /// ([`Wakes`]).
 pub(super) const WAKE_BYTES: usize = 64 * 1024;
 
+/// Output from which a buffer that must grow grows to the next size it may reach
+/// ([`WAKE_BYTES`], [`OUTPUT_BYTES`]) at once.
+const GROW_AHEAD: usize = 4 * 1024;
 /// Room beyond [`OUTPUT_BYTES`] in a busy connection's buffer: the chunk that crosses the
 /// limit.
 const BUSY_MARGIN: usize = 16 * 1024;
@@ -208,11 +211,12 @@ impl OutputQueue {
             } else {
                 chunk.len()
             });
-        } else if self.pending.capacity() - len < chunk.len() {
+        } else if self.pending.capacity() - len < chunk.len() && len >= GROW_AHEAD {
             // Output reaches `WAKE_BYTES` before its writer is woken, and `OUTPUT_BYTES`
             // at most: grow to the next of these (and this chunk) in one step. Grown
             // again and again, the buffer was copied at every step: in a fan-out to 500
-            // lagging subscribers that copying took a tenth of the broker's time.
+            // lagging subscribers that copying took a tenth of the broker's time. (A
+            // few small packets grow it as usual.)
             let target = if len < WAKE_BYTES {
                 WAKE_BYTES
             } else {
