@@ -522,3 +522,38 @@ fn one_shard_persists_each_retained_topic_so_the_store_keeps_the_newest_change()
     assert_eq!(converged.len(), 8, "4 of 12 topics cleared");
     assert_eq!(retained(&rebuilt), converged);
 }
+
+#[test]
+fn a_copy_with_an_invalid_topic_name_is_refused_and_reaches_no_one() {
+    // Routing trusts a stored message's topic; a copy's is the host's word, so
+    // `forward_publish` checks it: a wildcard in a topic name [MQTT-3.3.2-2] or an empty
+    // one [MQTT-4.7.3-1] is refused before anything is stored or routed.
+    let mut c = Cluster::new(2, Config::default());
+    let far = c.connect(1, "far");
+    c.subscribe(1, far, "#", QoS::AtLeastOnce);
+    let from = c.peers[1][0].expect("shard 1 stands in for shard 0");
+    let now = fulmar_core::time::Instant::ZERO;
+    let copy = |token, topic| fulmar_core::broker::Forward {
+        token,
+        topic,
+        properties: &[],
+        payload: b"x",
+        qos: QoS::AtLeastOnce,
+        retain: false,
+        expiry: None,
+        scope: fulmar_core::broker::ForwardScope::Plain,
+        stamp: 0,
+    };
+    for topic in ["t/+", "t/#", ""] {
+        assert_eq!(
+            c.sims[1].broker.forward_publish(from, &copy(1, topic), now),
+            Err(ForwardError::Invalid),
+            "{topic:?}"
+        );
+    }
+    c.settle();
+    assert!(c.sims[1].received(far).is_empty(), "nothing delivered");
+    // A valid copy goes through the same way.
+    let valid = copy(2, "t/a");
+    assert_eq!(c.sims[1].broker.forward_publish(from, &valid, now), Ok(1));
+}
