@@ -320,6 +320,17 @@ fn json_log_lines_parse() {
     );
 }
 
+/// A child process killed when the test ends, passed or not: a `mosquitto_pub -l` left
+/// behind by a failed assertion would hold the test's output pipe open.
+struct Reaped(std::process::Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// With the default overflow policy (backpressure), a publisher to a subscriber that stops
 /// acknowledging is paused, not dropped: `/metrics` shows the stall and no drop, and once
 /// the subscriber acknowledges again every message arrives, in order.
@@ -364,14 +375,16 @@ async fn backpressure_shows_as_stalls_not_drops() {
 
     // 100 QoS 1 messages: 5 in flight plus 10 queued fit, the rest must wait.
     let count = 100;
-    let mut publisher = Command::new("mosquitto_pub")
-        .args(["-h", "127.0.0.1", "-p", &broker.port().to_string()])
-        .args(["-q", "1", "-t", "obs/slow", "-l"])
-        .stdin(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn mosquitto_pub");
+    let mut publisher = Reaped(
+        Command::new("mosquitto_pub")
+            .args(["-h", "127.0.0.1", "-p", &broker.port().to_string()])
+            .args(["-q", "1", "-t", "obs/slow", "-l"])
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn mosquitto_pub"),
+    );
     {
-        let mut stdin = publisher.stdin.take().expect("piped stdin");
+        let mut stdin = publisher.0.stdin.take().expect("piped stdin");
         let lines: String = (0..count).map(|i| format!("m{i}\n")).collect();
         stdin.write_all(lines.as_bytes()).expect("write lines");
     }
@@ -403,7 +416,7 @@ async fn backpressure_shows_as_stalls_not_drops() {
         assert_eq!(publish.payload.as_ref(), format!("m{i}").as_bytes());
         client.ack(&publish).await.expect("ack");
     }
-    let status = tokio::task::spawn_blocking(move || publisher.wait())
+    let status = tokio::task::spawn_blocking(move || publisher.0.wait())
         .await
         .unwrap()
         .expect("wait for mosquitto_pub");

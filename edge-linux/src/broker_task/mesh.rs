@@ -122,7 +122,14 @@ impl Actor {
         let mut taken = Vec::new();
         while let Some(copy) = link.waiting.front() {
             match self.broker.forward_publish(link.id, &copy.forward(), now) {
-                Err(ForwardError::Stalled) => break,
+                Err(ForwardError::Stalled) => {
+                    // A local subscriber's queue is full: the other shard's publishers are
+                    // held back (their acknowledgements wait for these copies), which is a
+                    // stall as much as a local publisher's paused input. Counted once per
+                    // stop: a stalled link is not retried until the core resumes it.
+                    self.metrics.stalled();
+                    break;
+                }
                 Err(error @ (ForwardError::Capacity | ForwardError::Invalid)) => {
                     warn!(
                         shard = from,

@@ -155,7 +155,9 @@ impl Metrics {
     }
 
     /// A client's input was paused: it published to a subscriber whose queue is full
-    /// (backpressure, instead of dropping the message).
+    /// (backpressure, instead of dropping the message). With shards, also a shard pausing
+    /// the copies another sent it for such a subscriber: the publishers there are held
+    /// back through their acknowledgements.
     pub fn stalled(&self) {
         self.stalls.fetch_add(1, Ordering::Relaxed);
     }

@@ -162,7 +162,8 @@ pub fn render(s: &Snapshot) -> String {
         "fulmar_publisher_stalls_total",
         Counter,
         "Times a client's input was paused (not read, not acknowledged) because a \
-         subscriber's queue was full: backpressure instead of a drop.",
+         subscriber's queue was full, or a shard paused the copies another sent it for \
+         one (their publishers wait for acknowledgements): backpressure instead of a drop.",
         s.stalls,
     );
     out.labelled(
