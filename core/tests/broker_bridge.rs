@@ -22,6 +22,14 @@ fn sensors_bridge(qos: QoS, version: ProtocolVersion) -> (Sim<Growable>, BridgeI
     (sim, bridge, device)
 }
 
+/// The next message the bridge hands out: its token and payload.
+fn next_message(broker: &mut Broker<Growable>, bridge: BridgeId, now: Instant) -> (u64, Vec<u8>) {
+    broker
+        .bridge_next(bridge, now)
+        .map(|m| (m.token, m.payload.to_vec()))
+        .expect("a message for the bridge")
+}
+
 #[test]
 fn forwards_in_order_acknowledges_and_rewinds() {
     let (mut sim, bridge, device) = sensors_bridge(QoS::AtLeastOnce, ProtocolVersion::V3_1_1);
@@ -34,26 +42,14 @@ fn forwards_in_order_acknowledges_and_rewinds() {
     sim.publish(device, "sensors/q0", b"z", QoS::AtMostOnce, false);
     assert_eq!(sim.broker.bridge_backlog(bridge), 4);
 
-    let first = sim
-        .broker
-        .bridge_next(bridge, now)
-        .map(|m| (m.token, m.payload.to_vec()))
-        .unwrap();
+    let first = next_message(&mut sim.broker, bridge, now);
     assert_eq!(first.1, [0]);
-    let second = sim
-        .broker
-        .bridge_next(bridge, now)
-        .map(|m| (m.token, m.payload.to_vec()))
-        .unwrap();
+    let second = next_message(&mut sim.broker, bridge, now);
     assert_eq!(second.1, [1]);
     assert!(sim.broker.bridge_ack(bridge, first.0));
     // The uplink dropped before `second` was acknowledged: it goes out again, first.
     sim.broker.bridge_rewind(bridge);
-    let again = sim
-        .broker
-        .bridge_next(bridge, now)
-        .map(|m| m.payload.to_vec())
-        .unwrap();
+    let again = next_message(&mut sim.broker, bridge, now).1;
     assert_eq!(again, [1]);
     let rest: Vec<Vec<u8>> = std::iter::from_fn(|| {
         sim.broker
@@ -152,11 +148,7 @@ fn a_message_too_large_for_upstream_is_forgotten_and_counted() {
     // Shown to the user with the bridge's other drops.
     assert_eq!(sim.broker.bridge_dropped(bridge), 1);
     sim.broker.bridge_rewind(bridge);
-    let next = sim
-        .broker
-        .bridge_next(bridge, now)
-        .map(|m| m.payload.to_vec())
-        .unwrap();
+    let next = next_message(&mut sim.broker, bridge, now).1;
     assert_eq!(next, b"s");
 }
 

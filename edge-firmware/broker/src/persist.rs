@@ -135,15 +135,8 @@ async fn write_changes<F: NorFlash>(mut store: Store<F>) -> ! {
                     break;
                 }
             };
-            let result = match op {
-                // The store moves to its other half: by value.
-                PersistOp::Reset => {
-                    let (fresh, erased) = store.start_over().await;
-                    store = fresh;
-                    erased
-                }
-                op => apply(&mut store, &mut work, op).await,
-            };
+            let result;
+            (store, result) = apply(store, &mut work, op).await;
             let full = matches!(result, Err(fulmar_flash_store::Error::Full));
             match result {
                 Ok(()) | Err(fulmar_flash_store::Error::Full) => {}
@@ -165,18 +158,20 @@ async fn write_changes<F: NorFlash>(mut store: Store<F>) -> ! {
     }
 }
 
+/// Applies one change; takes the store and gives it back, since a reset moves it to its
+/// other half.
 async fn apply<F: NorFlash>(
-    store: &mut Store<F>,
+    mut store: Store<F>,
     work: &mut [u8],
     op: PersistOp<'_>,
-) -> Result<(), Error<F>> {
-    match op {
+) -> (Store<F>, Result<(), Error<F>>) {
+    let result = match op {
         PersistOp::Put { key, value } => store.put(work, key, value).await,
         PersistOp::Delete { key } => store.delete(work, key).await,
         PersistOp::DeleteSession { prefix } => store.delete_prefix(work, prefix).await,
-        // Handled by the caller, which owns the store.
-        PersistOp::Reset => Ok(()),
-    }
+        PersistOp::Reset => return store.start_over().await,
+    };
+    (store, result)
 }
 
 /// What went wrong in the store, for logs (formatting the error itself would pull
