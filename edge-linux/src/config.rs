@@ -112,15 +112,93 @@ const SECTIONS: [&str; 8] = [
 pub struct Runtime {
     /// Broker shards: each owns the sessions whose client identifiers hash to it and runs
     /// on its own task, so routing runs on several cores at once; they forward messages to
-    /// each other and behave as one broker. 1: one broker task.
-    pub shards: NonZeroUsize,
+    /// each other and behave as one broker. `"auto"` (default): one per core this process
+    /// may run on ([`ShardCount::resolve`]).
+    pub shards: ShardCount,
 }
 
 impl Default for Runtime {
     fn default() -> Self {
         Self {
-            shards: NonZeroUsize::MIN,
+            shards: ShardCount::Auto,
         }
+    }
+}
+
+/// How many broker shards run: one per core, or a fixed number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShardCount {
+    /// One per core the process may run on (its CPU affinity and cgroup quota, as
+    /// [`std::thread::available_parallelism`] reports them), at most [`ShardCount::MAX_AUTO`].
+    Auto,
+    /// This many, from 1 to [`ShardCount::MAX`].
+    Fixed(NonZeroUsize),
+}
+
+impl ShardCount {
+    /// The most shards a configuration may ask for: every pair of shards exchanges
+    /// interest and copies, and a shard's index is one byte of the client identifiers it
+    /// assigns.
+    pub const MAX: usize = 64;
+    /// The most shards `"auto"` starts: beyond this a message with subscribers everywhere
+    /// is copied to more shards than its routing saves.
+    pub const MAX_AUTO: usize = 16;
+
+    /// The number of shards to start.
+    pub fn resolve(self) -> NonZeroUsize {
+        match self {
+            Self::Fixed(n) => n,
+            Self::Auto => std::thread::available_parallelism()
+                .map_or(NonZeroUsize::MIN, |n| n.min(nonzero(Self::MAX_AUTO))),
+        }
+    }
+}
+
+impl Serialize for ShardCount {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Self::Auto => serializer.serialize_str("auto"),
+            Self::Fixed(n) => serializer.serialize_u64(n.get() as u64),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for ShardCount {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = ShardCount;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(
+                    f,
+                    "\"auto\" or a number of shards from 1 to {}",
+                    ShardCount::MAX
+                )
+            }
+
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<ShardCount, E> {
+                if text == "auto" {
+                    Ok(ShardCount::Auto)
+                } else {
+                    Err(E::invalid_value(serde::de::Unexpected::Str(text), &self))
+                }
+            }
+
+            fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<ShardCount, E> {
+                usize::try_from(n)
+                    .ok()
+                    .filter(|&n| n <= ShardCount::MAX)
+                    .and_then(NonZeroUsize::new)
+                    .map(ShardCount::Fixed)
+                    .ok_or_else(|| E::invalid_value(serde::de::Unexpected::Signed(n), &self))
+            }
+
+            fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<ShardCount, E> {
+                self.visit_i64(i64::try_from(n).unwrap_or(i64::MAX))
+            }
+        }
+        deserializer.deserialize_any(Visitor)
     }
 }
 
@@ -918,12 +996,30 @@ mod tests {
             ),
             ("[log]\nlevel = \"debgu\"\n", (2, 9), "log level"),
             ("[persistence]\nsync = 1\n", (2, 8), "sync"),
+            ("[runtime]\nshards = 0\n", (2, 10), "from 1 to 64"),
+            ("[runtime]\nshards = 65\n", (2, 10), "from 1 to 64"),
+            ("[runtime]\nshards = \"all\"\n", (2, 10), "\"auto\""),
         ];
         for (text, at, words) in cases {
             let (line, column, message) = error_at(text);
             assert_eq!((line, column), at, "{text}: {message}");
             assert!(message.contains(words), "{text}: {message}");
         }
+    }
+
+    #[test]
+    fn shards_are_one_per_core_unless_fixed() {
+        let cores = std::thread::available_parallelism().map_or(1, NonZeroUsize::get);
+        let auto = parse("").unwrap().runtime.shards;
+        assert_eq!(auto, ShardCount::Auto);
+        assert_eq!(auto.resolve().get(), cores.min(ShardCount::MAX_AUTO));
+        let fixed = parse("[runtime]\nshards = 3\n").unwrap().runtime.shards;
+        assert_eq!(fixed.resolve().get(), 3);
+        let auto = parse("[runtime]\nshards = \"auto\"\n")
+            .unwrap()
+            .runtime
+            .shards;
+        assert_eq!(auto, ShardCount::Auto);
     }
 
     #[test]

@@ -143,7 +143,12 @@ impl Server {
             warn!("persistence is off: sessions and retained messages are lost on exit");
             None
         };
-        let broker = broker_task::prepare(config.core(), store, auth, config.runtime.shards.get())?;
+        let broker = broker_task::prepare(
+            config.core(),
+            store,
+            auth,
+            config.runtime.shards.resolve().get(),
+        )?;
         Ok(Self {
             config,
             listeners,

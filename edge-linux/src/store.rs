@@ -250,6 +250,7 @@ impl Store {
         }
         info!(
             path = %self.path.display(),
+            shard = self.part.map(|p| p.index),
             restored,
             skipped,
             ms = started.elapsed().as_millis() as u64,

@@ -32,6 +32,22 @@ fn shards_used(broker: &Fulmar) -> std::collections::BTreeSet<String> {
         .collect()
 }
 
+/// Persistent sessions `ids` subscribed to `filter` at QoS 1, whose clients are gone
+/// (killed, so the broker sees the connections drop).
+fn leave_offline_sessions(broker: &Fulmar, ids: &[String], filter: &str) {
+    for id in ids {
+        let mut sub = mosquitto_sub(broker.port(), &["-i", id, "-c", "-q", "1", "-t", filter]);
+        sub.kill();
+    }
+    wait_until(Duration::from_secs(5), || {
+        broker
+            .log()
+            .matches("connection closed by the peer")
+            .count()
+            >= ids.len()
+    });
+}
+
 #[test]
 fn messages_cross_shards_in_order_and_once() {
     let data = DataDir::new("shards-order");
@@ -131,17 +147,7 @@ fn retained_messages_and_persistent_sessions_survive_kill_9_across_shards() {
     }
     // Persistent sessions on several shards, offline while messages arrive.
     let ids: Vec<String> = (0..4).map(|i| format!("logger-{i}")).collect();
-    for id in &ids {
-        let mut sub = mosquitto_sub(port, &["-i", id, "-c", "-q", "1", "-t", "log/#"]);
-        sub.kill();
-    }
-    wait_until(Duration::from_secs(5), || {
-        broker
-            .log()
-            .matches("connection closed by the peer")
-            .count()
-            >= ids.len()
-    });
+    leave_offline_sessions(&broker, &ids, "log/#");
     let payloads: Vec<String> = (0..20).map(|i| format!("entry{i}")).collect();
     publish_lines(port, "app", "log/app", "1", &payloads);
     broker.kill();
@@ -157,6 +163,65 @@ fn retained_messages_and_persistent_sessions_survive_kill_9_across_shards() {
             .filter_map(|_| sub.next_line(Duration::from_secs(10)))
             .collect();
         assert_eq!(got, payloads, "{id}: every acknowledged message, in order");
+    }
+    assert!(shards_used(&broker).len() >= 2);
+}
+
+/// The shard count may differ from one run to the next (`"auto"` follows the cores the
+/// process gets): each stored session is restored on the shard its client maps to now,
+/// and every retained message on every shard. 1 shard, then 3, then 2, with kill -9 in
+/// between: messages queued for offline persistent sessions under each count all arrive,
+/// in order, once.
+#[test]
+fn stored_state_follows_a_changed_shard_count() {
+    let data = DataDir::new("shards-recount");
+    let start_with = |count: &str| {
+        Fulmar::start_with(&[
+            "--set",
+            &format!("runtime.shards={count}"),
+            "--data-dir",
+            data.arg(),
+        ])
+    };
+    let ids: Vec<String> = (0..6).map(|i| format!("keeper-{i}")).collect();
+    let first: Vec<String> = (0..10).map(|i| format!("one-{i}")).collect();
+    let second: Vec<String> = (0..10).map(|i| format!("three-{i}")).collect();
+
+    let mut broker = start_with("1");
+    let port = broker.port();
+    leave_offline_sessions(&broker, &ids, "queue/#");
+    publish_lines(port, "feeder", "queue/a", "1", &first);
+    Command::new("mosquitto_pub")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-i", "feeder"])
+        .args(["-q", "1", "-r", "-t", "state/door", "-m", "open"])
+        .status()
+        .expect("mosquitto_pub");
+    broker.kill();
+
+    // Three shards: the sessions, now spread, still take what is published.
+    let mut broker = start_with("3");
+    let port = broker.port();
+    publish_lines(port, "feeder", "queue/b", "1", &second);
+    broker.kill();
+
+    let broker = start_with("2");
+    let port = broker.port();
+    for i in 0..3 {
+        let sub = mosquitto_sub(port, &["-i", &format!("door-{i}"), "-t", "state/door"]);
+        assert_eq!(next_message(&sub), "open", "retained after two recounts");
+    }
+    let wanted: Vec<String> = first.iter().chain(&second).cloned().collect();
+    for id in &ids {
+        let sub = mosquitto_sub_lines(port, &["-i", id, "-c", "-q", "1", "-t", "queue/#"]);
+        let got: Vec<String> = (0..wanted.len())
+            .filter_map(|_| sub.next_line(Duration::from_secs(10)))
+            .collect();
+        assert_eq!(got, wanted, "{id}: every acknowledged message, in order");
+        assert_eq!(
+            sub.next_line(Duration::from_millis(200)),
+            None,
+            "{id}: once"
+        );
     }
     assert!(shards_used(&broker).len() >= 2);
 }

@@ -14,9 +14,10 @@
 //!   connections as the open-file limit allows (the hard limit, less [`OWN_FILES`]: 19 936
 //!   where it is 20 000), minus its VmRSS before they opened, per connection.
 //!
-//! fulmar runs twice: with persistence off (`fulmar`, like the peers) and with durable
-//! persistence on (`fulmar+disk`: `--sync batch`, a fresh data directory per run); on
-//! request a third time with two broker shards (`--brokers ...,fulmar+2shards`).
+//! fulmar runs twice, with its default shards (one per core): with persistence off
+//! (`fulmar`, like the peers) and with durable persistence on (`fulmar+disk`: `--sync
+//! batch`, a fresh data directory per run); on request a third time with a single broker
+//! shard (`--brokers ...,fulmar+1shard`), to show what the shards cost or gain here.
 //!
 //! A second table gives each broker's CPU time (user + system, /proc/PID/stat) per million
 //! delivered messages in the throughput rows: what a message costs the broker, whatever
@@ -66,9 +67,9 @@ enum Broker {
     FulmarDurable,
     Mosquitto,
     Rumqttd,
-    /// Persistence off, two broker shards (`runtime.shards = 2`): what a second routing
-    /// task costs and gains here. Only when asked for (`--brokers`).
-    FulmarShards,
+    /// Persistence off, one broker shard (`runtime.shards = 1`): what the default's
+    /// shards (one per core) cost and gain here. Only when asked for (`--brokers`).
+    FulmarOneShard,
 }
 
 const BROKERS: [Broker; 4] = [
@@ -84,7 +85,7 @@ const KNOWN: [Broker; 5] = [
     Broker::FulmarDurable,
     Broker::Mosquitto,
     Broker::Rumqttd,
-    Broker::FulmarShards,
+    Broker::FulmarOneShard,
 ];
 
 /// The ratio columns: (ours, theirs).
@@ -92,7 +93,7 @@ const COMPARISONS: [(Broker, Broker); 4] = [
     (Broker::Fulmar, Broker::Mosquitto),
     (Broker::Fulmar, Broker::Rumqttd),
     (Broker::FulmarDurable, Broker::Mosquitto),
-    (Broker::FulmarShards, Broker::Fulmar),
+    (Broker::Fulmar, Broker::FulmarOneShard),
 ];
 
 impl Broker {
@@ -102,7 +103,7 @@ impl Broker {
             Broker::FulmarDurable => "fulmar+disk",
             Broker::Mosquitto => "mosquitto",
             Broker::Rumqttd => "rumqttd",
-            Broker::FulmarShards => "fulmar+2shards",
+            Broker::FulmarOneShard => "fulmar+1shard",
         }
     }
 }
@@ -187,7 +188,7 @@ pub(crate) fn help() -> String {
          --idle N         idle connections for the memory row (default: the hard open-file\n                   \
          limit less {OWN_FILES}, here {})\n  \
          --only NAMES     run only scenarios whose name contains one of NAMES (e.g. fan-in,idle)\n  \
-         --brokers NAMES  brokers to run, from fulmar,fulmar+disk,mosquitto,rumqttd (the\n                   default) and fulmar+2shards (runtime.shards = 2)\n",
+         --brokers NAMES  brokers to run, from fulmar,fulmar+disk,mosquitto,rumqttd (the\n                   default) and fulmar+1shard (runtime.shards = 1)\n",
         default_idle()
     )
 }
@@ -812,7 +813,7 @@ fn start_broker(
     listen: Listen<'_>,
 ) -> Result<Running, String> {
     let mut command = match broker {
-        Broker::Fulmar | Broker::FulmarDurable | Broker::FulmarShards => {
+        Broker::Fulmar | Broker::FulmarDurable | Broker::FulmarOneShard => {
             let mut command = unlimited(&bins.fulmar);
             match listen {
                 Listen::Tcp => command.args(["--listen", &format!("127.0.0.1:{port}")]),
@@ -823,8 +824,8 @@ fn start_broker(
                 }
             };
             command.args(["--log", "warn", "--max-connections", "30000"]);
-            if broker == Broker::FulmarShards {
-                command.args(["--persistence", "false", "--set", "runtime.shards=2"]);
+            if broker == Broker::FulmarOneShard {
+                command.args(["--persistence", "false", "--set", "runtime.shards=1"]);
             } else if broker == Broker::Fulmar {
                 command.args(["--persistence", "false"]);
             } else {
