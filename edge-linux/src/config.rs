@@ -115,12 +115,17 @@ pub struct Runtime {
     /// each other and behave as one broker. `"auto"` (default): one per core this process
     /// may run on ([`ShardCount::resolve`]).
     pub shards: ShardCount,
+    /// Milliseconds a plain-TCP connection stays idle (no byte in or out) before it parks:
+    /// it gives up its tokio task and reactor registration (about 0.5 KB) and waits as a
+    /// socket in the broker's own epoll set ([`crate::park`]'s docs). 0: never park.
+    pub park_after_ms: u32,
 }
 
 impl Default for Runtime {
     fn default() -> Self {
         Self {
             shards: ShardCount::Auto,
+            park_after_ms: 2000,
         }
     }
 }

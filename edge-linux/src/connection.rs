@@ -28,6 +28,11 @@
 //!   socket with unread input would make the kernel send RST, and the peer could lose
 //!   those last words.
 //!
+//! A plain TCP connection's driver that stays fully idle for `runtime.park_after_ms` is
+//! taken apart and parked ([`crate::park`]): its task ends, and a new driver resumes
+//! ([`Driver::resume`]) when the socket or the room has something. The driver stamps its
+//! last I/O in [`Reader::Reading`] for that, with the lot's coarse clock.
+//!
 //! Not yet done: write timeouts for peers that stop reading.
 
 use std::future::Future;
@@ -44,6 +49,7 @@ use tracing::debug;
 
 use crate::auth::Admission;
 use crate::broker_task::{BrokerHandle, Input, Link, Output, Room, buffers};
+use crate::park;
 use crate::shards::Shards;
 
 /// How long a closed connection waits for the peer to close its side.
@@ -256,8 +262,10 @@ enum Reader {
     /// Waiting for the first bytes, which pass through the admission (see
     /// [`crate::auth`]) until the first packet is whole.
     Unadmitted(Box<Admission>),
-    /// Waiting for bytes (or for the actor to take input again).
-    Reading,
+    /// Waiting for bytes (or for the actor to take input again); since the tick of the
+    /// parking lot's clock ([`park::now`]) of the connection's last I/O (kept in the
+    /// variant's padding: no room of its own).
+    Reading(u32),
     /// The first packet's credentials are being checked; gives the admission back (with
     /// nothing to pass on yet) while the first packet is incomplete.
     Admitting(Boxed<(Box<Admission>, Option<Vec<u8>>)>),
@@ -268,6 +276,13 @@ enum Reader {
     /// Telling the actor the socket is finished.
     Closing(Boxed<()>),
     Done,
+}
+
+impl Reader {
+    /// Reading, with I/O now.
+    fn reading() -> Self {
+        Self::Reading(park::now())
+    }
 }
 
 /// Where the writing half is.
@@ -333,13 +348,55 @@ impl<T: Transport> Future for Driver<T> {
     }
 }
 
+impl<T> Driver<T> {
+    /// A driver for a connection coming back from the parking lot ([`crate::park`]):
+    /// registered, admitted, reading and with nothing to write yet.
+    pub(crate) fn resume(
+        transport: T,
+        room: Arc<Room>,
+        inbox: mpsc::Sender<Input>,
+        id: ConnectionId,
+    ) -> Self {
+        Self {
+            transport,
+            inbox,
+            room,
+            id: Some(id),
+            reader: Reader::reading(),
+            writer: Writer::Idle,
+        }
+    }
+
+    /// The tick of the last I/O of a driver that is fully idle (reading, nothing to write,
+    /// input not held back, nothing boxed), after a poll that left it pending; `None` when
+    /// it is not idle.
+    pub(crate) fn idle_since(&self) -> Option<u32> {
+        match (&self.reader, &self.writer, self.id) {
+            (Reader::Reading(since), Writer::Idle, Some(_)) if !self.room.input_paused() => {
+                Some(*since)
+            }
+            _ => None,
+        }
+    }
+
+    /// The connection's room.
+    pub(crate) fn room(&self) -> &Arc<Room> {
+        &self.room
+    }
+
+    /// Takes an idle driver apart to park it: its transport, room, actor inbox and id.
+    pub(crate) fn into_parts(self) -> Option<(T, Arc<Room>, mpsc::Sender<Input>, ConnectionId)> {
+        Some((self.transport, self.room, self.inbox, self.id?))
+    }
+}
+
 impl<T: Transport> Driver<T> {
     /// Reads until the peer closes, the transport fails, or the writer has closed the
     /// connection; `true` once the actor has been told the socket is finished.
     fn poll_reader(&mut self, id: ConnectionId, written: bool, cx: &mut Context<'_>) -> bool {
         for _ in 0..STEPS {
             match &mut self.reader {
-                Reader::Reading | Reader::Unadmitted(_) => {
+                Reader::Reading(_) | Reader::Unadmitted(_) => {
                     if written {
                         self.reader = Reader::Lingering(Box::pin(tokio::time::sleep(LINGER)));
                         continue;
@@ -353,7 +410,7 @@ impl<T: Transport> Driver<T> {
                     match self.transport.poll_receive(cx) {
                         Poll::Pending => return false,
                         Poll::Ready(Ok(Some(bytes))) => {
-                            match std::mem::replace(&mut self.reader, Reader::Reading) {
+                            match std::mem::replace(&mut self.reader, Reader::Done) {
                                 // Held back until the first packet, when a CONNECT, is
                                 // judged.
                                 Reader::Unadmitted(mut admission) => {
@@ -385,7 +442,7 @@ impl<T: Transport> Driver<T> {
                 }
                 Reader::Handing(handing) => match handing.as_mut().as_mut().poll(cx) {
                     Poll::Pending => return false,
-                    Poll::Ready(true) => self.reader = Reader::Reading,
+                    Poll::Ready(true) => self.reader = Reader::reading(),
                     // The actor is gone: nobody to tell.
                     Poll::Ready(false) => self.reader = Reader::Done,
                 },
@@ -419,7 +476,7 @@ impl<T: Transport> Driver<T> {
     /// Hands bytes read to the actor; waits (boxed) when its inbox is full.
     fn hand(&mut self, id: ConnectionId, bytes: Vec<u8>) {
         self.reader = match self.inbox.try_send(Input::Bytes(id, bytes)) {
-            Ok(()) => Reader::Reading,
+            Ok(()) => Reader::reading(),
             Err(TrySendError::Full(input)) => {
                 let inbox = self.inbox.clone();
                 Reader::Handing(boxed(async move { inbox.send(input).await.is_ok() }))
@@ -472,6 +529,9 @@ impl<T: Transport> Driver<T> {
                         }
                     }
                     let written = out.sent as usize;
+                    if let Reader::Reading(since) = &mut self.reader {
+                        *since = park::now();
+                    }
                     // What is written is not kept: an idle connection holds no buffer. The
                     // actor fills it again, for this connection or another.
                     buffers::give(std::mem::take(&mut out.bytes));

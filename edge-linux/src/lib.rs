@@ -15,6 +15,8 @@
 //!   broker, generic over the transport.
 //! - `broker_task`: one task that owns the broker state machine (an actor), feeds it what
 //!   the connections read, and hands each connection what the broker transmits.
+//! - `park`: the parking lot, where idle plain-TCP connections wait as a socket in an
+//!   epoll set, without a task.
 //! - `rate_limit`: the per-address connection rate limit of the accept loop.
 //! - [`shutdown`]: SIGINT / SIGTERM.
 //! - [`metrics`]: the counters, `$SYS/broker/...` topics and the Prometheus endpoint.
@@ -56,6 +58,7 @@ pub mod transport;
 
 mod broker_task;
 mod connection;
+mod park;
 mod rate_limit;
 mod shards;
 

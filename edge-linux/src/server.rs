@@ -200,6 +200,12 @@ impl Server {
             Duration::from_secs(u64::from(self.config.metrics.sys_interval_secs)),
         )
         .map_err(Error::Thread)?;
+        let park_after = self.config.runtime.park_after_ms;
+        if park_after > 0
+            && let Err(error) = crate::park::start(Duration::from_millis(park_after.into()))
+        {
+            warn!(%error, "cannot start the parking lot: idle connections keep their tasks");
+        }
         let gate = Arc::new(Gate::new(&self.config.limits, metrics.clone()));
         let (stop, stopped) = watch::channel(false);
         // Every connection task holds a clone; `recv` returns `None` once all are gone.
@@ -261,6 +267,10 @@ impl Server {
         Ok(())
     }
 }
+
+/// What lives exactly as long as a connection: its permit (`limits.max_connections`), its
+/// place in the open-connections counter, and the tracker shutdown waits on.
+pub(crate) type Guard = (OwnedSemaphorePermit, metrics::Serving, mpsc::Sender<()>);
 
 /// What a new connection passes before it is served, shared by every listener: the
 /// per-address rate (whichever port the address uses) and the connection limit.

@@ -403,6 +403,23 @@ pub fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool) {
     }
 }
 
+/// The address of `broker`'s metrics endpoint (started with `--metrics-listen`), from
+/// its log.
+///
+/// # Panics
+/// If the log does not name it within [`START_TIMEOUT`].
+pub fn metrics_addr(broker: &Fulmar) -> SocketAddr {
+    let mut addr = None;
+    wait_until(START_TIMEOUT, || {
+        addr = broker.log().lines().find_map(|line| {
+            let rest = line.split("Prometheus metrics at http://").nth(1)?;
+            rest.split('/').next()?.parse().ok()
+        });
+        addr.is_some()
+    });
+    addr.expect("the endpoint's address")
+}
+
 /// A child process whose stdout is read line by line on a thread, killed when dropped
 /// (`mosquitto_sub`, say).
 #[derive(Debug)]

@@ -8,7 +8,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use fulmar_tests::{Fulmar, Lines, wait_until};
+use fulmar_tests::{Fulmar, Lines, metrics_addr, wait_until};
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -189,19 +189,6 @@ impl Scrape {
             .get(name)
             .unwrap_or_else(|| panic!("no sample {name} in:\n{}", self.text))
     }
-}
-
-/// The metrics endpoint's address, from the broker's log.
-fn metrics_addr(broker: &Fulmar) -> SocketAddr {
-    let mut addr = None;
-    wait_until(TIMEOUT, || {
-        addr = broker.log().lines().find_map(|line| {
-            let rest = line.split("Prometheus metrics at http://").nth(1)?;
-            rest.split('/').next()?.parse().ok()
-        });
-        addr.is_some()
-    });
-    addr.expect("the endpoint's address")
 }
 
 #[test]

@@ -12,7 +12,9 @@
 //!   WebSocket, for the brokers with such listeners here: fulmar, and Mosquitto for TLS;
 //! - memory per idle connection: VmRSS of the broker process with as many idle
 //!   connections as the open-file limit allows (the hard limit, less [`OWN_FILES`]: 19 936
-//!   where it is 20 000), minus its VmRSS before they opened, per connection.
+//!   where it is 20 000), minus its VmRSS before they opened, per connection, read
+//!   [`IDLE_SETTLE`] after the last one opened (for every broker alike: fulmar parks a
+//!   connection that has been idle for `runtime.park_after_ms`).
 //!
 //! fulmar runs twice, with its default shards (one per core): with persistence off
 //! (`fulmar`, like the peers) and with durable persistence on (`fulmar+disk`: `--sync
@@ -284,7 +286,7 @@ fn scenarios(options: &Options) -> Vec<Scenario> {
             "--count",
             &options.idle.to_string(),
             "--duration",
-            "2",
+            "5",
         ]
         .map(str::to_owned)
         .to_vec(),
@@ -668,8 +670,14 @@ fn measure_once(
     outcome
 }
 
+/// How long after the last idle connection opened the idle row reads the broker's VmRSS:
+/// fulmar parks a plain-TCP connection idle for `runtime.park_after_ms` (2 s by default)
+/// within a quarter of that more, so the reading is of parked connections; every broker
+/// gets the same wait. The row's `--duration` (5 s) holds the connections past it.
+const IDLE_SETTLE: Duration = Duration::from_secs(3);
+
 /// Runs the `conn` scenario: the broker's VmRSS before, and while the connections are
-/// held (read once `fulmar bench conn` reports them all open).
+/// held (read [`IDLE_SETTLE`] after `fulmar bench conn` reports them all open).
 fn measure_idle(running: &mut Running, command: Command) -> Result<Outcome, String> {
     std::thread::sleep(Duration::from_millis(500));
     let before = vm_rss(running.child.id())?;
@@ -679,8 +687,8 @@ fn measure_idle(running: &mut Running, command: Command) -> Result<Outcome, Stri
         command,
         Some(&mut |line: &str| {
             if line.starts_with("connected:") {
-                // Let the broker finish the last handshakes' work before reading.
-                std::thread::sleep(Duration::from_millis(500));
+                // Let the broker finish the last handshakes' work, and park.
+                std::thread::sleep(IDLE_SETTLE);
                 during = vm_rss(pid).ok();
             }
         }),

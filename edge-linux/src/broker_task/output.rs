@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Wake, Waker};
 
 use futures_util::task::AtomicWaker;
 
@@ -196,6 +196,9 @@ pub(crate) struct OutputQueue {
     /// The writer's last output was at least [`WAKE_BYTES`]: the next buffer is taken for
     /// as much as it may get.
     busy: bool,
+    /// The connection is parked ([`crate::park`]) under this key plus one; 0 while it has a
+    /// task. Here, under the lock, it takes no room of its own.
+    parked: u32,
 }
 
 impl OutputQueue {
@@ -251,8 +254,11 @@ pub(crate) struct Room {
     /// Chunks for the writer, in order.
     output: std::sync::Mutex<OutputQueue>,
     /// Wakes the connection's task when output arrives, the actor lets the connection go,
-    /// or `input_paused` is cleared.
+    /// or `input_paused` is cleared; while the connection is parked, this room itself
+    /// (its [`Wake`]), which has the parking lot bring the connection back.
     task: AtomicWaker,
+    /// The connection is a candidate for parking ([`crate::park::enroll`]).
+    pub(crate) enrolled: AtomicBool,
 }
 
 impl Room {
@@ -286,6 +292,11 @@ impl Room {
         // Registered before the second look, so a resume in between is not lost.
         self.task.register(cx.waker());
         !self.input_paused.load(Ordering::SeqCst)
+    }
+
+    /// Whether the actor holds this connection's input back.
+    pub(crate) fn input_paused(&self) -> bool {
+        self.input_paused.load(Ordering::SeqCst)
     }
 
     pub(super) fn pause_input(&self) {
@@ -337,12 +348,57 @@ impl Room {
         output.pending = Vec::new();
     }
 
+    /// The connection is parked under `key` ([`crate::park`]): from now on a wake-up asks
+    /// the lot to bring it back. Returns whether that must happen at once (output or the
+    /// end came while it was being parked, and woke the task that is gone).
+    pub(crate) fn park(self: &Arc<Self>, key: u32) -> bool {
+        self.lock_output().parked = key.saturating_add(1);
+        // Registered before the second look, so output added in between is not missed.
+        self.task.register(&Waker::from(self.clone()));
+        let output = self.lock_output();
+        !output.pending.is_empty() || output.finished || output.writer_gone
+    }
+
+    /// The connection is back from the lot (or about to be): wake-ups are its new task's
+    /// again. Drops the room's own waker, which would otherwise keep the room alive.
+    pub(crate) fn unparked(&self) {
+        self.lock_output().parked = 0;
+        drop(self.task.take());
+    }
+
+    /// Wakes the connection's task, if it has one (not parked): a parking candidate whose
+    /// time has come looks at itself again.
+    pub(crate) fn wake_unless_parked(&self) {
+        let output = self.lock_output();
+        // Under the lock: parking sets the key under it and registers the room's own
+        // waker only after, so the waker taken here is the task's.
+        if output.parked == 0 {
+            self.task.wake();
+        }
+    }
+
     /// The writer wrote `n` bytes; returns whether it must report [`super::Input::Drained`].
     pub(crate) fn written(&self, n: usize) -> bool {
         let n = u32::try_from(n).unwrap_or(u32::MAX);
         let before = self.queued.fetch_sub(n, Ordering::SeqCst);
         before.saturating_sub(n) as usize <= OUTPUT_BYTES / 2
             && self.wanted.swap(false, Ordering::SeqCst)
+    }
+}
+
+/// A parked connection's room is its waker: output for it, the actor letting it go, or its
+/// input resumed, bring it back from the lot.
+impl Wake for Room {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        let parked = self.lock_output().parked;
+        // Back already (0): its new task looks at the room first thing.
+        if let Some(key) = parked.checked_sub(1) {
+            crate::park::unpark_later(key);
+        }
     }
 }
 

@@ -229,6 +229,7 @@ impl Metrics {
             connections_refused: Refusal::ALL
                 .map(|why| (why, self.refused.get(why.index()).map_or(0, &get))),
             connections_open: get(&self.open),
+            connections_parked: crate::park::parked(),
             connects: get(&self.connects),
             stalls: get(&self.stalls),
             bytes_received: get(&self.bytes_received),
@@ -273,6 +274,8 @@ pub struct Snapshot {
     pub connections_refused: [(Refusal, u64); 3],
     /// Transport connections served now.
     pub connections_open: u64,
+    /// Of those, idle connections parked now (no task of their own; see `runtime.park_after_ms`).
+    pub connections_parked: u64,
     /// CONNECTs accepted.
     pub connects: u64,
     /// Times a client's input was paused by backpressure.

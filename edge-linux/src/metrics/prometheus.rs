@@ -93,6 +93,13 @@ pub fn render(s: &Snapshot) -> String {
         s.connections_open,
     );
     out.one(
+        "fulmar_connections_parked",
+        Gauge,
+        "Of the connections served, idle ones parked now: waiting as a socket, without a \
+         task of their own (runtime.park_after_ms).",
+        s.connections_parked,
+    );
+    out.one(
         "fulmar_connects_total",
         Counter,
         "CONNECT packets the broker accepted.",

@@ -35,6 +35,8 @@ use tracing::debug;
 
 use crate::config::{Limits, Listeners, TlsListener, WsListener};
 use crate::connection::{self, Driver, Origin};
+use crate::park;
+use crate::server::Guard;
 use crate::shards::Shards;
 use stream::StreamTransport;
 
@@ -222,6 +224,8 @@ pub(crate) enum Serving {
     Tcp(Driver<StreamTransport<TcpStream>>),
     /// TLS and WebSocket: handshakes, then the driver, on the heap.
     Boxed(Pin<Box<dyn Future<Output = ()> + Send>>),
+    /// The connection went to the parking lot.
+    Parked,
 }
 
 impl fmt::Debug for Serving {
@@ -229,33 +233,66 @@ impl fmt::Debug for Serving {
         match self {
             Self::Tcp(driver) => driver.fmt(f),
             Self::Boxed(_) => f.write_str("Serving::Boxed"),
+            Self::Parked => f.write_str("Serving::Parked"),
         }
     }
 }
 
 impl Serving {
-    /// This future with `guard`, which lives exactly as long as it (a connection permit,
-    /// counters): one value for the task, with nothing more around it.
-    pub(crate) fn holding<G>(self, guard: G) -> Holding<G> {
+    /// This future with `guard`, which lives exactly as long as the connection (its
+    /// permit, counters): one value for the task, with nothing more around it.
+    pub(crate) fn holding(self, guard: Guard) -> Holding {
         Holding {
             serving: self,
-            _guard: guard,
+            guard: Some(guard),
         }
     }
 }
 
-/// A connection's future with what is dropped when it ends ([`Serving::holding`]).
-#[derive(Debug)]
-pub(crate) struct Holding<G> {
-    serving: Serving,
-    _guard: G,
+/// A plain TCP connection back from the parking lot ([`crate::park`]), as a task's future.
+pub(crate) fn resume(parts: park::Parts, guard: Guard) -> Holding {
+    let (tcp, room, inbox, id) = parts;
+    Serving::Tcp(Driver::resume(StreamTransport(tcp), room, inbox, id)).holding(guard)
 }
 
-impl<G: Unpin> Future for Holding<G> {
+/// A connection's future with what is dropped when the connection ends
+/// ([`Serving::holding`]). A plain TCP connection that has been idle for long enough
+/// parks ([`crate::park`]): its future ends, and the guard goes with it into the lot.
+#[derive(Debug)]
+pub(crate) struct Holding {
+    serving: Serving,
+    /// Taken when the connection parks.
+    guard: Option<Guard>,
+}
+
+impl Future for Holding {
     type Output = ();
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        Pin::new(&mut self.serving).poll(cx)
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        if Pin::new(&mut this.serving).poll(cx).is_ready() {
+            return Poll::Ready(());
+        }
+        let Serving::Tcp(driver) = &this.serving else {
+            return Poll::Pending;
+        };
+        let Some(since) = driver.idle_since() else {
+            return Poll::Pending;
+        };
+        if !park::due(since) {
+            park::enroll(driver.room(), since);
+            return Poll::Pending;
+        }
+        let Serving::Tcp(driver) = std::mem::replace(&mut this.serving, Serving::Parked) else {
+            return Poll::Pending;
+        };
+        let (Some((StreamTransport(tcp), room, inbox, id)), Some(guard)) =
+            (driver.into_parts(), this.guard.take())
+        else {
+            return Poll::Ready(());
+        };
+        park::park((tcp, room, inbox, id), guard);
+        Poll::Ready(())
     }
 }
 
@@ -266,6 +303,7 @@ impl Future for Serving {
         match self.get_mut() {
             Self::Tcp(driver) => Pin::new(driver).poll(cx),
             Self::Boxed(serving) => serving.as_mut().poll(cx),
+            Self::Parked => Poll::Ready(()),
         }
     }
 }
