@@ -117,7 +117,7 @@ pub struct Runtime {
     pub shards: ShardCount,
     /// Milliseconds a plain-TCP connection stays idle (no byte in or out) before it parks:
     /// it gives up its tokio task and reactor registration (about 0.5 KB) and waits as a
-    /// socket in the broker's own epoll set ([`crate::park`]'s docs). 0: never park.
+    /// socket in the broker's own epoll set (the `park` module's docs). 0: never park.
     pub park_after_ms: u32,
 }
 
