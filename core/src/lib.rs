@@ -17,6 +17,9 @@
 //! - [`router`]: the subscription index that tells which sessions a message goes to.
 //! - [`storage`]: the fixed-capacity (`heapless`) and growable (`alloc`) back-ends the
 //!   router and the broker run on: one algorithm, two kinds of memory.
+//! - [`broker`]: the broker state machine a host drives (`handle_*` in, `poll_*` out).
+//! - [`uplink`]: the MQTT client side of a bridge: forwards a bridge's messages to an
+//!   upstream broker and brings topics down from it, driven the same way.
 //!
 //! ## Features
 //! - `alloc`: growable back-ends and `Vec` conveniences.
@@ -48,6 +51,7 @@ pub mod sim;
 pub mod storage;
 pub mod time;
 pub mod topic;
+pub mod uplink;
 
 #[doc(hidden)]
 pub mod __private {
