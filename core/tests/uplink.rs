@@ -117,7 +117,10 @@ fn new_rig(config: &'static str) -> Rig {
 }
 
 fn rig_on<S: BrokerStorage>(broker: BrokerConfig, config: &'static str) -> Rig<S> {
-    let config = Config::parse(config).expect("a valid configuration");
+    // The uplink borrows its configuration for as long as it runs.
+    let config = Box::leak(Box::new(
+        Config::parse(config).expect("a valid configuration"),
+    ));
     let mut sim = Sim::<S>::new(broker);
     let now = sim.now();
     let uplink = Uplink::open(&mut sim.broker, config, now).expect("the bridge opens");

@@ -213,7 +213,7 @@ struct Notices {
 /// Maximum may bound them further).
 #[derive(Debug)]
 pub struct Uplink<'c, const WINDOW: usize = DEFAULT_WINDOW> {
-    config: Config<'c>,
+    config: &'c Config<'c>,
     bridge: BridgeId,
     phase: Phase,
     /// Keep alive in force: the configured one, or a 5.0 upstream's Server Keep Alive.
@@ -251,7 +251,7 @@ impl<'c, const WINDOW: usize> Uplink<'c, WINDOW> {
     /// filters, and hands out again what it had handed out before a restart.
     pub fn open<S: BrokerStorage, H: Hooks>(
         broker: &mut Broker<S, H>,
-        config: Config<'c>,
+        config: &'c Config<'c>,
         now: Instant,
     ) -> Result<Self, ReasonCode> {
         let bridge = broker.bridge_open(config.client_id, now)?;
@@ -280,8 +280,8 @@ impl<'c, const WINDOW: usize> Uplink<'c, WINDOW> {
     }
 
     /// The configuration.
-    pub fn config(&self) -> &Config<'c> {
-        &self.config
+    pub fn config(&self) -> &'c Config<'c> {
+        self.config
     }
 
     /// The local bridge.
@@ -533,7 +533,7 @@ impl<'c, const WINDOW: usize> Uplink<'c, WINDOW> {
     }
 
     fn write_connect(&self, buf: &mut [u8]) -> Result<usize, EncodeError> {
-        let config = &self.config;
+        let config = self.config;
         // 5.0: the session outlives the connection only with a Session Expiry Interval
         // [MQTT-3.1.2-23]; the bridge's never expires, like a 3.1.1 Clean Session 0 one.
         let session_expiry = [Property::SessionExpiryInterval(u32::MAX)];

@@ -85,7 +85,8 @@ pub const LARGE_BUFFERS: usize = 1;
 pub const SOCKET_TX: usize = 256;
 /// TCP transmit ring of the uplink's socket: it writes each PUBLISH whole, so it holds
 /// the largest one (a message of at most [`PACKET`] bytes as published, plus a margin for
-/// a longer packet identifier and topic framing).
+/// a longer packet identifier and topic framing): at least `PACKET` and
+/// `fulmar_core::uplink::PUBLISH_MARGIN`, what the client needs free to take a message.
 pub const UPLINK_TX: usize = PACKET + 256;
 /// Control packets waiting to be sent (acknowledgments, PINGRESP, SUBACK...), all
 /// connections together.

@@ -33,11 +33,18 @@ use embassy_sync::blocking_mutex::raw::CriticalSectionRawMutex;
 use embassy_sync::signal::Signal;
 use embassy_time::{Duration, Instant, Timer, with_timeout};
 pub use fulmar_core::uplink::{CLOSES_BEFORE_DROP, Config, ConfigError, MAX_FILTERS};
-use fulmar_core::uplink::{Close, Event, Uplink};
+use fulmar_core::uplink::{Close, Event, PUBLISH_MARGIN, Uplink};
 
-use crate::capacity::{SOCKET_RX, UPLINK_TX};
+use crate::capacity::{PACKET, SOCKET_RX, UPLINK_TX};
 use crate::inbox::{self, Inbox};
 use crate::server::{State, dispatch, now, with};
+
+// The client takes a message from the bridge only with this much room free (an empty
+// ring has it all): less, and nothing would ever be forwarded.
+const _: () = assert!(
+    UPLINK_TX >= PACKET + PUBLISH_MARGIN,
+    "uplink transmit ring too small"
+);
 
 /// First wait before reconnecting; it doubles after each failure up to [`MAX_BACKOFF`].
 const MIN_BACKOFF: Duration = Duration::from_millis(500);
@@ -49,6 +56,11 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// two (smoltcp asks again after 1 s, then 2 s), and the backoff retries soon after.
 const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Starts the uplink when a board has a configuration: `$text` is an
+/// `Option<&'static str>` (a file's contents, `option_env!("FULMAR_UPLINK")`); `None`
+/// leaves the uplink off, a text [`Config::parse`] refuses is logged. Defines the uplink's
+/// embassy task (tasks cannot be generic) and spawns it on `$spawner` with the network
+/// `$stack` (from [`crate::spawn_network`]), after persistence has restored the broker.
 #[macro_export]
 macro_rules! spawn_uplink {
     ($spawner:expr, $stack:expr, $text:expr) => {{
@@ -120,7 +132,7 @@ impl defmt::Format for End {
 /// there) and runs the uplink forever: connect, forward, reconnect with backoff. Run it
 /// in its own task once the network stack is up.
 pub async fn run(stack: Stack<'static>, config: Config<'static>) -> ! {
-    let opened = call(|state| Uplink::<'static>::open(&mut state.broker, config, now()));
+    let opened = call(|state| Uplink::open(&mut state.broker, &config, now()));
     let mut uplink = match opened {
         Ok(uplink) => uplink,
         Err(e) => {
@@ -191,7 +203,7 @@ pub async fn run(stack: Stack<'static>, config: Config<'static>) -> ! {
 /// the running count, and (by the core) the count retained on `$SYS`. Called at each
 /// connection attempt, so during an outage at most once per backoff period (with
 /// persistence, each is a flash write), and after a drop of a message too large.
-fn report_drops(uplink: &mut Uplink<'static>) {
+fn report_drops(uplink: &mut Uplink<'_>) {
     let dropped = call(|state| uplink.poll_dropped(&mut state.broker, now()));
     if let Some(dropped) = dropped.filter(|n| *n > 0) {
         defmt::warn!(
@@ -235,7 +247,7 @@ enum Input {
 async fn serve(
     socket: &mut TcpSocket<'_>,
     inbox: &mut Inbox,
-    uplink: &mut Uplink<'static>,
+    uplink: &mut Uplink<'_>,
     upstream: IpEndpoint,
 ) -> End {
     uplink.on_connected(now());
@@ -284,7 +296,7 @@ async fn serve(
 async fn receive(
     socket: &mut TcpSocket<'_>,
     inbox: &mut Inbox,
-    uplink: &mut Uplink<'static>,
+    uplink: &mut Uplink<'_>,
 ) -> Result<(), End> {
     loop {
         let handled = call(|state| uplink.handle_bytes(&mut state.broker, inbox.bytes(), now()));
@@ -300,7 +312,7 @@ async fn receive(
 
 /// Writes what the client has for upstream into the transmit ring, waiting for the ring
 /// to drain when its free room is too small for the next packet.
-async fn transmit(socket: &mut TcpSocket<'_>, uplink: &mut Uplink<'static>) -> Result<(), End> {
+async fn transmit(socket: &mut TcpSocket<'_>, uplink: &mut Uplink<'_>) -> Result<(), End> {
     loop {
         let wrote = socket
             .write_with(|buf| {
@@ -324,7 +336,7 @@ async fn transmit(socket: &mut TcpSocket<'_>, uplink: &mut Uplink<'static>) -> R
 }
 
 /// Logs what the client reported.
-fn report_events(uplink: &mut Uplink<'static>, upstream: IpEndpoint) {
+fn report_events(uplink: &mut Uplink<'_>, upstream: IpEndpoint) {
     while let Some(event) = uplink.poll_event() {
         match event {
             Event::Connected { .. } => defmt::info!("uplink: connected to {}", upstream),
