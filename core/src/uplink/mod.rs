@@ -119,9 +119,9 @@ pub enum Close {
 impl core::fmt::Display for Close {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
-            Self::Refused(code) => write!(f, "refused: {code:?}"),
+            Self::Refused(code) => write!(f, "refused: {code}"),
             Self::Timeout => f.write_str("timed out"),
-            Self::Disconnected(code) => write!(f, "disconnected by upstream: {code:?}"),
+            Self::Disconnected(code) => write!(f, "disconnected by upstream: {code}"),
             Self::Malformed(e) => write!(f, "malformed packet from upstream: {e}"),
             Self::Unexpected(kind) => write!(f, "unexpected {kind:?} from upstream"),
             Self::LocalFull => f.write_str("no room for a message from upstream"),
