@@ -625,6 +625,22 @@ fn closes_this_side_decided_or_with_another_oldest_message_start_the_count_over(
 }
 
 #[test]
+fn a_qos2_message_upstream_received_is_never_taken_for_one_it_refuses() {
+    let mut rig = new_rig("upstream h:1; up s/# 2");
+    rig.publish("s/t", b"had", QoS::ExactlyOnce);
+    let pid = rig.connect(&[])[0].publish().id.unwrap();
+    rig.feed(&[Packet::PubRec(Ack::new(pid))]).unwrap();
+    rig.written();
+    // Upstream has it (PUBREC): however often it closes before PUBCOMP, the PUBREL goes
+    // again and the message is not dropped.
+    for _ in 0..CLOSES_BEFORE_DROP + 1 {
+        assert!(!rig.close().dropped_refused);
+        assert_eq!(rig.connect(&[]), [Up::PubRel(pid)]);
+    }
+    assert_eq!(rig.dropped(), 0);
+}
+
+#[test]
 fn upstreams_disconnect_counts_as_upstream_closing() {
     let mut rig = new_rig("upstream h:1; protocol 5; up s/# 1");
     rig.publish("s/t", b"m", QoS::AtLeastOnce);
