@@ -24,7 +24,9 @@
 //! broker binds, and the broker reports it in its startup log line, which [`Fulmar::start`]
 //! waits for. Unlike "bind port 0, drop it, pass the number on", no other process can take
 //! the port in between. [`free_port`] remains for tests that need a number up front (a
-//! restart on the same port).
+//! restart on the same port, QEMU's port forwarding, a Mosquitto config file): it picks one
+//! below the kernel's ephemeral range, which the source ports of outgoing connections
+//! (every client of every test running meanwhile) are taken from.
 
 pub mod firmware;
 pub mod paho;
@@ -131,8 +133,23 @@ fn json_string_field(line: &str, field: &str) -> Option<String> {
 }
 
 /// A loopback port that was free a moment ago. Prefer starting the broker on port 0 (see
-/// the crate docs): another process may take this one before it is used.
+/// the crate docs): another process may take this one before it is used. It is taken
+/// from below the ephemeral range (`net.ipv4.ip_local_port_range`), at random, so an
+/// outgoing connection's source port never takes it, and two tests rarely try the same.
 pub fn free_port() -> u16 {
+    use std::hash::{BuildHasher, RandomState};
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let (low, high) = (10_000u16, ephemeral_low.max(10_001));
+    let random = RandomState::new();
+    for attempt in 0u32..200 {
+        let port = low + (random.hash_one(attempt) % u64::from(high - low)) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
