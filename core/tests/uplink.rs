@@ -33,6 +33,8 @@ enum Up {
     Publish(Sent),
     PubAck(PacketId),
     PubRel(PacketId),
+    /// A PUBREL with a failure reason (5.0).
+    PubRelRefused(PacketId, ReasonCode),
     PingReq,
 }
 
@@ -89,6 +91,9 @@ impl Up {
                     .collect(),
             }),
             Packet::PubAck(a) => Self::PubAck(a.packet_id),
+            Packet::PubRel(a) if a.reason_code != ReasonCode::Success => {
+                Self::PubRelRefused(a.packet_id, a.reason_code)
+            }
             Packet::PubRel(a) => Self::PubRel(a.packet_id),
             Packet::PingReq => Self::PingReq,
             other => panic!("an uplink does not send {other:?}"),
@@ -476,6 +481,42 @@ fn qos2_is_released_at_pubrec_and_its_pubrel_goes_again_after_a_reconnection() {
     rig.feed(&[Packet::PubComp(Ack::new(pid))]).unwrap();
     assert_eq!(rig.backlog(), 0);
     assert_eq!(rig.uplink.in_flight(), 0);
+}
+
+/// `answer` about packet identifier `pid` instead.
+fn answer_for(answer: &Up, pid: PacketId) -> Up {
+    match answer {
+        Up::PubRelRefused(_, code) => Up::PubRelRefused(pid, *code),
+        _ => Up::PubRel(pid),
+    }
+}
+
+#[test]
+fn a_pubrec_about_no_message_in_flight_is_answered_with_pubrel() {
+    // Upstream must not be left waiting for a release of an identifier the uplink will
+    // use again (§4.3.3): 5.0 answers "Packet Identifier not found" (§3.6.2.1), 3.1.1 a
+    // plain PUBREL.
+    for (config, answer) in [
+        (
+            "upstream h:1; protocol 5; up s/# 2",
+            Up::PubRelRefused(id(7), ReasonCode::PacketIdentifierNotFound),
+        ),
+        ("upstream h:1; up s/# 2", Up::PubRel(id(7))),
+    ] {
+        let mut rig = new_rig(config);
+        rig.publish("s/t", b"once", QoS::ExactlyOnce);
+        let pid = rig.connect(&[])[0].publish().id.unwrap();
+        assert_ne!(pid, id(7));
+        rig.feed(&[Packet::PubRec(Ack::new(pid))]).unwrap();
+        assert_eq!(rig.written(), [Up::PubRel(pid)]);
+        rig.feed(&[Packet::PubComp(Ack::new(pid))]).unwrap();
+        // Once more, after the exchange is over.
+        rig.feed(&[Packet::PubRec(Ack::new(pid))]).unwrap();
+        assert_eq!(rig.written(), [answer_for(&answer, pid)], "{config}");
+        rig.feed(&[Packet::PubRec(Ack::new(id(7)))]).unwrap();
+        assert_eq!(rig.written(), [answer], "{config}");
+        assert_eq!(rig.uplink.in_flight(), 0);
+    }
 }
 
 #[test]

@@ -208,6 +208,15 @@ struct Notices {
     oversized: u32,
 }
 
+/// An answer upstream is owed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Owed {
+    /// PUBACK for a QoS 1 message the broker took.
+    PubAck(PacketId),
+    /// PUBREL for a PUBREC about no message in flight.
+    StrayRelease(PacketId),
+}
+
 /// One bridge's MQTT client connection upstream, across reconnections (see the module
 /// documentation). `WINDOW` bounds the messages in flight (and a 5.0 upstream's Receive
 /// Maximum may bound them further).
@@ -221,8 +230,9 @@ pub struct Uplink<'c, const WINDOW: usize = DEFAULT_WINDOW> {
     /// QoS 1 and 2 messages written and not completed (PUBACK, PUBCOMP), matched by packet
     /// identifier, so in any order.
     inflight: heapless::Vec<InFlight, WINDOW>,
-    /// QoS 1 messages from upstream the broker took, to acknowledge.
-    acks: heapless::Deque<PacketId, ACKS>,
+    /// Answers upstream is owed: PUBACKs for the QoS 1 messages from upstream the broker
+    /// took, and PUBRELs for PUBRECs about no message in flight.
+    acks: heapless::Deque<Owed, ACKS>,
     /// Messages that may be in flight: `WINDOW`, or less if upstream says so.
     window: usize,
     /// The largest packet upstream takes: the smaller of a 5.0 upstream's Maximum Packet
@@ -439,6 +449,13 @@ impl<'c, const WINDOW: usize> Uplink<'c, WINDOW> {
                     broker.bridge_received(bridge, entry.token);
                     entry.received = true;
                     entry.release = true;
+                } else {
+                    // About no message in flight (a duplicate, or an exchange this side
+                    // no longer has): PUBREL all the same, 5.0 with "Packet Identifier
+                    // not found" (§3.6.2.1), or upstream would keep the identifier
+                    // waiting for a release and take the next message sent under it
+                    // for a duplicate (§4.3.3). Room was checked before decoding.
+                    let _ = self.acks.push_back(Owed::StrayRelease(ack.packet_id));
                 }
                 Ok(())
             }
@@ -459,7 +476,7 @@ impl<'c, const WINDOW: usize> Uplink<'c, WINDOW> {
                     // Acknowledged only now that the broker has it [MQTT-4.3.2-2].
                     // Room was checked before decoding.
                     (Ok(_), Some(id)) => {
-                        let _ = self.acks.push_back(id);
+                        let _ = self.acks.push_back(Owed::PubAck(id));
                         Ok(())
                     }
                     (Ok(_), None) | (Err(_), None) => Ok(()),
@@ -573,8 +590,15 @@ impl<'c, const WINDOW: usize> Uplink<'c, WINDOW> {
             entry.release = false;
             return Ok(written);
         }
-        if let Some(id) = self.acks.front() {
-            let written = Packet::PubAck(Ack::new(*id)).encode(version, buf)?;
+        if let Some(owed) = self.acks.front() {
+            let packet = match *owed {
+                Owed::PubAck(id) => Packet::PubAck(Ack::new(id)),
+                Owed::StrayRelease(id) => Packet::PubRel(Ack {
+                    reason_code: ReasonCode::PacketIdentifierNotFound,
+                    ..Ack::new(id)
+                }),
+            };
+            let written = packet.encode(version, buf)?;
             self.acks.pop_front();
             return Ok(written);
         }
