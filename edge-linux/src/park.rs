@@ -405,3 +405,15 @@ impl Lot {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What every parked connection costs in the lot, besides its slot's pointer.
+    #[test]
+    fn a_parked_connection_is_small() {
+        let size = std::mem::size_of::<Parked>();
+        assert!(size <= 64, "a parked connection takes {size} bytes");
+    }
+}
