@@ -80,10 +80,12 @@ mod mesh;
 mod output;
 mod peers;
 mod stop;
+mod uplinks;
 
 use output::Wakes;
 pub(crate) use output::{Link, Output, Room, buffers};
 use peers::{Peer, Peers};
+pub(crate) use uplinks::Uplinked;
 
 /// Inputs waiting for the actor; readers wait when it is full.
 const INBOX: usize = 1024;
@@ -123,6 +125,9 @@ pub(crate) enum Input {
     Closed(ConnectionId),
     /// The connection's writer took a chunk after the actor found its channel full.
     Drained(ConnectionId),
+    /// News from a bridge's connection upstream: the bridge's slot among this shard's,
+    /// and what happened.
+    Uplink(usize, Uplinked),
     /// Flush and close every connection, then stop.
     Shutdown,
 }
@@ -190,6 +195,8 @@ pub(crate) struct Prepared {
     store: Option<Store>,
     clock: Clock,
     buffer: Vec<u8>,
+    /// The bridges whose sessions this shard owns.
+    uplinks: Vec<uplinks::UplinkState>,
 }
 
 /// Builds the broker state machines, one per shard, and restores `store` into them (before
@@ -243,6 +250,7 @@ pub(crate) fn prepare(
             store,
             clock,
             buffer: vec![0; config.max_packet_size as usize + TRANSMIT_MARGIN],
+            uplinks: Vec::new(),
         });
     }
     Ok(prepared)
@@ -252,6 +260,18 @@ impl Prepared {
     /// What decides who may connect and what they may do.
     pub(crate) fn auth(&self) -> Arc<Auth> {
         self.auth.clone()
+    }
+
+    /// Opens the bridges whose sessions this shard owns (`bridges` are this shard's, in
+    /// slot order), after the restore, so each one's backlog is there. Fails with the
+    /// name of a bridge the core refuses (a local session of that name is connected, or a
+    /// filter is beyond the configured topic limits) and why.
+    pub(crate) fn open_bridges(
+        &mut self,
+        bridges: &[crate::bridge::Bridge],
+    ) -> Result<(), (&'static str, fulmar_core::codec::ReasonCode)> {
+        self.uplinks = uplinks::open(&mut self.broker, bridges, self.clock.now())?;
+        Ok(())
     }
 
     /// Starts one actor per shard (and each one's store writer thread) on the current
@@ -321,6 +341,7 @@ impl Prepared {
                 shard_count: count,
                 copies_first: false,
                 stopping: None,
+                uplinks: this.uplinks,
             };
             tasks.push(tokio::spawn(actor.run(receiver, mesh)));
             handles.push(BrokerHandle {
@@ -448,6 +469,8 @@ struct Actor {
     /// Set once told to stop (a shard of several): every connection is closed and parked,
     /// and copies still move between the shards until this deadline at the latest.
     stopping: Option<tokio::time::Instant>,
+    /// The bridges whose sessions this shard owns, each with its client ([`uplinks`]).
+    uplinks: Vec<uplinks::UplinkState>,
 }
 
 /// What happened when the actor tried to move a connection's output to its writer.
@@ -474,6 +497,12 @@ impl Actor {
         let mut floor = self.clock.started;
         let mut inbox_open = true;
         loop {
+            if !self.uplinks.is_empty() && self.stopping.is_none() {
+                // Whatever woke the actor may have queued messages for a bridge.
+                let now = self.now();
+                self.drive_uplinks(now);
+                self.settle().await;
+            }
             // Done with what woke it: the writers take what it gave them.
             self.wakes.wake_all();
             // poll_timeout scans every connection and session; once per batch, not per input.
@@ -483,9 +512,10 @@ impl Actor {
             // none left, which they might no longer take.
             let deadline = match self.stopping {
                 None => {
-                    let core = self
-                        .broker
-                        .poll_timeout()
+                    let core = [self.broker.poll_timeout(), self.uplink_deadline()]
+                        .into_iter()
+                        .flatten()
+                        .min()
                         .map(|at| self.clock.deadline(at).max(floor));
                     [core, self.sys.next_due()].into_iter().flatten().min()
                 }
@@ -566,6 +596,7 @@ impl Actor {
                 () = sleep => if self.stopping.is_none() {
                     let now = self.now();
                     self.broker.handle_timeout(now);
+                    self.uplink_timeouts(now);
                     self.pump(now);
                     self.resume_stalled(now);
                     self.exchange(now);
@@ -686,6 +717,7 @@ impl Actor {
             parked.peer.release_held(|_| true);
             parked.peer.link.finish(parked.last);
         }
+        self.release_uplinks(ready);
     }
 
     /// What held output may leave now.
@@ -758,6 +790,7 @@ impl Actor {
                 }
             }
             Input::Drained(id) => self.unblock(id, now),
+            Input::Uplink(slot, what) => self.on_uplink(slot, what, now),
             // Handled by `run`, which stops after it.
             Input::Shutdown => {}
         }
@@ -960,32 +993,14 @@ impl Actor {
             // a chunk that holds an acknowledgement, a PUBREL or a QoS 2 delivery waits for
             // everything polled up to now. QoS 0/1 deliveries need not wait (the core says
             // which is which), so a persistent subscriber is not held to the disk's pace.
-            let needs_durability = self.broker.transmit_needs_durability();
-            let commit = match &mut self.store {
-                Some(store) => {
+            let hold = if self.broker.transmit_needs_durability() {
+                output_hold(&mut self.store, &mut self.broker, self.shard.as_ref())
+            } else {
+                // Still collected: what it changed joins the next commit.
+                if let Some(store) = &mut self.store {
                     store.collect(&mut self.broker);
-                    store.hold_until().filter(|_| needs_durability)
                 }
-                None => None,
-            };
-            // Other shards matter for durability: without a store, nothing acknowledged
-            // survives a crash anyway, and waiting for their answer only adds a round trip.
-            let seq = self
-                .shard
-                .as_ref()
-                .filter(|_| self.store.is_some())
-                .and_then(|shard| {
-                    let seq = self.broker.last_seq();
-                    let pending = shard.peers.iter().flatten().any(|p| {
-                        self.broker
-                            .peer_oldest(p.id)
-                            .is_some_and(|oldest| oldest <= seq)
-                    });
-                    (needs_durability && pending).then_some(seq)
-                });
-            let hold = Hold {
-                commit: commit.unwrap_or(0),
-                seq: seq.unwrap_or(0),
+                Hold::default()
             };
             if !hold.is_none() || peer.has_held() {
                 if !peer.has_held() {
@@ -1050,6 +1065,34 @@ impl Actor {
                 _ => return out,
             }
         }
+    }
+}
+
+/// What output that needs durability waits for: everything the core changed up to now is
+/// durable, and (with a store, one shard of several) every other shard took the copies
+/// queued up to now. Without a store nothing acknowledged survives a crash anyway, and
+/// waiting for the other shards' answer would only add a round trip.
+fn output_hold(
+    store: &mut Option<Committer>,
+    broker: &mut Broker<Growable, EdgeHooks>,
+    shard: Option<&ShardState>,
+) -> Hold {
+    let Some(store) = store else {
+        return Hold::default();
+    };
+    store.collect(broker);
+    let seq = shard.and_then(|shard| {
+        let seq = broker.last_seq();
+        let pending = shard
+            .peers
+            .iter()
+            .flatten()
+            .any(|p| broker.peer_oldest(p.id).is_some_and(|oldest| oldest <= seq));
+        pending.then_some(seq)
+    });
+    Hold {
+        commit: store.hold_until().unwrap_or(0),
+        seq: seq.unwrap_or(0),
     }
 }
 

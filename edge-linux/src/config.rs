@@ -73,6 +73,9 @@ pub struct Config {
     pub log: Log,
     /// How the broker uses the machine's cores.
     pub runtime: Runtime,
+    /// Bridges to upstream brokers (none by default).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub bridges: Vec<Bridge>,
 }
 
 impl Default for Config {
@@ -87,6 +90,7 @@ impl Default for Config {
             metrics: Metrics::default(),
             log: Log::default(),
             runtime: Runtime::default(),
+            bridges: Vec::new(),
         }
     }
 }
@@ -666,13 +670,199 @@ pub fn check_log_level(level: &str) -> Result<(), String> {
         .map_err(|e| bad(e.to_string()))
 }
 
+// --- bridges ------------------------------------------------------------------------------
+
+/// A bridge to an upstream broker (Mosquitto's `connection` / `address` / `topic`): a
+/// persistent local session that queues what matches its `up` filters (store and forward,
+/// see `crate::bridge`) and an MQTT client connection upstream that forwards it, and
+/// brings what matches the `down` filters into this broker.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Bridge {
+    /// The client identifier upstream, and the name of the local bridge session (unique
+    /// among the bridges; a local client with this identifier is refused while the bridge
+    /// exists).
+    #[serde(deserialize_with = "bridge_name")]
+    pub name: String,
+    /// The upstream broker, `host:port`; the host is resolved again before every
+    /// connection (a cloud broker's address changes).
+    #[serde(deserialize_with = "bridge_address")]
+    pub address: String,
+    /// The MQTT version spoken upstream.
+    #[serde(default)]
+    pub protocol: BridgeProtocol,
+    /// Keep alive announced upstream, in seconds (at least 1).
+    #[serde(default = "default_bridge_keep_alive", deserialize_with = "keep_alive")]
+    pub keep_alive: u16,
+    /// User name sent upstream.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// Password sent upstream (needs `username`: 3.1.1 cannot send one without it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+    /// The largest packet upstream takes, in bytes, when it cannot say so itself (3.1.1);
+    /// larger messages are dropped, counted, instead of sent.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "bridge_max_packet"
+    )]
+    pub max_packet: Option<u32>,
+    /// Local messages forwarded upstream.
+    #[serde(default, deserialize_with = "bridge_filters")]
+    pub up: Vec<BridgeFilter>,
+    /// Upstream messages brought into this broker.
+    #[serde(default, deserialize_with = "bridge_filters")]
+    pub down: Vec<BridgeFilter>,
+}
+
+/// A topic filter a bridge forwards, with the highest QoS it forwards at.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BridgeFilter {
+    /// Topic filter (`+` and `#` wildcards).
+    #[serde(deserialize_with = "topic_filter")]
+    pub filter: String,
+    /// Highest QoS (0, 1 or 2; `down` filters are subscribed at 1 at most).
+    #[serde(default = "default_bridge_qos", deserialize_with = "qos")]
+    pub qos: u8,
+}
+
+/// The MQTT version a bridge speaks upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum BridgeProtocol {
+    /// MQTT 3.1.1 (every broker has it).
+    #[default]
+    #[serde(rename = "3.1.1")]
+    V311,
+    /// MQTT 5.0.
+    #[serde(rename = "5")]
+    V5,
+}
+
+fn default_bridge_keep_alive() -> u16 {
+    30
+}
+
+fn default_bridge_qos() -> u8 {
+    1
+}
+
+fn bridge_name<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let name = String::deserialize(d)?;
+    // A client identifier is a UTF-8 string of at most 65 535 bytes [MQTT-3.1.3-4]; an
+    // empty one would ask upstream to assign one, and the bridge's session must keep its
+    // name across connections.
+    if name.is_empty() || name.len() > usize::from(u16::MAX) {
+        return Err(D::Error::custom(
+            "a bridge name is a client identifier of 1 to 65535 bytes",
+        ));
+    }
+    Ok(name)
+}
+
+fn bridge_address<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let address = String::deserialize(d)?;
+    match split_host_port(&address) {
+        Some(_) => Ok(address),
+        None => Err(D::Error::custom(format!(
+            "{address:?} is not host:port (a name or an address, and a port)"
+        ))),
+    }
+}
+
+/// The host and port of a bridge's `address` (`host:port`, `[v6]:port`).
+pub fn split_host_port(address: &str) -> Option<(&str, u16)> {
+    let (host, port) = address.rsplit_once(':')?;
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    let port = port.parse::<u16>().ok().filter(|p| *p > 0)?;
+    (!host.is_empty()).then_some((host, port))
+}
+
+fn keep_alive<'de, D: Deserializer<'de>>(d: D) -> Result<u16, D::Error> {
+    in_range(d, 1..=u16::MAX, "seconds")
+}
+
+fn bridge_max_packet<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    let min = fulmar_core::uplink::MIN_MAX_PACKET;
+    in_range(d, min..=MAX_PACKET_SIZE_CEILING, "bytes").map(Some)
+}
+
+fn bridge_filters<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<BridgeFilter>, D::Error> {
+    let filters = Vec::<BridgeFilter>::deserialize(d)?;
+    let max = fulmar_core::uplink::MAX_FILTERS;
+    if filters.len() > max {
+        return Err(D::Error::custom(format!(
+            "{} filters: a bridge forwards at most {max} in each direction",
+            filters.len()
+        )));
+    }
+    Ok(filters)
+}
+
+fn topic_filter<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    use fulmar_core::topic::{SubscriptionFilter, TopicLimits};
+    let filter = String::deserialize(d)?;
+    // The syntax here [MQTT-4.7.1-1] [MQTT-4.7.1-2]; the configured length and depth limits
+    // are checked when the bridge opens.
+    if let Err(error) = SubscriptionFilter::parse(&filter, &TopicLimits::DEFAULT) {
+        return Err(D::Error::custom(format!(
+            "{filter:?} is not a topic filter: {error}"
+        )));
+    }
+    if filter.starts_with("$share/") {
+        return Err(D::Error::custom(
+            "a bridge filter cannot be a shared subscription",
+        ));
+    }
+    Ok(filter)
+}
+
+impl Bridge {
+    /// The client's configuration in the core's terms, borrowing from this one (the
+    /// address is resolved by the host, so `host` and `port` are only shown in logs).
+    pub fn uplink(&self) -> fulmar_core::uplink::Config<'_> {
+        use fulmar_core::codec::ProtocolVersion;
+        let (host, port) = split_host_port(&self.address).unwrap_or((&self.address, 0));
+        let mut config = fulmar_core::uplink::Config::new(host, port);
+        config.client_id = &self.name;
+        config.keep_alive = self.keep_alive;
+        config.protocol = match self.protocol {
+            BridgeProtocol::V311 => ProtocolVersion::V3_1_1,
+            BridgeProtocol::V5 => ProtocolVersion::V5,
+        };
+        config.username = self.username.as_deref();
+        config.password = self.password.as_deref();
+        config.max_packet = self.max_packet;
+        for (list, filters) in [(&mut config.up, &self.up), (&mut config.down, &self.down)] {
+            for f in filters {
+                // Never more than MAX_FILTERS: checked when read.
+                let _ = list.push((f.filter.as_str(), qos_of(f.qos)));
+            }
+        }
+        config
+    }
+}
+
+/// The core's QoS of a checked number (0 to 2).
+fn qos_of(qos: u8) -> fulmar_core::codec::QoS {
+    use fulmar_core::codec::QoS;
+    match qos {
+        0 => QoS::AtMostOnce,
+        1 => QoS::AtLeastOnce,
+        _ => QoS::ExactlyOnce,
+    }
+}
+
 // --- mapping onto the core ----------------------------------------------------------------
 
 impl Config {
     /// The broker state machine's configuration.
     pub fn core(&self) -> fulmar_core::broker::Config {
         use fulmar_core::broker::OverflowPolicy;
-        use fulmar_core::codec::QoS;
         let l = &self.limits;
         let m = &self.mqtt;
         let max_connections = l.max_connections.get();
@@ -709,11 +899,7 @@ impl Config {
                 max_len: l.max_topic_length,
                 max_depth: l.max_topic_depth.get(),
             },
-            max_qos: match m.max_qos {
-                0 => QoS::AtMostOnce,
-                1 => QoS::AtLeastOnce,
-                _ => QoS::ExactlyOnce,
-            },
+            max_qos: qos_of(m.max_qos),
             retain_available: m.retain_available,
             topic_alias_maximum: m.topic_alias_maximum,
             max_session_expiry: m.max_session_expiry_secs,
@@ -804,6 +990,28 @@ impl Config {
                     format!("listeners.{kind}.{i}.identity_from_cert"),
                     "identity_from_cert needs client_ca: without it clients are not asked for a \
                      certificate",
+                ));
+            }
+        }
+        for (i, bridge) in self.bridges.iter().enumerate() {
+            let taken = self.bridges.get(..i).unwrap_or_default();
+            if taken.iter().any(|b| b.name == bridge.name) {
+                return Err(Invalid::new(
+                    format!("bridges.{i}.name"),
+                    format!("two bridges are named {:?}", bridge.name),
+                ));
+            }
+            // [MQTT-3.1.2-22]: 3.1.1 has no password without a user name.
+            if bridge.password.is_some() && bridge.username.is_none() {
+                return Err(Invalid::new(
+                    format!("bridges.{i}.password"),
+                    "a password needs a username",
+                ));
+            }
+            if bridge.up.is_empty() && bridge.down.is_empty() {
+                return Err(Invalid::new(
+                    format!("bridges.{i}.name"),
+                    "the bridge forwards nothing: give `up` or `down` filters",
                 ));
             }
         }
@@ -898,6 +1106,23 @@ mod tests {
             acl_file: Some("a".into()),
         };
         config.metrics.listen = Some(addr);
+        config.bridges.push(Bridge {
+            name: "edge".into(),
+            address: "cloud:1883".into(),
+            protocol: BridgeProtocol::V5,
+            keep_alive: 30,
+            username: Some("u".into()),
+            password: Some("p".into()),
+            max_packet: Some(1024),
+            up: vec![BridgeFilter {
+                filter: "sensors/#".into(),
+                qos: 1,
+            }],
+            down: vec![BridgeFilter {
+                filter: "commands/#".into(),
+                qos: 1,
+            }],
+        });
         config
     }
 
@@ -1004,12 +1229,68 @@ mod tests {
             ("[runtime]\nshards = 0\n", (2, 10), "from 1 to 64"),
             ("[runtime]\nshards = 65\n", (2, 10), "from 1 to 64"),
             ("[runtime]\nshards = \"all\"\n", (2, 10), "\"auto\""),
+            (
+                "[[bridges]]\nname = \"b\"\naddress = \"h:1\"\nup = [{ filter = \"a/#/b\" }]\n",
+                (4, 18),
+                "not a topic filter",
+            ),
+            (
+                "[[bridges]]\nname = \"b\"\naddress = \"nowhere\"\n",
+                (3, 11),
+                "host:port",
+            ),
+            (
+                "[[bridges]]\nname = \"b\"\naddress = \"h:1\"\nkeep_alive = 0\n",
+                (4, 14),
+                "out of range",
+            ),
+            (
+                "[[bridges]]\nname = \"b\"\naddress = \"h:1\"\nprotocol = \"4\"\n",
+                (4, 12),
+                "unknown variant",
+            ),
         ];
         for (text, at, words) in cases {
             let (line, column, message) = error_at(text);
             assert_eq!((line, column), at, "{text}: {message}");
             assert!(message.contains(words), "{text}: {message}");
         }
+    }
+
+    #[test]
+    fn a_bridge_maps_onto_the_uplink_client() {
+        let text = "[[bridges]]\nname = \"edge-1\"\naddress = \"[::1]:1884\"\nprotocol = \"5\"\n\
+                    username = \"u\"\npassword = \"p\"\n\
+                    [[bridges.up]]\nfilter = \"sensors/#\"\n\
+                    [[bridges.down]]\nfilter = \"commands/#\"\nqos = 0\n";
+        let config = parse(text).unwrap();
+        let bridge = &config.bridges[0];
+        let uplink = bridge.uplink();
+        assert_eq!((uplink.host, uplink.port), ("::1", 1884));
+        assert_eq!(uplink.client_id, "edge-1");
+        assert_eq!(uplink.keep_alive, 30);
+        assert_eq!(uplink.protocol, fulmar_core::codec::ProtocolVersion::V5);
+        assert_eq!((uplink.username, uplink.password), (Some("u"), Some("p")));
+        assert_eq!(
+            uplink.up.as_slice(),
+            [("sensors/#", fulmar_core::codec::QoS::AtLeastOnce)]
+        );
+        assert_eq!(
+            uplink.down.as_slice(),
+            [("commands/#", fulmar_core::codec::QoS::AtMostOnce)]
+        );
+        // Checks across keys point at the key.
+        let (line, _, message) = error_at(
+            "[[bridges]]\nname = \"b\"\naddress = \"h:1\"\npassword = \"p\"\nup = [{ filter = \"a\" }]\n",
+        );
+        assert_eq!(line, 4, "{message}");
+        assert!(message.contains("username"), "{message}");
+        let twice = "[[bridges]]\nname = \"b\"\naddress = \"h:1\"\nup = [{ filter = \"a\" }]\n";
+        let (line, _, message) = error_at(&format!("{twice}{twice}"));
+        assert_eq!(line, 6, "{message}");
+        assert!(message.contains("two bridges"), "{message}");
+        let (_, _, message) = error_at("[[bridges]]\nname = \"b\"\naddress = \"h:1\"\n");
+        assert!(message.contains("forwards nothing"), "{message}");
     }
 
     #[test]

@@ -15,6 +15,9 @@
 //!   broker, generic over the transport.
 //! - `broker_task`: one task that owns the broker state machine (an actor), feeds it what
 //!   the connections read, and hands each connection what the broker transmits.
+//! - `bridge`: bridges to upstream brokers (`[[bridges]]`): each one's connection upstream,
+//!   driving the core's sans-IO MQTT client (`fulmar_core::uplink`) that lives in the
+//!   actor of the bridge's shard, with the core bridge's store and forward.
 //! - `park`: the parking lot, where idle plain-TCP connections wait as a socket in an
 //!   epoll set, without a task.
 //! - `rate_limit`: the per-address connection rate limit of the accept loop.
@@ -56,6 +59,7 @@ pub mod shutdown;
 pub mod store;
 pub mod transport;
 
+mod bridge;
 mod broker_task;
 mod connection;
 mod park;

@@ -23,6 +23,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tracing::{debug, error, info, warn};
 
 use crate::auth::{self, Auth};
+use crate::bridge;
 use crate::broker_task;
 use crate::config::Config;
 use crate::connection::LINGER;
@@ -75,6 +76,15 @@ pub enum Error {
     /// A thread the broker needs could not be started.
     #[error("cannot start a thread")]
     Thread(#[source] io::Error),
+    /// The core refused to open a bridge (a connected local client has its name, or a
+    /// filter is beyond `limits.max_topic_length` or `limits.max_topic_depth`).
+    #[error("cannot open the bridge {name:?}: {reason}")]
+    Bridge {
+        /// The bridge's name.
+        name: String,
+        /// The core's reason.
+        reason: fulmar_core::codec::ReasonCode,
+    },
 }
 
 /// A broker whose listeners are bound, ready to [`Server::run`].
@@ -87,6 +97,8 @@ pub struct Server {
     metrics: Arc<Metrics>,
     /// One per shard.
     broker: Vec<broker_task::Prepared>,
+    /// The bridges upstream, each opened on its shard.
+    bridges: Vec<bridge::Bridge>,
 }
 
 /// A bound MQTT listener.
@@ -143,18 +155,29 @@ impl Server {
             warn!("persistence is off: sessions and retained messages are lost on exit");
             None
         };
-        let broker = broker_task::prepare(
-            config.core(),
-            store,
-            auth,
-            config.runtime.shards.resolve().get(),
-        )?;
+        let shards = config.runtime.shards.resolve().get();
+        let mut broker = broker_task::prepare(config.core(), store, auth, shards)?;
+        let bridges = bridge::plan(&config.bridges, shards);
+        for (shard, prepared) in broker.iter_mut().enumerate() {
+            let own: Vec<bridge::Bridge> = bridges
+                .iter()
+                .filter(|b| b.shard == shard)
+                .cloned()
+                .collect();
+            prepared
+                .open_bridges(&own)
+                .map_err(|(name, reason)| Error::Bridge {
+                    name: name.to_owned(),
+                    reason,
+                })?;
+        }
         Ok(Self {
             config,
             listeners,
             metrics_listener,
             metrics: Arc::new(Metrics::new()),
             broker,
+            bridges,
         })
     }
 
@@ -233,6 +256,11 @@ impl Server {
                 metrics.clone(),
                 stopped.clone(),
             ));
+        }
+        for bridge in self.bridges {
+            if let Some(shard) = broker.all().get(bridge.shard) {
+                tokio::spawn(bridge::run(bridge, shard.inbox(), stopped.clone()));
+            }
         }
         for bound in self.listeners {
             tokio::spawn(accept_loop(
