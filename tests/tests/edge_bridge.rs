@@ -204,6 +204,17 @@ fn messages_go_up_in_order() {
     );
     wait_log(&broker, "bridge: connected upstream", 1);
 
+    // Forwarded as soon as it is routed, not at the bridge's next exchange with upstream
+    // (its first PINGREQ is 7.5 s away).
+    let published = Instant::now();
+    publish(broker.port(), "sensors/first", &["1".to_owned()]);
+    sub.expect_line(WAIT, |l| l == "sensors/first 1");
+    let latency = published.elapsed();
+    assert!(
+        latency < Duration::from_secs(3),
+        "forwarded after {latency:?}"
+    );
+
     publish(broker.port(), "local/only", &payloads("local", 3));
     let sent = payloads("up", 200);
     publish(broker.port(), "sensors/t", &sent);
@@ -257,10 +268,16 @@ struct Outage {
 
 impl Outage {
     fn start(name: &str) -> Self {
+        Self::start_with(name, "")
+    }
+
+    /// [`Outage::start`] with more configuration (`limits`, say) before the bridge.
+    fn start_with(name: &str, conf: &str) -> Self {
         let dir = DataDir::new(name);
         let up_port = free_port();
         let mosquitto = Mosquitto::start(up_port, &dir);
-        let conf = bridge_conf(name, up_port, "up = [{ filter = \"sensors/#\" }]\n");
+        let conf =
+            conf.to_owned() + &bridge_conf(name, up_port, "up = [{ filter = \"sensors/#\" }]\n");
         let broker = fulmar(&dir, &conf);
         wait_log(&broker, "bridge: connected upstream", 1);
         // The subscriber's persistent session upstream, which Mosquitto saves when it
@@ -321,6 +338,23 @@ fn the_backlog_survives_a_kill_of_fulmar() {
     let mut seen = std::collections::HashSet::new();
     firsts.retain(|l| seen.insert(l.clone()));
     assert_eq!(firsts, lines_of("sensors/t", &sent), "{got:#?}");
+}
+
+/// The backlog is bounded: while upstream is away, messages beyond the bridge's queue
+/// limit (`limits.max_queued_messages`) are dropped, the newest first, and counted on the
+/// retained `$SYS/broker/bridge/<name>/dropped`; the others still arrive, in order.
+#[test]
+fn a_full_backlog_drops_the_newest_and_counts_them() {
+    let mut outage = Outage::start_with("bridge-full", "[limits]\nmax_queued_messages = 5\n");
+    let sent = payloads("full", 8);
+    publish(outage.broker.port(), "sensors/t", &sent);
+    let dropped = fulmar_tests::mosquitto_sub_lines(
+        outage.broker.port(),
+        &["-v", "-t", "$SYS/broker/bridge/bridge-full/dropped"],
+    );
+    dropped.expect_line(WAIT, |line| line.ends_with("/dropped 3"));
+    let sub = outage.upstream_back();
+    assert_eq!(collect(&sub, 5), lines_of("sensors/t", &sent[..5]));
 }
 
 /// fulmar bridged to fulmar over MQTT 5.0: messages go up in order, and come down.

@@ -210,7 +210,7 @@ fn ensure_systemd_analyze(ctx: &Ctx, installed: &mut Vec<String>) -> Result<(), 
 
 /// `mosquitto_passwd` and the `mosquitto` broker (Debian package `mosquitto`): the
 /// authentication tests check that password files pass both ways between Mosquitto and
-/// fulmar.
+/// fulmar, and the bridge tests (`edge_bridge`, `firmware_bridge`) bridge to Mosquitto.
 fn ensure_mosquitto_passwd(ctx: &Ctx, installed: &mut Vec<String>) -> Result<(), String> {
     // Neither has a version flag that exits 0; that they start is what counts.
     let present = ["mosquitto_passwd", "mosquitto"]

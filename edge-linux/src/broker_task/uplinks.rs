@@ -136,6 +136,10 @@ impl Actor {
                 };
                 state.link = Some(link);
                 state.uplink.on_connected(now);
+                // Shown at each connection as at each failed attempt: an outage may have
+                // dropped messages since the last attempt.
+                show_dropped(&mut state.uplink, &mut self.broker, now);
+                self.pump(now);
                 self.transmit_uplink(slot, now);
             }
             Uplinked::Bytes(bytes) => {
