@@ -532,6 +532,7 @@ impl<T: Transport> Driver<T> {
                     if let Reader::Reading(since) = &mut self.reader {
                         *since = park::now();
                     }
+                    park::answered(&self.room);
                     // What is written is not kept: an idle connection holds no buffer. The
                     // actor fills it again, for this connection or another.
                     buffers::give(std::mem::take(&mut out.bytes));

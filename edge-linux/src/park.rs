@@ -19,7 +19,13 @@
 //!   per connection. Idle tasks are not polled by themselves: an idle driver enrolls once
 //!   ([`enroll`]) with the tick its time comes, and the lot wakes it then; it parks if it
 //!   stayed idle, and enrolls again otherwise. An active connection pays an atomic load
-//!   per poll and a wake-up per `park_after` at most.
+//!   per poll and a wake-up per `park_after` at most. A new connection parks sooner: at
+//!   its first idle moment after its first answer (the CONNACK), since it has no activity
+//!   to go by yet; otherwise, when many connect at once (every client of a site after a
+//!   restart), all of them are tasks for `park_after` together, and that peak is what the
+//!   process keeps (the allocator keeps the freed blocks between live ones). That costs a
+//!   connection one park and unpark at most (a client that goes on at once comes back on
+//!   its next packet, and then waits `park_after` like any other).
 //! - **Parking**: the driver's socket leaves tokio's reactor ([`TcpStream::into_std`]),
 //!   goes into the lot's epoll set (level-triggered: bytes that arrived meanwhile report
 //!   at once) and the slab; the room's waker becomes the room itself
@@ -182,6 +188,33 @@ pub(crate) fn due(since: u32) -> bool {
         .is_some_and(|lot| lot.clock.load(Ordering::Relaxed).wrapping_sub(since) >= IDLE_TICKS)
 }
 
+/// [`Room::first`]: the connection has sent nothing yet.
+const NEW: u8 = 0;
+/// [`Room::first`]: the connection has sent its first bytes (a CONNACK) and never parked:
+/// it parks at its first idle moment.
+const ANSWERED: u8 = 1;
+/// [`Room::first`]: the connection has parked before; it parks after `park_after`.
+const SETTLED: u8 = 2;
+
+/// Notes that a connection wrote something (its first write: the answer to its first
+/// packet).
+pub(crate) fn answered(room: &Room) {
+    if room.first.load(Ordering::Relaxed) == NEW {
+        room.first.store(ANSWERED, Ordering::Relaxed);
+    }
+}
+
+/// Whether a connection parks at once, at its first idle moment after its first answer: a
+/// connection just made has no activity to go by, and in a burst of new connections (all
+/// clients coming back after a restart) each would otherwise hold its task for
+/// `park_after`, all at once. One park and unpark per connection at most.
+pub(crate) fn first_idle(room: &Room) -> bool {
+    room.first.load(Ordering::Relaxed) == ANSWERED
+        && LOT
+            .get()
+            .is_some_and(|lot| !lot.stopped.load(Ordering::Relaxed))
+}
+
 /// Enrolls an idle connection whose last I/O was at tick `since`: it is woken when it may
 /// park. Once until it is woken (a flag in its room).
 pub(crate) fn enroll(room: &Arc<Room>, since: u32) {
@@ -241,6 +274,7 @@ pub(crate) fn park((tcp, room, inbox, id): Parts, guard: Guard) {
         guard,
     }));
     lot.count.fetch_add(1, Ordering::Relaxed);
+    room.first.store(SETTLED, Ordering::Relaxed);
     // Still under the slab's lock: the lot cannot take the entry out (on readiness
     // reported since the socket joined the set) before the room knows it is parked, or
     // the room would name an entry that is gone, and keep its own waker instead of the

@@ -133,6 +133,26 @@ fn messages_cross_parking_and_unparking_in_order() {
     assert!(parks >= 1, "nothing parked during the exchange");
 }
 
+/// A new connection parks at its first idle moment after its CONNACK, whatever
+/// `park_after_ms` (here a minute); once it has parked, only after `park_after_ms`.
+#[test]
+fn a_new_connection_parks_once_answered_then_after_the_threshold() {
+    let mut command = Command::new(fulmar_bin());
+    command
+        .args(["--listen", "127.0.0.1:0", "--log", "debug"])
+        .args(["--metrics-listen", "127.0.0.1:0"])
+        .env("FULMAR_RUNTIME__PARK_AFTER_MS", "60000");
+    let broker = Fulmar::start_command(command);
+    let metrics = metrics_addr(&broker);
+    let mut client = connect(&broker, "fresh", 60, None, 4);
+    wait_until(WAIT, || parked(metrics) == 1);
+    send(&mut client, &[0xC0, 0]);
+    assert_eq!(read_packet(&mut client), (0xD0, Vec::new()), "PINGRESP");
+    // Back from the lot for the PINGREQ, it stays: a minute has not passed.
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(parked(metrics), 0);
+}
+
 /// A client connected over raw TCP with `keep_alive` seconds and an optional will (QoS 1),
 /// at protocol level `level` (4: 3.1.1, 5: 5.0), once its CONNACK accepts it.
 fn connect(

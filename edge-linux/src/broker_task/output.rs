@@ -5,7 +5,7 @@
 //! output buffers are recycled between writers and the actor ([`buffers`]).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, Ordering};
 use std::task::{Context, Poll, Wake, Waker};
 
 use futures_util::task::AtomicWaker;
@@ -259,6 +259,8 @@ pub(crate) struct Room {
     task: AtomicWaker,
     /// The connection is a candidate for parking ([`crate::park::enroll`]).
     pub(crate) enrolled: AtomicBool,
+    /// Where the connection is in its first exchange, for parking ([`crate::park::answered`]).
+    pub(crate) first: AtomicU8,
 }
 
 impl Room {

@@ -279,7 +279,7 @@ impl Future for Holding {
         let Some(since) = driver.idle_since() else {
             return Poll::Pending;
         };
-        if !park::due(since) {
+        if !park::due(since) && !park::first_idle(driver.room()) {
             park::enroll(driver.room(), since);
             return Poll::Pending;
         }
