@@ -30,14 +30,7 @@ fn parked_connections_behave_with_two_shards() {
 }
 
 fn parked_connections_behave(shards: &str) {
-    let mut command = Command::new(fulmar_bin());
-    command
-        .args(["--listen", "127.0.0.1:0", "--log", "debug"])
-        .args(["--metrics-listen", "127.0.0.1:0"])
-        .env("FULMAR_RUNTIME__PARK_AFTER_MS", "200")
-        .env("FULMAR_RUNTIME__SHARDS", shards);
-    let mut broker = Fulmar::start_command(command);
-    let metrics = metrics_addr(&broker);
+    let (mut broker, metrics) = start("200", shards);
     let wills = mosquitto_sub(broker.port(), &["-t", "wills/#", "-q", "1", "-v"]);
 
     let mut sub = connect(&broker, "parked-sub", 60, None, 4);
@@ -99,13 +92,7 @@ fn parked_connections_behave(shards: &str) {
 /// order (no byte or wake-up lost on the way in or out of the lot).
 #[test]
 fn messages_cross_parking_and_unparking_in_order() {
-    let mut command = Command::new(fulmar_bin());
-    command
-        .args(["--listen", "127.0.0.1:0", "--log", "debug"])
-        .args(["--metrics-listen", "127.0.0.1:0"])
-        .env("FULMAR_RUNTIME__PARK_AFTER_MS", "20");
-    let broker = Fulmar::start_command(command);
-    let metrics = metrics_addr(&broker);
+    let (broker, metrics) = start("20", "1");
     let sub = mosquitto_sub(broker.port(), &["-t", "cross/#", "-q", "1"]);
     let mut publisher = Command::new("mosquitto_pub")
         .args(["-h", "127.0.0.1", "-p", &broker.port().to_string()])
@@ -137,13 +124,7 @@ fn messages_cross_parking_and_unparking_in_order() {
 /// `park_after_ms` (here a minute); once it has parked, only after `park_after_ms`.
 #[test]
 fn a_new_connection_parks_once_answered_then_after_the_threshold() {
-    let mut command = Command::new(fulmar_bin());
-    command
-        .args(["--listen", "127.0.0.1:0", "--log", "debug"])
-        .args(["--metrics-listen", "127.0.0.1:0"])
-        .env("FULMAR_RUNTIME__PARK_AFTER_MS", "60000");
-    let broker = Fulmar::start_command(command);
-    let metrics = metrics_addr(&broker);
+    let (broker, metrics) = start("60000", "1");
     let mut client = connect(&broker, "fresh", 60, None, 4);
     wait_until(WAIT, || parked(metrics) == 1);
     send(&mut client, &[0xC0, 0]);
@@ -151,6 +132,20 @@ fn a_new_connection_parks_once_answered_then_after_the_threshold() {
     // Back from the lot for the PINGREQ, it stays: a minute has not passed.
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(parked(metrics), 0);
+}
+
+/// A broker whose connections park after `park_after_ms`, with `shards`, and the address
+/// of its metrics endpoint.
+fn start(park_after_ms: &str, shards: &str) -> (Fulmar, SocketAddr) {
+    let mut command = Command::new(fulmar_bin());
+    command
+        .args(["--listen", "127.0.0.1:0", "--log", "debug"])
+        .args(["--metrics-listen", "127.0.0.1:0"])
+        .env("FULMAR_RUNTIME__PARK_AFTER_MS", park_after_ms)
+        .env("FULMAR_RUNTIME__SHARDS", shards);
+    let broker = Fulmar::start_command(command);
+    let metrics = metrics_addr(&broker);
+    (broker, metrics)
 }
 
 /// A client connected over raw TCP with `keep_alive` seconds and an optional will (QoS 1),
