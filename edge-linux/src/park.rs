@@ -444,10 +444,11 @@ impl Lot {
 mod tests {
     use super::*;
 
-    /// What every parked connection costs in the lot, besides its slot's pointer.
+    /// What every parked connection costs in the lot, besides its slot's pointer: 40
+    /// bytes, so with glibc's header it takes a 48-byte block.
     #[test]
     fn a_parked_connection_is_small() {
         let size = std::mem::size_of::<Parked>();
-        assert!(size <= 64, "a parked connection takes {size} bytes");
+        assert!(size <= 40, "a parked connection takes {size} bytes");
     }
 }

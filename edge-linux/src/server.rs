@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
+use tokio::sync::{Semaphore, mpsc, watch};
 use tracing::{debug, error, info, warn};
 
 use crate::auth::{self, Auth};
@@ -229,10 +229,11 @@ impl Server {
         {
             warn!(%error, "cannot start the parking lot: idle connections keep their tasks");
         }
-        let gate = Arc::new(Gate::new(&self.config.limits, metrics.clone()));
         let (stop, stopped) = watch::channel(false);
-        // Every connection task holds a clone; `recv` returns `None` once all are gone.
+        // Held by the gate, which every accept loop and every connection holds: `recv`
+        // returns `None` once all are gone.
         let (tracker, mut all_done) = mpsc::channel::<()>(1);
+        let gate = Arc::new(Gate::new(&self.config.limits, metrics.clone(), tracker));
 
         // One line, every listener: `127.0.0.1:1883 (mqtt), 127.0.0.1:8080 (ws /mqtt)`.
         let addrs: Vec<String> = self
@@ -270,10 +271,9 @@ impl Server {
                 gate.clone(),
                 broker.clone(),
                 stopped.clone(),
-                tracker.clone(),
             ));
         }
-        drop(tracker);
+        drop(gate);
 
         shutdown.await;
         info!("shutting down: no new connections; flushing and closing the open ones");
@@ -296,23 +296,40 @@ impl Server {
     }
 }
 
-/// What lives exactly as long as a connection: its permit (`limits.max_connections`), its
-/// place in the open-connections counter, and the tracker shutdown waits on.
-pub(crate) type Guard = (OwnedSemaphorePermit, metrics::Serving, mpsc::Sender<()>);
+/// What lives exactly as long as a connection (in its task, or parked): it counts against
+/// `limits.max_connections` and in the open-connections gauge until dropped, and keeps the
+/// gate (and so the tracker shutdown waits on) alive. One pointer: every parked connection
+/// carries one.
+#[derive(Debug)]
+pub(crate) struct Guard(Arc<Gate>);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        self.0.limit.add_permits(1);
+        self.0.metrics.ended();
+    }
+}
 
 /// What a new connection passes before it is served, shared by every listener: the
 /// per-address rate (whichever port the address uses) and the connection limit.
 #[derive(Debug)]
 struct Gate {
-    limit: Arc<Semaphore>,
+    /// A permit per connection served; each is given back when its [`Guard`] drops.
+    limit: Semaphore,
     rate: Option<std::sync::Mutex<RateLimit>>,
     metrics: Arc<Metrics>,
+    /// Dropped with the gate, once every accept loop and connection is gone.
+    _tracker: mpsc::Sender<()>,
 }
 
 impl Gate {
-    fn new(limits: &crate::config::Limits, metrics: Arc<Metrics>) -> Self {
+    fn new(
+        limits: &crate::config::Limits,
+        metrics: Arc<Metrics>,
+        tracker: mpsc::Sender<()>,
+    ) -> Self {
         Self {
-            limit: Arc::new(Semaphore::new(limits.max_connections.get())),
+            limit: Semaphore::new(limits.max_connections.get()),
             rate: RateLimit::new(
                 limits.connection_rate,
                 limits.connection_burst.get(),
@@ -320,11 +337,12 @@ impl Gate {
             )
             .map(std::sync::Mutex::new),
             metrics,
+            _tracker: tracker,
         }
     }
 
-    /// A permit to serve a connection from `peer`, or `None` if it must be closed now.
-    fn admit(&self, peer: SocketAddr) -> Option<OwnedSemaphorePermit> {
+    /// The guard of a connection from `peer` to serve, or `None` if it must be closed now.
+    fn admit(self: &Arc<Self>, peer: SocketAddr) -> Option<Guard> {
         self.metrics.accepted();
         if let Some(rate) = &self.rate {
             // A poisoned lock only means another accept loop panicked mid-update; the
@@ -348,12 +366,15 @@ impl Gate {
                 }
             }
         }
-        let permit = self.limit.clone().try_acquire_owned().ok();
-        if permit.is_none() {
+        let Ok(permit) = self.limit.try_acquire() else {
             self.metrics.refused(Refusal::Limit);
             warn!(%peer, "connection limit reached (limits.max_connections); closing the new connection");
-        }
-        permit
+            return None;
+        };
+        // Given back by the guard's `Drop`: a guard is one pointer, a permit two words.
+        permit.forget();
+        self.metrics.opened();
+        Some(Guard(self.clone()))
     }
 }
 
@@ -365,23 +386,16 @@ async fn accept_loop(
     gate: Arc<Gate>,
     broker: Shards,
     mut stop: watch::Receiver<bool>,
-    tracker: mpsc::Sender<()>,
 ) {
     while let Some((stream, peer)) = accept(&listener, addr, &mut stop).await {
-        let Some(permit) = gate.admit(peer) else {
+        let Some(guard) = gate.admit(peer) else {
             drop(stream);
             continue;
         };
         configure(&stream, peer);
-        let tracker = tracker.clone();
-        let serving = gate.metrics.serving();
         // Held by the task, dropped when it ends. No `async` block around the connection:
         // every idle connection costs its task, and a block would hold its captures too.
-        tokio::spawn(
-            acceptor
-                .serve(stream, peer, broker.clone())
-                .holding((permit, serving, tracker)),
-        );
+        tokio::spawn(acceptor.serve(stream, peer, broker.clone()).holding(guard));
     }
     debug!(listener = %addr, "stopped accepting");
 }

@@ -149,6 +149,17 @@ impl Metrics {
         Serving(self.clone())
     }
 
+    /// A connection is served from now until [`Metrics::ended`] (for a holder that counts
+    /// it without a [`Serving`] of its own).
+    pub(crate) fn opened(&self) {
+        self.open.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A connection counted with [`Metrics::opened`] is no longer served.
+    pub(crate) fn ended(&self) {
+        self.open.fetch_sub(1, Ordering::Relaxed);
+    }
+
     /// The broker accepted a CONNECT.
     pub fn connected(&self) {
         self.connects.fetch_add(1, Ordering::Relaxed);
