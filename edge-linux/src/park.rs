@@ -7,7 +7,7 @@
 //! allocator's free space between such blocks, were more than half of what an idle
 //! connection cost. Mosquitto keeps an idle client as a descriptor in its epoll set; a
 //! parked connection here is about that: one slab entry ([`Parked`]: the socket, its
-//! [`Room`], the actor's inbox, its id, its permit and counters), in one epoll set that one
+//! [`Room`], the actor's inbox, its id, its guard), in one epoll set that one
 //! thread of the lot waits on. (A task waiting on the epoll descriptor through tokio's
 //! `AsyncFd` would spare the thread, but registering a raw descriptor with it is `unsafe`
 //! since tokio 1.54, and the thread costs a small stack.)
@@ -76,7 +76,7 @@ const STACK: usize = 256 * 1024;
 static LOT: OnceLock<Lot> = OnceLock::new();
 
 /// A parked connection: what its driver needs to start again, and what lives as long as
-/// the connection (its permit and counters).
+/// the connection (its guard).
 #[derive(Debug)]
 pub(crate) struct Parked {
     stream: std::net::TcpStream,
@@ -101,7 +101,7 @@ struct Lot {
     signaled: AtomicBool,
     /// Boxed: the slab then holds a pointer per connection, and each entry takes a block
     /// of its own, which after a burst of connections parking reuses what their tasks
-    /// freed (inline, the slab would be 72 bytes a connection more on top).
+    /// freed (inline, the slab's one large block would come on top).
     parked: Mutex<Slab<Box<Parked>>>,
     /// Keys of parked connections whose rooms were woken.
     woken: Mutex<Vec<u32>>,
@@ -182,10 +182,12 @@ pub(crate) fn now() -> u32 {
 }
 
 /// Whether a connection whose last I/O was at tick `since` has been idle long enough to
-/// park.
+/// park (never once the lot's thread stopped).
 pub(crate) fn due(since: u32) -> bool {
-    LOT.get()
-        .is_some_and(|lot| lot.clock.load(Ordering::Relaxed).wrapping_sub(since) >= IDLE_TICKS)
+    LOT.get().is_some_and(|lot| {
+        lot.clock.load(Ordering::Relaxed).wrapping_sub(since) >= IDLE_TICKS
+            && !lot.stopped.load(Ordering::Relaxed)
+    })
 }
 
 /// [`Room::first`]: the connection has sent nothing yet.
@@ -243,6 +245,13 @@ pub(crate) fn park((tcp, room, inbox, id): Parts, guard: Guard) {
         }
     };
     let mut parked = lock(&lot.parked);
+    if lot.stopped.load(Ordering::Relaxed) {
+        // Nobody waits on the set any more (checked under the lock the thread releases
+        // every parked connection under).
+        drop(parked);
+        lot.resume(stream, room, inbox, id, guard);
+        return;
+    }
     let entry = parked.vacant_entry();
     let flags = epoll::EventFlags::IN | epoll::EventFlags::RDHUP;
     let added = u32::try_from(entry.key())
