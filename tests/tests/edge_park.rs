@@ -63,7 +63,7 @@ fn parked_connections_behave(shards: &str) {
     assert_eq!(read_packet(&mut sub), (0xD0, Vec::new()), "PINGRESP");
 
     // Keep alive 1 s: once parked, and silent for 1.5 s, the connection is closed
-    // [MQTT-3.1.2-24] and its will published.
+    // (3.1.1 §3.1.2.10: one and a half times the keep alive) and its will published.
     let mut expiring = connect(&broker, "expiring", 1, Some(("wills/ka", "expired")), 4);
     wait_until(WAIT, || parked(metrics) >= 5);
 
@@ -79,7 +79,7 @@ fn parked_connections_behave(shards: &str) {
     );
     assert_eq!(next_message(&wills), "wills/ka expired");
 
-    // SIGTERM: the parked v5 connection is told why [MQTT-3.14.2-1]: Server shutting down.
+    // SIGTERM: the parked v5 connection is told why: 0x8B, Server shutting down.
     wait_until(WAIT, || parked(metrics) >= 3);
     broker.terminate().expect("fulmar exits after SIGTERM");
     let (header, body) = read_packet(&mut v5);
