@@ -195,6 +195,26 @@ impl<S: BrokerStorage> Rig<S> {
         packets
     }
 
+    /// Everything the uplink writes now, one packet at a time, each with whether it must
+    /// wait for durability.
+    fn written_with_durability(&mut self) -> Vec<(Up, bool)> {
+        let mut buf = vec![0u8; 512 * 1024];
+        let now = self.now();
+        let mut packets = Vec::new();
+        loop {
+            let n = self
+                .uplink
+                .poll_transmit(&mut self.sim.broker, &mut buf, now)
+                .expect("room for any packet");
+            if n == 0 {
+                return packets;
+            }
+            let (packet, _) = decode(&buf[..n], self.version, usize::MAX).expect("a packet");
+            let waits = self.uplink.transmit_needs_durability();
+            packets.push((Up::from_packet(&packet), waits));
+        }
+    }
+
     /// Upstream sends `packets`; returns what the uplink consumed or why it closes.
     fn feed(&mut self, packets: &[Packet<'_>]) -> Result<usize, Close> {
         let mut bytes = Vec::new();
@@ -749,6 +769,43 @@ fn qos1_from_upstream_is_acknowledged_once_the_broker_took_it() {
         acks,
         (10..20).map(|n| Up::PubAck(id(n))).collect::<Vec<_>>()
     );
+}
+
+/// What a crash must not take back waits for durability before upstream sees it: the
+/// PUBACK of a message from upstream, a PUBREL, a QoS 2 PUBLISH (its packet identifier).
+/// A QoS 1 PUBLISH, the CONNECT, the SUBSCRIBE do not.
+#[test]
+fn what_upstream_must_not_see_twice_waits_for_durability() {
+    let mut rig = new_rig("upstream h:1; up s/# 2; down cmd/# 1");
+    rig.publish("s/one", b"1", QoS::AtLeastOnce);
+    rig.publish("s/two", b"2", QoS::ExactlyOnce);
+    let now = rig.now();
+    rig.uplink.on_connected(now);
+    let connect = rig.written_with_durability();
+    assert!(
+        matches!(&connect[..], [(Up::Connect { .. }, false)]),
+        "{connect:?}"
+    );
+    rig.feed(&[connack(ReasonCode::Success, &[])]).unwrap();
+    let written = rig.written_with_durability();
+    let waits: Vec<bool> = written.iter().map(|(_, w)| *w).collect();
+    assert!(matches!(written[0].0, Up::Subscribe { .. }), "{written:?}");
+    assert_eq!(written[1].0.publish().qos, QoS::AtLeastOnce);
+    assert_eq!(written[2].0.publish().qos, QoS::ExactlyOnce);
+    assert_eq!(waits, [false, false, true]);
+    let pid = written[2].0.publish().id.unwrap();
+    rig.feed(&[Packet::PubRec(Ack::new(pid))]).unwrap();
+    assert_eq!(rig.written_with_durability(), [(Up::PubRel(pid), true)]);
+    let command = Packet::Publish(Publish {
+        dup: false,
+        qos_pid: QoSPid::AtLeastOnce(id(7)),
+        retain: false,
+        topic: "cmd/valve",
+        properties: Properties::empty(),
+        payload: b"open",
+    });
+    rig.feed(&[command]).unwrap();
+    assert_eq!(rig.written_with_durability(), [(Up::PubAck(id(7)), true)]);
 }
 
 fulmar_core::fixed_broker_storage! {

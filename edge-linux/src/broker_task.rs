@@ -993,15 +993,13 @@ impl Actor {
             // a chunk that holds an acknowledgement, a PUBREL or a QoS 2 delivery waits for
             // everything polled up to now. QoS 0/1 deliveries need not wait (the core says
             // which is which), so a persistent subscriber is not held to the disk's pace.
-            let hold = if self.broker.transmit_needs_durability() {
-                output_hold(&mut self.store, &mut self.broker, self.shard.as_ref())
-            } else {
-                // Still collected: what it changed joins the next commit.
-                if let Some(store) = &mut self.store {
-                    store.collect(&mut self.broker);
-                }
-                Hold::default()
-            };
+            let needs = self.broker.transmit_needs_durability();
+            let hold = output_hold(
+                needs,
+                &mut self.store,
+                &mut self.broker,
+                self.shard.as_ref(),
+            );
             if !hold.is_none() || peer.has_held() {
                 if !peer.has_held() {
                     self.holding.push(id);
@@ -1068,11 +1066,13 @@ impl Actor {
     }
 }
 
-/// What output that needs durability waits for: everything the core changed up to now is
-/// durable, and (with a store, one shard of several) every other shard took the copies
-/// queued up to now. Without a store nothing acknowledged survives a crash anyway, and
-/// waiting for the other shards' answer would only add a round trip.
+/// What output waits for when it `needs` durability: everything the core changed up to
+/// now is durable, and (with a store, one shard of several) every other shard took the
+/// copies queued up to now. Without a store nothing acknowledged survives a crash anyway,
+/// and waiting for the other shards' answer would only add a round trip. Either way what
+/// the core changed is collected, to join the next commit.
 fn output_hold(
+    needs: bool,
     store: &mut Option<Committer>,
     broker: &mut Broker<Growable, EdgeHooks>,
     shard: Option<&ShardState>,
@@ -1081,6 +1081,9 @@ fn output_hold(
         return Hold::default();
     };
     store.collect(broker);
+    if !needs {
+        return Hold::default();
+    }
     let seq = shard.and_then(|shard| {
         let seq = broker.last_seq();
         let pending = shard

@@ -252,6 +252,9 @@ pub struct Uplink<'c, const WINDOW: usize = DEFAULT_WINDOW> {
     suspect: Option<(u64, u8)>,
     /// The bridge's drop count last returned by [`Uplink::poll_dropped`].
     dropped_shown: Option<u32>,
+    /// The packet the last [`Uplink::poll_transmit`] wrote must wait for durability
+    /// ([`Uplink::transmit_needs_durability`]).
+    needs_durability: bool,
     notices: Notices,
 }
 
@@ -285,6 +288,7 @@ impl<'c, const WINDOW: usize> Uplink<'c, WINDOW> {
             ended_here: false,
             suspect: None,
             dropped_shown: None,
+            needs_durability: false,
             notices: Notices::default(),
         })
     }
@@ -534,6 +538,7 @@ impl<'c, const WINDOW: usize> Uplink<'c, WINDOW> {
         buf: &mut [u8],
         now: Instant,
     ) -> Result<usize, EncodeError> {
+        self.needs_durability = false;
         let written = match self.phase {
             Phase::Down | Phase::Connecting { sent: true, .. } => 0,
             Phase::Connecting { since, sent: false } => {
@@ -547,6 +552,18 @@ impl<'c, const WINDOW: usize> Uplink<'c, WINDOW> {
             self.last_sent = now;
         }
         Ok(written)
+    }
+
+    /// Whether the packet the last [`Uplink::poll_transmit`] wrote may leave only once the
+    /// broker's state changes so far ([`Broker::poll_persist`]) are durable, for a host
+    /// that persists: what a crash must not take back once upstream has seen it. The
+    /// PUBACK of a message from upstream (the broker must keep it [MQTT-4.3.2-2]), a PUBREL
+    /// (upstream then forgets the identifier: the message must not go again as new), and a
+    /// QoS 2 PUBLISH (sent again after a crash, it must carry the same identifier
+    /// [MQTT-4.3.3-1]). A QoS 0 or 1 PUBLISH need not wait: after a crash it may go again,
+    /// which QoS 1 allows (§4.3.2); nor need the CONNECT, SUBSCRIBE or PINGREQ.
+    pub fn transmit_needs_durability(&self) -> bool {
+        self.needs_durability
     }
 
     fn write_connect(&self, buf: &mut [u8]) -> Result<usize, EncodeError> {
@@ -588,6 +605,7 @@ impl<'c, const WINDOW: usize> Uplink<'c, WINDOW> {
         if let Some(entry) = self.inflight.iter_mut().find(|f| f.release) {
             let written = Packet::PubRel(Ack::new(entry.id)).encode(version, buf)?;
             entry.release = false;
+            self.needs_durability = true;
             return Ok(written);
         }
         if let Some(owed) = self.acks.front() {
@@ -599,6 +617,7 @@ impl<'c, const WINDOW: usize> Uplink<'c, WINDOW> {
                 }),
             };
             let written = packet.encode(version, buf)?;
+            self.needs_durability = matches!(owed, Owed::PubAck(_));
             self.acks.pop_front();
             return Ok(written);
         }
@@ -695,6 +714,7 @@ impl<'c, const WINDOW: usize> Uplink<'c, WINDOW> {
                     return Ok(n);
                 }
                 (Some(n), QoSPid::AtLeastOnce(id) | QoSPid::ExactlyOnce(id)) => {
+                    self.needs_durability = matches!(qos_pid, QoSPid::ExactlyOnce(_));
                     // Room was checked above.
                     let _ = self.inflight.push(InFlight {
                         id,

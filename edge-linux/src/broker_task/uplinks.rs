@@ -2,8 +2,8 @@
 //! MQTT client, `fulmar_core::uplink`) lives here, next to the broker it works on, and is
 //! driven like a connection: bytes from its IO task (`crate::bridge`) go to
 //! [`Uplink::handle_bytes`], what [`Uplink::poll_transmit`] writes goes to the connection's
-//! [`Room`](super::Room) (held, with a store, until what it acknowledges is durable, as a
-//! client's output is), the actor's timer covers [`Uplink::poll_timeout`], and after every
+//! [`Room`](super::Room) (with a store, what [`Uplink::transmit_needs_durability`] names
+//! is held until the state it reflects is durable, as a client's output is), the actor's timer covers [`Uplink::poll_timeout`], and after every
 //! wake-up the actor looks for new messages for the bridge (the queue may have grown).
 //! What the client reports ([`Uplink::poll_event`], the drop count) becomes log lines
 //! and the retained `$SYS/broker/bridge/<name>/dropped`.
@@ -263,10 +263,12 @@ impl Actor {
                     break;
                 };
                 room.add_queued(n);
-                // Everything it sends may acknowledge or release state (a PUBACK for a
-                // message from upstream, a QoS 2 PUBLISH's packet identifier, a PUBREL):
-                // it waits for all the state changes up to now.
-                let hold = output_hold(&mut self.store, &mut self.broker, self.shard.as_ref());
+                // A PUBACK for a message from upstream, a PUBREL, a QoS 2 PUBLISH wait for
+                // the state changes up to now (the core says which); a QoS 0/1 PUBLISH
+                // goes at once, unless earlier output waits (the order).
+                let needs = state.uplink.transmit_needs_durability();
+                let shard = self.shard.as_ref();
+                let hold = output_hold(needs, &mut self.store, &mut self.broker, shard);
                 if !hold.is_none() || !state.held.is_empty() {
                     state.held.push_back((hold, bytes.to_vec()));
                 } else if link.append(bytes, &mut self.wakes).is_err() {
