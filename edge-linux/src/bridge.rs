@@ -13,7 +13,8 @@
 //!
 //! This module is the rest, one task per bridge ([`run`]): it resolves the upstream
 //! address (again at every attempt: a cloud broker's address changes), connects TCP with
-//! TCP_NODELAY, moves bytes between the socket and the actor, and reconnects after a
+//! TCP_NODELAY and, with `tls`, runs the TLS handshake (rustls, upstream's certificate
+//! verified against `ca_file` and the host of the address), moves bytes between the socket and the actor, and reconnects after a
 //! backoff of [`MIN_BACKOFF`] doubling to [`MAX_BACKOFF`] (back to the minimum after a
 //! connection upstream had accepted).
 //!
@@ -29,13 +30,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
+use tokio_rustls::TlsConnector;
 use tracing::{debug, warn};
 
 use crate::broker_task::{Input, Link, Output, Room, Uplinked, buffers};
 use crate::config;
+use crate::transport;
 
 /// First wait before reconnecting; it doubles after each failure up to [`MAX_BACKOFF`].
 pub(crate) const MIN_BACKOFF: Duration = Duration::from_secs(1);
@@ -47,7 +51,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const READ_BUF: usize = 16 * 1024;
 
 /// One configured bridge, placed on its shard.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub(crate) struct Bridge {
     /// The client's configuration. It lives as long as the process: the core's `Uplink`
     /// borrows it and lives in an actor task, so it is leaked once at start (a few hundred
@@ -62,29 +66,72 @@ pub(crate) struct Bridge {
     /// Set by the actor when upstream accepted a connection (CONNACK), taken by [`run`]
     /// when the connection ends, so the backoff starts over.
     pub(crate) accepted: Arc<AtomicBool>,
+    /// With `tls`: the TLS client and the name upstream's certificate must have.
+    tls: Option<(TlsConnector, ServerName<'static>)>,
 }
 
-/// The configured bridges, each on the shard its name maps to among `shards`.
-pub(crate) fn plan(bridges: &[config::Bridge], shards: usize) -> Vec<Bridge> {
+impl std::fmt::Debug for Bridge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bridge")
+            .field("name", &self.config.client_id)
+            .field("address", &self.address)
+            .field("shard", &self.shard)
+            .field("tls", &self.tls.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The configured bridges, each on the shard its name maps to among `shards`, with its
+/// TLS client loaded (CA certificates that do not load fail here, with the bridge's name).
+pub(crate) fn plan(
+    bridges: &[config::Bridge],
+    shards: usize,
+) -> Result<Vec<Bridge>, (String, transport::Error)> {
     let mut per_shard = vec![0usize; shards];
     bridges
         .iter()
         .map(|bridge| {
+            let tls = tls_client(bridge).map_err(|e| (bridge.name.clone(), e))?;
             let owned: &'static config::Bridge = Box::leak(Box::new(bridge.clone()));
             let shard = crate::shards::shard_of(&owned.name, shards);
             let slot = per_shard.get(shard).copied().unwrap_or(0);
             if let Some(n) = per_shard.get_mut(shard) {
                 *n += 1;
             }
-            Bridge {
+            Ok(Bridge {
                 config: Box::leak(Box::new(owned.uplink())),
                 address: &owned.address,
                 shard,
                 slot,
                 accepted: Arc::new(AtomicBool::new(false)),
-            }
+                tls,
+            })
         })
         .collect()
+}
+
+/// A TLS bridge's client: rustls with the `ring` provider (as the listeners), verifying
+/// upstream's certificate against the bridge's CA file and the host of its address.
+fn tls_client(
+    bridge: &config::Bridge,
+) -> Result<Option<(TlsConnector, ServerName<'static>)>, transport::Error> {
+    if !bridge.tls {
+        return Ok(None);
+    }
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in transport::tls::certificates(&bridge.ca_file(), "CA certificates")? {
+        roots.add(ca)?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let client = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let host = config::split_host_port(&bridge.address).map_or("", |(host, _)| host);
+    // Checked with the configuration.
+    let name = ServerName::try_from(host.to_owned())
+        .map_err(|_| rustls::Error::General(format!("{host:?} is not a server name")))?;
+    Ok(Some((TlsConnector::from(Arc::new(client)), name)))
 }
 
 /// Connects `bridge` upstream and reconnects it until `stop` changes: the connection's
@@ -103,7 +150,7 @@ pub(crate) async fn run(
     let mut failures = 0u32;
     loop {
         let attempt = tokio::select! {
-            attempt = connect(address) => attempt,
+            attempt = connect(address, bridge.tls.as_ref()) => attempt,
             _ = stop.changed() => return,
         };
         match attempt {
@@ -154,26 +201,41 @@ pub(crate) async fn run(
     }
 }
 
-/// A TCP connection to `address` (each address it resolves to, in turn), with
-/// TCP_NODELAY: MQTT packets are small and latency matters.
-async fn connect(address: &str) -> std::io::Result<TcpStream> {
-    let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(address))
+/// A byte stream upstream: TCP, or TLS over it.
+trait Upstream: AsyncRead + AsyncWrite + Unpin + Send {}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> Upstream for S {}
+
+/// A connection to `address` (each address it resolves to, in turn) with TCP_NODELAY
+/// (MQTT packets are small and latency matters), and the TLS handshake with `tls`, all
+/// within [`CONNECT_TIMEOUT`].
+async fn connect(
+    address: &str,
+    tls: Option<&(TlsConnector, ServerName<'static>)>,
+) -> std::io::Result<Box<dyn Upstream>> {
+    let connecting = async {
+        let stream = TcpStream::connect(address).await?;
+        stream.set_nodelay(true)?;
+        Ok(match tls {
+            None => Box::new(stream) as Box<dyn Upstream>,
+            Some((connector, name)) => Box::new(connector.connect(name.clone(), stream).await?),
+        })
+    };
+    tokio::time::timeout(CONNECT_TIMEOUT, connecting)
         .await
-        .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
-    stream.set_nodelay(true)?;
-    Ok(stream)
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))?
 }
 
 /// Moves bytes both ways until the connection ends (upstream closed it, it failed, or the
 /// actor let it go, whose last output is written first); `true` when `stop` ended it.
 async fn serve(
-    stream: TcpStream,
+    stream: Box<dyn Upstream>,
     room: &Room,
     inbox: &mpsc::Sender<Input>,
     slot: usize,
     stop: &mut watch::Receiver<bool>,
 ) -> bool {
-    let (mut reader, mut writer) = stream.into_split();
+    let (mut reader, mut writer) = tokio::io::split(stream);
     let read = async {
         let mut buf = vec![0; READ_BUF];
         loop {

@@ -688,6 +688,14 @@ pub struct Bridge {
     /// connection (a cloud broker's address changes).
     #[serde(deserialize_with = "bridge_address")]
     pub address: String,
+    /// Speak MQTT over TLS upstream (rustls): upstream's certificate is verified against
+    /// `ca_file` and must name the host of `address`.
+    #[serde(default)]
+    pub tls: bool,
+    /// CA certificates (PEM) upstream's certificate is verified against, with `tls`.
+    /// Default: the system's bundle, [`SYSTEM_CA_FILE`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
     /// The MQTT version spoken upstream.
     #[serde(default)]
     pub protocol: BridgeProtocol,
@@ -739,6 +747,10 @@ pub enum BridgeProtocol {
     #[serde(rename = "5")]
     V5,
 }
+
+/// The CA bundle of Debian and its derivatives (package `ca-certificates`), which a TLS
+/// bridge verifies upstream against when it names no `ca_file`.
+pub const SYSTEM_CA_FILE: &str = "/etc/ssl/certs/ca-certificates.crt";
 
 fn default_bridge_keep_alive() -> u16 {
     30
@@ -822,6 +834,13 @@ fn topic_filter<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
 }
 
 impl Bridge {
+    /// The CA file a TLS bridge verifies upstream's certificate against.
+    pub fn ca_file(&self) -> PathBuf {
+        self.ca_file
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(SYSTEM_CA_FILE))
+    }
+
     /// The client's configuration in the core's terms, borrowing from this one (the
     /// address is resolved by the host, so `host` and `port` are only shown in logs).
     pub fn uplink(&self) -> fulmar_core::uplink::Config<'_> {
@@ -947,7 +966,12 @@ impl Config {
         ]
         .into_iter()
         .filter_map(|(key, path)| Some((key.to_owned(), path?)));
-        for (key, path) in listener_files.chain(auth_files) {
+        let bridge_files = self
+            .bridges
+            .iter()
+            .enumerate()
+            .filter_map(|(i, b)| Some((format!("bridges.{i}.ca_file"), b.ca_file.as_ref()?)));
+        for (key, path) in listener_files.chain(auth_files).chain(bridge_files) {
             if !path.is_file() {
                 let message = format!("{} is not a readable file", path.display());
                 return Err(Invalid::new(key, message));
@@ -1006,6 +1030,20 @@ impl Config {
                 return Err(Invalid::new(
                     format!("bridges.{i}.password"),
                     "a password needs a username",
+                ));
+            }
+            if bridge.ca_file.is_some() && !bridge.tls {
+                return Err(Invalid::new(
+                    format!("bridges.{i}.ca_file"),
+                    "ca_file needs tls = true",
+                ));
+            }
+            let host = split_host_port(&bridge.address).map_or("", |(host, _)| host);
+            let named = rustls::pki_types::ServerName::try_from(host).is_ok();
+            if bridge.tls && !named {
+                return Err(Invalid::new(
+                    format!("bridges.{i}.address"),
+                    format!("{host:?} is not a name a TLS certificate can have"),
                 ));
             }
             if bridge.up.is_empty() && bridge.down.is_empty() {
@@ -1109,6 +1147,8 @@ mod tests {
         config.bridges.push(Bridge {
             name: "edge".into(),
             address: "cloud:1883".into(),
+            tls: true,
+            ca_file: Some("ca".into()),
             protocol: BridgeProtocol::V5,
             keep_alive: 30,
             username: Some("u".into()),
@@ -1291,6 +1331,18 @@ mod tests {
         assert!(message.contains("two bridges"), "{message}");
         let (_, _, message) = error_at("[[bridges]]\nname = \"b\"\naddress = \"h:1\"\n");
         assert!(message.contains("forwards nothing"), "{message}");
+        let tls = "[[bridges]]\nname = \"b\"\naddress = \"h:1\"\nup = [{ filter = \"a\" }]\n";
+        let (line, _, message) = error_at(&format!("{tls}ca_file = \"/nonexistent\"\n"));
+        assert_eq!(line, 5, "{message}");
+        assert!(message.contains("needs tls"), "{message}");
+        let (line, _, message) = error_at(&format!(
+            "{tls}tls = true\nca_file = \"/nonexistent/ca.pem\"\n"
+        ));
+        assert_eq!(line, 6, "{message}");
+        assert!(message.contains("not a readable file"), "{message}");
+        let text = format!("{tls}tls = true\n");
+        let bridge = &parse(&text).unwrap().bridges[0];
+        assert_eq!(bridge.ca_file(), PathBuf::from(SYSTEM_CA_FILE));
     }
 
     #[test]

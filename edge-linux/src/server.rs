@@ -85,6 +85,15 @@ pub enum Error {
         /// The core's reason.
         reason: fulmar_core::codec::ReasonCode,
     },
+    /// A TLS bridge's CA certificates cannot be loaded.
+    #[error("cannot set up TLS for the bridge {name:?}")]
+    BridgeTls {
+        /// The bridge's name.
+        name: String,
+        /// What is wrong.
+        #[source]
+        source: transport::Error,
+    },
 }
 
 /// A broker whose listeners are bound, ready to [`Server::run`].
@@ -157,7 +166,8 @@ impl Server {
         };
         let shards = config.runtime.shards.resolve().get();
         let mut broker = broker_task::prepare(config.core(), store, auth, shards)?;
-        let bridges = bridge::plan(&config.bridges, shards);
+        let bridges = bridge::plan(&config.bridges, shards)
+            .map_err(|(name, source)| Error::BridgeTls { name, source })?;
         for (shard, prepared) in broker.iter_mut().enumerate() {
             let own: Vec<bridge::Bridge> = bridges
                 .iter()

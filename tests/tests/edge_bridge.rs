@@ -27,6 +27,11 @@ struct Mosquitto {
 
 impl Mosquitto {
     fn start(port: u16, dir: &DataDir) -> Self {
+        Self::start_with(port, dir, "")
+    }
+
+    /// [`Mosquitto::start`] with more configuration lines (another listener, say).
+    fn start_with(port: u16, dir: &DataDir, extra: &str) -> Self {
         // `user root`: started as root (CI), Mosquitto would switch to its own user, which
         // may not write its state into the test's directory (as another user it stays
         // who it is).
@@ -35,7 +40,7 @@ impl Mosquitto {
             &format!(
                 "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\n\
                  persistence_location {}/\nlog_dest file {}/mosquitto.log\n\
-                 user root\n",
+                 user root\n{extra}",
                 dir.arg(),
                 dir.arg()
             ),
@@ -355,6 +360,69 @@ fn a_full_backlog_drops_the_newest_and_counts_them() {
     dropped.expect_line(WAIT, |line| line.ends_with("/dropped 3"));
     let sub = outage.upstream_back();
     assert_eq!(collect(&sub, 5), lines_of("sensors/t", &sent[..5]));
+}
+
+/// A CA, a server certificate it signed for 127.0.0.1 (and its key), and another CA,
+/// written into `dir`: `(ca, server_cert, server_key, other_ca)`.
+fn pki(dir: &DataDir) -> [PathBuf; 4] {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair, SanType};
+    let ca = || {
+        let mut params = CertificateParams::default();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap()
+    };
+    let (root, other) = (ca(), ca());
+    let mut params = CertificateParams::default();
+    params.subject_alt_names = vec![SanType::IpAddress([127, 0, 0, 1].into())];
+    let key = KeyPair::generate().unwrap();
+    let cert = params.signed_by(&key, &root).unwrap();
+    [
+        dir.write("ca.pem", &root.pem()),
+        dir.write("server.pem", &cert.pem()),
+        dir.write("server.key", &key.serialize_pem()),
+        dir.write("other-ca.pem", &other.pem()),
+    ]
+}
+
+/// With `tls = true` the bridge speaks TLS to Mosquitto and verifies its certificate
+/// against `ca_file`: messages go up; against another CA the handshake fails, the log
+/// says why, and nothing goes up.
+#[test]
+fn a_tls_bridge_verifies_upstreams_certificate() {
+    let dir = DataDir::new("bridge-tls");
+    let [ca, cert, key, other_ca] = pki(&dir);
+    let (up_port, tls_port) = (free_port(), free_port());
+    let _mosquitto = Mosquitto::start_with(
+        up_port,
+        &dir,
+        &format!(
+            "listener {tls_port} 127.0.0.1\ncertfile {}\nkeyfile {}\n",
+            cert.display(),
+            key.display()
+        ),
+    );
+    let sub = subscriber(up_port, None, "sensors/#");
+    let tls = |name: &str, ca: &PathBuf| {
+        let filters = format!(
+            "tls = true\nca_file = \"{}\"\nup = [{{ filter = \"sensors/#\" }}]\n",
+            ca.display()
+        );
+        bridge_conf(name, tls_port, &filters)
+    };
+    let broker = fulmar(&DataDir::new("bridge-tls-edge"), &tls("edge-tls", &ca));
+    wait_log(&broker, "bridge: connected upstream", 1);
+    let sent = payloads("tls", 20);
+    publish(broker.port(), "sensors/t", &sent);
+    assert_eq!(collect(&sub, sent.len()), lines_of("sensors/t", &sent));
+
+    let stranger = fulmar(
+        &DataDir::new("bridge-tls-other"),
+        &tls("edge-other", &other_ca),
+    );
+    wait_log(&stranger, "invalid peer certificate", 1);
+    publish(stranger.port(), "sensors/t", &["never".to_owned()]);
+    assert_eq!(collect(&sub, 0), Vec::<String>::new());
+    assert_eq!(connections(&stranger), 0, "{}", stranger.log());
 }
 
 /// fulmar bridged to fulmar over MQTT 5.0: messages go up in order, and come down.
