@@ -41,7 +41,8 @@
 //! MQTT 3.1, 3.1.1 and 5.0 over TCP, TLS and WebSocket, with everything the core does
 //! (QoS 0/1/2, retained messages, wills, persistent sessions, shared subscriptions, topic
 //! aliases, backpressure), persistence with durable acknowledgements, password and ACL
-//! files, `$SYS` and Prometheus. Deliberately not yet done:
+//! files, `$SYS` and Prometheus, bridges upstream with store and forward (TCP or TLS).
+//! Deliberately not yet done:
 //! - **Protocol work runs on one task** (`broker_task`); socket, TLS and WebSocket work
 //!   runs on every core in the connection tasks. Measured, the serialized part is about a
 //!   fifth of the broker's CPU under fan-in, but it dominates fan-out (encoding and queue

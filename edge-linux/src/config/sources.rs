@@ -580,6 +580,23 @@ pub fn summary(config: &Config) -> String {
         m.listen
             .map_or_else(|| "off".to_owned(), |a| format!("at http://{a}/metrics"))
     ));
+    if !config.bridges.is_empty() {
+        let bridges: Vec<String> = config
+            .bridges
+            .iter()
+            .map(|b| {
+                let tls = if b.tls { " (TLS)" } else { "" };
+                format!(
+                    "{} to {}{tls}, {} up / {} down",
+                    b.name,
+                    b.address,
+                    b.up.len(),
+                    b.down.len()
+                )
+            })
+            .collect();
+        lines.push(format!("bridges: {}", bridges.join("; ")));
+    }
     lines.push(format!(
         "log: {} ({})",
         config.log.level,
