@@ -157,7 +157,12 @@ impl Actor {
             }
             Uplinked::Drained => {
                 state.blocked = false;
+                let waiting = !state.input.is_empty();
                 self.transmit_uplink(slot, now);
+                if waiting {
+                    // It stopped for its acknowledgements, which could not be written.
+                    self.receive_uplink(slot, now);
+                }
             }
             Uplinked::Unreachable => {
                 show_dropped(&mut state.uplink, &mut self.broker, now);
@@ -167,8 +172,12 @@ impl Actor {
     }
 
     /// Hands the bridge's input to its client, writing its answers between batches (it
-    /// stops consuming while acknowledgements wait to be written).
+    /// stops consuming while acknowledgements wait to be written: once they are, it takes
+    /// more). While the writer is behind, the rest waits for [`Uplinked::Drained`].
     fn receive_uplink(&mut self, slot: usize, now: Instant) {
+        // Whether the last call consumed nothing: once more after writing, then it is the
+        // start of a packet whose end has not come.
+        let mut stuck = false;
         loop {
             let Some(state) = self.uplinks.get_mut(slot) else {
                 return;
@@ -179,13 +188,16 @@ impl Actor {
             match handled {
                 Ok(used) => {
                     state.input.drain(..used.min(state.input.len()));
-                    let more = used > 0 && !state.input.is_empty();
                     // Messages from upstream reach local subscribers.
                     self.pump(now);
                     self.transmit_uplink(slot, now);
-                    if !more {
+                    let Some(state) = self.uplinks.get(slot) else {
+                        return;
+                    };
+                    if state.input.is_empty() || state.blocked || (used == 0 && stuck) {
                         return;
                     }
+                    stuck = used == 0;
                 }
                 Err(close) => {
                     self.pump(now);
