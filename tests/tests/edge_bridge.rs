@@ -95,13 +95,15 @@ fn bridge_conf(name: &str, port: u16, extra: &str) -> String {
 }
 
 /// `fulmar` with the configuration `conf` (written into `dir`, whose `data` directory it
-/// keeps its state in).
+/// keeps its state in), on two shards whatever the machine: a bridge's session is on one
+/// of them, and publishers and subscribers on either.
 fn fulmar(dir: &DataDir, conf: &str) -> Fulmar {
     let path = dir.write("fulmar.toml", conf);
     let data = dir.path().join("data");
     let mut command = Command::new(fulmar_bin());
     command
         .args(["--listen", "127.0.0.1:0", "--log", "info,fulmar_edge=debug"])
+        .args(["--set", "runtime.shards=2"])
         .arg("--config")
         .arg(path)
         .arg("--data-dir")
