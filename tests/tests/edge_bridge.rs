@@ -198,7 +198,8 @@ fn lines_of(topic: &str, payloads: &[String]) -> Vec<String> {
 }
 
 /// (a) What is published on fulmar under an `up` filter reaches a subscriber on Mosquitto,
-/// QoS 1, in order; what matches no `up` filter does not.
+/// QoS 1, in order; what matches no `up` filter does not. With upstream there, a full
+/// bridge queue (8 messages here) holds the publisher back rather than dropping.
 #[test]
 fn messages_go_up_in_order() {
     let dir = DataDir::new("bridge-up");
@@ -207,7 +208,8 @@ fn messages_go_up_in_order() {
     let sub = subscriber(up_port, None, "#");
     let broker = fulmar(
         &dir,
-        &bridge_conf("edge-up", up_port, "up = [{ filter = \"sensors/#\" }]\n"),
+        &("[limits]\nmax_queued_messages = 8\n".to_owned()
+            + &bridge_conf("edge-up", up_port, "up = [{ filter = \"sensors/#\" }]\n")),
     );
     wait_log(&broker, "bridge: connected upstream", 1);
 
@@ -227,6 +229,9 @@ fn messages_go_up_in_order() {
     publish(broker.port(), "sensors/t", &sent);
     assert_eq!(collect(&sub, sent.len()), lines_of("sensors/t", &sent));
     assert_eq!(connections(&broker), 1, "{}", broker.log());
+    let log = broker.log();
+    assert!(log.contains("input paused"), "never held back:\n{log}");
+    assert!(!log.contains("messages dropped"), "{log}");
 }
 
 /// (b) A `down` filter brings Mosquitto's messages into fulmar, in order; with an `up`
