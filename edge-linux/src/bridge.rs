@@ -14,7 +14,8 @@
 //! This module is the rest, one task per bridge ([`run`]): it resolves the upstream
 //! address (again at every attempt: a cloud broker's address changes), connects TCP with
 //! TCP_NODELAY and, with `tls`, runs the TLS handshake (rustls, upstream's certificate
-//! verified against `ca_file` and the host of the address), moves bytes between the socket and the actor, and reconnects after a
+//! verified against `ca_file` and the host of the address, a client certificate if
+//! configured), moves bytes between the socket and the actor, and reconnects after a
 //! backoff of [`MIN_BACKOFF`] doubling to [`MAX_BACKOFF`] (back to the minimum after a
 //! connection upstream had accepted).
 //!
@@ -30,7 +31,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use rustls::pki_types::ServerName;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{PrivateKeyDer, ServerName};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
@@ -111,7 +113,8 @@ pub(crate) fn plan(
 }
 
 /// A TLS bridge's client: rustls with the `ring` provider (as the listeners), verifying
-/// upstream's certificate against the bridge's CA file and the host of its address.
+/// upstream's certificate against the bridge's CA file and the host of its address, and
+/// presenting the bridge's client certificate if it has one.
 fn tls_client(
     bridge: &config::Bridge,
 ) -> Result<Option<(TlsConnector, ServerName<'static>)>, transport::Error> {
@@ -123,10 +126,23 @@ fn tls_client(
         roots.add(ca)?;
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let client = rustls::ClientConfig::builder_with_provider(provider)
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        .with_root_certificates(roots);
+    let client = match (&bridge.cert, &bridge.key) {
+        (Some(cert), Some(key)) => {
+            let chain = transport::tls::certificates(cert, "client certificate chain")?;
+            let key =
+                PrivateKeyDer::from_pem_file(key).map_err(|source| transport::Error::Pem {
+                    what: "private key",
+                    path: key.clone(),
+                    source,
+                })?;
+            builder.with_client_auth_cert(chain, key)?
+        }
+        // Both or neither: checked with the configuration.
+        _ => builder.with_no_client_auth(),
+    };
     let host = config::split_host_port(&bridge.address).map_or("", |(host, _)| host);
     // Checked with the configuration.
     let name = ServerName::try_from(host.to_owned())
@@ -177,13 +193,15 @@ pub(crate) async fn run(
                 if inbox.send(opened).await.is_err() {
                     return;
                 }
-                let stopped = serve(stream, &room, &inbox, slot, &mut stop).await;
+                let ended = serve(stream, &room, &inbox, slot, &mut stop).await;
                 // The actor's next output for this connection fails; it lets it go.
                 room.writer_gone();
-                let _ = inbox.send(Input::Uplink(slot, Uplinked::Closed)).await;
-                if stopped {
+                let Ended::Closed(error) = ended else {
                     return;
-                }
+                };
+                let _ = inbox
+                    .send(Input::Uplink(slot, Uplinked::Closed(error)))
+                    .await;
                 if bridge.accepted.swap(false, Ordering::SeqCst) {
                     backoff = MIN_BACKOFF;
                     failures = 0;
@@ -226,26 +244,32 @@ async fn connect(
         .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))?
 }
 
+/// How a connection upstream ended.
+enum Ended {
+    /// The broker is stopping.
+    Stop,
+    /// Upstream closed it, it failed (why, if the socket said), or the actor let it go.
+    Closed(Option<std::io::Error>),
+}
+
 /// Moves bytes both ways until the connection ends (upstream closed it, it failed, or the
-/// actor let it go, whose last output is written first); `true` when `stop` ended it.
+/// actor let it go, whose last output is written first) or `stop` changes.
 async fn serve(
     stream: Box<dyn Upstream>,
     room: &Room,
     inbox: &mpsc::Sender<Input>,
     slot: usize,
     stop: &mut watch::Receiver<bool>,
-) -> bool {
+) -> Ended {
     let (mut reader, mut writer) = tokio::io::split(stream);
     let read = async {
         let mut buf = vec![0; READ_BUF];
         loop {
             let n = match reader.read(&mut buf).await {
-                Ok(0) => return,
+                Ok(0) => return None,
                 Ok(n) => n,
-                Err(error) => {
-                    debug!(%error, "bridge: read from upstream failed");
-                    return;
-                }
+                // A TLS alert (a client certificate upstream refused) shows here.
+                Err(error) => return Some(error),
             };
             let bytes = buf.get(..n).unwrap_or_default().to_vec();
             // Waits for room in the actor's inbox: TCP then holds upstream back.
@@ -254,7 +278,7 @@ async fn serve(
                 .await
                 .is_err()
             {
-                return;
+                return None;
             }
         }
     };
@@ -265,8 +289,7 @@ async fn serve(
                 Output::Last(bytes) => (bytes, true),
             };
             if let Err(error) = writer.write_all(&bytes).await {
-                debug!(%error, "bridge: write to upstream failed");
-                return;
+                return Some(error);
             }
             if room.written(bytes.len()) {
                 let _ = inbox.send(Input::Uplink(slot, Uplinked::Drained)).await;
@@ -274,13 +297,13 @@ async fn serve(
             buffers::give(bytes);
             if last {
                 let _ = writer.shutdown().await;
-                return;
+                return None;
             }
         }
     };
     tokio::select! {
-        () = read => false,
-        () = write => false,
-        _ = stop.changed() => true,
+        error = read => Ended::Closed(error),
+        error = write => Ended::Closed(error),
+        _ = stop.changed() => Ended::Stop,
     }
 }

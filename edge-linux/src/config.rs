@@ -696,6 +696,13 @@ pub struct Bridge {
     /// Default: the system's bundle, [`SYSTEM_CA_FILE`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_file: Option<PathBuf>,
+    /// With `tls`: the client certificate chain (PEM) presented to upstream, for brokers
+    /// that authenticate clients by certificate (needs `key`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert: Option<PathBuf>,
+    /// With `tls`: the client certificate's private key (PEM).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<PathBuf>,
     /// The MQTT version spoken upstream.
     #[serde(default)]
     pub protocol: BridgeProtocol,
@@ -966,11 +973,13 @@ impl Config {
         ]
         .into_iter()
         .filter_map(|(key, path)| Some((key.to_owned(), path?)));
-        let bridge_files = self
-            .bridges
-            .iter()
-            .enumerate()
-            .filter_map(|(i, b)| Some((format!("bridges.{i}.ca_file"), b.ca_file.as_ref()?)));
+        let bridge_files = self.bridges.iter().enumerate().flat_map(|(i, b)| {
+            [("ca_file", &b.ca_file), ("cert", &b.cert), ("key", &b.key)]
+                .into_iter()
+                .filter_map(move |(name, path)| {
+                    Some((format!("bridges.{i}.{name}"), path.as_ref()?))
+                })
+        });
         for (key, path) in listener_files.chain(auth_files).chain(bridge_files) {
             if !path.is_file() {
                 let message = format!("{} is not a readable file", path.display());
@@ -1032,10 +1041,22 @@ impl Config {
                     "a password needs a username",
                 ));
             }
-            if bridge.ca_file.is_some() && !bridge.tls {
+            let tls_only = [
+                ("ca_file", bridge.ca_file.is_some()),
+                ("cert", bridge.cert.is_some()),
+                ("key", bridge.key.is_some()),
+            ];
+            if let Some((key, _)) = tls_only.iter().find(|(_, set)| *set && !bridge.tls) {
                 return Err(Invalid::new(
-                    format!("bridges.{i}.ca_file"),
-                    "ca_file needs tls = true",
+                    format!("bridges.{i}.{key}"),
+                    format!("{key} needs tls = true"),
+                ));
+            }
+            if bridge.cert.is_some() != bridge.key.is_some() {
+                let key = if bridge.cert.is_some() { "cert" } else { "key" };
+                return Err(Invalid::new(
+                    format!("bridges.{i}.{key}"),
+                    "a client certificate needs both cert and key",
                 ));
             }
             let host = split_host_port(&bridge.address).map_or("", |(host, _)| host);
@@ -1149,6 +1170,8 @@ mod tests {
             address: "cloud:1883".into(),
             tls: true,
             ca_file: Some("ca".into()),
+            cert: Some("c".into()),
+            key: Some("k".into()),
             protocol: BridgeProtocol::V5,
             keep_alive: 30,
             username: Some("u".into()),
@@ -1335,6 +1358,9 @@ mod tests {
         let (line, _, message) = error_at(&format!("{tls}ca_file = \"/nonexistent\"\n"));
         assert_eq!(line, 5, "{message}");
         assert!(message.contains("needs tls"), "{message}");
+        let (line, _, message) = error_at(&format!("{tls}tls = true\ncert = \"c.pem\"\n"));
+        assert_eq!(line, 6, "{message}");
+        assert!(message.contains("both cert and key"), "{message}");
         let (line, _, message) = error_at(&format!(
             "{tls}tls = true\nca_file = \"/nonexistent/ca.pem\"\n"
         ));

@@ -369,54 +369,71 @@ fn a_full_backlog_drops_the_newest_and_counts_them() {
     assert_eq!(collect(&sub, 5), lines_of("sensors/t", &sent[..5]));
 }
 
-/// A CA, a server certificate it signed for 127.0.0.1 (and its key), and another CA,
-/// written into `dir`: `(ca, server_cert, server_key, other_ca)`.
-fn pki(dir: &DataDir) -> [PathBuf; 4] {
-    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair, SanType};
-    let ca = || {
+/// A CA, a server certificate it signed for 127.0.0.1 and its key, another CA, and a
+/// client certificate the first CA signed and its key, written into `dir`:
+/// `[ca, server_cert, server_key, other_ca, client_cert, client_key]`.
+fn pki(dir: &DataDir) -> [PathBuf; 6] {
+    use rcgen::{
+        BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, SanType,
+    };
+    // Named: OpenSSL (Mosquitto) finds no issuer for a certificate whose issuer has an
+    // empty name.
+    let ca = |name: &str| {
         let mut params = CertificateParams::default();
+        params.distinguished_name.push(DnType::CommonName, name);
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap()
     };
-    let (root, other) = (ca(), ca());
+    let (root, other) = (ca("bridge test CA"), ca("another CA"));
     let mut params = CertificateParams::default();
     params.subject_alt_names = vec![SanType::IpAddress([127, 0, 0, 1].into())];
     let key = KeyPair::generate().unwrap();
     let cert = params.signed_by(&key, &root).unwrap();
+    let client_key = KeyPair::generate().unwrap();
+    let client = CertificateParams::default()
+        .signed_by(&client_key, &root)
+        .unwrap();
     [
         dir.write("ca.pem", &root.pem()),
         dir.write("server.pem", &cert.pem()),
         dir.write("server.key", &key.serialize_pem()),
         dir.write("other-ca.pem", &other.pem()),
+        dir.write("client.pem", &client.pem()),
+        dir.write("client.key", &client_key.serialize_pem()),
     ]
 }
 
 /// With `tls = true` the bridge speaks TLS to Mosquitto and verifies its certificate
 /// against `ca_file`: messages go up; against another CA the handshake fails, the log
-/// says why, and nothing goes up.
+/// says why, and nothing goes up. With `cert` and `key` it passes a listener that
+/// requires a client certificate.
 #[test]
 fn a_tls_bridge_verifies_upstreams_certificate() {
     let dir = DataDir::new("bridge-tls");
-    let [ca, cert, key, other_ca] = pki(&dir);
-    let (up_port, tls_port) = (free_port(), free_port());
+    let [ca, cert, key, other_ca, client_cert, client_key] = pki(&dir);
+    let (up_port, tls_port, mtls_port) = (free_port(), free_port(), free_port());
+    let (cert, key, ca_path) = (cert.display(), key.display(), ca.display());
     let _mosquitto = Mosquitto::start_with(
         up_port,
         &dir,
         &format!(
-            "listener {tls_port} 127.0.0.1\ncertfile {}\nkeyfile {}\n",
-            cert.display(),
-            key.display()
+            "listener {tls_port} 127.0.0.1\ncertfile {cert}\nkeyfile {key}\n\
+             listener {mtls_port} 127.0.0.1\ncertfile {cert}\nkeyfile {key}\n\
+             cafile {ca_path}\nrequire_certificate true\n"
         ),
     );
     let sub = subscriber(up_port, None, "sensors/#");
-    let tls = |name: &str, ca: &PathBuf| {
+    let tls = |name: &str, port: u16, ca: &PathBuf, more: &str| {
         let filters = format!(
-            "tls = true\nca_file = \"{}\"\nup = [{{ filter = \"sensors/#\" }}]\n",
+            "tls = true\nca_file = \"{}\"\n{more}up = [{{ filter = \"sensors/#\" }}]\n",
             ca.display()
         );
-        bridge_conf(name, tls_port, &filters)
+        bridge_conf(name, port, &filters)
     };
-    let broker = fulmar(&DataDir::new("bridge-tls-edge"), &tls("edge-tls", &ca));
+    let broker = fulmar(
+        &DataDir::new("bridge-tls-edge"),
+        &tls("edge-tls", tls_port, &ca, ""),
+    );
     wait_log(&broker, "bridge: connected upstream", 1);
     let sent = payloads("tls", 20);
     publish(broker.port(), "sensors/t", &sent);
@@ -424,12 +441,25 @@ fn a_tls_bridge_verifies_upstreams_certificate() {
 
     let stranger = fulmar(
         &DataDir::new("bridge-tls-other"),
-        &tls("edge-other", &other_ca),
+        &tls("edge-other", tls_port, &other_ca, ""),
     );
     wait_log(&stranger, "invalid peer certificate", 1);
     publish(stranger.port(), "sensors/t", &["never".to_owned()]);
     assert_eq!(collect(&sub, 0), Vec::<String>::new());
     assert_eq!(connections(&stranger), 0, "{}", stranger.log());
+
+    let client = format!(
+        "cert = \"{}\"\nkey = \"{}\"\n",
+        client_cert.display(),
+        client_key.display()
+    );
+    let authenticated = fulmar(
+        &DataDir::new("bridge-mtls"),
+        &tls("edge-mtls", mtls_port, &ca, &client),
+    );
+    wait_log(&authenticated, "bridge: connected upstream", 1);
+    publish(authenticated.port(), "sensors/m", &["certified".to_owned()]);
+    assert_eq!(collect(&sub, 1), ["sensors/m certified"]);
 }
 
 /// fulmar bridged to fulmar over MQTT 5.0: messages go up in order, and come down.

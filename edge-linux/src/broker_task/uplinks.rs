@@ -34,8 +34,9 @@ pub(crate) enum Uplinked {
     Connected(Link),
     /// Bytes from upstream.
     Bytes(Vec<u8>),
-    /// The connection ended (upstream closed it, it failed, or the actor let it go).
-    Closed,
+    /// The connection ended (upstream closed it, it failed, or the actor let it go), with
+    /// the socket's error if it had one.
+    Closed(Option<std::io::Error>),
     /// The connection's writer took its output after the actor found the room full.
     Drained,
     /// A connection attempt failed (the drop count is shown at every attempt).
@@ -113,8 +114,8 @@ fn show_dropped(
 enum End {
     /// The client's reason.
     Client(Close),
-    /// The writer is gone (the socket failed).
-    Lost,
+    /// The socket closed or failed (with its error, when it said).
+    Lost(Option<std::io::Error>),
     /// The client's packet does not fit any buffer (not expected: the buffer grows).
     TooLarge,
 }
@@ -129,7 +130,7 @@ impl Actor {
             Uplinked::Connected(link) => {
                 if state.link.is_some() {
                     // Not expected (the IO task reports the end first): the old one is over.
-                    self.end_uplink(slot, End::Lost, now);
+                    self.end_uplink(slot, End::Lost(None), now);
                 }
                 let Some(state) = self.uplinks.get_mut(slot) else {
                     return;
@@ -150,9 +151,9 @@ impl Actor {
                 state.input.extend_from_slice(&bytes);
                 self.receive_uplink(slot, now);
             }
-            Uplinked::Closed => {
+            Uplinked::Closed(error) => {
                 if state.link.is_some() {
-                    self.end_uplink(slot, End::Lost, now);
+                    self.end_uplink(slot, End::Lost(error), now);
                 }
             }
             Uplinked::Drained => {
@@ -284,7 +285,7 @@ impl Actor {
                 if !hold.is_none() || !state.held.is_empty() {
                     state.held.push_back((hold, bytes.to_vec()));
                 } else if link.append(bytes, &mut self.wakes).is_err() {
-                    end = Some(End::Lost);
+                    end = Some(End::Lost(None));
                     break;
                 }
             }
@@ -371,7 +372,8 @@ impl Actor {
         let closed = state.uplink.on_closed(&mut self.broker);
         let reason = match end {
             End::Client(close) => close.to_string(),
-            End::Lost => "connection closed".to_owned(),
+            End::Lost(None) => "connection closed".to_owned(),
+            End::Lost(Some(error)) => error.to_string(),
             End::TooLarge => "a packet larger than the transmit buffer".to_owned(),
         };
         if closed.was_up {
