@@ -112,6 +112,15 @@ pub(crate) fn plan(
         .collect()
 }
 
+/// Loads every TLS bridge's CA file and client certificate as [`plan`] does (for
+/// `fulmar check-config`); fails with the first bridge's name whose files do not load.
+pub(crate) fn check_tls(bridges: &[config::Bridge]) -> Result<(), (String, transport::Error)> {
+    for bridge in bridges {
+        tls_client(bridge).map_err(|e| (bridge.name.clone(), e))?;
+    }
+    Ok(())
+}
+
 /// A TLS bridge's client: rustls with the `ring` provider (as the listeners), verifying
 /// upstream's certificate against the bridge's CA file and the host of its address, and
 /// presenting the bridge's client certificate if it has one.

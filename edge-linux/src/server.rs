@@ -121,15 +121,18 @@ struct Bound {
 }
 
 impl Server {
-    /// Loads every listener's certificates and keys the way [`Server::bind`] does, without
-    /// binding anything: `fulmar check-config` reports a certificate that does not parse or
-    /// a key that does not match it.
+    /// Loads every listener's certificates and keys (and the TLS bridges' CA files and
+    /// client certificates) the way [`Server::bind`] does, without binding anything:
+    /// `fulmar check-config` reports a certificate that does not parse or a key that does
+    /// not match it.
     pub fn check_listeners(config: &Config) -> Result<(), Error> {
         for Listener { addr, protocol } in transport::listeners(&config.listeners) {
             Acceptor::new(&protocol, &config.limits)
                 .map_err(|source| Error::Listener { addr, source })?;
         }
-        Ok(())
+        // And the TLS bridges' CA files and client certificates.
+        bridge::check_tls(&config.bridges)
+            .map_err(|(name, source)| Error::BridgeTls { name, source })
     }
 
     /// Binds every listener of `config`, opens its store and restores the broker's state

@@ -460,6 +460,17 @@ fn a_tls_bridge_verifies_upstreams_certificate() {
     wait_log(&authenticated, "bridge: connected upstream", 1);
     publish(authenticated.port(), "sensors/m", &["certified".to_owned()]);
     assert_eq!(collect(&sub, 1), ["sensors/m certified"]);
+
+    // `fulmar check-config` loads the files as the broker would.
+    let conf = dir.write("bad-ca.toml", &tls("edge-bad", tls_port, &client_key, ""));
+    let checked = Command::new(fulmar_bin())
+        .arg("check-config")
+        .arg(conf)
+        .output()
+        .expect("run fulmar check-config");
+    let said = String::from_utf8_lossy(&checked.stderr);
+    assert!(!checked.status.success(), "{said}");
+    assert!(said.contains("TLS for the bridge \"edge-bad\""), "{said}");
 }
 
 /// fulmar bridged to fulmar over MQTT 5.0: messages go up in order, and come down.
