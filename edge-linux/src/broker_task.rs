@@ -640,6 +640,7 @@ impl Actor {
                 .metrics
                 .record_core(&self.broker.stats(), self.broker.subscription_count()),
         }
+        self.record_uplinks();
         let now = self.now();
         let at = tokio::time::Instant::now();
         if self

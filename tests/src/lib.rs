@@ -31,8 +31,8 @@
 pub mod firmware;
 pub mod paho;
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpListener};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
@@ -435,6 +435,58 @@ pub fn metrics_addr(broker: &Fulmar) -> SocketAddr {
         addr.is_some()
     });
     addr.expect("the endpoint's address")
+}
+
+/// A scrape of the broker's HTTP endpoint (`/metrics`): the status line, the headers, and the samples by name (with labels).
+#[derive(Debug)]
+pub struct Scrape {
+    /// The status line and the headers.
+    pub head: String,
+    /// The body.
+    pub text: String,
+    /// Each sample's value by name, labels included (`name{label="value"}`).
+    pub samples: std::collections::HashMap<String, f64>,
+}
+
+/// `GET path` from the HTTP endpoint at `addr` (the metrics listener, [`metrics_addr`]).
+///
+/// # Panics
+/// If the endpoint does not answer within 10 s with a head and a body.
+pub fn scrape(addr: SocketAddr, path: &str) -> Scrape {
+    let mut stream = TcpStream::connect(addr).expect("connect to the metrics endpoint");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: fulmar\r\n\r\n").expect("send request");
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).expect("read response");
+    let (head, text) = answer.split_once("\r\n\r\n").expect("a head and a body");
+    let samples = text
+        .lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| {
+            let (name, value) = line.rsplit_once(' ')?;
+            Some((name.to_owned(), value.parse().ok()?))
+        })
+        .collect();
+    Scrape {
+        head: head.to_owned(),
+        text: text.to_owned(),
+        samples,
+    }
+}
+
+impl Scrape {
+    /// The value of sample `name` (with its labels, if any).
+    ///
+    /// # Panics
+    /// If there is no such sample.
+    pub fn get(&self, name: &str) -> f64 {
+        *self
+            .samples
+            .get(name)
+            .unwrap_or_else(|| panic!("no sample {name} in:\n{}", self.text))
+    }
 }
 
 /// A child process whose stdout is read line by line on a thread, killed when dropped

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use fulmar_tests::{DataDir, Fulmar, Lines, free_port, fulmar_bin};
+use fulmar_tests::{DataDir, Fulmar, Lines, free_port, fulmar_bin, metrics_addr, wait_until};
 
 /// How long any single expected thing may take (the bridge retries after 1 s, then 2 s…).
 const WAIT: Duration = Duration::from_secs(15);
@@ -103,7 +103,12 @@ fn fulmar(dir: &DataDir, conf: &str) -> Fulmar {
     let mut command = Command::new(fulmar_bin());
     command
         .args(["--listen", "127.0.0.1:0", "--log", "info,fulmar_edge=debug"])
-        .args(["--set", "runtime.shards=2"])
+        .args([
+            "--set",
+            "runtime.shards=2",
+            "--metrics-listen",
+            "127.0.0.1:0",
+        ])
         .arg("--config")
         .arg(path)
         .arg("--data-dir")
@@ -365,8 +370,21 @@ fn a_full_backlog_drops_the_newest_and_counts_them() {
         &["-v", "-t", "$SYS/broker/bridge/bridge-full/dropped"],
     );
     dropped.expect_line(WAIT, |line| line.ends_with("/dropped 3"));
+    // What an operator's Prometheus sees: down, five held, three dropped.
+    let metrics = metrics_addr(&outage.broker);
+    let bridge = |family: &str| {
+        fulmar_tests::scrape(metrics, "/metrics")
+            .get(&format!("{family}{{bridge=\"bridge-full\"}}"))
+    };
+    wait_until(WAIT, || bridge("fulmar_bridge_dropped_total") == 3.0);
+    assert_eq!(bridge("fulmar_bridge_up"), 0.0);
+    assert_eq!(bridge("fulmar_bridge_backlog_messages"), 5.0);
     let sub = outage.upstream_back();
     assert_eq!(collect(&sub, 5), lines_of("sensors/t", &sent[..5]));
+    wait_until(WAIT, || {
+        bridge("fulmar_bridge_up") == 1.0 && bridge("fulmar_bridge_backlog_messages") == 0.0
+    });
+    assert_eq!(bridge("fulmar_bridge_dropped_total"), 3.0);
 }
 
 /// A CA, a server certificate it signed for 127.0.0.1 and its key, another CA, and a

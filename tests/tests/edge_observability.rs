@@ -4,11 +4,11 @@
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::TcpStream;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use fulmar_tests::{Fulmar, Lines, metrics_addr, wait_until};
+use fulmar_tests::{Fulmar, Lines, metrics_addr, scrape, wait_until};
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -151,44 +151,6 @@ fn sys_topics_can_be_turned_off() {
     let sys = subscribe(&broker, "$SYS/#", "sys-off");
     // Published once a second when on; nothing in two seconds means off.
     assert_eq!(sys.next_line(Duration::from_secs(2)), None);
-}
-
-/// A scrape: the status line, the headers, and the samples by name (with labels).
-struct Scrape {
-    head: String,
-    text: String,
-    samples: HashMap<String, f64>,
-}
-
-fn scrape(addr: SocketAddr, path: &str) -> Scrape {
-    let mut stream = TcpStream::connect(addr).expect("connect to the metrics endpoint");
-    stream.set_read_timeout(Some(TIMEOUT)).expect("timeout");
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: fulmar\r\n\r\n").expect("send request");
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).expect("read response");
-    let (head, text) = answer.split_once("\r\n\r\n").expect("a head and a body");
-    let samples = text
-        .lines()
-        .filter(|line| !line.starts_with('#'))
-        .filter_map(|line| {
-            let (name, value) = line.rsplit_once(' ')?;
-            Some((name.to_owned(), value.parse().ok()?))
-        })
-        .collect();
-    Scrape {
-        head: head.to_owned(),
-        text: text.to_owned(),
-        samples,
-    }
-}
-
-impl Scrape {
-    fn get(&self, name: &str) -> f64 {
-        *self
-            .samples
-            .get(name)
-            .unwrap_or_else(|| panic!("no sample {name} in:\n{}", self.text))
-    }
 }
 
 #[test]

@@ -21,6 +21,7 @@ use tracing::{info, warn};
 use super::{Actor, Hold, Link, Readiness, grow_for, output_hold};
 use crate::auth::EdgeHooks;
 use crate::bridge::Bridge;
+use crate::metrics::BridgeState;
 
 /// Messages a bridge has in flight upstream at most (a 5.0 upstream's Receive Maximum may
 /// say fewer): enough to keep a link with some latency busy, few enough that a
@@ -214,6 +215,21 @@ impl Actor {
     pub(super) fn drive_uplinks(&mut self, now: Instant) {
         for slot in 0..self.uplinks.len() {
             self.transmit_uplink(slot, now);
+        }
+    }
+
+    /// Records each bridge's state for `/metrics`.
+    pub(super) fn record_uplinks(&self) {
+        for state in &self.uplinks {
+            let bridge = state.uplink.bridge();
+            self.metrics.record_bridge(
+                state.uplink.config().client_id,
+                BridgeState {
+                    up: state.uplink.is_up(),
+                    backlog: self.broker.bridge_backlog(bridge) as u64,
+                    dropped: u64::from(self.broker.bridge_dropped(bridge)),
+                },
+            );
         }
     }
 

@@ -13,6 +13,10 @@
 //!   [`Metrics::record_core`] after each wake-up (a copy of a few words), so readers never
 //!   have to reach into the broker, and a scrape never waits behind broker work.
 //!
+//! - **bridges' state** (`[[bridges]]`): whether each is connected upstream, its backlog
+//!   and its drops, recorded by the actor that owns it ([`Metrics::record_bridge`]) with
+//!   the core's counters, under a lock only bridges take.
+//!
 //! Readers take a [`Snapshot`]: plain numbers, consistent enough for monitoring (each
 //! counter is read on its own; counters never go backwards).
 
@@ -86,6 +90,20 @@ pub struct Metrics {
     core: CoreCounters,
     /// Each shard's last counters, summed into `core` (with several shards).
     shards: std::sync::Mutex<Vec<(Stats, usize)>>,
+    /// Each bridge's last state, by name.
+    bridges: std::sync::Mutex<std::collections::BTreeMap<&'static str, BridgeState>>,
+}
+
+/// A bridge's state, as its actor last recorded it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BridgeState {
+    /// Connected upstream (its CONNECT accepted) now.
+    pub up: bool,
+    /// Messages waiting for upstream or in flight to it.
+    pub backlog: u64,
+    /// Messages dropped since start: the backlog full while upstream was away, or larger
+    /// than upstream takes.
+    pub dropped: u64,
 }
 
 /// [`Stats`] as atomics, plus the router's subscription count.
@@ -128,6 +146,7 @@ impl Metrics {
             clients_maximum: AtomicU64::new(0),
             core: CoreCounters::default(),
             shards: std::sync::Mutex::default(),
+            bridges: std::sync::Mutex::default(),
         }
     }
 
@@ -230,6 +249,14 @@ impl Metrics {
         self.record_core(&total.0, total.1);
     }
 
+    /// Bridge `name` is in `state` now.
+    pub fn record_bridge(&self, name: &'static str, state: BridgeState) {
+        self.bridges
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(name, state);
+    }
+
     /// The counters now.
     pub fn snapshot(&self) -> Snapshot {
         let get = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
@@ -260,6 +287,13 @@ impl Metrics {
             messages_stored: get(&c.messages_stored),
             deliveries_queued: get(&c.deliveries_queued),
             protocol_errors: get(&c.protocol_errors),
+            bridges: self
+                .bridges
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .iter()
+                .map(|(name, state)| (*name, *state))
+                .collect(),
         }
     }
 }
@@ -325,6 +359,8 @@ pub struct Snapshot {
     pub deliveries_queued: u64,
     /// Connections closed for a protocol violation or a malformed packet.
     pub protocol_errors: u64,
+    /// Each bridge's state, by name.
+    pub bridges: Vec<(&'static str, BridgeState)>,
 }
 
 impl Snapshot {

@@ -210,6 +210,31 @@ pub fn render(s: &Snapshot) -> String {
         "Connections closed for a protocol violation or a malformed packet.",
         s.protocol_errors,
     );
+    if !s.bridges.is_empty() {
+        let bridges = || s.bridges.iter();
+        out.labelled(
+            "fulmar_bridge_up",
+            Gauge,
+            "1 while the bridge is connected upstream (its CONNECT accepted), else 0.",
+            "bridge",
+            bridges().map(|(name, b)| (*name, u8::from(b.up))),
+        );
+        out.labelled(
+            "fulmar_bridge_backlog_messages",
+            Gauge,
+            "Messages the bridge holds for upstream: waiting, or in flight to it.",
+            "bridge",
+            bridges().map(|(name, b)| (*name, b.backlog)),
+        );
+        out.labelled(
+            "fulmar_bridge_dropped_total",
+            Counter,
+            "Messages the bridge dropped: its backlog full while upstream was away, or larger \
+             than upstream takes.",
+            "bridge",
+            bridges().map(|(name, b)| (*name, b.dropped)),
+        );
+    }
     if let Some(bytes) = resident_memory() {
         out.one(
             "process_resident_memory_bytes",
