@@ -36,6 +36,7 @@ enum Up {
     /// A PUBREL with a failure reason (5.0).
     PubRelRefused(PacketId, ReasonCode),
     PingReq,
+    Disconnect(ReasonCode),
 }
 
 /// A PUBLISH the uplink wrote.
@@ -96,6 +97,7 @@ impl Up {
             }
             Packet::PubRel(a) => Self::PubRel(a.packet_id),
             Packet::PingReq => Self::PingReq,
+            Packet::Disconnect(d) => Self::Disconnect(d.reason_code),
             other => panic!("an uplink does not send {other:?}"),
         }
     }
@@ -630,6 +632,40 @@ fn max_packet_setting_drops_for_a_311_upstream() {
     assert_eq!(payloads(&written), [b"ok".to_vec()]);
     assert_eq!(rig.dropped(), 1);
     assert_eq!(rig.uplink.max_packet(), 64);
+}
+
+#[test]
+fn a_stopping_host_says_disconnect_last_and_the_session_keeps_what_was_in_flight() {
+    let mut rig = new_rig("upstream h:1; protocol 5; up s/# 1");
+    rig.publish("s/t", b"a", QoS::AtLeastOnce);
+    let first = rig.connect(&[]);
+    assert_eq!(payloads(&first), [b"a".to_vec()]);
+    rig.publish("s/t", b"b", QoS::AtLeastOnce);
+    // [MQTT-3.14.4-1]: DISCONNECT (5.0 Normal disconnection: the session stays) and
+    // nothing after it, not even the message waiting.
+    rig.uplink.disconnect();
+    assert_eq!(rig.written(), [Up::Disconnect(ReasonCode::Success)]);
+    assert_eq!(rig.written(), []);
+    rig.close();
+    // Next start: what upstream did not acknowledge goes again, in order.
+    let again = rig.connect(&[]);
+    assert_eq!(payloads(&again), [b"a".to_vec(), b"b".to_vec()]);
+    assert!(again[0].publish().dup);
+    // Not counted as upstream's closing: three stops never drop the oldest message.
+    for _ in 0..CLOSES_BEFORE_DROP {
+        rig.uplink.disconnect();
+        assert_eq!(rig.written(), [Up::Disconnect(ReasonCode::Success)]);
+        rig.close();
+        rig.connect(&[]);
+    }
+    assert_eq!(rig.dropped(), 0);
+    assert_eq!(rig.backlog(), 2);
+    // Before the CONNECT went there is nothing to say.
+    rig.close();
+    let now = rig.now();
+    rig.uplink.on_connected(now);
+    rig.uplink.disconnect();
+    assert_eq!(rig.written(), []);
 }
 
 #[test]

@@ -49,6 +49,8 @@ pub(crate) const MIN_BACKOFF: Duration = Duration::from_secs(1);
 pub(crate) const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// Longest wait for the TCP connection (the CONNACK's is the core's).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest wait, once the broker stops, for the actor's last words upstream (DISCONNECT).
+const STOP_LINGER: Duration = Duration::from_secs(1);
 /// Bytes read from upstream at once.
 const READ_BUF: usize = 16 * 1024;
 
@@ -310,9 +312,15 @@ async fn serve(
             }
         }
     };
+    tokio::pin!(write);
     tokio::select! {
         error = read => Ended::Closed(error),
-        error = write => Ended::Closed(error),
-        _ = stop.changed() => Ended::Stop,
+        error = &mut write => Ended::Closed(error),
+        _ = stop.changed() => {
+            // The actor, stopping too, has the client say DISCONNECT and lets the
+            // connection go: its last words are written before the socket closes.
+            let _ = tokio::time::timeout(STOP_LINGER, write).await;
+            Ended::Stop
+        }
     }
 }

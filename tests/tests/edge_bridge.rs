@@ -327,6 +327,41 @@ impl Outage {
     }
 }
 
+/// A graceful stop (SIGTERM) says DISCONNECT upstream [MQTT-3.14.4-1] instead of just
+/// closing the socket: Mosquitto logs a client that disconnected, not one that closed its
+/// connection.
+#[test]
+fn a_graceful_stop_disconnects_the_bridge_cleanly() {
+    let dir = DataDir::new("bridge-stop");
+    let up_port = free_port();
+    let _mosquitto = Mosquitto::start(up_port, &dir);
+    let mut broker = fulmar(
+        &dir,
+        &bridge_conf("edge-stop", up_port, "up = [{ filter = \"sensors/#\" }]\n"),
+    );
+    wait_log(&broker, "bridge: connected upstream", 1);
+    let status = broker.terminate().expect("fulmar exits after SIGTERM");
+    assert!(status.success(), "{status:?}");
+    let log = dir.path().join("mosquitto.log");
+    let read = || std::fs::read_to_string(&log).unwrap_or_default();
+    let deadline = Instant::now() + WAIT;
+    while !read().contains("Client edge-stop disconnected") {
+        assert!(
+            Instant::now() < deadline,
+            "mosquitto's log ({}):\n{}\nfulmar's:\n{}",
+            log.display(),
+            read(),
+            broker.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        !read().contains("Client edge-stop closed its connection"),
+        "{}",
+        read()
+    );
+}
+
 /// (c) Store and forward: Mosquitto stopped, messages published to fulmar meanwhile,
 /// Mosquitto restarted on the same port: they all arrive, in order, once each.
 #[test]

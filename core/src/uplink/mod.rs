@@ -55,9 +55,9 @@ pub use config::{Config, ConfigError, Filters, MAX_FILTERS, MIN_MAX_PACKET};
 
 use crate::broker::{BridgeId, Broker, BrokerStorage, Hooks};
 use crate::codec::{
-    Ack, Connect, DecodeError, EncodeError, List, Packet, PacketId, PacketType, Properties,
-    Property, ProtocolVersion, Publish, QoS, QoSPid, ReasonCode, Subscribe, Subscription,
-    SubscriptionOptions, decode,
+    Ack, Connect, DecodeError, Disconnect, EncodeError, List, Packet, PacketId, PacketType,
+    Properties, Property, ProtocolVersion, Publish, QoS, QoSPid, ReasonCode, Subscribe,
+    Subscription, SubscriptionOptions, decode,
 };
 use crate::time::{Duration, Instant};
 
@@ -247,6 +247,9 @@ pub struct Uplink<'c, const WINDOW: usize = DEFAULT_WINDOW> {
     /// This side ended the connection (a [`Close`] other than upstream's DISCONNECT, or
     /// [`Uplink::abort`]): not counted as upstream's closing by [`Uplink::on_closed`].
     ended_here: bool,
+    /// The host is stopping ([`Uplink::disconnect`]): `Some(false)` until the DISCONNECT
+    /// is written, `Some(true)` after (nothing more goes).
+    leaving: Option<bool>,
     /// The oldest message upstream had not acknowledged when it closed accepted
     /// connections, and how many times in a row (see [`CLOSES_BEFORE_DROP`]).
     suspect: Option<(u64, u8)>,
@@ -286,6 +289,7 @@ impl<'c, const WINDOW: usize> Uplink<'c, WINDOW> {
             ping_due: false,
             subscribe: None,
             ended_here: false,
+            leaving: None,
             suspect: None,
             dropped_shown: None,
             needs_durability: false,
@@ -335,6 +339,7 @@ impl<'c, const WINDOW: usize> Uplink<'c, WINDOW> {
         self.ping_due = false;
         self.subscribe = None;
         self.ended_here = false;
+        self.leaving = None;
     }
 
     /// Bytes arrived from upstream: handles the whole packets at their start and returns
@@ -539,14 +544,26 @@ impl<'c, const WINDOW: usize> Uplink<'c, WINDOW> {
         now: Instant,
     ) -> Result<usize, EncodeError> {
         self.needs_durability = false;
-        let written = match self.phase {
-            Phase::Down | Phase::Connecting { sent: true, .. } => 0,
-            Phase::Connecting { since, sent: false } => {
+        let written = match (self.phase, self.leaving) {
+            (_, Some(true)) | (Phase::Down, _) => 0,
+            // Nothing was said yet: closing the socket is all it takes.
+            (Phase::Connecting { sent: false, .. }, Some(false)) => 0,
+            // [MQTT-3.14.4-1]: the last packet; the host closes the connection after it
+            // [MQTT-3.14.4-2]. 5.0: Normal disconnection, so the session stays and no
+            // will goes (the bridge has none).
+            (_, Some(false)) => {
+                let written =
+                    Packet::Disconnect(Disconnect::default()).encode(self.config.protocol, buf)?;
+                self.leaving = Some(true);
+                written
+            }
+            (Phase::Connecting { sent: true, .. }, None) => 0,
+            (Phase::Connecting { since, sent: false }, None) => {
                 let written = self.write_connect(buf)?;
                 self.phase = Phase::Connecting { since, sent: true };
                 written
             }
-            Phase::Up => self.transmit_up(broker, buf, now)?,
+            (Phase::Up, None) => self.transmit_up(broker, buf, now)?,
         };
         if written > 0 {
             self.last_sent = now;
@@ -789,6 +806,16 @@ impl<'c, const WINDOW: usize> Uplink<'c, WINDOW> {
             self.ping_due = true;
         }
         Ok(())
+    }
+
+    /// The host is stopping: the next [`Uplink::poll_transmit`] writes DISCONNECT (once the
+    /// CONNECT went; before, there is nothing to say) and nothing after it; then the host
+    /// closes the connection and calls [`Uplink::on_closed`]. What upstream did not
+    /// acknowledge goes again after the next start (the bridge's session keeps it), and
+    /// upstream keeps its session for the bridge. Not counted as upstream's closing.
+    pub fn disconnect(&mut self) {
+        self.ended_here = true;
+        self.leaving = Some(false);
     }
 
     /// This side ends the connection for a reason of its own (its transmit buffer cannot

@@ -1,4 +1,5 @@
-//! How an actor stops (SIGTERM, SIGINT): it closes every connection and parks it; with
+//! How an actor stops (SIGTERM, SIGINT): it closes every connection and parks it (bridges
+//! say DISCONNECT upstream and close); with
 //! shards it keeps exchanging copies until every shard took what the others sent; then it
 //! makes everything durable, sends the held output that may leave and closes the store.
 
@@ -49,6 +50,8 @@ impl Actor {
                 self.parked.push(Parked { peer, last, until });
             }
         }
+        // Bridges too: upstream is told, and their sessions keep what it did not have.
+        self.disconnect_uplinks(now);
         if let Some(store) = &mut self.store {
             store.collect(&mut self.broker);
         }

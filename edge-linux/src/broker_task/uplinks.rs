@@ -119,6 +119,8 @@ enum End {
     Lost(Option<std::io::Error>),
     /// The client's packet does not fit any buffer (not expected: the buffer grows).
     TooLarge,
+    /// The broker is stopping: the client said DISCONNECT.
+    Stopping,
 }
 
 impl Actor {
@@ -215,6 +217,22 @@ impl Actor {
     pub(super) fn drive_uplinks(&mut self, now: Instant) {
         for slot in 0..self.uplinks.len() {
             self.transmit_uplink(slot, now);
+        }
+    }
+
+    /// The broker is stopping: each connected bridge says DISCONNECT upstream, its last
+    /// packet, and lets its connection go (its writer writes it and closes). What upstream
+    /// did not acknowledge stays in the bridge's session for the next start. (A
+    /// DISCONNECT behind output still waiting for a commit is not sent: the socket just
+    /// closes, which upstream takes as a lost connection.)
+    pub(super) fn disconnect_uplinks(&mut self, now: Instant) {
+        for slot in 0..self.uplinks.len() {
+            let Some(state) = self.uplinks.get_mut(slot).filter(|s| s.link.is_some()) else {
+                continue;
+            };
+            state.uplink.disconnect();
+            self.transmit_uplink(slot, now);
+            self.end_uplink(slot, End::Stopping, now);
         }
     }
 
@@ -391,6 +409,15 @@ impl Actor {
             End::Lost(None) => "connection closed".to_owned(),
             End::Lost(Some(error)) => error.to_string(),
             End::TooLarge => "a packet larger than the transmit buffer".to_owned(),
+            End::Stopping => {
+                info!(
+                    bridge = name,
+                    address, "bridge: disconnected from upstream (stopping)"
+                );
+                show_dropped(&mut state.uplink, &mut self.broker, now);
+                self.pump(now);
+                return;
+            }
         };
         if closed.was_up {
             warn!(bridge = name, address, %reason, "bridge: connection upstream lost");
