@@ -154,7 +154,7 @@ fn tls_client(
         // Both or neither: checked with the configuration.
         _ => builder.with_no_client_auth(),
     };
-    let host = config::split_host_port(&bridge.address).map_or("", |(host, _)| host);
+    let host = fulmar_core::uplink::split_host_port(&bridge.address).map_or("", |(host, _)| host);
     // Checked with the configuration.
     let name = ServerName::try_from(host.to_owned())
         .map_err(|_| rustls::Error::General(format!("{host:?} is not a server name")))?;

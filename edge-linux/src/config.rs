@@ -782,23 +782,12 @@ fn bridge_name<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
 
 fn bridge_address<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     let address = String::deserialize(d)?;
-    match split_host_port(&address) {
+    match fulmar_core::uplink::split_host_port(&address) {
         Some(_) => Ok(address),
         None => Err(D::Error::custom(format!(
             "{address:?} is not host:port (a name or an address, and a port)"
         ))),
     }
-}
-
-/// The host and port of a bridge's `address` (`host:port`, `[v6]:port`).
-pub fn split_host_port(address: &str) -> Option<(&str, u16)> {
-    let (host, port) = address.rsplit_once(':')?;
-    let host = host
-        .strip_prefix('[')
-        .and_then(|h| h.strip_suffix(']'))
-        .unwrap_or(host);
-    let port = port.parse::<u16>().ok().filter(|p| *p > 0)?;
-    (!host.is_empty()).then_some((host, port))
 }
 
 fn keep_alive<'de, D: Deserializer<'de>>(d: D) -> Result<u16, D::Error> {
@@ -852,7 +841,8 @@ impl Bridge {
     /// address is resolved by the host, so `host` and `port` are only shown in logs).
     pub fn uplink(&self) -> fulmar_core::uplink::Config<'_> {
         use fulmar_core::codec::ProtocolVersion;
-        let (host, port) = split_host_port(&self.address).unwrap_or((&self.address, 0));
+        let (host, port) =
+            fulmar_core::uplink::split_host_port(&self.address).unwrap_or((&self.address, 0));
         let mut config = fulmar_core::uplink::Config::new(host, port);
         config.client_id = &self.name;
         config.keep_alive = self.keep_alive;
@@ -1059,7 +1049,8 @@ impl Config {
                     "a client certificate needs both cert and key",
                 ));
             }
-            let host = split_host_port(&bridge.address).map_or("", |(host, _)| host);
+            let host =
+                fulmar_core::uplink::split_host_port(&bridge.address).map_or("", |(host, _)| host);
             let named = rustls::pki_types::ServerName::try_from(host).is_ok();
             if bridge.tls && !named {
                 return Err(Invalid::new(

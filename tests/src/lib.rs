@@ -607,6 +607,27 @@ pub fn next_message(sub: &Lines) -> String {
     })
 }
 
+/// The next `count` lines `sub` prints that `keep` accepts (others skipped), within
+/// `wait` in all; fewer if they do not come.
+pub fn take_lines(
+    sub: &Lines,
+    count: usize,
+    wait: Duration,
+    keep: impl Fn(&str) -> bool,
+) -> Vec<String> {
+    let deadline = Instant::now() + wait;
+    let mut got = Vec::new();
+    while got.len() < count {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match sub.next_line(left) {
+            Some(line) if keep(&line) => got.push(line),
+            Some(_) => {}
+            None => break,
+        }
+    }
+    got
+}
+
 /// How long [`mosquitto_sub`] and [`next_message`] wait.
 const SUB_WAIT: Duration = Duration::from_secs(10);
 

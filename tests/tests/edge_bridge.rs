@@ -154,17 +154,8 @@ fn subscriber(port: u16, id: Option<&str>, filter: &str) -> Lines {
 /// The next `count` messages `sub` prints (its debug lines skipped; fewer if they do not
 /// come), then whatever more comes within half a second (a duplicate, say).
 fn collect(sub: &Lines, count: usize) -> Vec<String> {
-    let deadline = Instant::now() + WAIT;
-    let mut got = Vec::new();
     let message = |line: &str| !line.starts_with("Client ") && !line.starts_with("Subscribed");
-    while got.len() < count {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match sub.next_line(left) {
-            Some(line) if message(&line) => got.push(line),
-            Some(_) => {}
-            None => break,
-        }
-    }
+    let mut got = fulmar_tests::take_lines(sub, count, WAIT, message);
     while let Some(line) = sub.next_line(Duration::from_millis(500)) {
         if message(&line) {
             got.push(line);

@@ -98,17 +98,7 @@ fn under_test(line: &str) -> bool {
 
 /// The next `count` messages under test `sub` prints (fewer if they do not come).
 fn collect(sub: &Lines, count: usize) -> Vec<String> {
-    let deadline = Instant::now() + WAIT;
-    let mut got = Vec::new();
-    while got.len() < count {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match sub.next_line(left) {
-            Some(line) if under_test(&line) => got.push(line),
-            Some(_) => {}
-            None => break,
-        }
-    }
-    got
+    fulmar_tests::take_lines(sub, count, WAIT, under_test)
 }
 
 /// A message under test `sub` prints within 2 s, if any.

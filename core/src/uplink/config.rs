@@ -139,7 +139,7 @@ impl<'a> Config<'a> {
             let value = value.ok_or(ConfigError::MissingValue);
             match setting {
                 "upstream" => {
-                    upstream = Some(host_port(value?).ok_or(ConfigError::BadAddress)?);
+                    upstream = Some(split_host_port(value?).ok_or(ConfigError::BadAddress)?);
                 }
                 "client-id" => config.client_id = value?,
                 "protocol" => {
@@ -185,10 +185,15 @@ impl<'a> Config<'a> {
     }
 }
 
-/// `host:port`: a host that is not empty (whether it is an address or a name that resolves
-/// is learnt at connection time) and a port that is not 0.
-fn host_port(text: &str) -> Option<(&str, u16)> {
+/// The host and port of `host:port` (an IPv6 address in brackets: `[::1]:1883`): a host
+/// that is not empty (whether it is an address or a name that resolves is learnt at
+/// connection time) and a port that is not 0.
+pub fn split_host_port(text: &str) -> Option<(&str, u16)> {
     let (host, port) = text.rsplit_once(':')?;
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
     let port = port.parse().ok().filter(|p| *p != 0)?;
     (!host.is_empty()).then_some((host, port))
 }
@@ -196,6 +201,23 @@ fn host_port(text: &str) -> Option<(&str, u16)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn host_and_port_split_with_or_without_brackets() {
+        assert_eq!(split_host_port("broker:1883"), Some(("broker", 1883)));
+        assert_eq!(split_host_port("[::1]:8883"), Some(("::1", 8883)));
+        assert_eq!(split_host_port("10.0.2.2:1"), Some(("10.0.2.2", 1)));
+        for bad in [
+            "broker",
+            "broker:0",
+            ":1883",
+            "[]:1883",
+            "broker:x",
+            "broker:70000",
+        ] {
+            assert_eq!(split_host_port(bad), None, "{bad}");
+        }
+    }
 
     #[test]
     fn reads_every_setting() {

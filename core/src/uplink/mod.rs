@@ -51,7 +51,7 @@
 
 mod config;
 
-pub use config::{Config, ConfigError, Filters, MAX_FILTERS, MIN_MAX_PACKET};
+pub use config::{Config, ConfigError, Filters, MAX_FILTERS, MIN_MAX_PACKET, split_host_port};
 
 use crate::broker::{BridgeId, Broker, BrokerStorage, Hooks};
 use crate::codec::{
